@@ -1,0 +1,9 @@
+//! What every service of the pipeline needs at its edges, in one place: layered typed
+//! configuration, logging, Prometheus exposition, RFC 9457 problem responses and the
+//! shutdown signal.
+
+pub mod config;
+pub mod metrics;
+pub mod problem;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,15 @@
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// Installs the global `tracing` subscriber: `RUST_LOG` filters (default `info`), and
+/// `LOG_FORMAT=json` switches to one JSON object per line for log shippers.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
+    let builder = fmt().with_env_filter(filter).with_target(true);
+    // A second init (tests start several services in one process) keeps the first.
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}

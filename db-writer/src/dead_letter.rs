@@ -1,0 +1,72 @@
+//! Records that can never be stored go to the dead-letter topic, whole, with headers that
+//! say where they came from and why they were refused.
+
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use rdkafka::{
+    config::ClientConfig,
+    error::KafkaError,
+    message::{Header, OwnedHeaders},
+    producer::{FutureProducer, FutureRecord},
+};
+
+use crate::{batch::Poison, metrics};
+
+pub struct DeadLetters {
+    producer: FutureProducer,
+    topic: String,
+}
+
+impl DeadLetters {
+    pub fn new(brokers: &str, topic: &str) -> Result<Self, KafkaError> {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "30000")
+            .create()?;
+        Ok(DeadLetters {
+            producer,
+            topic: topic.to_owned(),
+        })
+    }
+
+    /// Publishes every poison record and waits for the acknowledgements; only then may
+    /// their offsets be committed.
+    pub async fn publish(&self, poisons: &[Poison]) -> Result<(), KafkaError> {
+        let sends = poisons.iter().map(|p| {
+            let partition = p.partition.to_string();
+            let offset = p.offset.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(header("dlq.source.topic", &p.topic))
+                .insert(header("dlq.source.partition", &partition))
+                .insert(header("dlq.source.offset", &offset))
+                .insert(header("dlq.error.class", p.error_class))
+                .insert(header("dlq.error.message", &p.error));
+            let mut record = FutureRecord::to(&self.topic).headers(headers);
+            if let Some(key) = &p.key {
+                record = record.key(key.as_slice());
+            }
+            if let Some(value) = &p.value {
+                record = record.payload(value.as_slice());
+            }
+            let send = self.producer.send(record, Duration::from_secs(5));
+            async move { send.await.map_err(|(e, _)| e) }
+        });
+        try_join_all(sends).await?;
+        for p in poisons {
+            metrics::DEAD_LETTERS
+                .with_label_values(&[p.error_class])
+                .inc();
+        }
+        Ok(())
+    }
+}
+
+fn header<'a>(key: &'a str, value: &'a str) -> Header<'a, &'a str> {
+    Header {
+        key,
+        value: Some(value),
+    }
+}

@@ -1,0 +1,62 @@
+//! Every metric of db-writer, defined once. Labels are shard and error class, never ids.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    register_histogram_vec, register_int_counter, register_int_counter_vec, HistogramVec,
+    IntCounter, IntCounterVec,
+};
+
+pub static ROWS_WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "db_writer_rows_inserted_total",
+        "Rows newly inserted, by shard",
+        &["shard"]
+    )
+    .expect("metric registers once")
+});
+
+pub static ROWS_DUPLICATE: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "db_writer_rows_duplicate_total",
+        "Rows skipped because their event_id was already stored (redelivery), by shard",
+        &["shard"]
+    )
+    .expect("metric registers once")
+});
+
+pub static WRITE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "db_writer_shard_write_seconds",
+        "Duration of one bulk insert statement, by shard",
+        &["shard"],
+        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+    )
+    .expect("metric registers once")
+});
+
+pub static WRITE_RETRIES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "db_writer_write_retries_total",
+        "Bulk inserts retried after a transient database error, by shard",
+        &["shard"]
+    )
+    .expect("metric registers once")
+});
+
+pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "db_writer_dead_letters_total",
+        "Records sent to the dead-letter topic, by error class",
+        &["error_class"]
+    )
+    .expect("metric registers once")
+});
+
+pub static BATCHES_COMMITTED: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "db_writer_batches_committed_total",
+        "Batches whose offsets were committed after every shard write succeeded"
+    )
+    .expect("metric registers once")
+});

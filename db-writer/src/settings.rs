@@ -1,0 +1,102 @@
+use std::{net::SocketAddr, time::Duration};
+
+use event_store::StoreSettings;
+use serde::{Deserialize, Serialize};
+
+/// Everything db-writer can be told. Environment variables use the prefix `DB_WRITER_`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub batch: BatchSettings,
+    pub store: StoreSettings,
+    pub retry: RetrySettings,
+    /// Address of `/metrics` and `/health/*`. Default `127.0.0.1:9101`.
+    pub metrics_listen: SocketAddr,
+    /// How long a shutdown may take to flush and commit before the process gives up. Default 15s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Bootstrap servers. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Consumer group; every db-writer process of one deployment shares it. Default `db-writer`.
+    pub group_id: String,
+    /// Topics to persist. Default `["events", "events-critical"]`.
+    pub topics: Vec<String>,
+    /// Where messages that can never be stored go, with headers saying why. Default `events-dlq`.
+    pub dead_letter_topic: String,
+    /// Group session timeout: how fast a crashed writer's partitions move on. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub session_timeout: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BatchSettings {
+    /// A batch is written once it holds this many events. Default 5000.
+    pub max_rows: usize,
+    /// ... or this many bytes of Kafka values. Default 8 MiB.
+    pub max_bytes: usize,
+    /// ... or this long after its first event arrived. Default 50ms.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetrySettings {
+    /// First wait after a transient database error; doubles per attempt, with jitter. Default 100ms.
+    #[serde(with = "humantime_serde")]
+    pub initial_backoff: Duration,
+    /// Longest wait between attempts. Default 5s.
+    #[serde(with = "humantime_serde")]
+    pub max_backoff: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            kafka: KafkaSettings::default(),
+            batch: BatchSettings::default(),
+            store: StoreSettings::default(),
+            retry: RetrySettings::default(),
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
+            shutdown_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: "127.0.0.1:9092".into(),
+            group_id: "db-writer".into(),
+            topics: vec!["events".into(), "events-critical".into()],
+            dead_letter_topic: "events-dlq".into(),
+            session_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for BatchSettings {
+    fn default() -> Self {
+        BatchSettings {
+            max_rows: 5_000,
+            max_bytes: 8 * 1024 * 1024,
+            max_wait: Duration::from_millis(50),
+        }
+    }
+}
+
+impl Default for RetrySettings {
+    fn default() -> Self {
+        RetrySettings {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(5),
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The PostgreSQL side of the pipeline: the shard a client lives on, the `events` table's
+//! migrations, bulk idempotent writes (db-writer) and ordered client reads (query-service).
+
+mod error;
+mod migrate;
+mod read;
+mod routing;
+mod settings;
+mod shards;
+mod timestamps;
+mod write;
+
+pub use error::{RetryHint, StoreError};
+pub use read::{ClientQuery, IngestKey};
+pub use routing::ShardRouter;
+pub use settings::StoreSettings;
+pub use shards::{Shard, ShardSet};
+pub use write::{KafkaPosition, StoredEvent};

@@ -1,0 +1,40 @@
+use tokio_postgres::NoTls;
+use tracing::info;
+
+use crate::{StoreError, StoreSettings};
+
+refinery::embed_migrations!("migrations");
+
+/// Serialises concurrent migrators (several services starting at once) on one shard.
+const MIGRATION_LOCK: i64 = 0x6576_656e_7473; // "events"
+
+/// Applies the versioned migrations in `migrations/` to one shard.
+pub(crate) async fn migrate_shard(shard: usize, url: &str) -> Result<(), StoreError> {
+    let pg = |source| StoreError::Postgres { shard, source };
+    let (mut client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
+    let connection = tokio::spawn(connection);
+    client
+        .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
+        .await
+        .map_err(pg)?;
+    let report = migrations::runner()
+        .run_async(&mut client)
+        .await
+        .map_err(|source| StoreError::Migration { shard, source });
+    // Dropping the client closes the session, which releases the advisory lock too.
+    drop(client);
+    let _ = connection.await;
+    let applied = report?.applied_migrations().len();
+    info!(shard, applied, "migrations up to date");
+    Ok(())
+}
+
+impl StoreSettings {
+    /// Applies the migrations to every shard, in shard order.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        for (shard, url) in self.shards.iter().enumerate() {
+            migrate_shard(shard, url).await?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,95 @@
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::NoTls;
+
+use crate::{ShardRouter, StoreError, StoreSettings};
+
+/// One PostgreSQL server holding the rows of the clients that hash to it.
+#[derive(Clone)]
+pub struct Shard {
+    pub index: usize,
+    pub(crate) pool: Pool,
+}
+
+impl Shard {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+        self.pool.get().await.map_err(|source| StoreError::Pool {
+            shard: self.index,
+            source,
+        })
+    }
+
+    pub(crate) fn pg(&self) -> impl Fn(tokio_postgres::Error) -> StoreError + '_ {
+        move |source| StoreError::Postgres {
+            shard: self.index,
+            source,
+        }
+    }
+}
+
+/// All shards with their connection pools and the router that picks among them.
+#[derive(Clone)]
+pub struct ShardSet {
+    shards: Vec<Shard>,
+    router: ShardRouter,
+}
+
+impl ShardSet {
+    /// Builds the pools (connections open lazily) and, if configured, migrates every shard.
+    pub async fn connect(settings: &StoreSettings) -> Result<Self, StoreError> {
+        if settings.shards.is_empty() {
+            return Err(StoreError::Config {
+                shard: 0,
+                reason: "no shards configured".into(),
+            });
+        }
+        if settings.migrate_on_start {
+            settings.migrate().await?;
+        }
+        let shards = settings
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(index, url)| build_pool(index, url, settings).map(|pool| Shard { index, pool }))
+            .collect::<Result<Vec<_>, _>>()?;
+        let router = ShardRouter::new(shards.len());
+        Ok(ShardSet { shards, router })
+    }
+
+    pub fn router(&self) -> ShardRouter {
+        self.router
+    }
+
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    pub fn shard_for(&self, client_id: &str) -> &Shard {
+        &self.shards[self.router.shard_for(client_id)]
+    }
+}
+
+fn build_pool(index: usize, url: &str, settings: &StoreSettings) -> Result<Pool, StoreError> {
+    let config_err = |reason: String| StoreError::Config {
+        shard: index,
+        reason,
+    };
+    let mut pg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| config_err(e.to_string()))?;
+    pg.connect_timeout(settings.connect_timeout);
+    let manager = Manager::from_config(
+        pg,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.pool_size)
+        .runtime(Runtime::Tokio1)
+        .wait_timeout(Some(settings.connect_timeout))
+        .create_timeout(Some(settings.connect_timeout))
+        .recycle_timeout(Some(settings.connect_timeout))
+        .build()
+        .map_err(|e| config_err(e.to_string()))
+}

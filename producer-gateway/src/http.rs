@@ -1,0 +1,158 @@
+//! The HTTP API: `POST /events`, health and metrics.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    body::Body,
+    extract::State,
+    http::{HeaderMap, StatusCode},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+    Json, Router,
+};
+use chassis::problem::Problem;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use schemas::ReadToken;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::{
+    body::{self, Format},
+    metrics,
+    publish::{PublishError, Publisher},
+    settings::Limits,
+    validate::{IngestClock, Rules},
+};
+
+pub struct AppState {
+    pub publisher: Publisher,
+    pub limits: Limits,
+    pub rules: Rules,
+    pub clock: IngestClock,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/events", post(post_events))
+        .route("/health/live", get(|| async { "ok" }))
+        .route("/health/ready", get(|| async { "ok" }))
+        .with_state(state)
+        .merge(chassis::metrics::router())
+}
+
+#[derive(Serialize)]
+struct Accepted {
+    accepted: usize,
+    events: Vec<AcceptedEvent>,
+    token: String,
+    /// For a request of one event object, its position repeated at the top level.
+    #[serde(flatten, skip_serializing_if = "Option::is_none")]
+    single: Option<AcceptedEvent>,
+}
+
+#[derive(Serialize, Clone)]
+struct AcceptedEvent {
+    event_id: Uuid,
+    partition: i32,
+    offset: i64,
+}
+
+async fn post_events(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let response = match accept(&state, &headers, body).await {
+        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+        Err(problem) => problem.into_response(),
+    };
+    metrics::REQUESTS
+        .with_label_values(&[response.status().as_str()])
+        .inc();
+    response
+}
+
+async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, Problem> {
+    let format = Format::of(headers)?;
+    let bytes = read_limited(body, state.limits.max_body_bytes).await?;
+    let items = body::split(format, &bytes, state.limits.max_events)?;
+    let single = format == Format::Json && items.len() == 1 && !is_array(&bytes);
+    let events = state.rules.events(&items, &state.clock).map_err(|errors| {
+        Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid-events",
+            format!("{} invalid field(s); nothing was published", errors.len()),
+        )
+        .with_errors(errors)
+    })?;
+    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    let started = Instant::now();
+    let acks = state
+        .publisher
+        .publish(&events, traceparent)
+        .await
+        .map_err(|e| unavailable(e, state))?;
+    metrics::PUBLISH_SECONDS.observe(started.elapsed().as_secs_f64());
+    metrics::EVENTS_ACCEPTED.inc_by(events.len() as u64);
+    let mut token = ReadToken::default();
+    let accepted: Vec<AcceptedEvent> = events
+        .iter()
+        .zip(&acks)
+        .map(|(event, ack)| {
+            token.observe(&ack.topic, ack.partition, ack.offset);
+            AcceptedEvent {
+                event_id: event.event_id,
+                partition: ack.partition,
+                offset: ack.offset,
+            }
+        })
+        .collect();
+    Ok(Accepted {
+        accepted: accepted.len(),
+        single: single.then(|| accepted[0].clone()),
+        events: accepted,
+        token: token.to_string(),
+    })
+}
+
+fn is_array(body: &[u8]) -> bool {
+    body.iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_some_and(|b| *b == b'[')
+}
+
+async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, Problem> {
+    let too_large = || {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body-too-large",
+            format!("request body exceeds {limit} bytes"),
+        )
+    };
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "unreadable-body",
+            format!("request body could not be read: {e}"),
+        )),
+    }
+}
+
+fn unavailable(error: PublishError, state: &AppState) -> Problem {
+    let (kind, detail) = match &error {
+        PublishError::QueueFull => ("backpressure", "the pipeline is at capacity; retry later"),
+        PublishError::NotAcknowledged(_) => (
+            "brokers-unavailable",
+            "the brokers did not acknowledge the events; retry later",
+        ),
+        PublishError::Encode(_) => ("encoding-failed", "the events could not be encoded"),
+    };
+    tracing::warn!(error = %error, "publish failed");
+    if let PublishError::Encode(_) = error {
+        return Problem::new(StatusCode::INTERNAL_SERVER_ERROR, kind, detail);
+    }
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, kind, detail)
+        .retry_after(state.limits.retry_after)
+}

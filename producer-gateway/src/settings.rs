@@ -1,0 +1,88 @@
+use std::{net::SocketAddr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// Everything producer-gateway can be told. See `chassis::config` for the layering;
+/// environment variables use the prefix `GATEWAY_`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address the HTTP API listens on. Default `127.0.0.1:8080`.
+    pub listen: SocketAddr,
+    pub kafka: KafkaSettings,
+    pub limits: Limits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Bootstrap servers. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Topic of `normal` events. Default `events`.
+    pub topic: String,
+    /// Topic of `critical` events. Default `events-critical`.
+    pub critical_topic: String,
+    /// How long the producer may hold messages to build batches. Default 5ms.
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    /// Messages the local producer queue holds before publishing answers 503. Default 200000.
+    pub queue_max_messages: u32,
+    /// Bytes (KiB) the local producer queue holds before publishing answers 503. Default 262144 (256 MiB).
+    pub queue_max_kbytes: u32,
+    /// Deadline for the brokers to acknowledge an event, retries included; past it the
+    /// request answers 503. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub delivery_timeout: Duration,
+    /// Compression of produced batches: none, gzip, snappy, lz4, zstd. Default `lz4`.
+    pub compression: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Largest accepted request body in bytes; larger ones answer 413. Default 4 MiB.
+    pub max_body_bytes: usize,
+    /// Most events in one request; more answer 413. Default 10000.
+    pub max_events: usize,
+    /// Largest serialized payload of one event in bytes. Default 65536.
+    pub max_payload_bytes: usize,
+    /// `Retry-After` sent with 503 answers. Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            kafka: KafkaSettings::default(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: "127.0.0.1:9092".into(),
+            topic: "events".into(),
+            critical_topic: "events-critical".into(),
+            linger: Duration::from_millis(5),
+            queue_max_messages: 200_000,
+            queue_max_kbytes: 256 * 1024,
+            delivery_timeout: Duration::from_secs(10),
+            compression: "lz4".into(),
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 4 * 1024 * 1024,
+            max_events: 10_000,
+            max_payload_bytes: 64 * 1024,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}

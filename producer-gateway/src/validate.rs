@@ -1,0 +1,315 @@
+//! Field rules of one incoming event, and the event the gateway makes of it.
+
+use std::sync::atomic::{AtomicI64, Ordering};
+
+use chassis::problem::FieldError;
+use schemas::{Event, Priority};
+use serde::Deserialize;
+use serde_json::{value::RawValue, Value};
+use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use uuid::Uuid;
+
+const CLIENT_ID_MAX: usize = 128;
+const TYPE_MAX: usize = 64;
+
+/// An event as producers send it. Unknown fields are ignored so that newer SDKs can talk
+/// to older gateways; `null` counts as absent.
+#[derive(Deserialize)]
+struct Incoming<'a> {
+    client_id: Option<Value>,
+    #[serde(rename = "type")]
+    event_type: Option<Value>,
+    #[serde(borrow)]
+    payload: Option<&'a RawValue>,
+    event_id: Option<Value>,
+    ts: Option<Value>,
+    priority: Option<Value>,
+}
+
+/// Hands out ingest times that strictly increase within this process, so the ingest order
+/// `(ingested_at, event_id)` keeps the order of a batch and of successive requests.
+#[derive(Debug, Default)]
+pub struct IngestClock {
+    last_micros: AtomicI64,
+}
+
+impl IngestClock {
+    /// Reserves `n` consecutive microsecond ticks and returns the first.
+    pub fn reserve(&self, n: usize) -> i64 {
+        let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
+        let now = i64::try_from(now).unwrap_or(i64::MAX);
+        let n = i64::try_from(n).unwrap_or(i64::MAX);
+        let mut last = self.last_micros.load(Ordering::Relaxed);
+        loop {
+            let first = now.max(last + 1);
+            match self.last_micros.compare_exchange_weak(
+                last,
+                first + n - 1,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return first,
+                Err(actual) => last = actual,
+            }
+        }
+    }
+}
+
+pub struct Rules {
+    pub max_payload_bytes: usize,
+}
+
+impl Rules {
+    /// Validates every item; the request is all-or-nothing, so every error of every item is
+    /// collected for the answer.
+    pub fn events(
+        &self,
+        items: &[&RawValue],
+        clock: &IngestClock,
+    ) -> Result<Vec<Event>, Vec<FieldError>> {
+        let first_tick = clock.reserve(items.len());
+        let mut events = Vec::with_capacity(items.len());
+        let mut errors = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            match self.event(index, item, first_tick + index as i64) {
+                Ok(event) => events.push(event),
+                Err(mut item_errors) => errors.append(&mut item_errors),
+            }
+        }
+        if errors.is_empty() {
+            Ok(events)
+        } else {
+            Err(errors)
+        }
+    }
+
+    fn event(
+        &self,
+        index: usize,
+        item: &RawValue,
+        ingested_at: i64,
+    ) -> Result<Event, Vec<FieldError>> {
+        let error = |field: &str, reason: String| FieldError {
+            index,
+            field: field.to_owned(),
+            reason,
+        };
+        let incoming: Incoming = serde_json::from_str(item.get()).map_err(|e| {
+            let reason = if item.get().trim_start().starts_with('{') {
+                e.to_string()
+            } else {
+                "an event must be a JSON object".to_owned()
+            };
+            vec![error("", reason)]
+        })?;
+        let mut errors = Vec::new();
+        let client_id = required_string(incoming.client_id, "client_id", &mut errors, index)
+            .filter(|id| check(&mut errors, index, "client_id", client_id_problem(id)));
+        let event_type = required_string(incoming.event_type, "type", &mut errors, index)
+            .filter(|t| check(&mut errors, index, "type", type_problem(t)));
+        let payload = match incoming.payload {
+            None => "{}".to_owned(),
+            Some(raw) if raw.get().len() > self.max_payload_bytes => {
+                errors.push(error(
+                    "payload",
+                    format!(
+                        "payload is {} bytes; at most {} are accepted",
+                        raw.get().len(),
+                        self.max_payload_bytes
+                    ),
+                ));
+                String::new()
+            }
+            Some(raw) => raw.get().to_owned(),
+        };
+        let event_id = match incoming.event_id {
+            None => Some(Uuid::now_v7()),
+            Some(Value::String(s)) => Uuid::parse_str(&s)
+                .map_err(|_| errors.push(error("event_id", format!("{s:?} is not a UUID"))))
+                .ok(),
+            Some(_) => {
+                errors.push(error("event_id", "must be a UUID string".into()));
+                None
+            }
+        };
+        let ts_micros = match incoming.ts {
+            None => Some(None),
+            Some(Value::String(s)) => OffsetDateTime::parse(&s, &Rfc3339)
+                .ok()
+                .and_then(|t| i64::try_from(t.unix_timestamp_nanos() / 1_000).ok())
+                .map(Some)
+                .or_else(|| {
+                    errors.push(error("ts", format!("{s:?} is not an RFC 3339 timestamp")));
+                    None
+                }),
+            Some(_) => {
+                errors.push(error("ts", "must be an RFC 3339 timestamp string".into()));
+                None
+            }
+        };
+        let priority = match incoming.priority {
+            None => Some(Priority::Normal),
+            Some(Value::String(s)) => s
+                .parse::<Priority>()
+                .map_err(|e| errors.push(error("priority", e.to_string())))
+                .ok(),
+            Some(_) => {
+                errors.push(error(
+                    "priority",
+                    "must be \"normal\" or \"critical\"".into(),
+                ));
+                None
+            }
+        };
+        match (client_id, event_type, event_id, ts_micros, priority) {
+            (
+                Some(client_id),
+                Some(event_type),
+                Some(event_id),
+                Some(ts_micros),
+                Some(priority),
+            ) if errors.is_empty() => Ok(Event {
+                event_id,
+                client_id,
+                event_type,
+                ts_micros,
+                ingested_at_micros: ingested_at,
+                priority,
+                payload,
+            }),
+            _ => Err(errors),
+        }
+    }
+}
+
+fn required_string(
+    value: Option<Value>,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+    index: usize,
+) -> Option<String> {
+    let reason = match value {
+        Some(Value::String(s)) => return Some(s),
+        None => "is required",
+        Some(_) => "must be a string",
+    };
+    errors.push(FieldError {
+        index,
+        field: field.to_owned(),
+        reason: reason.to_owned(),
+    });
+    None
+}
+
+fn check(errors: &mut Vec<FieldError>, index: usize, field: &str, problem: Option<String>) -> bool {
+    match problem {
+        None => true,
+        Some(reason) => {
+            errors.push(FieldError {
+                index,
+                field: field.to_owned(),
+                reason,
+            });
+            false
+        }
+    }
+}
+
+fn client_id_problem(id: &str) -> Option<String> {
+    if id.is_empty() || id.len() > CLIENT_ID_MAX {
+        return Some(format!("must be 1 to {CLIENT_ID_MAX} characters"));
+    }
+    id.chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+        .map(|c| format!("character {c:?} is not allowed; use A-Z a-z 0-9 . _ : -"))
+}
+
+fn type_problem(event_type: &str) -> Option<String> {
+    let len = event_type.chars().count();
+    if len == 0 || len > TYPE_MAX {
+        return Some(format!("must be 1 to {TYPE_MAX} characters"));
+    }
+    event_type
+        .chars()
+        .any(char::is_control)
+        .then(|| "control characters are not allowed".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn validate(json: &str) -> Result<Vec<Event>, Vec<FieldError>> {
+        let items: Vec<&RawValue> = serde_json::from_str(json).unwrap();
+        Rules {
+            max_payload_bytes: 32,
+        }
+        .events(&items, &IngestClock::default())
+    }
+
+    fn fields(errors: Vec<FieldError>) -> Vec<(usize, String)> {
+        errors.into_iter().map(|e| (e.index, e.field)).collect()
+    }
+
+    #[test]
+    fn accepts_a_full_event() {
+        let events = validate(
+            r#"[{"client_id":"dev-1:a.b_c","type":"click","payload":{"x":[1,2]},
+                "event_id":"0190a5e4-7b6c-7cde-8f00-123456789abc","ts":"2026-11-23T10:00:00.5Z",
+                "priority":"critical","extra":"ignored"}]"#,
+        )
+        .unwrap();
+        let e = &events[0];
+        assert_eq!(e.client_id, "dev-1:a.b_c");
+        assert_eq!(e.payload, r#"{"x":[1,2]}"#);
+        assert_eq!(
+            e.event_id.to_string(),
+            "0190a5e4-7b6c-7cde-8f00-123456789abc"
+        );
+        assert_eq!(e.ts_micros, Some(1_795_428_000_500_000));
+        assert_eq!(e.priority, Priority::Critical);
+    }
+
+    #[test]
+    fn assigns_ids_and_strictly_increasing_ingest_times() {
+        let events =
+            validate(r#"[{"client_id":"a","type":"t"},{"client_id":"a","type":"t"}]"#).unwrap();
+        assert_eq!(events[0].event_id.get_version_num(), 7);
+        assert_ne!(events[0].event_id, events[1].event_id);
+        assert!(events[0].ingested_at_micros < events[1].ingested_at_micros);
+        assert_eq!(events[0].payload, "{}");
+        assert_eq!(events[0].priority, Priority::Normal);
+    }
+
+    #[test]
+    fn reports_every_bad_field_of_every_item() {
+        let errors = validate(
+            r#"[{"client_id":"ok","type":"t"},
+                {"type":"t"},
+                {"client_id":"bad id!","type":"","event_id":"nope","ts":"yesterday","priority":"urgent"},
+                {"client_id":"x","type":"t","payload":{"big":"0123456789012345678901234567890"}},
+                42]"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(errors),
+            vec![
+                (1, "client_id".into()),
+                (2, "client_id".into()),
+                (2, "type".into()),
+                (2, "event_id".into()),
+                (2, "ts".into()),
+                (2, "priority".into()),
+                (3, "payload".into()),
+                (4, "".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn limits_client_id_length() {
+        let long = "a".repeat(129);
+        let errors = validate(&format!(r#"[{{"client_id":"{long}","type":"t"}}]"#)).unwrap_err();
+        assert_eq!(errors[0].reason, "must be 1 to 128 characters");
+    }
+}

@@ -1,0 +1,96 @@
+use std::{net::SocketAddr, time::Duration};
+
+use event_store::StoreSettings;
+use serde::{Deserialize, Serialize};
+
+/// Everything query-service can be told. Environment variables use the prefix `QUERY_`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address of the HTTP API. Default `127.0.0.1:8081`.
+    pub listen: SocketAddr,
+    pub kafka: KafkaSettings,
+    pub store: StoreSettings,
+    pub cache: CacheSettings,
+    pub api: ApiSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaSettings {
+    /// Bootstrap servers. Default `127.0.0.1:9092`.
+    pub brokers: String,
+    /// Topics whose unpersisted tail is served. Default `["events", "events-critical"]`.
+    pub topics: Vec<String>,
+    /// The db-writer's consumer group: its committed offsets mark what is in PostgreSQL.
+    /// Default `db-writer`.
+    pub writer_group: String,
+    /// Prefix of this replica's own group id (a random suffix makes it unique: every
+    /// replica reads every partition). Default `query-service`.
+    pub group_prefix: String,
+    /// How often the writer's committed offsets and the partition counts are re-read.
+    /// Default 100ms.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheSettings {
+    /// Most in-flight events held; beyond it answers say `"complete": false`. Default 1000000.
+    pub max_in_flight_events: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiSettings {
+    /// Page size when the request names none. Default 100.
+    pub default_limit: usize,
+    /// Largest page size a request may ask for. Default 1000.
+    pub max_limit: usize,
+    /// `Retry-After` of 503 answers. Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub retry_after: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            kafka: KafkaSettings::default(),
+            store: StoreSettings::default(),
+            cache: CacheSettings::default(),
+            api: ApiSettings::default(),
+        }
+    }
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: "127.0.0.1:9092".into(),
+            topics: vec!["events".into(), "events-critical".into()],
+            writer_group: "db-writer".into(),
+            group_prefix: "query-service".into(),
+            refresh_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            max_in_flight_events: 1_000_000,
+        }
+    }
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        ApiSettings {
+            default_limit: 100,
+            max_limit: 1000,
+            retry_after: Duration::from_secs(1),
+        }
+    }
+}

@@ -1,0 +1,257 @@
+use apache_avro::{from_avro_datum, from_value, write_avro_datum_ref, Schema};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::{fingerprint::fingerprint, Event, Priority};
+
+/// Single-object encoding marker (Avro specification, "Single-object encoding").
+const MAGIC: [u8; 2] = [0xC3, 0x01];
+const HEADER_LEN: usize = 10;
+
+/// The event schema versions this build can read, oldest first. The last one is written.
+const VERSIONS: &[(u32, &str)] = &[(1, include_str!("../avro/event.v1.avsc"))];
+
+/// One known writer schema and its fingerprint.
+#[derive(Debug)]
+pub struct SchemaVersion {
+    pub version: u32,
+    pub schema: Schema,
+    header: [u8; HEADER_LEN],
+}
+
+impl SchemaVersion {
+    fn parse(version: u32, json: &str) -> Self {
+        // The schemas are compiled in and covered by tests, so a parse failure is a bug in
+        // this crate, not an input error.
+        #[allow(clippy::expect_used)]
+        let schema = Schema::parse_str(json).expect("compiled-in Avro schema must parse");
+        let mut header = [0u8; HEADER_LEN];
+        header[..2].copy_from_slice(&MAGIC);
+        header[2..].copy_from_slice(&fingerprint(&schema).to_le_bytes());
+        SchemaVersion {
+            version,
+            schema,
+            header,
+        }
+    }
+
+    /// The 8-byte CRC-64-AVRO fingerprint, little-endian as written on the wire.
+    pub fn fingerprint(&self) -> [u8; 8] {
+        let mut fp = [0u8; 8];
+        fp.copy_from_slice(&self.header[2..]);
+        fp
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    #[error("avro encoding failed: {0}")]
+    Avro(#[from] apache_avro::Error),
+}
+
+/// Why a Kafka value could not be read as an event. Every variant is a property of the
+/// message, not of the reader's state: such a message is dead-lettered, never retried.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("message of {0} bytes is shorter than the single-object header")]
+    TooShort(usize),
+    #[error("missing single-object marker C3 01")]
+    NotSingleObject,
+    #[error("unknown writer schema fingerprint {0}")]
+    UnknownFingerprint(String),
+    #[error("avro datum does not match its writer schema: {0}")]
+    Avro(#[from] apache_avro::Error),
+    #[error("invalid event_id {0:?}")]
+    EventId(String),
+}
+
+/// Encodes events with the newest schema and decodes any known version into it.
+#[derive(Debug)]
+pub struct EventCodec {
+    versions: Vec<SchemaVersion>,
+}
+
+impl Default for EventCodec {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The Avro record as serde sees it, borrowed for writing.
+#[derive(Serialize)]
+struct RecordRef<'a> {
+    event_id: String,
+    client_id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    ts: Option<i64>,
+    ingested_at: i64,
+    priority: Priority,
+    payload: &'a str,
+}
+
+/// The Avro record as serde sees it, owned for reading.
+#[derive(Deserialize)]
+struct Record {
+    event_id: String,
+    client_id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    ts: Option<i64>,
+    ingested_at: i64,
+    priority: Priority,
+    payload: String,
+}
+
+impl EventCodec {
+    pub fn new() -> Self {
+        EventCodec {
+            versions: VERSIONS
+                .iter()
+                .map(|(v, json)| SchemaVersion::parse(*v, json))
+                .collect(),
+        }
+    }
+
+    /// Every schema version this codec reads, oldest first.
+    pub fn versions(&self) -> &[SchemaVersion] {
+        &self.versions
+    }
+
+    fn writer(&self) -> &SchemaVersion {
+        // `VERSIONS` is a non-empty constant.
+        &self.versions[self.versions.len() - 1]
+    }
+
+    /// Appends the single-object encoding of `event` to `out`.
+    pub fn encode_into(&self, event: &Event, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+        let writer = self.writer();
+        out.extend_from_slice(&writer.header);
+        let record = RecordRef {
+            event_id: event.event_id.hyphenated().to_string(),
+            client_id: &event.client_id,
+            event_type: &event.event_type,
+            ts: event.ts_micros,
+            ingested_at: event.ingested_at_micros,
+            priority: event.priority,
+            payload: &event.payload,
+        };
+        write_avro_datum_ref(&writer.schema, &record, out)?;
+        Ok(())
+    }
+
+    pub fn encode(&self, event: &Event) -> Result<Vec<u8>, EncodeError> {
+        let mut out = Vec::with_capacity(HEADER_LEN + 64 + event.payload.len());
+        self.encode_into(event, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes a single-object encoded event written with any known schema version.
+    pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
+        self.decode_as(bytes, self.writer())
+    }
+
+    /// Decodes with an explicit reader schema: Avro's resolution rules map the writer's
+    /// fields onto the reader's (defaults fill fields the writer did not have).
+    pub fn decode_as(&self, bytes: &[u8], reader: &SchemaVersion) -> Result<Event, DecodeError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(DecodeError::TooShort(bytes.len()));
+        }
+        if bytes[..2] != MAGIC {
+            return Err(DecodeError::NotSingleObject);
+        }
+        let writer = self
+            .versions
+            .iter()
+            .find(|v| v.header == bytes[..HEADER_LEN])
+            .ok_or_else(|| DecodeError::UnknownFingerprint(hex(&bytes[2..HEADER_LEN])))?;
+        let mut datum = &bytes[HEADER_LEN..];
+        let reader_schema = (reader.header != writer.header).then_some(&reader.schema);
+        let value = from_avro_datum(&writer.schema, &mut datum, reader_schema)?;
+        let record: Record = from_value(&value)?;
+        let event_id =
+            Uuid::parse_str(&record.event_id).map_err(|_| DecodeError::EventId(record.event_id))?;
+        Ok(Event {
+            event_id,
+            client_id: record.client_id,
+            event_type: record.event_type,
+            ts_micros: record.ts,
+            ingested_at_micros: record.ingested_at,
+            priority: record.priority,
+            payload: record.payload,
+        })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> Event {
+        Event {
+            event_id: Uuid::now_v7(),
+            client_id: "device-42".into(),
+            event_type: "temperature".into(),
+            ts_micros: Some(1_763_000_000_123_456),
+            ingested_at_micros: 1_763_000_000_223_456,
+            priority: Priority::Critical,
+            payload: r#"{"celsius":21.5,"tags":["a","b"]}"#.into(),
+        }
+    }
+
+    #[test]
+    fn round_trips_through_single_object_encoding() {
+        let codec = EventCodec::new();
+        let event = sample();
+        let bytes = codec.encode(&event).unwrap();
+        assert_eq!(&bytes[..2], &MAGIC);
+        assert_eq!(&bytes[2..10], &codec.writer().fingerprint());
+        assert_eq!(codec.decode(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn round_trips_without_optional_device_time() {
+        let codec = EventCodec::new();
+        let event = Event {
+            ts_micros: None,
+            priority: Priority::Normal,
+            ..sample()
+        };
+        let bytes = codec.encode(&event).unwrap();
+        assert_eq!(codec.decode(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn rejects_unknown_fingerprint_with_its_value() {
+        let codec = EventCodec::new();
+        let mut bytes = codec.encode(&sample()).unwrap();
+        bytes[2..10].copy_from_slice(&[1, 2, 3, 4, 5, 6, 7, 8]);
+        let err = codec.decode(&bytes).unwrap_err();
+        assert!(
+            matches!(&err, DecodeError::UnknownFingerprint(fp) if fp == "0102030405060708"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn rejects_plain_json_and_truncated_datum() {
+        let codec = EventCodec::new();
+        assert!(matches!(
+            codec.decode(br#"{"client_id":"x","type":"y"}"#),
+            Err(DecodeError::NotSingleObject)
+        ));
+        assert!(matches!(
+            codec.decode(&[0xC3]),
+            Err(DecodeError::TooShort(1))
+        ));
+        let bytes = codec.encode(&sample()).unwrap();
+        assert!(matches!(
+            codec.decode(&bytes[..bytes.len() - 5]),
+            Err(DecodeError::Avro(_))
+        ));
+    }
+}

@@ -1,0 +1,73 @@
+use std::{fmt, str::FromStr};
+
+use uuid::Uuid;
+
+/// One accepted event, as every service sees it after decoding.
+///
+/// Times are microseconds since the Unix epoch, the precision of both Avro's
+/// `timestamp-micros` and PostgreSQL's `timestamptz`, so a value survives the trip unchanged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// Idempotency key: one row per id, however often it is delivered.
+    pub event_id: Uuid,
+    /// Kafka message key and shard key.
+    pub client_id: String,
+    pub event_type: String,
+    /// Device time as the producer reported it.
+    pub ts_micros: Option<i64>,
+    /// Gateway time of acceptance. `(ingested_at, event_id)` is the ingest order.
+    pub ingested_at_micros: i64,
+    pub priority: Priority,
+    /// The producer's payload, JSON text validated by the gateway.
+    pub payload: String,
+}
+
+impl Event {
+    /// The key that orders a client's history, stable while an event moves from the
+    /// in-flight cache to PostgreSQL.
+    pub fn ingest_key(&self) -> (i64, Uuid) {
+        (self.ingested_at_micros, self.event_id)
+    }
+}
+
+/// Urgency lane of an event.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Priority {
+    #[default]
+    Normal,
+    Critical,
+}
+
+impl Priority {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Priority::Normal => "normal",
+            Priority::Critical => "critical",
+        }
+    }
+}
+
+impl fmt::Display for Priority {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("unknown priority {0:?}: expected \"normal\" or \"critical\"")]
+pub struct PriorityParseError(String);
+
+impl FromStr for Priority {
+    type Err = PriorityParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "normal" => Ok(Priority::Normal),
+            "critical" => Ok(Priority::Critical),
+            other => Err(PriorityParseError(other.to_owned())),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! CRC-64-AVRO ("Rabin") fingerprints of a schema's Parsing Canonical Form, as the Avro
+//! specification defines them, so that readers in other languages agree on the bytes.
+
+use apache_avro::Schema;
+
+const EMPTY: u64 = 0xc15d_213a_a4d7_a795;
+
+const TABLE: [u64; 256] = {
+    let mut table = [0u64; 256];
+    let mut i = 0;
+    while i < 256 {
+        let mut fp = i as u64;
+        let mut j = 0;
+        while j < 8 {
+            fp = (fp >> 1) ^ (EMPTY & (0u64.wrapping_sub(fp & 1)));
+            j += 1;
+        }
+        table[i] = fp;
+        i += 1;
+    }
+    table
+};
+
+pub(crate) fn crc64_avro(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(EMPTY, |fp, b| {
+        (fp >> 8) ^ TABLE[((fp ^ u64::from(*b)) & 0xff) as usize]
+    })
+}
+
+const PRIMITIVES: [&str; 8] = [
+    "null", "boolean", "int", "long", "float", "double", "bytes", "string",
+];
+
+/// The Parsing Canonical Form of `schema`.
+///
+/// apache-avro leaves a primitive that carried a logical type as `{"type":"long"}`, where the
+/// specification's [PRIMITIVES] rule (and Java's `SchemaNormalization`) writes `"long"`; the
+/// fingerprints would then disagree with every other implementation. The canonical form is
+/// compact JSON whose names cannot contain braces or quotes, so the textual rewrite is exact.
+pub(crate) fn canonical_form(schema: &Schema) -> String {
+    let mut form = schema.canonical_form();
+    for primitive in PRIMITIVES {
+        form = form.replace(
+            &format!(r#"{{"type":"{primitive}"}}"#),
+            &format!(r#""{primitive}""#),
+        );
+    }
+    form
+}
+
+pub(crate) fn fingerprint(schema: &Schema) -> u64 {
+    crc64_avro(canonical_form(schema).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fp(json: &str) -> i64 {
+        fingerprint(&Schema::parse_str(json).unwrap()) as i64
+    }
+
+    #[test]
+    fn matches_the_specification_test_vectors() {
+        // share/test/data/schema-tests.txt of the Avro project.
+        assert_eq!(fp(r#""null""#), 7_195_948_357_588_979_594);
+        assert_eq!(fp(r#""int""#), 8_247_732_601_305_521_295);
+        assert_eq!(fp(r#""long""#), -3_434_872_931_120_570_953);
+        assert_eq!(
+            fp(r#"{"fields":[], "type":"record", "name":"foo"}"#),
+            -4_824_392_279_771_201_922
+        );
+    }
+
+    #[test]
+    fn logical_types_do_not_change_the_fingerprint() {
+        assert_eq!(
+            fp(r#"{"type":"long","logicalType":"timestamp-micros"}"#),
+            fp(r#""long""#)
+        );
+        assert_eq!(
+            fp(r#"{"type":"string","logicalType":"uuid"}"#),
+            fp(r#""string""#)
+        );
+    }
+}

@@ -1,0 +1,15 @@
+//! The contract between the pipeline's services: the event as it travels through Kafka,
+//! its Avro schemas (`avro/*.avsc`), and the single-object codec every service uses.
+//!
+//! A Kafka value is Avro single-object encoded (`C3 01`, the writer schema's CRC-64-AVRO
+//! fingerprint, the datum), so a reader resolves the writer's schema from the fingerprint
+//! against the versions compiled in here, with no registry service.
+
+mod codec;
+mod event;
+mod fingerprint;
+mod read_token;
+
+pub use codec::{DecodeError, EncodeError, EventCodec, SchemaVersion};
+pub use event::{Event, Priority, PriorityParseError};
+pub use read_token::{ReadToken, TokenError};
