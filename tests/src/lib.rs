@@ -1,1 +1,15 @@
+//! Harness for tests against the real servers started by `deploy/local/up`.
+//!
+//! Every test gets its own topics, consumer groups and a fresh database on every shard, so
+//! tests run in parallel and never see each other's data. Endpoints come from
+//! `PIPELINE_KAFKA` (default `127.0.0.1:9092`) and `PIPELINE_PG_PORTS` (default `5433 5434`).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // a failed set-up should fail the test loudly
+
+mod kafka;
+mod poll;
+mod services;
+
+pub use kafka::KafkaAdmin;
+pub use poll::eventually;
+pub use services::{Posted, Stack, WriterProcess};

@@ -1,0 +1,153 @@
+//! Feeds producer-gateway with synthetic device traffic: NDJSON batches or one event per
+//! request, from a pool of clients, for a bounded time and count. Prints what it achieved.
+
+use std::{
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Parser;
+use tokio::sync::Mutex;
+
+#[derive(Parser, Clone)]
+#[command(about = "Synthetic device traffic for producer-gateway")]
+struct Args {
+    /// Gateway base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// Events per request; 1 sends single JSON objects, more send NDJSON batches.
+    #[arg(long, default_value_t = 100)]
+    batch: usize,
+    /// Concurrent connections.
+    #[arg(long, default_value_t = 8)]
+    concurrency: usize,
+    /// Distinct client ids.
+    #[arg(long, default_value_t = 1000)]
+    clients: usize,
+    /// Stop after this many events.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Stop after this long, whatever was sent.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Target events per second over all connections (0 = as fast as acknowledged).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Payload padding in bytes, to approximate real event sizes.
+    #[arg(long, default_value_t = 200)]
+    payload_bytes: usize,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()
+        .context("http client")?;
+    let sent = Arc::new(AtomicU64::new(0));
+    let accepted = Arc::new(AtomicU64::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let latencies = Arc::new(Mutex::new(Vec::<Duration>::new()));
+    let started = Instant::now();
+    let deadline = started + args.duration;
+    let padding = "x".repeat(args.payload_bytes);
+    let mut workers = Vec::new();
+    for worker in 0..args.concurrency {
+        let (args, client, sent, accepted, refused, latencies, padding) = (
+            args.clone(),
+            client.clone(),
+            sent.clone(),
+            accepted.clone(),
+            refused.clone(),
+            latencies.clone(),
+            padding.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let per_worker_rate = args.rate as f64 / args.concurrency as f64;
+            let mut n: u64 = worker as u64;
+            let mut local = Vec::new();
+            while Instant::now() < deadline {
+                let start = sent.fetch_add(args.batch as u64, Ordering::Relaxed);
+                if start >= args.events {
+                    break;
+                }
+                let count = (args.events - start).min(args.batch as u64) as usize;
+                let mut body = String::with_capacity(count * (args.payload_bytes + 120));
+                for _ in 0..count {
+                    n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    let client_id = (n >> 33) as usize % args.clients;
+                    body.push_str(&format!(
+                        r#"{{"client_id":"device-{client_id}","type":"reading","payload":{{"seq":{start},"pad":"{padding}"}}}}"#
+                    ));
+                    body.push('\n');
+                }
+                let content_type = if args.batch == 1 { "application/json" } else { "application/x-ndjson" };
+                let t0 = Instant::now();
+                let result = client
+                    .post(format!("{}/events", args.gateway))
+                    .header("content-type", content_type)
+                    .body(body)
+                    .send()
+                    .await;
+                local.push(t0.elapsed());
+                match result {
+                    Ok(r) if r.status().as_u16() == 202 => {
+                        accepted.fetch_add(count as u64, Ordering::Relaxed);
+                    }
+                    Ok(r) => {
+                        refused.fetch_add(count as u64, Ordering::Relaxed);
+                        let retry = r
+                            .headers()
+                            .get("retry-after")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.parse::<u64>().ok());
+                        if let Some(secs) = retry {
+                            tokio::time::sleep(Duration::from_secs(secs.min(5))).await;
+                        }
+                    }
+                    Err(_) => {
+                        refused.fetch_add(count as u64, Ordering::Relaxed);
+                    }
+                }
+                if per_worker_rate > 0.0 {
+                    // Pace to the target rate: each request "costs" count / rate seconds.
+                    let budget = Duration::from_secs_f64(count as f64 / per_worker_rate);
+                    if let Some(rest) = budget.checked_sub(t0.elapsed()) {
+                        tokio::time::sleep(rest).await;
+                    }
+                }
+            }
+            latencies.lock().await.extend(local);
+        }));
+    }
+    for worker in workers {
+        worker.await.context("worker panicked")?;
+    }
+    let elapsed = started.elapsed();
+    let mut lat = latencies.lock().await.clone();
+    lat.sort();
+    let pct = |p: f64| -> f64 {
+        if lat.is_empty() {
+            return 0.0;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        lat[i].as_secs_f64() * 1000.0
+    };
+    let ok = accepted.load(Ordering::Relaxed);
+    println!(
+        "loadgen: accepted={ok} refused={} requests={} elapsed={:.2}s rate={:.0} events/s request_ms p50={:.2} p99={:.2} max={:.2}",
+        refused.load(Ordering::Relaxed),
+        lat.len(),
+        elapsed.as_secs_f64(),
+        ok as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        pct(1.0),
+    );
+    Ok(())
+}

@@ -1,0 +1,108 @@
+use std::{collections::BTreeMap, time::Duration};
+
+use rdkafka::{
+    admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication},
+    client::DefaultClientContext,
+    config::ClientConfig,
+    consumer::{BaseConsumer, Consumer},
+    Offset, TopicPartitionList,
+};
+
+const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct KafkaAdmin {
+    brokers: String,
+    admin: AdminClient<DefaultClientContext>,
+}
+
+impl KafkaAdmin {
+    pub fn new(brokers: &str) -> Self {
+        let admin = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .create()
+            .expect("admin client");
+        KafkaAdmin {
+            brokers: brokers.to_owned(),
+            admin,
+        }
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        let results = self
+            .admin
+            .create_topics(
+                [&topic],
+                &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+            )
+            .await
+            .expect("create topic request");
+        for result in results {
+            result.unwrap_or_else(|(t, e)| panic!("create topic {t}: {e}"));
+        }
+    }
+
+    pub async fn add_partitions(&self, name: &str, total: usize) {
+        let results = self
+            .admin
+            .create_partitions(
+                [&NewPartitions::new(name, total)],
+                &AdminOptions::new().operation_timeout(Some(TIMEOUT)),
+            )
+            .await
+            .expect("create partitions request");
+        for result in results {
+            result.unwrap_or_else(|(t, e)| panic!("add partitions to {t}: {e}"));
+        }
+    }
+
+    fn consumer(&self, group: &str) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("consumer")
+    }
+
+    /// High watermark of every partition of `topic`.
+    pub fn end_offsets(&self, topic: &str) -> BTreeMap<i32, i64> {
+        let consumer = self.consumer("end-offsets-probe");
+        let metadata = consumer
+            .fetch_metadata(Some(topic), TIMEOUT)
+            .expect("metadata");
+        let mut ends = BTreeMap::new();
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let (_, high) = consumer
+                    .fetch_watermarks(topic, p.id(), TIMEOUT)
+                    .expect("watermarks");
+                ends.insert(p.id(), high);
+            }
+        }
+        ends
+    }
+
+    /// Offsets `group` committed for every partition of `topic` (0 where none).
+    pub fn committed_offsets(&self, group: &str, topic: &str) -> BTreeMap<i32, i64> {
+        let consumer = self.consumer(group);
+        let mut tpl = TopicPartitionList::new();
+        for partition in self.end_offsets(topic).keys() {
+            tpl.add_partition(topic, *partition);
+        }
+        let committed = consumer
+            .committed_offsets(tpl, TIMEOUT)
+            .expect("committed offsets");
+        committed
+            .elements()
+            .iter()
+            .map(|e| {
+                let offset = match e.offset() {
+                    Offset::Offset(o) => o,
+                    _ => 0,
+                };
+                (e.partition(), offset)
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,354 @@
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+
+use event_store::StoreSettings;
+use serde_json::Value;
+use tokio::process::{Child, Command};
+use tokio_postgres::NoTls;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::KafkaAdmin;
+
+const PARTITIONS: i32 = 6;
+
+/// One test's private slice of the real infrastructure, and the services started on it.
+pub struct Stack {
+    pub id: String,
+    pub brokers: String,
+    pub kafka: KafkaAdmin,
+    pub topic: String,
+    pub critical_topic: String,
+    pub dead_letter_topic: String,
+    pub writer_group: String,
+    pub shard_urls: Vec<String>,
+    pub http: reqwest::Client,
+    shutdown: CancellationToken,
+}
+
+/// What the gateway acknowledged for one request.
+#[derive(Debug, Clone)]
+pub struct Posted {
+    pub event_ids: Vec<Uuid>,
+    pub token: String,
+}
+
+impl Stack {
+    /// Fresh topics and a fresh database on every shard.
+    pub async fn new() -> Stack {
+        if std::env::var_os("RUST_LOG").is_some() {
+            chassis::telemetry::init();
+        }
+        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
+        let brokers = std::env::var("PIPELINE_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let kafka = KafkaAdmin::new(&brokers);
+        let topic = format!("events-{id}");
+        let critical_topic = format!("events-critical-{id}");
+        let dead_letter_topic = format!("events-dlq-{id}");
+        for t in [&topic, &critical_topic, &dead_letter_topic] {
+            kafka.create_topic(t, PARTITIONS).await;
+        }
+        let ports = std::env::var("PIPELINE_PG_PORTS").unwrap_or_else(|_| "5433 5434".into());
+        let database = format!("t_{id}");
+        let mut shard_urls = Vec::new();
+        for port in ports.split_whitespace() {
+            let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
+            let (client, connection) = tokio_postgres::connect(&admin, NoTls)
+                .await
+                .unwrap_or_else(|e| panic!("shard on port {port} (run deploy/local/up): {e}"));
+            tokio::spawn(connection);
+            client
+                .batch_execute(&format!("CREATE DATABASE {database}"))
+                .await
+                .expect("create test database");
+            shard_urls.push(format!("postgres://postgres@127.0.0.1:{port}/{database}"));
+        }
+        Stack {
+            writer_group: format!("db-writer-{id}"),
+            id,
+            brokers,
+            kafka,
+            topic,
+            critical_topic,
+            dead_letter_topic,
+            shard_urls,
+            http: reqwest::Client::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    pub fn topics(&self) -> [&str; 2] {
+        [&self.topic, &self.critical_topic]
+    }
+
+    pub fn store_settings(&self) -> StoreSettings {
+        StoreSettings {
+            shards: self.shard_urls.clone(),
+            ..StoreSettings::default()
+        }
+    }
+
+    pub fn gateway_settings(&self) -> producer_gateway::Settings {
+        let mut s = producer_gateway::Settings::default();
+        s.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        s.kafka.brokers = self.brokers.clone();
+        s.kafka.topic = self.topic.clone();
+        s.kafka.critical_topic = self.critical_topic.clone();
+        s
+    }
+
+    pub fn writer_settings(&self) -> db_writer::Settings {
+        let mut s = db_writer::Settings::default();
+        s.metrics_listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        s.kafka.brokers = self.brokers.clone();
+        s.kafka.group_id = self.writer_group.clone();
+        s.kafka.topics = vec![self.topic.clone(), self.critical_topic.clone()];
+        s.kafka.dead_letter_topic = self.dead_letter_topic.clone();
+        s.kafka.session_timeout = Duration::from_secs(6);
+        s.store = self.store_settings();
+        s.retry.max_backoff = Duration::from_millis(500);
+        s
+    }
+
+    pub fn query_settings(&self) -> query_service::Settings {
+        let mut s = query_service::Settings::default();
+        s.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        s.kafka.brokers = self.brokers.clone();
+        s.kafka.topics = vec![self.topic.clone(), self.critical_topic.clone()];
+        s.kafka.writer_group = self.writer_group.clone();
+        s.store = self.store_settings();
+        s
+    }
+
+    /// Starts producer-gateway in this process; returns its base URL.
+    pub async fn start_gateway(&self) -> String {
+        self.start_gateway_with(self.gateway_settings()).await
+    }
+
+    pub async fn start_gateway_with(&self, settings: producer_gateway::Settings) -> String {
+        let gateway = producer_gateway::Gateway::bind(&settings)
+            .await
+            .expect("gateway binds");
+        let url = format!("http://{}", gateway.local_addr());
+        tokio::spawn(gateway.serve(self.shutdown.child_token()));
+        url
+    }
+
+    /// Starts query-service in this process; returns its base URL.
+    pub async fn start_query(&self) -> String {
+        let service = query_service::QueryService::bind(&self.query_settings())
+            .await
+            .expect("query-service starts");
+        let url = format!("http://{}", service.local_addr());
+        tokio::spawn(service.serve(self.shutdown.child_token()));
+        url
+    }
+
+    /// Starts db-writer in this process; cancelling the token stops it cleanly.
+    pub async fn start_writer(&self) -> CancellationToken {
+        let token = self.shutdown.child_token();
+        let writer = db_writer::DbWriter::connect(self.writer_settings())
+            .await
+            .expect("db-writer starts");
+        tokio::spawn(writer.run(token.clone()));
+        token
+    }
+
+    /// Starts the db-writer binary as its own process, so a test can kill it.
+    pub fn spawn_writer_process(&self) -> WriterProcess {
+        WriterProcess::spawn(self)
+    }
+
+    /// POSTs a JSON body to the gateway.
+    pub async fn post(
+        &self,
+        gateway: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> reqwest::Response {
+        self.http
+            .post(format!("{gateway}/events"))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .expect("gateway answers")
+    }
+
+    /// POSTs events as one JSON array and expects 202.
+    pub async fn post_events(&self, gateway: &str, events: &[Value]) -> Posted {
+        let response = self
+            .post(
+                gateway,
+                "application/json",
+                serde_json::to_vec(events).expect("json"),
+            )
+            .await;
+        let status = response.status();
+        let body: Value = response.json().await.expect("json answer");
+        assert_eq!(status, 202, "gateway refused events: {body}");
+        Posted {
+            event_ids: body["events"]
+                .as_array()
+                .expect("events array")
+                .iter()
+                .map(|e| {
+                    e["event_id"]
+                        .as_str()
+                        .expect("event_id")
+                        .parse()
+                        .expect("uuid")
+                })
+                .collect(),
+            token: body["token"].as_str().expect("token").to_owned(),
+        }
+    }
+
+    /// A client's whole history, following cursors page by page.
+    pub async fn history(&self, query: &str, client_id: &str, page_size: usize) -> Vec<Value> {
+        let mut events = Vec::new();
+        let mut cursor: Option<String> = None;
+        for _ in 0..10_000 {
+            let mut request = self
+                .http
+                .get(format!("{query}/events"))
+                .query(&[("clientId", client_id), ("limit", &page_size.to_string())]);
+            if let Some(c) = &cursor {
+                request = request.query(&[("cursor", c)]);
+            }
+            let response = request.send().await.expect("query-service answers");
+            assert_eq!(response.status(), 200);
+            let page: Value = response.json().await.expect("json answer");
+            assert_eq!(page["complete"], true, "answer marked incomplete");
+            events.extend(page["events"].as_array().expect("events").iter().cloned());
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = Some(next.to_owned()),
+                None => return events,
+            }
+        }
+        panic!("history of {client_id} did not end");
+    }
+
+    /// `(shard index, event_id, client_id)` of every row in every shard.
+    pub async fn shard_rows(&self) -> Vec<(usize, Uuid, String)> {
+        let mut rows = Vec::new();
+        for (shard, url) in self.shard_urls.iter().enumerate() {
+            let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("shard");
+            tokio::spawn(connection);
+            let exists = client
+                .query_one("SELECT to_regclass('events') IS NOT NULL", &[])
+                .await
+                .expect("catalog query");
+            if !exists.get::<_, bool>(0) {
+                continue;
+            }
+            for row in client
+                .query("SELECT event_id, client_id FROM events", &[])
+                .await
+                .expect("select rows")
+            {
+                rows.push((shard, row.get(0), row.get(1)));
+            }
+        }
+        rows
+    }
+
+    /// True once the writer's group has committed every message of both topics.
+    pub fn writer_drained(&self) -> bool {
+        self.topics().iter().all(|topic| {
+            let ends = self.kafka.end_offsets(topic);
+            ends == self.kafka.committed_offsets(&self.writer_group, topic)
+        })
+    }
+
+    /// Messages on the event topics: what the gateway published.
+    pub fn published_count(&self) -> i64 {
+        self.topics()
+            .iter()
+            .map(|t| self.kafka.end_offsets(t).values().sum::<i64>())
+            .sum()
+    }
+
+    /// Rows per event id: a correct pipeline has exactly one of each.
+    pub async fn row_counts(&self) -> HashMap<Uuid, usize> {
+        let mut counts = HashMap::new();
+        for (_, id, _) in self.shard_rows().await {
+            *counts.entry(id).or_insert(0) += 1;
+        }
+        counts
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// db-writer as a child process, killed (not stopped) by `kill`.
+pub struct WriterProcess {
+    child: Child,
+    _config: PathBuf,
+}
+
+impl WriterProcess {
+    fn spawn(stack: &Stack) -> Self {
+        let binary = sibling_binary("db-writer");
+        let config = std::env::temp_dir().join(format!(
+            "db-writer-{}-{}.toml",
+            stack.id,
+            Uuid::new_v4().simple()
+        ));
+        std::fs::write(&config, chassis::config::render(&stack.writer_settings()))
+            .expect("write config");
+        let child = Command::new(&binary)
+            .arg("--config")
+            .arg(&config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "start {} (build it with `cargo build --bins`): {e}",
+                    binary.display()
+                )
+            });
+        WriterProcess {
+            child,
+            _config: config,
+        }
+    }
+
+    /// SIGKILL: no flush, no commit, no goodbye to the group.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill db-writer");
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        tokio::time::timeout(Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("db-writer exits after SIGTERM")
+            .expect("wait for db-writer")
+    }
+}
+
+/// A binary of this workspace, built next to the test executable (`target/<profile>/`).
+fn sibling_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps");
+    profile_dir.join(name)
+}
