@@ -1,3 +1,5 @@
+use std::io::IsTerminal;
+
 use tracing_subscriber::{fmt, EnvFilter};
 
 /// Installs the global `tracing` subscriber: `RUST_LOG` filters (default `info`), and
@@ -5,7 +7,11 @@ use tracing_subscriber::{fmt, EnvFilter};
 pub fn init() {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let json = std::env::var("LOG_FORMAT").is_ok_and(|f| f.eq_ignore_ascii_case("json"));
-    let builder = fmt().with_env_filter(filter).with_target(true);
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_target(true)
+        // Colour codes only for a person at a terminal, never into log files.
+        .with_ansi(std::io::stdout().is_terminal());
     // A second init (tests start several services in one process) keeps the first.
     let _ = if json {
         builder.json().try_init()

@@ -96,6 +96,7 @@ impl TryFrom<&Row> for StoredEvent {
                     .parse::<Priority>()
                     .map_err(|e| StoreError::CorruptRow(e.to_string()))?,
                 payload: row.try_get("payload").map_err(corrupt)?,
+                sdk: row.try_get("sdk").map_err(corrupt)?,
             },
             position: KafkaPosition {
                 topic: row.try_get("topic").map_err(corrupt)?,

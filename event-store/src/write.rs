@@ -41,6 +41,7 @@ impl Shard {
         let mut topics = Vec::<&str>::with_capacity(n);
         let mut partitions = Vec::<i32>::with_capacity(n);
         let mut offsets = Vec::<i64>::with_capacity(n);
+        let mut sdks = Vec::<Option<&str>>::with_capacity(n);
         for StoredEvent { event, position } in rows {
             ids.push(event.event_id);
             clients.push(&event.client_id);
@@ -52,6 +53,7 @@ impl Shard {
             topics.push(&position.topic);
             partitions.push(position.partition);
             offsets.push(position.offset);
+            sdks.push(event.sdk.as_deref());
         }
         let client = self.client().await?;
         let statement = client
@@ -72,6 +74,7 @@ impl Shard {
                     &topics,
                     &partitions,
                     &offsets,
+                    &sdks,
                 ],
             )
             .await

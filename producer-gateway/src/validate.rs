@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 const CLIENT_ID_MAX: usize = 128;
 const TYPE_MAX: usize = 64;
+const SDK_MAX: usize = 64;
 
 /// An event as producers send it. Unknown fields are ignored so that newer SDKs can talk
 /// to older gateways; `null` counts as absent.
@@ -24,6 +25,7 @@ struct Incoming<'a> {
     event_id: Option<Value>,
     ts: Option<Value>,
     priority: Option<Value>,
+    sdk: Option<Value>,
 }
 
 /// Hands out ingest times that strictly increase within this process, so the ingest order
@@ -161,6 +163,17 @@ impl Rules {
                 None
             }
         };
+        let sdk = match incoming.sdk {
+            None => None,
+            Some(Value::String(s)) if (1..=SDK_MAX).contains(&s.chars().count()) => Some(s),
+            Some(_) => {
+                errors.push(error(
+                    "sdk",
+                    format!("must be a string of 1 to {SDK_MAX} characters"),
+                ));
+                None
+            }
+        };
         match (client_id, event_type, event_id, ts_micros, priority) {
             (
                 Some(client_id),
@@ -176,6 +189,7 @@ impl Rules {
                 ingested_at_micros: ingested_at,
                 priority,
                 payload,
+                sdk,
             }),
             _ => Err(errors),
         }
@@ -256,7 +270,7 @@ mod tests {
         let events = validate(
             r#"[{"client_id":"dev-1:a.b_c","type":"click","payload":{"x":[1,2]},
                 "event_id":"0190a5e4-7b6c-7cde-8f00-123456789abc","ts":"2026-11-23T10:00:00.5Z",
-                "priority":"critical","extra":"ignored"}]"#,
+                "priority":"critical","sdk":"ios/3.2.1","extra":"ignored"}]"#,
         )
         .unwrap();
         let e = &events[0];
@@ -268,6 +282,7 @@ mod tests {
         );
         assert_eq!(e.ts_micros, Some(1_795_428_000_500_000));
         assert_eq!(e.priority, Priority::Critical);
+        assert_eq!(e.sdk.as_deref(), Some("ios/3.2.1"));
     }
 
     #[test]

@@ -67,6 +67,7 @@ struct EventView<'a> {
     ingested_at: String,
     priority: &'static str,
     payload: &'a RawValue,
+    sdk: Option<&'a str>,
     status: &'static str,
     topic: &'a str,
     partition: i32,
@@ -172,6 +173,7 @@ fn view(status: Status, stored: &event_store::StoredEvent) -> Result<EventView<'
         ingested_at: format_time(event.ingested_at_micros),
         priority: event.priority.as_str(),
         payload,
+        sdk: event.sdk.as_deref(),
         status: match status {
             Status::Persisted => "persisted",
             Status::InFlight => "in_flight",

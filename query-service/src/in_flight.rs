@@ -160,6 +160,7 @@ mod tests {
                 ingested_at_micros: at,
                 priority: Priority::Normal,
                 payload: "{}".into(),
+                sdk: None,
             },
             position: KafkaPosition {
                 topic: "events".into(),

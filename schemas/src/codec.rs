@@ -1,4 +1,7 @@
-use apache_avro::{from_avro_datum, from_value, write_avro_datum_ref, Schema};
+use apache_avro::{
+    from_avro_datum, from_value, to_avro_datum, to_value, types::Value, write_avro_datum_ref,
+    Schema,
+};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -9,7 +12,10 @@ const MAGIC: [u8; 2] = [0xC3, 0x01];
 const HEADER_LEN: usize = 10;
 
 /// The event schema versions this build can read, oldest first. The last one is written.
-const VERSIONS: &[(u32, &str)] = &[(1, include_str!("../avro/event.v1.avsc"))];
+const VERSIONS: &[(u32, &str)] = &[
+    (1, include_str!("../avro/event.v1.avsc")),
+    (2, include_str!("../avro/event.v2.avsc")),
+];
 
 /// One known writer schema and its fingerprint.
 #[derive(Debug)]
@@ -63,6 +69,8 @@ pub enum DecodeError {
     Avro(#[from] apache_avro::Error),
     #[error("invalid event_id {0:?}")]
     EventId(String),
+    #[error("{0} bytes follow the datum: not written with the schema its fingerprint names")]
+    TrailingBytes(usize),
 }
 
 /// Encodes events with the newest schema and decodes any known version into it.
@@ -88,6 +96,7 @@ struct RecordRef<'a> {
     ingested_at: i64,
     priority: Priority,
     payload: &'a str,
+    sdk: Option<&'a str>,
 }
 
 /// The Avro record as serde sees it, owned for reading.
@@ -101,6 +110,9 @@ struct Record {
     ingested_at: i64,
     priority: Priority,
     payload: String,
+    /// Absent from v1 data read without resolution, hence the serde default.
+    #[serde(default)]
+    sdk: Option<String>,
 }
 
 impl EventCodec {
@@ -118,26 +130,47 @@ impl EventCodec {
         &self.versions
     }
 
-    fn writer(&self) -> &SchemaVersion {
+    /// The newest version: what this build writes.
+    pub fn latest(&self) -> &SchemaVersion {
         // `VERSIONS` is a non-empty constant.
         &self.versions[self.versions.len() - 1]
+    }
+
+    /// A known version by number.
+    pub fn version(&self, version: u32) -> Option<&SchemaVersion> {
+        self.versions.iter().find(|v| v.version == version)
+    }
+
+    fn writer(&self) -> &SchemaVersion {
+        self.latest()
     }
 
     /// Appends the single-object encoding of `event` to `out`.
     pub fn encode_into(&self, event: &Event, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let writer = self.writer();
         out.extend_from_slice(&writer.header);
-        let record = RecordRef {
-            event_id: event.event_id.hyphenated().to_string(),
-            client_id: &event.client_id,
-            event_type: &event.event_type,
-            ts: event.ts_micros,
-            ingested_at: event.ingested_at_micros,
-            priority: event.priority,
-            payload: &event.payload,
-        };
-        write_avro_datum_ref(&writer.schema, &record, out)?;
+        write_avro_datum_ref(&writer.schema, &record_ref(event), out)?;
         Ok(())
+    }
+
+    /// Encodes with an older schema version, as a producer built against it would: fields
+    /// that version does not have are left out. The hot path uses `encode_into`.
+    pub fn encode_as(
+        &self,
+        event: &Event,
+        version: &SchemaVersion,
+    ) -> Result<Vec<u8>, EncodeError> {
+        let Value::Record(fields) = to_value(record_ref(event))? else {
+            unreachable!("a struct serializes to a record");
+        };
+        let known = |name: &str| match &version.schema {
+            Schema::Record(record) => record.lookup.contains_key(name),
+            _ => false,
+        };
+        let fields = fields.into_iter().filter(|(name, _)| known(name)).collect();
+        let mut out = version.header.to_vec();
+        out.extend(to_avro_datum(&version.schema, Value::Record(fields))?);
+        Ok(out)
     }
 
     pub fn encode(&self, event: &Event) -> Result<Vec<u8>, EncodeError> {
@@ -168,6 +201,9 @@ impl EventCodec {
         let mut datum = &bytes[HEADER_LEN..];
         let reader_schema = (reader.header != writer.header).then_some(&reader.schema);
         let value = from_avro_datum(&writer.schema, &mut datum, reader_schema)?;
+        if !datum.is_empty() {
+            return Err(DecodeError::TrailingBytes(datum.len()));
+        }
         let record: Record = from_value(&value)?;
         let event_id =
             Uuid::parse_str(&record.event_id).map_err(|_| DecodeError::EventId(record.event_id))?;
@@ -179,7 +215,21 @@ impl EventCodec {
             ingested_at_micros: record.ingested_at,
             priority: record.priority,
             payload: record.payload,
+            sdk: record.sdk,
         })
+    }
+}
+
+fn record_ref(event: &Event) -> RecordRef<'_> {
+    RecordRef {
+        event_id: event.event_id.hyphenated().to_string(),
+        client_id: &event.client_id,
+        event_type: &event.event_type,
+        ts: event.ts_micros,
+        ingested_at: event.ingested_at_micros,
+        priority: event.priority,
+        payload: &event.payload,
+        sdk: event.sdk.as_deref(),
     }
 }
 
@@ -200,6 +250,7 @@ mod tests {
             ingested_at_micros: 1_763_000_000_223_456,
             priority: Priority::Critical,
             payload: r#"{"celsius":21.5,"tags":["a","b"]}"#.into(),
+            sdk: Some("ios/3.2.1".into()),
         }
     }
 
@@ -219,10 +270,55 @@ mod tests {
         let event = Event {
             ts_micros: None,
             priority: Priority::Normal,
+            sdk: None,
             ..sample()
         };
         let bytes = codec.encode(&event).unwrap();
         assert_eq!(codec.decode(&bytes).unwrap(), event);
+    }
+
+    #[test]
+    fn writes_the_latest_version() {
+        let codec = EventCodec::new();
+        let bytes = codec.encode(&sample()).unwrap();
+        assert_eq!(codec.latest().version, 2);
+        assert_eq!(&bytes[2..10], &codec.latest().fingerprint());
+    }
+
+    #[test]
+    fn v1_data_is_read_by_the_v2_reader_with_the_default() {
+        let codec = EventCodec::new();
+        let (v1, v2) = (codec.version(1).unwrap(), codec.version(2).unwrap());
+        let event = sample();
+        let bytes = codec.encode_as(&event, v1).unwrap();
+        assert_eq!(&bytes[2..10], &v1.fingerprint());
+        let read = codec.decode_as(&bytes, v2).unwrap();
+        assert_eq!(read.sdk, None, "v1 has no sdk: v2's default applies");
+        assert_eq!(read, Event { sdk: None, ..event });
+    }
+
+    #[test]
+    fn v2_data_is_read_by_the_v1_reader_without_the_new_field() {
+        let codec = EventCodec::new();
+        let (v1, v2) = (codec.version(1).unwrap(), codec.version(2).unwrap());
+        let event = sample();
+        let bytes = codec.encode_as(&event, v2).unwrap();
+        assert_eq!(
+            bytes,
+            codec.encode(&event).unwrap(),
+            "fast and generic writers agree"
+        );
+        let read = codec.decode_as(&bytes, v1).unwrap();
+        assert_eq!(read, Event { sdk: None, ..event });
+    }
+
+    #[test]
+    fn fingerprints_of_versions_differ() {
+        let codec = EventCodec::new();
+        assert_ne!(
+            codec.version(1).unwrap().fingerprint(),
+            codec.version(2).unwrap().fingerprint()
+        );
     }
 
     #[test]
@@ -249,9 +345,16 @@ mod tests {
             Err(DecodeError::TooShort(1))
         ));
         let bytes = codec.encode(&sample()).unwrap();
+        let truncated = codec.decode(&bytes[..bytes.len() / 2]);
+        assert!(
+            matches!(truncated, Err(DecodeError::Avro(_))),
+            "{truncated:?}"
+        );
+        let mut trailing = bytes.clone();
+        trailing.extend_from_slice(b"junk");
         assert!(matches!(
-            codec.decode(&bytes[..bytes.len() - 5]),
-            Err(DecodeError::Avro(_))
+            codec.decode(&trailing),
+            Err(DecodeError::TrailingBytes(4))
         ));
     }
 }

@@ -20,6 +20,8 @@ pub struct Event {
     pub priority: Priority,
     /// The producer's payload, JSON text validated by the gateway.
     pub payload: String,
+    /// Producer SDK or app version (schema v2; `None` when written with v1).
+    pub sdk: Option<String>,
 }
 
 impl Event {

@@ -1,5 +1,5 @@
 SELECT event_id, client_id, type, ts, ingested_at, priority, payload::text,
-       topic, kafka_partition, kafka_offset
+       topic, kafka_partition, kafka_offset, sdk
 FROM events
 WHERE client_id = $1
   AND (ingested_at, event_id) > ($2, $3)
