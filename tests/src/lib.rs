@@ -2,7 +2,8 @@
 //!
 //! Every test gets its own topics, consumer groups and a fresh database on every shard, so
 //! tests run in parallel and never see each other's data. Endpoints come from
-//! `PIPELINE_KAFKA` (default `127.0.0.1:9092`) and `PIPELINE_PG_PORTS` (default `5433 5434`).
+//! the same variables as `deploy/local`: `KAFKA_PORT` (default 9092; or a full
+//! `PIPELINE_KAFKA` bootstrap list) and `PIPELINE_PG_PORTS` (default `5433 5434`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed set-up should fail the test loudly
 

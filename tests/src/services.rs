@@ -39,7 +39,10 @@ impl Stack {
             chassis::telemetry::init();
         }
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let brokers = std::env::var("PIPELINE_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        let brokers = std::env::var("PIPELINE_KAFKA").unwrap_or_else(|_| {
+            let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "9092".into());
+            format!("127.0.0.1:{port}")
+        });
         let kafka = KafkaAdmin::new(&brokers);
         let topic = format!("events-{id}");
         let critical_topic = format!("events-critical-{id}");
