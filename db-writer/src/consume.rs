@@ -75,8 +75,7 @@ pub fn create(settings: &KafkaSettings) -> Result<Arc<WriterConsumer>, KafkaErro
         // Bounds what librdkafka prefetches while a batch is being written.
         .set("queued.max.messages.kbytes", "65536")
         .create_with_context(WriterContext::default())?;
-    let topics: Vec<&str> = settings.topics.iter().map(String::as_str).collect();
-    consumer.subscribe(&topics)?;
+    consumer.subscribe(&[&settings.topic, &settings.critical_topic])?;
     Ok(Arc::new(consumer))
 }
 

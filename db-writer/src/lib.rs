@@ -107,19 +107,33 @@ impl DbWriter {
                 warn!(error = %e, "metrics endpoint stopped");
             }
         });
-        info!(topics = ?settings.kafka.topics, group = %settings.kafka.group_id, "db-writer consuming");
+        info!(
+            topic = %settings.kafka.topic,
+            critical_topic = %settings.kafka.critical_topic,
+            group = %settings.kafka.group_id,
+            "db-writer consuming"
+        );
 
-        let mut batcher = Batcher::new(&settings.batch);
+        // One batcher per lane: critical events never wait for a large normal batch's timer.
+        let mut lanes = [
+            Lane::new(&settings.kafka.topic, &settings.batch),
+            Lane::new(&settings.kafka.critical_topic, &settings.critical_batch),
+        ];
         loop {
-            let deadline = batcher.deadline();
+            let deadline = lanes.iter().filter_map(|l| l.batcher.deadline()).min();
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                    flush(&consumer, &writer, &dead_letters, batcher.take(), &shutdown).await?;
+                    let now = tokio::time::Instant::now();
+                    for lane in &mut lanes {
+                        if lane.batcher.deadline().is_some_and(|d| d <= now) {
+                            flush(&consumer, &writer, &dead_letters, lane.batcher.take(), &shutdown).await?;
+                        }
+                    }
                 }
                 message = consumer.recv() => {
-                    forget_revoked(&consumer, &mut batcher);
+                    forget_revoked(&consumer, &mut lanes);
                     let message = match message {
                         Ok(message) => message,
                         Err(e) => {
@@ -130,18 +144,34 @@ impl DbWriter {
                     let bytes = message.payload_len();
                     let record = consume::to_record(&codec, &message);
                     drop(message);
-                    if batcher.push(record, bytes) {
-                        flush(&consumer, &writer, &dead_letters, batcher.take(), &shutdown).await?;
+                    let topic = record.topic_partition().0;
+                    let Some(lane) = lanes.iter_mut().find(|l| l.topic == topic) else {
+                        continue;
+                    };
+                    if lane.batcher.push(record, bytes) {
+                        flush(&consumer, &writer, &dead_letters, lane.batcher.take(), &shutdown).await?;
                     }
                 }
             }
         }
         // Shutdown: what was consumed is written and committed (the write itself gives up
         // if a shard stays down; then nothing is committed and the next owner re-reads).
-        forget_revoked(&consumer, &mut batcher);
+        forget_revoked(&consumer, &mut lanes);
         let drain = CancellationToken::new();
         let deadline = settings.shutdown_timeout;
-        let last = flush(&consumer, &writer, &dead_letters, batcher.take(), &drain);
+        let last = async {
+            for lane in &mut lanes {
+                flush(
+                    &consumer,
+                    &writer,
+                    &dead_letters,
+                    lane.batcher.take(),
+                    &drain,
+                )
+                .await?;
+            }
+            Ok::<(), WriterError>(())
+        };
         match tokio::time::timeout(deadline, last).await {
             Ok(result) => result?,
             Err(_) => warn!(
@@ -155,10 +185,25 @@ impl DbWriter {
     }
 }
 
-fn forget_revoked(consumer: &WriterConsumer, batcher: &mut Batcher) {
+/// A topic and the batch being built from it.
+struct Lane {
+    topic: String,
+    batcher: Batcher,
+}
+
+impl Lane {
+    fn new(topic: &str, settings: &settings::BatchSettings) -> Self {
+        Lane {
+            topic: topic.to_owned(),
+            batcher: Batcher::new(settings),
+        }
+    }
+}
+
+fn forget_revoked(consumer: &WriterConsumer, lanes: &mut [Lane]) {
     let revoked = consumer.context().take_revoked();
     if !revoked.is_empty() {
-        let dropped = batcher.forget(&revoked);
+        let dropped: usize = lanes.iter_mut().map(|l| l.batcher.forget(&revoked)).sum();
         if dropped > 0 {
             info!(dropped, "dropped buffered records of revoked partitions");
         }

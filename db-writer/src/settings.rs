@@ -8,7 +8,10 @@ use serde::{Deserialize, Serialize};
 #[serde(deny_unknown_fields, default)]
 pub struct Settings {
     pub kafka: KafkaSettings,
+    /// Batching of the normal lane: large batches, for throughput.
     pub batch: BatchSettings,
+    /// Batching of the critical lane: flushed within milliseconds.
+    pub critical_batch: BatchSettings,
     pub store: StoreSettings,
     pub retry: RetrySettings,
     /// Address of `/metrics` and `/health/*`. Default `127.0.0.1:9101`.
@@ -25,8 +28,10 @@ pub struct KafkaSettings {
     pub brokers: String,
     /// Consumer group; every db-writer process of one deployment shares it. Default `db-writer`.
     pub group_id: String,
-    /// Topics to persist. Default `["events", "events-critical"]`.
-    pub topics: Vec<String>,
+    /// Topic of the normal lane. Default `events`.
+    pub topic: String,
+    /// Topic of the critical lane. Default `events-critical`.
+    pub critical_topic: String,
     /// Where messages that can never be stored go, with headers saying why. Default `events-dlq`.
     pub dead_letter_topic: String,
     /// Group session timeout: how fast a crashed writer's partitions move on. Default 10s.
@@ -62,6 +67,11 @@ impl Default for Settings {
         Settings {
             kafka: KafkaSettings::default(),
             batch: BatchSettings::default(),
+            critical_batch: BatchSettings {
+                max_rows: 500,
+                max_bytes: 1024 * 1024,
+                max_wait: Duration::from_millis(2),
+            },
             store: StoreSettings::default(),
             retry: RetrySettings::default(),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
@@ -75,7 +85,8 @@ impl Default for KafkaSettings {
         KafkaSettings {
             brokers: "127.0.0.1:9092".into(),
             group_id: "db-writer".into(),
-            topics: vec!["events".into(), "events-critical".into()],
+            topic: "events".into(),
+            critical_topic: "events-critical".into(),
             dead_letter_topic: "events-dlq".into(),
             session_timeout: Duration::from_secs(10),
         }

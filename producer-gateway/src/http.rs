@@ -1,6 +1,6 @@
 //! The HTTP API: `POST /events`, health and metrics.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use axum::{
     body::Body,
@@ -20,6 +20,7 @@ use crate::{
     body::{self, Format},
     metrics,
     publish::{PublishError, Publisher},
+    rate_limit::RateLimiter,
     settings::Limits,
     validate::{IngestClock, Rules},
 };
@@ -29,6 +30,7 @@ pub struct AppState {
     pub limits: Limits,
     pub rules: Rules,
     pub clock: IngestClock,
+    pub rate_limiter: Option<RateLimiter>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -85,7 +87,25 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
         )
         .with_errors(errors)
     })?;
-    let traceparent = headers.get("traceparent").and_then(|v| v.to_str().ok());
+    if let Some(limiter) = &state.rate_limiter {
+        let mut per_client: HashMap<&str, usize> = HashMap::new();
+        for event in &events {
+            *per_client.entry(event.client_id.as_str()).or_default() += 1;
+        }
+        limiter.admit(&per_client).map_err(|wait| {
+            Problem::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate-limited",
+                "a client of this request is over its event rate; nothing was published",
+            )
+            .retry_after(wait)
+        })?;
+    }
+    // W3C trace context travels with each event as a Kafka header; a malformed one is dropped.
+    let traceparent = headers
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| is_traceparent(v));
     let started = Instant::now();
     let acks = state
         .publisher
@@ -113,6 +133,22 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
         events: accepted,
         token: token.to_string(),
     })
+}
+
+/// `version-traceid-parentid-flags`, lowercase hex, as W3C Trace Context defines it.
+fn is_traceparent(value: &str) -> bool {
+    let parts: Vec<&str> = value.split('-').collect();
+    let hex = |s: &str, len: usize| {
+        s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    };
+    parts.len() == 4
+        && hex(parts[0], 2)
+        && parts[0] != "ff"
+        && hex(parts[1], 32)
+        && parts[1] != "0".repeat(32)
+        && hex(parts[2], 16)
+        && parts[2] != "0".repeat(16)
+        && hex(parts[3], 2)
 }
 
 fn is_array(body: &[u8]) -> bool {
@@ -155,4 +191,25 @@ fn unavailable(error: PublishError, state: &AppState) -> Problem {
     }
     Problem::new(StatusCode::SERVICE_UNAVAILABLE, kind, detail)
         .retry_after(state.limits.retry_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recognises_w3c_traceparent() {
+        assert!(is_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent(
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7"
+        ));
+        assert!(!is_traceparent(
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01"
+        ));
+        assert!(!is_traceparent(
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01"
+        ));
+    }
 }

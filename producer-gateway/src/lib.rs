@@ -1,13 +1,14 @@
 //! producer-gateway: HTTP in, Kafka out.
 //!
 //! request → `body` (content type, limits, JSON syntax) → `validate` (field rules, ids,
-//! ingest time) → `publish` (Avro, keyed by client id, idempotent producer, wait for acks)
+//! ingest time) → `rate_limit` (per-client buckets, optional) → `publish` (Avro, keyed by client id, idempotent producer, wait for acks)
 //! → `202` with the events' positions and a read-your-writes token.
 
 mod body;
 mod http;
 mod metrics;
 mod publish;
+mod rate_limit;
 pub mod settings;
 mod validate;
 
@@ -56,6 +57,7 @@ impl Gateway {
                 max_payload_bytes: settings.limits.max_payload_bytes,
             },
             clock: validate::IngestClock::default(),
+            rate_limiter: rate_limit::RateLimiter::new(&settings.rate_limit),
         });
         Ok(Gateway { listener, state })
     }

@@ -38,11 +38,16 @@ pub enum PublishError {
 #[error("cannot create the Kafka producer: {0}")]
 pub struct ProducerError(#[from] KafkaError);
 
-pub struct Publisher {
-    producer: FutureProducer,
-    codec: EventCodec,
+/// One urgency lane: its topic and a producer tuned for it.
+struct Lane {
     topic: String,
-    critical_topic: String,
+    producer: FutureProducer,
+}
+
+pub struct Publisher {
+    normal: Lane,
+    critical: Lane,
+    codec: EventCodec,
     /// Upper bound on waiting for acknowledgements: librdkafka fails a message after
     /// `message.timeout.ms`; this margin only guards against a lost callback.
     ack_deadline: Duration,
@@ -50,42 +55,24 @@ pub struct Publisher {
 
 impl Publisher {
     pub fn new(settings: &KafkaSettings) -> Result<Self, ProducerError> {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &settings.brokers)
-            // Exactly-once per partition from the producer: retries never duplicate or reorder.
-            .set("enable.idempotence", "true")
-            .set("acks", "all")
-            // Same placement as Kafka's Java clients for the same key.
-            .set("partitioner", "murmur2_random")
-            .set("linger.ms", settings.linger.as_millis().to_string())
-            .set(
-                "queue.buffering.max.messages",
-                settings.queue_max_messages.to_string(),
-            )
-            .set(
-                "queue.buffering.max.kbytes",
-                settings.queue_max_kbytes.to_string(),
-            )
-            .set(
-                "message.timeout.ms",
-                settings.delivery_timeout.as_millis().to_string(),
-            )
-            .set("compression.type", &settings.compression)
-            .set("batch.num.messages", "10000")
-            .create()?;
         Ok(Publisher {
-            producer,
+            normal: Lane {
+                topic: settings.topic.clone(),
+                producer: producer(settings, settings.linger)?,
+            },
+            critical: Lane {
+                topic: settings.critical_topic.clone(),
+                producer: producer(settings, settings.critical_linger)?,
+            },
             codec: EventCodec::new(),
-            topic: settings.topic.clone(),
-            critical_topic: settings.critical_topic.clone(),
             ack_deadline: settings.delivery_timeout + Duration::from_secs(2),
         })
     }
 
-    fn topic_for(&self, priority: Priority) -> &str {
+    fn lane(&self, priority: Priority) -> &Lane {
         match priority {
-            Priority::Normal => &self.topic,
-            Priority::Critical => &self.critical_topic,
+            Priority::Normal => &self.normal,
+            Priority::Critical => &self.critical,
         }
     }
 
@@ -102,7 +89,8 @@ impl Publisher {
         for event in events {
             value.clear();
             self.codec.encode_into(event, &mut value)?;
-            let topic = self.topic_for(event.priority);
+            let lane = self.lane(event.priority);
+            let topic = lane.topic.as_str();
             let mut record = FutureRecord::to(topic)
                 .key(event.client_id.as_str())
                 .payload(value.as_slice())
@@ -113,7 +101,7 @@ impl Publisher {
                     value: Some(traceparent),
                 }));
             }
-            match self.producer.send_result(record) {
+            match lane.producer.send_result(record) {
                 Ok(delivery) => pending.push((topic, delivery)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     return Err(PublishError::QueueFull)
@@ -142,8 +130,36 @@ impl Publisher {
 
     /// Waits for every queued message to be acknowledged, up to `timeout`.
     pub fn flush(&self, timeout: Duration) {
-        if let Err(e) = self.producer.flush(timeout) {
-            warn!(error = %e, "producer flush at shutdown did not complete");
+        for lane in [&self.normal, &self.critical] {
+            if let Err(e) = lane.producer.flush(timeout) {
+                warn!(topic = %lane.topic, error = %e, "producer flush at shutdown did not complete");
+            }
         }
     }
+}
+
+fn producer(settings: &KafkaSettings, linger: Duration) -> Result<FutureProducer, KafkaError> {
+    ClientConfig::new()
+        .set("bootstrap.servers", &settings.brokers)
+        // Exactly-once per partition from the producer: retries never duplicate or reorder.
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        // Same placement as Kafka's Java clients for the same key.
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", linger.as_millis().to_string())
+        .set(
+            "queue.buffering.max.messages",
+            settings.queue_max_messages.to_string(),
+        )
+        .set(
+            "queue.buffering.max.kbytes",
+            settings.queue_max_kbytes.to_string(),
+        )
+        .set(
+            "message.timeout.ms",
+            settings.delivery_timeout.as_millis().to_string(),
+        )
+        .set("compression.type", &settings.compression)
+        .set("batch.num.messages", "10000")
+        .create()
 }

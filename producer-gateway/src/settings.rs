@@ -11,6 +11,32 @@ pub struct Settings {
     pub listen: SocketAddr,
     pub kafka: KafkaSettings,
     pub limits: Limits,
+    pub rate_limit: RateLimitSettings,
+}
+
+/// Per-client token buckets. A request whose clients lack tokens answers 429.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimitSettings {
+    /// Default false: the pipeline sheds load with 503 when Kafka is saturated anyway.
+    pub enabled: bool,
+    /// Sustained events per second per client. Default 100.
+    pub events_per_second: f64,
+    /// Bucket size: events a client may send at once after being idle. Default 1000.
+    pub burst: f64,
+    /// Most clients tracked; idle buckets are forgotten after a minute. Default 100000.
+    pub max_clients: u64,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        RateLimitSettings {
+            enabled: false,
+            events_per_second: 100.0,
+            burst: 1000.0,
+            max_clients: 100_000,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,10 +48,13 @@ pub struct KafkaSettings {
     pub topic: String,
     /// Topic of `critical` events. Default `events-critical`.
     pub critical_topic: String,
-    /// How long the producer may hold messages to build batches. Default 5ms.
+    /// How long the normal lane's producer may hold messages to build batches. Default 5ms.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
-    /// Messages the local producer queue holds before publishing answers 503. Default 200000.
+    /// The same for the critical lane, which has a producer of its own. Default 0ms.
+    #[serde(with = "humantime_serde")]
+    pub critical_linger: Duration,
+    /// Messages each lane's local producer queue holds before publishing answers 503. Default 200000.
     pub queue_max_messages: u32,
     /// Bytes (KiB) the local producer queue holds before publishing answers 503. Default 262144 (256 MiB).
     pub queue_max_kbytes: u32,
@@ -57,6 +86,7 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             kafka: KafkaSettings::default(),
             limits: Limits::default(),
+            rate_limit: RateLimitSettings::default(),
         }
     }
 }
@@ -68,6 +98,7 @@ impl Default for KafkaSettings {
             topic: "events".into(),
             critical_topic: "events-critical".into(),
             linger: Duration::from_millis(5),
+            critical_linger: Duration::ZERO,
             queue_max_messages: 200_000,
             queue_max_kbytes: 256 * 1024,
             delivery_timeout: Duration::from_secs(10),

@@ -91,35 +91,54 @@ impl Stack {
     }
 
     pub fn gateway_settings(&self) -> producer_gateway::Settings {
-        let mut s = producer_gateway::Settings::default();
-        s.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        s.kafka.brokers = self.brokers.clone();
-        s.kafka.topic = self.topic.clone();
-        s.kafka.critical_topic = self.critical_topic.clone();
-        s
+        let defaults = producer_gateway::Settings::default();
+        producer_gateway::Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka: producer_gateway::settings::KafkaSettings {
+                brokers: self.brokers.clone(),
+                topic: self.topic.clone(),
+                critical_topic: self.critical_topic.clone(),
+                ..defaults.kafka
+            },
+            ..defaults
+        }
     }
 
     pub fn writer_settings(&self) -> db_writer::Settings {
-        let mut s = db_writer::Settings::default();
-        s.metrics_listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        s.kafka.brokers = self.brokers.clone();
-        s.kafka.group_id = self.writer_group.clone();
-        s.kafka.topics = vec![self.topic.clone(), self.critical_topic.clone()];
-        s.kafka.dead_letter_topic = self.dead_letter_topic.clone();
-        s.kafka.session_timeout = Duration::from_secs(6);
-        s.store = self.store_settings();
-        s.retry.max_backoff = Duration::from_millis(500);
-        s
+        let defaults = db_writer::Settings::default();
+        db_writer::Settings {
+            metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka: db_writer::settings::KafkaSettings {
+                brokers: self.brokers.clone(),
+                group_id: self.writer_group.clone(),
+                topic: self.topic.clone(),
+                critical_topic: self.critical_topic.clone(),
+                dead_letter_topic: self.dead_letter_topic.clone(),
+                // Partitions of a killed writer move on quickly.
+                session_timeout: Duration::from_secs(6),
+            },
+            store: self.store_settings(),
+            retry: db_writer::settings::RetrySettings {
+                max_backoff: Duration::from_millis(500),
+                ..defaults.retry
+            },
+            ..defaults
+        }
     }
 
     pub fn query_settings(&self) -> query_service::Settings {
-        let mut s = query_service::Settings::default();
-        s.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        s.kafka.brokers = self.brokers.clone();
-        s.kafka.topics = vec![self.topic.clone(), self.critical_topic.clone()];
-        s.kafka.writer_group = self.writer_group.clone();
-        s.store = self.store_settings();
-        s
+        let defaults = query_service::Settings::default();
+        query_service::Settings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            kafka: query_service::settings::KafkaSettings {
+                brokers: self.brokers.clone(),
+                topics: vec![self.topic.clone(), self.critical_topic.clone()],
+                writer_group: self.writer_group.clone(),
+                ..defaults.kafka
+            },
+            store: self.store_settings(),
+            ..defaults
+        }
     }
 
     /// Starts producer-gateway in this process; returns its base URL.

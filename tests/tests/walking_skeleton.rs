@@ -1,5 +1,7 @@
 //! The foundation's promises, end to end on real Kafka and both PostgreSQL shards.
 
+#![allow(clippy::unwrap_used)] // a test fails loudly on what it did not expect
+
 use std::{
     collections::{HashMap, HashSet},
     time::Duration,
