@@ -2,7 +2,8 @@
 //!
 //! `consume` (group consumer, rebalance bookkeeping) → `batch` (count, bytes, time since the
 //! first record) → `write` (route by client id, bulk insert per shard concurrently, retry,
-//! bisect) → `dead_letter` (refused records) → `commit` (next offset per partition).
+//! bisect) → `dead_letter` (refused records) → `commit` (next offset per partition) →
+//! `notify` (a persisted notice, built by `notice`).
 //!
 //! Delivery is at-least-once from Kafka and idempotent in PostgreSQL (`ON CONFLICT
 //! (event_id) DO NOTHING`), so a crash or rebalance can repeat a write but never a row.
@@ -12,6 +13,8 @@ mod commit;
 mod consume;
 mod dead_letter;
 mod metrics;
+mod notice;
+mod notify;
 pub mod settings;
 mod write;
 
@@ -31,6 +34,7 @@ use crate::{
     batch::{Batcher, Record},
     consume::WriterConsumer,
     dead_letter::DeadLetters,
+    notify::Notifier,
     write::ShardWriter,
 };
 pub use settings::Settings;
@@ -54,6 +58,7 @@ pub struct DbWriter {
     consumer: Arc<WriterConsumer>,
     writer: ShardWriter,
     dead_letters: DeadLetters,
+    notifier: Option<Notifier>,
     codec: EventCodec,
     metrics_listener: TcpListener,
 }
@@ -64,6 +69,7 @@ impl DbWriter {
         let consumer = consume::create(&settings.kafka)?;
         let dead_letters =
             DeadLetters::new(&settings.kafka.brokers, &settings.kafka.dead_letter_topic)?;
+        let notifier = Notifier::new(&settings.kafka.brokers, &settings.kafka.persisted_topic)?;
         let metrics_listener =
             TcpListener::bind(settings.metrics_listen)
                 .await
@@ -76,6 +82,7 @@ impl DbWriter {
             settings,
             consumer,
             dead_letters,
+            notifier,
             codec: EventCodec::new(),
             metrics_listener,
         })
@@ -93,9 +100,21 @@ impl DbWriter {
             consumer,
             writer,
             dead_letters,
+            notifier,
             codec,
             metrics_listener,
         } = self;
+        let sinks = Sinks {
+            consumer: &consumer,
+            writer: &writer,
+            dead_letters: &dead_letters,
+            notifier: notifier.as_ref(),
+            member: format!(
+                "{}/{}",
+                settings.kafka.group_id,
+                uuid::Uuid::new_v4().simple()
+            ),
+        };
         let metrics_app =
             chassis::metrics::router().route("/health/live", axum::routing::get(|| async { "ok" }));
         let metrics_shutdown = shutdown.clone();
@@ -128,7 +147,7 @@ impl DbWriter {
                     let now = tokio::time::Instant::now();
                     for lane in &mut lanes {
                         if lane.batcher.deadline().is_some_and(|d| d <= now) {
-                            flush(&consumer, &writer, &dead_letters, lane.batcher.take(), &shutdown).await?;
+                            sinks.flush(lane.batcher.take(), &shutdown).await?;
                         }
                     }
                 }
@@ -149,7 +168,7 @@ impl DbWriter {
                         continue;
                     };
                     if lane.batcher.push(record, bytes) {
-                        flush(&consumer, &writer, &dead_letters, lane.batcher.take(), &shutdown).await?;
+                        sinks.flush(lane.batcher.take(), &shutdown).await?;
                     }
                 }
             }
@@ -161,14 +180,7 @@ impl DbWriter {
         let deadline = settings.shutdown_timeout;
         let last = async {
             for lane in &mut lanes {
-                flush(
-                    &consumer,
-                    &writer,
-                    &dead_letters,
-                    lane.batcher.take(),
-                    &drain,
-                )
-                .await?;
+                sinks.flush(lane.batcher.take(), &drain).await?;
             }
             Ok::<(), WriterError>(())
         };
@@ -180,6 +192,9 @@ impl DbWriter {
             ),
         }
         consumer.unsubscribe();
+        if let Some(notifier) = sinks.notifier {
+            notifier.flush();
+        }
         info!("db-writer stopped");
         Ok(())
     }
@@ -210,54 +225,81 @@ fn forget_revoked(consumer: &WriterConsumer, lanes: &mut [Lane]) {
     }
 }
 
-/// Writes a batch, dead-letters what can never be stored, then commits its offsets.
-async fn flush(
-    consumer: &WriterConsumer,
-    writer: &ShardWriter,
-    dead_letters: &DeadLetters,
-    records: Vec<Record>,
-    shutdown: &CancellationToken,
-) -> Result<(), WriterError> {
-    if records.is_empty() {
-        return Ok(());
-    }
-    let next = commit::next_offsets(&records);
-    let mut events = Vec::with_capacity(records.len());
-    let mut poisons = Vec::new();
-    for record in records {
-        match record {
-            Record::Event(e) => events.push(e),
-            Record::Poison(p) => poisons.push(p),
-        }
-    }
-    let count = events.len();
-    match writer.write(events, shutdown).await {
-        Ok(refused) => poisons.extend(refused),
-        Err(abandoned) => {
-            warn!(%abandoned, "batch not written; offsets not committed");
+/// Everything a batch flows into once it is complete.
+struct Sinks<'a> {
+    consumer: &'a WriterConsumer,
+    writer: &'a ShardWriter,
+    dead_letters: &'a DeadLetters,
+    notifier: Option<&'a Notifier>,
+    /// Names this process in persisted notices.
+    member: String,
+}
+
+impl Sinks<'_> {
+    /// Writes a batch, dead-letters what can never be stored, commits its offsets, then
+    /// announces it.
+    async fn flush(
+        &self,
+        records: Vec<Record>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), WriterError> {
+        if records.is_empty() {
             return Ok(());
         }
-    }
-    if !poisons.is_empty() {
-        warn!(
-            count = poisons.len(),
-            "sending records to the dead-letter topic"
-        );
-        // Without the dead-letter acknowledgement the offsets must not move: the records
-        // would be lost. Failing here restarts from the last commit.
-        dead_letters.publish(&poisons).await?;
-    }
-    let tpl = commit::to_list(&next)?;
-    match consumer.commit(&tpl, CommitMode::Sync) {
-        Ok(()) => {
-            metrics::BATCHES_COMMITTED.inc();
-            debug!(rows = count, partitions = next.len(), "batch committed");
+        let ranges = commit::ranges(&records);
+        let batch_size = records.len();
+        let mut events = Vec::with_capacity(records.len());
+        let mut poisons = Vec::new();
+        for record in records {
+            match record {
+                Record::Event(e) => events.push(e),
+                Record::Poison(p) => poisons.push(p),
+            }
         }
-        // Lost partitions: their new owner re-reads from the previous commit and the
-        // idempotent insert absorbs the repeat.
-        Err(e) => warn!(error = %e, "offset commit failed; the records will be re-delivered"),
+        let notice = self.notifier.map(|_| {
+            notice::summarise(
+                &events,
+                &ranges,
+                batch_size,
+                &self.member,
+                self.writer.router(),
+            )
+        });
+        match self.writer.write(events, shutdown).await {
+            Ok(refused) => poisons.extend(refused),
+            Err(abandoned) => {
+                warn!(%abandoned, "batch not written; offsets not committed");
+                return Ok(());
+            }
+        }
+        if !poisons.is_empty() {
+            warn!(
+                count = poisons.len(),
+                "sending records to the dead-letter topic"
+            );
+            // Without the dead-letter acknowledgement the offsets must not move: the records
+            // would be lost. Failing here restarts from the last commit.
+            self.dead_letters.publish(&poisons).await?;
+        }
+        let tpl = commit::to_list(&ranges)?;
+        match self.consumer.commit(&tpl, CommitMode::Sync) {
+            Ok(()) => {
+                metrics::BATCHES_COMMITTED.inc();
+                debug!(
+                    records = batch_size,
+                    partitions = ranges.len(),
+                    "batch committed"
+                );
+                if let (Some(notifier), Some(notice)) = (self.notifier, notice) {
+                    notifier.batch_persisted(&notice.finish());
+                }
+            }
+            // Lost partitions: their new owner re-reads from the previous commit and the
+            // idempotent insert absorbs the repeat.
+            Err(e) => warn!(error = %e, "offset commit failed; the records will be re-delivered"),
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 pub async fn run(settings: Settings, shutdown: CancellationToken) -> Result<(), WriterError> {

@@ -53,6 +53,14 @@ pub static DEAD_LETTERS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static NOTICES_LOST: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "db_writer_persisted_notices_lost_total",
+        "Persisted notifications that could not be published (readers fall back to offsets)"
+    )
+    .expect("metric registers once")
+});
+
 pub static BATCHES_COMMITTED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "db_writer_batches_committed_total",

@@ -34,6 +34,9 @@ pub struct KafkaSettings {
     pub critical_topic: String,
     /// Where messages that can never be stored go, with headers saying why. Default `events-dlq`.
     pub dead_letter_topic: String,
+    /// Where a notice goes after each committed batch; empty turns notices off.
+    /// Default `events-persisted`.
+    pub persisted_topic: String,
     /// Group session timeout: how fast a crashed writer's partitions move on. Default 10s.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
@@ -88,6 +91,7 @@ impl Default for KafkaSettings {
             topic: "events".into(),
             critical_topic: "events-critical".into(),
             dead_letter_topic: "events-dlq".into(),
+            persisted_topic: "events-persisted".into(),
             session_timeout: Duration::from_secs(10),
         }
     }

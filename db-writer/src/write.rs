@@ -31,6 +31,10 @@ impl ShardWriter {
         ShardWriter { shards, retry }
     }
 
+    pub fn router(&self) -> event_store::ShardRouter {
+        self.shards.router()
+    }
+
     /// Writes every event to the shard its client maps to. Returns the events the database
     /// refused as data (to be dead-lettered); everything else is stored when this returns Ok.
     pub async fn write(

@@ -9,7 +9,7 @@ use crate::{fingerprint::fingerprint, Event, Priority};
 
 /// Single-object encoding marker (Avro specification, "Single-object encoding").
 const MAGIC: [u8; 2] = [0xC3, 0x01];
-const HEADER_LEN: usize = 10;
+pub(crate) const HEADER_LEN: usize = 10;
 
 /// The event schema versions this build can read, oldest first. The last one is written.
 const VERSIONS: &[(u32, &str)] = &[
@@ -26,7 +26,7 @@ pub struct SchemaVersion {
 }
 
 impl SchemaVersion {
-    fn parse(version: u32, json: &str) -> Self {
+    pub(crate) fn parse(version: u32, json: &str) -> Self {
         // The schemas are compiled in and covered by tests, so a parse failure is a bug in
         // this crate, not an input error.
         #[allow(clippy::expect_used)]
@@ -39,6 +39,24 @@ impl SchemaVersion {
             schema,
             header,
         }
+    }
+
+    pub(crate) fn header(&self) -> &[u8; HEADER_LEN] {
+        &self.header
+    }
+
+    /// The datum after this version's header, or why `bytes` do not start with it.
+    pub(crate) fn strip_header<'b>(&self, bytes: &'b [u8]) -> Result<&'b [u8], DecodeError> {
+        if bytes.len() < HEADER_LEN {
+            return Err(DecodeError::TooShort(bytes.len()));
+        }
+        if bytes[..2] != MAGIC {
+            return Err(DecodeError::NotSingleObject);
+        }
+        if bytes[..HEADER_LEN] != self.header {
+            return Err(DecodeError::UnknownFingerprint(hex(&bytes[2..HEADER_LEN])));
+        }
+        Ok(&bytes[HEADER_LEN..])
     }
 
     /// The 8-byte CRC-64-AVRO fingerprint, little-endian as written on the wire.

@@ -8,8 +8,10 @@
 mod codec;
 mod event;
 mod fingerprint;
+mod persisted;
 mod read_token;
 
 pub use codec::{DecodeError, EncodeError, EventCodec, SchemaVersion};
 pub use event::{Event, Priority, PriorityParseError};
+pub use persisted::{OffsetRange, PersistedBatch, PersistedCodec, ShardWrite};
 pub use read_token::{ReadToken, TokenError};

@@ -19,6 +19,7 @@ pub struct Stack {
     pub topic: String,
     pub critical_topic: String,
     pub dead_letter_topic: String,
+    pub persisted_topic: String,
     pub writer_group: String,
     pub shard_urls: Vec<String>,
     pub http: reqwest::Client,
@@ -47,7 +48,13 @@ impl Stack {
         let topic = format!("events-{id}");
         let critical_topic = format!("events-critical-{id}");
         let dead_letter_topic = format!("events-dlq-{id}");
-        for t in [&topic, &critical_topic, &dead_letter_topic] {
+        let persisted_topic = format!("events-persisted-{id}");
+        for t in [
+            &topic,
+            &critical_topic,
+            &dead_letter_topic,
+            &persisted_topic,
+        ] {
             kafka.create_topic(t, PARTITIONS).await;
         }
         let ports = std::env::var("PIPELINE_PG_PORTS").unwrap_or_else(|_| "5433 5434".into());
@@ -73,6 +80,7 @@ impl Stack {
             topic,
             critical_topic,
             dead_letter_topic,
+            persisted_topic,
             shard_urls,
             http: reqwest::Client::new(),
             shutdown: CancellationToken::new(),
@@ -114,6 +122,7 @@ impl Stack {
                 topic: self.topic.clone(),
                 critical_topic: self.critical_topic.clone(),
                 dead_letter_topic: self.dead_letter_topic.clone(),
+                persisted_topic: self.persisted_topic.clone(),
                 // Partitions of a killed writer move on quickly.
                 session_timeout: Duration::from_secs(6),
             },
