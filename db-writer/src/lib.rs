@@ -78,7 +78,7 @@ impl DbWriter {
                     source,
                 })?;
         Ok(DbWriter {
-            writer: ShardWriter::new(shards, settings.retry.clone()),
+            writer: ShardWriter::new(shards, settings.retry.clone(), settings.store.insert_method),
             settings,
             consumer,
             dead_letters,

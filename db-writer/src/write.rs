@@ -6,7 +6,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use event_store::{RetryHint, Shard, ShardSet, StoreError, StoredEvent};
+use event_store::{InsertMethod, RetryHint, Shard, ShardSet, StoreError, StoredEvent};
 use futures::future::join_all;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -24,11 +24,16 @@ pub struct Abandoned {
 pub struct ShardWriter {
     shards: ShardSet,
     retry: RetrySettings,
+    method: InsertMethod,
 }
 
 impl ShardWriter {
-    pub fn new(shards: ShardSet, retry: RetrySettings) -> Self {
-        ShardWriter { shards, retry }
+    pub fn new(shards: ShardSet, retry: RetrySettings, method: InsertMethod) -> Self {
+        ShardWriter {
+            shards,
+            retry,
+            method,
+        }
     }
 
     pub fn router(&self) -> event_store::ShardRouter {
@@ -102,7 +107,7 @@ impl ShardWriter {
         let mut backoff = self.retry.initial_backoff;
         loop {
             let started = Instant::now();
-            match shard.insert_events(rows).await {
+            match shard.insert_events(rows, self.method).await {
                 Ok(inserted) => {
                     metrics::WRITE_SECONDS
                         .with_label_values(&[&label])

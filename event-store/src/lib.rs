@@ -15,4 +15,4 @@ pub use read::{ClientQuery, IngestKey};
 pub use routing::ShardRouter;
 pub use settings::StoreSettings;
 pub use shards::{Shard, ShardSet};
-pub use write::{KafkaPosition, StoredEvent};
+pub use write::{InsertMethod, KafkaPosition, StoredEvent};

@@ -17,6 +17,8 @@ pub struct StoreSettings {
     pub connect_timeout: Duration,
     /// Run the versioned migrations against every shard at service start. Default true.
     pub migrate_on_start: bool,
+    /// How db-writer bulk-inserts: `copy` or `unnest`. Default `copy`.
+    pub insert_method: crate::InsertMethod,
 }
 
 impl Default for StoreSettings {
@@ -29,6 +31,7 @@ impl Default for StoreSettings {
             pool_size: 8,
             connect_timeout: Duration::from_secs(5),
             migrate_on_start: true,
+            insert_method: crate::InsertMethod::default(),
         }
     }
 }

@@ -93,3 +93,14 @@ fn build_pool(index: usize, url: &str, settings: &StoreSettings) -> Result<Pool,
         .build()
         .map_err(|e| config_err(e.to_string()))
 }
+
+impl Shard {
+    /// Empties the events table. Only the benchmarks call this, on scratch databases.
+    pub async fn truncate_for_benchmark(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .batch_execute("TRUNCATE events")
+            .await
+            .map_err(self.pg())
+    }
+}

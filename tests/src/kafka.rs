@@ -5,6 +5,8 @@ use rdkafka::{
     client::DefaultClientContext,
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer},
+    message::{Headers, Message, OwnedMessage},
+    producer::{FutureProducer, FutureRecord},
     Offset, TopicPartitionList,
 };
 
@@ -105,4 +107,49 @@ impl KafkaAdmin {
             })
             .collect()
     }
+}
+
+impl KafkaAdmin {
+    /// Reads every message of `topic` from the beginning until `count` arrived or
+    /// `deadline` passed (polling, not sleeping).
+    pub fn read_all(&self, topic: &str, count: usize, deadline: Duration) -> Vec<OwnedMessage> {
+        let consumer = self.consumer(&format!("reader-{}", uuid::Uuid::new_v4().simple()));
+        let mut tpl = TopicPartitionList::new();
+        for partition in self.end_offsets(topic).keys() {
+            tpl.add_partition_offset(topic, *partition, Offset::Beginning)
+                .expect("partition");
+        }
+        consumer.assign(&tpl).expect("assign");
+        let until = std::time::Instant::now() + deadline;
+        let mut messages = Vec::new();
+        while messages.len() < count && std::time::Instant::now() < until {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+                messages.push(message.detach());
+            }
+        }
+        messages
+    }
+
+    /// Produces raw bytes, bypassing the gateway: how a foreign or broken producer looks.
+    pub async fn produce_raw(&self, topic: &str, key: &str, value: &[u8]) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &self.brokers)
+            .create()
+            .expect("producer");
+        producer
+            .send(FutureRecord::to(topic).key(key).payload(value), TIMEOUT)
+            .await
+            .map_err(|(e, _)| e)
+            .expect("raw message acknowledged");
+    }
+}
+
+/// The value of a header as text.
+pub fn header(message: &OwnedMessage, key: &str) -> Option<String> {
+    let headers = message.headers()?;
+    headers
+        .iter()
+        .find(|h| h.key == key)
+        .and_then(|h| h.value)
+        .map(|v| String::from_utf8_lossy(v).into_owned())
 }

@@ -11,6 +11,6 @@ mod kafka;
 mod poll;
 mod services;
 
-pub use kafka::KafkaAdmin;
+pub use kafka::{header, KafkaAdmin};
 pub use poll::eventually;
 pub use services::{Posted, Stack, WriterProcess};

@@ -1,0 +1,148 @@
+//! db-writer's storage throughput: rows/s per insert method and batch size, writing both
+//! shards concurrently as db-writer does. Uses the local shards (deploy/local/up), in a
+//! scratch database it drops afterwards. Prints a table and appends it to a results file.
+
+use std::{io::Write, time::Instant};
+
+use anyhow::Context;
+use clap::Parser;
+use event_store::{InsertMethod, KafkaPosition, ShardSet, StoreSettings, StoredEvent};
+use futures::future::try_join_all;
+use schemas::{Event, Priority};
+use tokio_postgres::NoTls;
+use uuid::Uuid;
+
+#[derive(Parser)]
+struct Args {
+    /// Events written per (method, batch size) run.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Batch sizes to try.
+    #[arg(long, value_delimiter = ',', default_value = "1000,5000,10000")]
+    batches: Vec<usize>,
+    /// Shard ports (as deploy/local's PIPELINE_PG_PORTS).
+    #[arg(long, env = "PIPELINE_PG_PORTS", default_value = "5433 5434")]
+    ports: String,
+    /// Where the results are appended.
+    #[arg(long, default_value = "target/bench-results/db-writer.txt")]
+    results: std::path::PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let database = format!("bench_{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let admins: Vec<String> = args
+        .ports
+        .split_whitespace()
+        .map(|p| format!("postgres://postgres@127.0.0.1:{p}/postgres"))
+        .collect();
+    for admin in &admins {
+        execute(admin, &format!("CREATE DATABASE {database}")).await?;
+    }
+    let settings = StoreSettings {
+        shards: args
+            .ports
+            .split_whitespace()
+            .map(|p| format!("postgres://postgres@127.0.0.1:{p}/{database}"))
+            .collect(),
+        ..StoreSettings::default()
+    };
+    let shards = ShardSet::connect(&settings)
+        .await
+        .context("connect shards")?;
+    let events = generate(args.events);
+    let bytes: usize = events.iter().map(|e| e.event.payload.len() + 100).sum();
+
+    let mut report = format!(
+        "db-writer insert benchmark: {} events of ~{} bytes, {} shards written concurrently, UUIDv7 ids\n{:<8} {:>7} {:>12} {:>10}\n",
+        args.events,
+        bytes / args.events.max(1),
+        shards.shards().len(),
+        "method",
+        "batch",
+        "rows/s",
+        "seconds"
+    );
+    print!("{report}");
+    for method in [InsertMethod::Copy, InsertMethod::Unnest] {
+        for batch in &args.batches {
+            for shard in shards.shards() {
+                shard.truncate_for_benchmark().await?;
+            }
+            let started = Instant::now();
+            for chunk in events.chunks(*batch) {
+                let mut per_shard = vec![Vec::new(); shards.shards().len()];
+                for e in chunk {
+                    per_shard[shards.router().shard_for(&e.event.client_id)].push(e.clone());
+                }
+                try_join_all(
+                    shards
+                        .shards()
+                        .iter()
+                        .zip(&per_shard)
+                        .map(|(shard, rows)| shard.insert_events(rows, method)),
+                )
+                .await?;
+            }
+            let seconds = started.elapsed().as_secs_f64();
+            let line = format!(
+                "{:<8} {:>7} {:>12.0} {:>10.2}\n",
+                format!("{method:?}").to_lowercase(),
+                batch,
+                args.events as f64 / seconds,
+                seconds
+            );
+            print!("{line}");
+            report.push_str(&line);
+        }
+    }
+    drop(shards);
+    for admin in &admins {
+        execute(admin, &format!("DROP DATABASE {database} WITH (FORCE)")).await?;
+    }
+    if let Some(dir) = args.results.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.results)?;
+    writeln!(file, "{report}")?;
+    println!("results appended to {}", args.results.display());
+    Ok(())
+}
+
+async fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await?;
+    tokio::spawn(connection);
+    client.batch_execute(sql).await?;
+    Ok(())
+}
+
+/// ~320-byte events from 1000 clients with time-ordered ids, like the gateway makes.
+fn generate(n: usize) -> Vec<StoredEvent> {
+    let base = 1_763_000_000_000_000i64;
+    (0..n)
+        .map(|i| StoredEvent {
+            event: Event {
+                event_id: Uuid::now_v7(),
+                client_id: format!("device-{}", (i * 7919) % 1000),
+                event_type: "reading".into(),
+                ts_micros: Some(base + i as i64),
+                ingested_at_micros: base + i as i64,
+                priority: Priority::Normal,
+                payload: format!(
+                    r#"{{"seq":{i},"temperature":21.5,"battery":0.87,"pad":"{}"}}"#,
+                    "x".repeat(150)
+                ),
+                sdk: None,
+            },
+            position: KafkaPosition {
+                topic: "events".into(),
+                partition: (i % 6) as i32,
+                offset: (i / 6) as i64,
+            },
+        })
+        .collect()
+}
