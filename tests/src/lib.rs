@@ -9,8 +9,10 @@
 
 mod kafka;
 mod poll;
+mod private;
 mod services;
 
 pub use kafka::{header, KafkaAdmin};
 pub use poll::eventually;
+pub use private::{PrivateKafka, PrivateShard};
 pub use services::{Posted, Stack, WriterProcess};

@@ -34,16 +34,21 @@ pub struct Posted {
 }
 
 impl Stack {
-    /// Fresh topics and a fresh database on every shard.
+    /// Fresh topics on the local broker and a fresh database on every shard.
     pub async fn new() -> Stack {
-        if std::env::var_os("RUST_LOG").is_some() {
-            chassis::telemetry::init();
-        }
-        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let brokers = std::env::var("PIPELINE_KAFKA").unwrap_or_else(|_| {
             let port = std::env::var("KAFKA_PORT").unwrap_or_else(|_| "9092".into());
             format!("127.0.0.1:{port}")
         });
+        Stack::on_brokers(brokers).await
+    }
+
+    /// The same on another Kafka, e.g. a `PrivateKafka`.
+    pub async fn on_brokers(brokers: String) -> Stack {
+        if std::env::var_os("RUST_LOG").is_some() {
+            chassis::telemetry::init();
+        }
+        let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
         let kafka = KafkaAdmin::new(&brokers);
         let topic = format!("events-{id}");
         let critical_topic = format!("events-critical-{id}");

@@ -1,0 +1,153 @@
+//! Failures of the servers underneath, under traffic: a shard restarting, the broker going
+//! away. Each test owns the server it breaks.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on what it did not expect
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use event_store::ShardRouter;
+use pipeline_tests::{eventually, PrivateKafka, PrivateShard, Stack};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const DRAIN: Duration = Duration::from_secs(90);
+
+fn batch(round: usize) -> Vec<Value> {
+    (0..100)
+        .map(|n| json!({"client_id": format!("f{}", n % 40), "type": "t", "payload": {"round": round, "n": n}}))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shard_restarted_under_traffic_loses_and_duplicates_nothing() {
+    let shard = PrivateShard::start().await;
+    let mut stack = Stack::new().await;
+    stack.shard_urls[1] = shard.url();
+    let stack = Arc::new(stack);
+    let gateway = stack.start_gateway().await;
+    let _writer = stack.start_writer().await;
+
+    let feeder = {
+        let (stack, gateway) = (stack.clone(), gateway.clone());
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for round in 0..80 {
+                acknowledged.extend(stack.post_events(&gateway, &batch(round)).await.event_ids);
+            }
+            acknowledged
+        })
+    };
+    eventually(DRAIN, "rows on the shard", || async {
+        stack
+            .shard_rows()
+            .await
+            .iter()
+            .any(|(s, _, _)| *s == 1)
+            .then_some(())
+    })
+    .await;
+    shard.stop();
+    // Down for as long as it takes the gateway to accept another 2000 events.
+    let published = stack.published_count();
+    eventually(DRAIN, "traffic while the shard is down", || async {
+        (stack.published_count() >= published + 2000).then_some(())
+    })
+    .await;
+    assert!(
+        !stack.writer_drained(),
+        "nothing can drain while a shard is down"
+    );
+    shard.start_again().await;
+    let acknowledged = feeder.await.unwrap();
+
+    eventually(DRAIN, "writer drained after the restart", || async {
+        stack.writer_drained().then_some(())
+    })
+    .await;
+    let rows = stack.shard_rows().await;
+    let router = ShardRouter::new(2);
+    let mut seen = std::collections::HashSet::new();
+    for (shard, id, client) in &rows {
+        assert!(seen.insert(*id), "{id} stored twice");
+        assert_eq!(*shard, router.shard_for(client));
+    }
+    let missing = acknowledged.iter().filter(|id| !seen.contains(id)).count();
+    assert_eq!(missing, 0, "acknowledged events lost");
+    assert_eq!(seen.len(), acknowledged.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_the_broker_down_the_gateway_answers_503_in_time_and_recovers() {
+    let mut kafka = PrivateKafka::start().await;
+    let stack = Stack::on_brokers(kafka.bootstrap()).await;
+    let mut settings = stack.gateway_settings();
+    settings.kafka.delivery_timeout = Duration::from_secs(3);
+    let gateway = stack.start_gateway_with(settings).await;
+    let _writer = stack.start_writer().await;
+
+    let mut acknowledged: Vec<Uuid> = Vec::new();
+    for round in 0..5 {
+        acknowledged.extend(stack.post_events(&gateway, &batch(round)).await.event_ids);
+    }
+
+    kafka.stop();
+    for round in 5..8 {
+        let started = Instant::now();
+        let response = stack
+            .post(
+                &gateway,
+                "application/json",
+                serde_json::to_vec(&batch(round)).unwrap(),
+            )
+            .await;
+        let elapsed = started.elapsed();
+        assert_eq!(response.status(), 503);
+        assert!(response.headers().contains_key("retry-after"));
+        assert!(
+            elapsed < Duration::from_secs(8),
+            "answered after {elapsed:?}"
+        );
+    }
+
+    kafka.start_again().await;
+    let recovered = eventually(DRAIN, "gateway accepting again", || async {
+        let response = stack
+            .post(
+                &gateway,
+                "application/json",
+                serde_json::to_vec(&batch(100)).unwrap(),
+            )
+            .await;
+        if response.status() != 202 {
+            return None;
+        }
+        let body: Value = response.json().await.ok()?;
+        Some(
+            body["events"]
+                .as_array()?
+                .iter()
+                .map(|e| e["event_id"].as_str().unwrap().parse::<Uuid>().unwrap())
+                .collect::<Vec<_>>(),
+        )
+    })
+    .await;
+    acknowledged.extend(recovered);
+    for round in 8..12 {
+        acknowledged.extend(stack.post_events(&gateway, &batch(round)).await.event_ids);
+    }
+
+    eventually(DRAIN, "writer drained", || async {
+        stack.writer_drained().then_some(())
+    })
+    .await;
+    let counts = stack.row_counts().await;
+    assert!(counts.values().all(|n| *n == 1), "no event stored twice");
+    let missing = acknowledged
+        .iter()
+        .filter(|id| !counts.contains_key(id))
+        .count();
+    assert_eq!(missing, 0, "events answered 202 are all in PostgreSQL");
+}
