@@ -66,6 +66,8 @@ impl Batcher {
 
     /// Adds a record; returns true when the batch should be written now.
     pub fn push(&mut self, record: Record, bytes: usize) -> bool {
+        // The run loop stops consuming while a batch is full, so this never grows past the
+        // bound by more than the record that filled it.
         if self.records.is_empty() {
             self.deadline = Some(Instant::now() + self.max_wait);
         }

@@ -21,6 +21,7 @@ mod write;
 use std::{net::SocketAddr, sync::Arc};
 
 use event_store::{ShardSet, StoreError};
+use futures::{stream::FuturesOrdered, StreamExt};
 use rdkafka::{
     consumer::{CommitMode, Consumer},
     error::KafkaError,
@@ -138,20 +139,37 @@ impl DbWriter {
             Lane::new(&settings.kafka.topic, &settings.batch),
             Lane::new(&settings.kafka.critical_topic, &settings.critical_batch),
         ];
+        // Batches being stored, oldest first. Up to `max_in_flight_batches` are written at
+        // once so that consuming and decoding overlap with the database; they are committed
+        // strictly in the order they were taken, so a commit never covers an unstored record.
+        let depth = settings.max_in_flight_batches.max(1);
+        let mut storing = FuturesOrdered::new();
         loop {
-            let deadline = lanes.iter().filter_map(|l| l.batcher.deadline()).min();
+            let now = tokio::time::Instant::now();
+            for lane in &mut lanes {
+                let due =
+                    lane.batcher.is_full() || lane.batcher.deadline().is_some_and(|d| d <= now);
+                if due && storing.len() < depth {
+                    storing.push_back(sinks.store(lane.batcher.take(), &shutdown));
+                }
+            }
+            // A full batch that cannot start yet stops consumption: memory stays bounded.
+            let blocked = lanes.iter().any(|l| l.batcher.is_full());
+            let deadline = lanes
+                .iter()
+                .filter_map(|l| l.batcher.deadline())
+                .min()
+                .filter(|_| storing.len() < depth);
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep_until(deadline.unwrap_or_else(tokio::time::Instant::now)), if deadline.is_some() => {
-                    let now = tokio::time::Instant::now();
-                    for lane in &mut lanes {
-                        if lane.batcher.deadline().is_some_and(|d| d <= now) {
-                            sinks.flush(lane.batcher.take(), &shutdown).await?;
-                        }
+                Some(stored) = storing.next() => {
+                    if let Some(stored) = stored? {
+                        sinks.commit(stored);
                     }
                 }
-                message = consumer.recv() => {
+                _ = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {}
+                message = consumer.recv(), if !blocked => {
                     forget_revoked(&consumer, &mut lanes);
                     let message = match message {
                         Ok(message) => message,
@@ -164,23 +182,28 @@ impl DbWriter {
                     let record = consume::to_record(&codec, &message);
                     drop(message);
                     let topic = record.topic_partition().0;
-                    let Some(lane) = lanes.iter_mut().find(|l| l.topic == topic) else {
-                        continue;
-                    };
-                    if lane.batcher.push(record, bytes) {
-                        sinks.flush(lane.batcher.take(), &shutdown).await?;
+                    if let Some(lane) = lanes.iter_mut().find(|l| l.topic == topic) {
+                        lane.batcher.push(record, bytes);
                     }
                 }
             }
         }
-        // Shutdown: what was consumed is written and committed (the write itself gives up
-        // if a shard stays down; then nothing is committed and the next owner re-reads).
-        forget_revoked(&consumer, &mut lanes);
-        let drain = CancellationToken::new();
+        // Shutdown: batches being stored finish and are committed, then what was consumed is
+        // written and committed too (a write gives up if its shard stays down; then nothing
+        // is committed and the next owner re-reads), all within the shutdown deadline.
         let deadline = settings.shutdown_timeout;
         let last = async {
+            while let Some(stored) = storing.next().await {
+                if let Some(stored) = stored? {
+                    sinks.commit(stored);
+                }
+            }
+            forget_revoked(&consumer, &mut lanes);
+            let drain = CancellationToken::new();
             for lane in &mut lanes {
-                sinks.flush(lane.batcher.take(), &drain).await?;
+                if let Some(stored) = sinks.store(lane.batcher.take(), &drain).await? {
+                    sinks.commit(stored);
+                }
             }
             Ok::<(), WriterError>(())
         };
@@ -235,16 +258,23 @@ struct Sinks<'a> {
     member: String,
 }
 
+/// A batch whose records are all stored (or dead-lettered), waiting for its commit.
+struct Stored {
+    ranges: commit::Ranges,
+    records: usize,
+    notice: Option<notice::PendingNotice>,
+}
+
 impl Sinks<'_> {
-    /// Writes a batch, dead-letters what can never be stored, commits its offsets, then
-    /// announces it.
-    async fn flush(
+    /// Writes a batch and dead-letters what can never be stored. `None` when the write was
+    /// abandoned at shutdown: then nothing of it may be committed.
+    async fn store(
         &self,
         records: Vec<Record>,
         shutdown: &CancellationToken,
-    ) -> Result<(), WriterError> {
+    ) -> Result<Option<Stored>, WriterError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let ranges = commit::ranges(&records);
         let batch_size = records.len();
@@ -269,7 +299,7 @@ impl Sinks<'_> {
             Ok(refused) => poisons.extend(refused),
             Err(abandoned) => {
                 warn!(%abandoned, "batch not written; offsets not committed");
-                return Ok(());
+                return Ok(None);
             }
         }
         if !poisons.is_empty() {
@@ -281,16 +311,31 @@ impl Sinks<'_> {
             // would be lost. Failing here restarts from the last commit.
             self.dead_letters.publish(&poisons).await?;
         }
-        let tpl = commit::to_list(&ranges)?;
+        Ok(Some(Stored {
+            ranges,
+            records: batch_size,
+            notice,
+        }))
+    }
+
+    /// Commits a stored batch's offsets, then announces it.
+    fn commit(&self, stored: Stored) {
+        let tpl = match commit::to_list(&stored.ranges) {
+            Ok(tpl) => tpl,
+            Err(e) => {
+                warn!(error = %e, "cannot build the offsets to commit");
+                return;
+            }
+        };
         match self.consumer.commit(&tpl, CommitMode::Sync) {
             Ok(()) => {
                 metrics::BATCHES_COMMITTED.inc();
                 debug!(
-                    records = batch_size,
-                    partitions = ranges.len(),
+                    records = stored.records,
+                    partitions = stored.ranges.len(),
                     "batch committed"
                 );
-                if let (Some(notifier), Some(notice)) = (self.notifier, notice) {
+                if let (Some(notifier), Some(notice)) = (self.notifier, stored.notice) {
                     notifier.batch_persisted(&notice.finish());
                 }
             }
@@ -298,7 +343,6 @@ impl Sinks<'_> {
             // idempotent insert absorbs the repeat.
             Err(e) => warn!(error = %e, "offset commit failed; the records will be re-delivered"),
         }
-        Ok(())
     }
 }
 

@@ -14,6 +14,9 @@ pub struct Settings {
     pub critical_batch: BatchSettings,
     pub store: StoreSettings,
     pub retry: RetrySettings,
+    /// Batches written at the same time (both lanes together), committed in order. More
+    /// overlap consuming with writing; memory grows by one batch each. Default 2.
+    pub max_in_flight_batches: usize,
     /// Address of `/metrics` and `/health/*`. Default `127.0.0.1:9101`.
     pub metrics_listen: SocketAddr,
     /// How long a shutdown may take to flush and commit before the process gives up. Default 15s.
@@ -45,7 +48,8 @@ pub struct KafkaSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct BatchSettings {
-    /// A batch is written once it holds this many events. Default 5000.
+    /// A batch is written once it holds this many events. Default 10000 (normal lane),
+    /// 500 (critical lane).
     pub max_rows: usize,
     /// ... or this many bytes of Kafka values. Default 8 MiB.
     pub max_bytes: usize,
@@ -77,6 +81,7 @@ impl Default for Settings {
             },
             store: StoreSettings::default(),
             retry: RetrySettings::default(),
+            max_in_flight_batches: 2,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
             shutdown_timeout: Duration::from_secs(15),
         }
@@ -100,7 +105,7 @@ impl Default for KafkaSettings {
 impl Default for BatchSettings {
     fn default() -> Self {
         BatchSettings {
-            max_rows: 5_000,
+            max_rows: 10_000,
             max_bytes: 8 * 1024 * 1024,
             max_wait: Duration::from_millis(50),
         }

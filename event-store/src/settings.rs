@@ -17,7 +17,7 @@ pub struct StoreSettings {
     pub connect_timeout: Duration,
     /// Run the versioned migrations against every shard at service start. Default true.
     pub migrate_on_start: bool,
-    /// How db-writer bulk-inserts: `copy` or `unnest`. Default `copy`.
+    /// How db-writer bulk-inserts: `unnest` or `copy` (docs/benchmarks.md). Default `unnest`.
     pub insert_method: crate::InsertMethod,
 }
 

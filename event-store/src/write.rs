@@ -20,9 +20,10 @@ use crate::{timestamps::from_micros, Shard, StoreError};
 pub enum InsertMethod {
     /// Binary `COPY` into a per-connection staging table, then one
     /// `INSERT … SELECT … ON CONFLICT DO NOTHING`, in one transaction.
-    #[default]
     Copy,
-    /// One `INSERT … SELECT FROM unnest($1, …) ON CONFLICT DO NOTHING` with array parameters.
+    /// One `INSERT … SELECT FROM unnest($1, …) ON CONFLICT DO NOTHING` with array parameters:
+    /// one round trip; as fast as `Copy` from 5000 rows and faster below.
+    #[default]
     Unnest,
 }
 
