@@ -178,6 +178,31 @@ async fn critical_events_take_their_own_lane_to_the_same_table() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_w3c_traceparent_travels_with_each_event_in_kafka_headers() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let response = stack
+        .http
+        .post(format!("{gateway}/events"))
+        .header("content-type", "application/json")
+        .header("traceparent", traceparent)
+        .body(json!([event("traced", 0), event("traced", 1)]).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 202);
+    let messages = stack
+        .kafka
+        .read_all(&stack.topic, 2, Duration::from_secs(20));
+    assert_eq!(messages.len(), 2);
+    for message in &messages {
+        assert_eq!(header(message, "traceparent").as_deref(), Some(traceparent));
+        assert_eq!(message.key(), Some(&b"traced"[..]), "keyed by client id");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_over_its_rate_gets_429_and_nothing_of_its_request_is_published() {
     let stack = Stack::new().await;
     let mut settings = stack.gateway_settings();
