@@ -72,6 +72,10 @@ pub fn create(settings: &KafkaSettings) -> Result<Arc<WriterConsumer>, KafkaErro
             "session.timeout.ms",
             settings.session_timeout.as_millis().to_string(),
         )
+        .set(
+            "topic.metadata.refresh.interval.ms",
+            settings.metadata_refresh.as_millis().to_string(),
+        )
         // Bounds what librdkafka prefetches while a batch is being written.
         .set("queued.max.messages.kbytes", "65536")
         .create_with_context(WriterContext::default())?;

@@ -43,6 +43,10 @@ pub struct KafkaSettings {
     /// Group session timeout: how fast a crashed writer's partitions move on. Default 10s.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
+    /// How often topic metadata is re-read, i.e. how soon partitions an operator adds are
+    /// consumed. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub metadata_refresh: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -98,6 +102,7 @@ impl Default for KafkaSettings {
             dead_letter_topic: "events-dlq".into(),
             persisted_topic: "events-persisted".into(),
             session_timeout: Duration::from_secs(10),
+            metadata_refresh: Duration::from_secs(30),
         }
     }
 }

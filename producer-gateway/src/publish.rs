@@ -160,6 +160,10 @@ fn producer(settings: &KafkaSettings, linger: Duration) -> Result<FutureProducer
             settings.delivery_timeout.as_millis().to_string(),
         )
         .set("compression.type", &settings.compression)
+        .set(
+            "topic.metadata.refresh.interval.ms",
+            settings.metadata_refresh.as_millis().to_string(),
+        )
         .set("batch.num.messages", "10000")
         .create()
 }

@@ -64,6 +64,10 @@ pub struct KafkaSettings {
     pub delivery_timeout: Duration,
     /// Compression of produced batches: none, gzip, snappy, lz4, zstd. Default `lz4`.
     pub compression: String,
+    /// How often topic metadata is re-read, i.e. how soon partitions an operator adds start
+    /// receiving events. Default 30s.
+    #[serde(with = "humantime_serde")]
+    pub metadata_refresh: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -103,6 +107,7 @@ impl Default for KafkaSettings {
             queue_max_kbytes: 256 * 1024,
             delivery_timeout: Duration::from_secs(10),
             compression: "lz4".into(),
+            metadata_refresh: Duration::from_secs(30),
         }
     }
 }

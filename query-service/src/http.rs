@@ -1,6 +1,9 @@
 //! `GET /events?clientId=`: parameters, answer shape, errors.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use axum::{
     extract::{Query, State},
@@ -11,6 +14,7 @@ use axum::{
 };
 use chassis::problem::Problem;
 use event_store::{ClientQuery, IngestKey, ShardSet};
+use schemas::ReadToken;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -20,12 +24,14 @@ use crate::{
     history::{self, Status},
     in_flight::InFlight,
     metrics,
+    progress::Progress,
     settings::ApiSettings,
 };
 
 pub struct AppState {
     pub shards: ShardSet,
     pub in_flight: Arc<InFlight>,
+    pub progress: Arc<Progress>,
     pub api: ApiSettings,
 }
 
@@ -46,6 +52,9 @@ struct Params {
     cursor: Option<String>,
     since: Option<String>,
     until: Option<String>,
+    /// A read-your-writes token from producer-gateway.
+    after: Option<String>,
+    wait_ms: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -114,6 +123,37 @@ async fn answer(state: &AppState, params: Params) -> Result<Response, Problem> {
         .as_deref()
         .map(|s| parse_time("until", s))
         .transpose()?;
+    if let Some(token) = params.after.as_deref() {
+        let token: ReadToken = token
+            .parse()
+            .map_err(|e: schemas::TokenError| bad_request(format!("after: {e}")))?;
+        let wait_ms = match params.wait_ms.as_deref() {
+            None => state.api.default_wait.as_millis() as u64,
+            Some(w) => w
+                .parse::<u64>()
+                .ok()
+                .filter(|w| *w <= state.api.max_wait.as_millis() as u64)
+                .ok_or_else(|| {
+                    bad_request(format!(
+                        "wait_ms must be 0 to {}",
+                        state.api.max_wait.as_millis()
+                    ))
+                })?,
+        };
+        if !state
+            .progress
+            .wait_for(&token, Duration::from_millis(wait_ms))
+            .await
+        {
+            return Err(Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "not-caught-up",
+                format!(
+                    "this replica has not consumed the token's events within {wait_ms} ms; retry"
+                ),
+            ));
+        }
+    }
     let query = ClientQuery {
         client_id: &client_id,
         after,

@@ -1,13 +1,14 @@
 //! query-service: a client's history, persisted and in flight, each event once.
 //!
 //! `tail` (every partition from the writer's committed offsets) → `in_flight` (the
-//! unpersisted tail, evicted as the writer commits) → `history` (merge with the client's
+//! unpersisted tail, evicted as the writer commits) and `progress` (read-your-writes) → `history` (merge with the client's
 //! shard) → `http` (`GET /events`).
 
 mod history;
 mod http;
 mod in_flight;
 mod metrics;
+mod progress;
 pub mod settings;
 mod tail;
 
@@ -49,7 +50,8 @@ impl QueryService {
         let in_flight = Arc::new(in_flight::InFlight::new(
             settings.cache.max_in_flight_events,
         ));
-        let tail = tail::Tail::start(&settings.kafka, in_flight.clone()).await?;
+        let progress = Arc::new(progress::Progress::default());
+        let tail = tail::Tail::start(&settings.kafka, in_flight.clone(), progress.clone()).await?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -60,6 +62,7 @@ impl QueryService {
         let state = Arc::new(http::AppState {
             shards,
             in_flight,
+            progress,
             api: settings.api.clone(),
         });
         Ok(QueryService {

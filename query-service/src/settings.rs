@@ -51,6 +51,13 @@ pub struct ApiSettings {
     /// `Retry-After` of 503 answers. Default 1s.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// How long a request with `after=<token>` waits for this replica to catch up when it
+    /// names no `wait_ms`. Default 2s.
+    #[serde(with = "humantime_serde")]
+    pub default_wait: Duration,
+    /// Longest `wait_ms` a request may ask for. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
 }
 
 impl Default for Settings {
@@ -91,6 +98,8 @@ impl Default for ApiSettings {
             default_limit: 100,
             max_limit: 1000,
             retry_after: Duration::from_secs(1),
+            default_wait: Duration::from_secs(2),
+            max_wait: Duration::from_secs(10),
         }
     }
 }

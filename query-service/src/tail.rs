@@ -15,7 +15,7 @@ use schemas::EventCodec;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::{in_flight::InFlight, metrics, settings::KafkaSettings};
+use crate::{in_flight::InFlight, metrics, progress::Progress, settings::KafkaSettings};
 use event_store::{KafkaPosition, StoredEvent};
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -29,6 +29,7 @@ pub struct Tail {
     topics: Vec<String>,
     refresh_interval: Duration,
     in_flight: Arc<InFlight>,
+    progress: Arc<Progress>,
     codec: EventCodec,
     assigned: Partitions,
 }
@@ -38,6 +39,7 @@ impl Tail {
     pub async fn start(
         settings: &KafkaSettings,
         in_flight: Arc<InFlight>,
+        progress: Arc<Progress>,
     ) -> Result<Tail, KafkaError> {
         let group = format!(
             "{}-{}",
@@ -63,6 +65,7 @@ impl Tail {
             topics: settings.topics.clone(),
             refresh_interval: settings.refresh_interval,
             in_flight,
+            progress,
             codec: EventCodec::new(),
             assigned: Partitions::new(),
         };
@@ -96,7 +99,11 @@ impl Tail {
         if tpl.count() > 0 {
             self.consumer.incremental_assign(&tpl)?;
             for ((topic, partition), offset) in committed {
-                self.assigned.insert((topic.clone(), *partition), *offset);
+                if !self.assigned.contains_key(&(topic.clone(), *partition)) {
+                    // Everything below the writer's commit is in PostgreSQL: consumed, in effect.
+                    self.progress.advance(topic, *partition, *offset);
+                    self.assigned.insert((topic.clone(), *partition), *offset);
+                }
             }
             info!(added = tpl.count(), "partitions assigned");
         }
@@ -121,6 +128,7 @@ impl Tail {
                             partition: message.partition(),
                             offset: message.offset(),
                         };
+                        let (partition, next) = (position.partition, position.offset + 1);
                         match message.payload().map(|v| self.codec.decode(v)) {
                             Some(Ok(event)) => {
                                 if !self.in_flight.insert(StoredEvent { event, position }) {
@@ -130,6 +138,8 @@ impl Tail {
                             // The writer dead-letters these; nothing to serve.
                             _ => metrics::UNDECODABLE.inc(),
                         }
+                        // After the insert: a reader woken by this finds the event.
+                        self.progress.advance(message.topic(), partition, next);
                     }
                     Err(e) => warn!(error = %e, "consumer error"),
                 },

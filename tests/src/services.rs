@@ -30,6 +30,8 @@ pub struct Stack {
 #[derive(Debug, Clone)]
 pub struct Posted {
     pub event_ids: Vec<Uuid>,
+    /// The partition each event went to, in request order.
+    pub partitions: Vec<i32>,
     pub token: String,
 }
 
@@ -111,6 +113,7 @@ impl Stack {
                 brokers: self.brokers.clone(),
                 topic: self.topic.clone(),
                 critical_topic: self.critical_topic.clone(),
+                metadata_refresh: Duration::from_millis(500),
                 ..defaults.kafka
             },
             ..defaults
@@ -130,6 +133,7 @@ impl Stack {
                 persisted_topic: self.persisted_topic.clone(),
                 // Partitions of a killed writer move on quickly.
                 session_timeout: Duration::from_secs(6),
+                metadata_refresh: Duration::from_millis(500),
             },
             store: self.store_settings(),
             retry: db_writer::settings::RetrySettings {
@@ -171,12 +175,21 @@ impl Stack {
 
     /// Starts query-service in this process; returns its base URL.
     pub async fn start_query(&self) -> String {
-        let service = query_service::QueryService::bind(&self.query_settings())
+        self.start_query_with(self.query_settings()).await.0
+    }
+
+    /// Starts query-service with these settings; the token stops it.
+    pub async fn start_query_with(
+        &self,
+        settings: query_service::Settings,
+    ) -> (String, CancellationToken) {
+        let service = query_service::QueryService::bind(&settings)
             .await
             .expect("query-service starts");
         let url = format!("http://{}", service.local_addr());
-        tokio::spawn(service.serve(self.shutdown.child_token()));
-        url
+        let token = self.shutdown.child_token();
+        tokio::spawn(service.serve(token.clone()));
+        (url, token)
     }
 
     /// Starts db-writer in this process; cancelling the token stops it cleanly.
@@ -235,8 +248,32 @@ impl Stack {
                         .expect("uuid")
                 })
                 .collect(),
+            partitions: body["events"]
+                .as_array()
+                .expect("events array")
+                .iter()
+                .map(|e| e["partition"].as_i64().expect("partition") as i32)
+                .collect(),
             token: body["token"].as_str().expect("token").to_owned(),
         }
+    }
+
+    /// One `GET /events` with extra parameters: status and JSON body.
+    pub async fn get(
+        &self,
+        query: &str,
+        params: &[(&str, &str)],
+    ) -> (u16, Value, reqwest::header::HeaderMap) {
+        let response = self
+            .http
+            .get(format!("{query}/events"))
+            .query(params)
+            .send()
+            .await
+            .expect("query-service answers");
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        (status, response.json().await.expect("json answer"), headers)
     }
 
     /// A client's whole history, following cursors page by page.

@@ -1,0 +1,343 @@
+//! The read side's promises: exactly once, in order, read-your-writes, from any replica,
+//! across restarts and partition growth.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on what it did not expect
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::{Duration, Instant},
+};
+
+use event_store::ShardRouter;
+use pipeline_tests::{eventually, PrivateShard, Stack};
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+const DRAIN: Duration = Duration::from_secs(60);
+
+fn events(clients: usize, per_client: usize, tag: &str) -> Vec<Value> {
+    (0..per_client)
+        .flat_map(|n| {
+            (0..clients).map(move |c| json!({"client_id": format!("r{c}"), "type": "t", "payload": {"n": n, "tag": tag}}))
+        })
+        .collect()
+}
+
+fn ids(history: &[Value]) -> Vec<Uuid> {
+    history
+        .iter()
+        .map(|e| e["event_id"].as_str().unwrap().parse().unwrap())
+        .collect()
+}
+
+fn by_client(events: &[Value], ids: &[Uuid]) -> HashMap<String, Vec<Uuid>> {
+    let mut map: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for (event, id) in events.iter().zip(ids) {
+        map.entry(event["client_id"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(*id);
+    }
+    map
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_always_shows_the_posted_events_over_many_rounds() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let query = stack.start_query().await;
+    let _writer = stack.start_writer().await;
+    for round in 0..30 {
+        let client = format!("ryw-{}", round % 4);
+        let batch: Vec<Value> = (0..10)
+            .map(|n| json!({"client_id": client, "type": "t", "payload": {"round": round, "n": n}}))
+            .collect();
+        let posted = stack.post_events(&gateway, &batch).await;
+        let (status, page, _) = stack
+            .get(
+                &query,
+                &[
+                    ("clientId", &client),
+                    ("after", &posted.token),
+                    ("limit", "1000"),
+                ],
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        let seen: HashSet<Uuid> = ids(page["events"].as_array().unwrap())
+            .into_iter()
+            .collect();
+        for id in &posted.event_ids {
+            assert!(
+                seen.contains(id),
+                "round {round}: {id} missing right after its 202"
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_the_replica_cannot_reach_answers_504_in_time_and_bad_parameters_400() {
+    let stack = Stack::new().await;
+    let query = stack.start_query().await;
+    // Far beyond anything published: this replica is, deliberately, behind it.
+    let token = format!("v1~{}~0~999999", stack.topic);
+    let started = Instant::now();
+    let (status, problem, _) = stack
+        .get(
+            &query,
+            &[("clientId", "x"), ("after", &token), ("wait_ms", "300")],
+        )
+        .await;
+    assert_eq!(status, 504, "{problem}");
+    assert_eq!(problem["type"], "/problems/not-caught-up");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+
+    for params in [
+        vec![("limit", "5")],
+        vec![("clientId", "x"), ("limit", "0")],
+        vec![("clientId", "x"), ("limit", "1001")],
+        vec![("clientId", "x"), ("cursor", "garbage")],
+        vec![("clientId", "x"), ("since", "yesterday")],
+        vec![("clientId", "x"), ("after", "v9~nope")],
+        vec![("clientId", "x"), ("after", "v1"), ("wait_ms", "60000")],
+    ] {
+        let (status, problem, headers) = stack.get(&query, &params).await;
+        assert_eq!(status, 400, "{params:?}: {problem}");
+        assert_eq!(headers["content-type"], "application/problem+json");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pages_neither_skip_nor_repeat_while_events_move_into_postgres() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let query = stack.start_query().await;
+    let first: Vec<Value> = events(1, 120, "a");
+    let mut expected = stack.post_events(&gateway, &first).await.event_ids;
+
+    // Page through while the writer starts, drains, stops, and more events arrive.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut writer = None;
+    for page_number in 0.. {
+        match page_number {
+            3 => writer = Some(stack.start_writer().await),
+            6 => {
+                eventually(DRAIN, "drained", || async {
+                    stack.writer_drained().then_some(())
+                })
+                .await;
+                writer.take().unwrap().cancel();
+                expected.extend(
+                    stack
+                        .post_events(&gateway, &events(1, 30, "b"))
+                        .await
+                        .event_ids,
+                );
+            }
+            9 => writer = Some(stack.start_writer().await),
+            _ => {}
+        }
+        let mut params = vec![("clientId", "r0".to_owned()), ("limit", "9".to_owned())];
+        if let Some(c) = &cursor {
+            params.push(("cursor", c.clone()));
+        }
+        let params: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (status, page, _) = stack.get(&query, &params).await;
+        assert_eq!(status, 200);
+        seen.extend(ids(page["events"].as_array().unwrap()));
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None if seen.len() >= expected.len() => break,
+            // The end of what is visible so far: read this page again once it has grown.
+            None => {
+                let shown = page["events"].as_array().unwrap().len();
+                seen.truncate(seen.len() - shown);
+                eventually(Duration::from_secs(20), "later events visible", || async {
+                    let (_, again, _) = stack.get(&query, &params).await;
+                    (again["events"].as_array().unwrap().len() > shown).then_some(())
+                })
+                .await;
+            }
+        }
+        assert!(page_number < 200, "paging did not end");
+    }
+    assert_eq!(seen, expected, "pages in ingest order, each event once");
+    drop(writer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_restarted_replica_rebuilds_exactly_the_unpersisted_tail_and_replicas_agree() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let writer = stack.start_writer().await;
+    let persisted_batch = events(8, 10, "persisted");
+    let persisted = stack.post_events(&gateway, &persisted_batch).await;
+    eventually(DRAIN, "drained", || async {
+        stack.writer_drained().then_some(())
+    })
+    .await;
+    writer.cancel();
+    let tail_batch = events(8, 5, "tail");
+    let tail = stack.post_events(&gateway, &tail_batch).await;
+
+    let mut expected = by_client(&persisted_batch, &persisted.event_ids);
+    for (client, ids) in by_client(&tail_batch, &tail.event_ids) {
+        expected.get_mut(&client).unwrap().extend(ids);
+    }
+    let tail_ids: HashSet<Uuid> = tail.event_ids.iter().copied().collect();
+
+    let (first, first_stop) = stack.start_query_with(stack.query_settings()).await;
+    let answers = |query: String| {
+        let stack = &stack;
+        let expected = &expected;
+        let tail_ids = &tail_ids;
+        async move {
+            let mut all = HashMap::new();
+            for (client, want) in expected {
+                let history = eventually(Duration::from_secs(20), "tail visible", || async {
+                    let h = stack.history(&query, client, 1000).await;
+                    (h.len() >= want.len()).then_some(h)
+                })
+                .await;
+                assert_eq!(&ids(&history), want, "{client}");
+                for event in &history {
+                    let id: Uuid = event["event_id"].as_str().unwrap().parse().unwrap();
+                    let status = if tail_ids.contains(&id) {
+                        "in_flight"
+                    } else {
+                        "persisted"
+                    };
+                    assert_eq!(event["status"], status, "{id}");
+                }
+                all.insert(client.clone(), history);
+            }
+            all
+        }
+    };
+    let before = answers(first.clone()).await;
+    first_stop.cancel();
+    let (second, _second_stop) = stack.start_query_with(stack.query_settings()).await;
+    let (third, _third_stop) = stack.start_query_with(stack.query_settings()).await;
+    assert_eq!(
+        answers(second).await,
+        before,
+        "a restarted replica answers the same"
+    );
+    assert_eq!(answers(third).await, before, "replicas answer alike");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_added_under_traffic_keep_answers_complete_and_ordered() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let query = stack.start_query().await;
+    let _writer = stack.start_writer().await;
+    let mut expected: HashMap<String, Vec<Uuid>> = HashMap::new();
+    let mut partitions: HashMap<String, HashSet<i32>> = HashMap::new();
+    let mut record = |batch: &[Value], posted: &pipeline_tests::Posted| {
+        for ((event, id), partition) in batch.iter().zip(&posted.event_ids).zip(&posted.partitions)
+        {
+            let client = event["client_id"].as_str().unwrap().to_owned();
+            expected.entry(client.clone()).or_default().push(*id);
+            partitions.entry(client).or_default().insert(*partition);
+        }
+    };
+    for round in 0..5 {
+        let batch = events(30, 2, &format!("before-{round}"));
+        let posted = stack.post_events(&gateway, &batch).await;
+        record(&batch, &posted);
+    }
+    stack.kafka.add_partitions(&stack.topic, 12).await;
+    // Keep posting until the gateway has seen the new partitions.
+    let mut round = 0;
+    loop {
+        let batch = events(30, 2, &format!("after-{round}"));
+        let posted = stack.post_events(&gateway, &batch).await;
+        let moved = posted.partitions.iter().any(|p| *p >= 6);
+        record(&batch, &posted);
+        round += 1;
+        if moved && round > 3 {
+            break;
+        }
+        assert!(round < 500, "the gateway never used the new partitions");
+    }
+    assert!(
+        partitions.values().any(|p| p.len() > 1),
+        "some client now lives in two partitions"
+    );
+    eventually(DRAIN, "drained", || async {
+        stack.writer_drained().then_some(())
+    })
+    .await;
+    for (client, want) in &expected {
+        let history = eventually(Duration::from_secs(30), "complete history", || async {
+            let h = stack.history(&query, client, 50).await;
+            (h.len() >= want.len()).then_some(h)
+        })
+        .await;
+        assert_eq!(
+            &ids(&history),
+            want,
+            "{client}: complete and in ingest order"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_shard_answers_503_never_in_flight_only_data() {
+    let shard = PrivateShard::start().await;
+    let mut stack = Stack::new().await;
+    stack.shard_urls[1] = shard.url();
+    let gateway = stack.start_gateway().await;
+    let query = stack.start_query().await;
+    let router = ShardRouter::new(2);
+    let client = (0..)
+        .map(|n| format!("s{n}"))
+        .find(|c| router.shard_for(c) == 1)
+        .unwrap();
+    stack
+        .post_events(&gateway, &[json!({"client_id": client, "type": "t"})])
+        .await;
+    let visible = || async {
+        let (status, page, _) = stack.get(&query, &[("clientId", &client)]).await;
+        (status == 200 && page["events"].as_array().is_some_and(|e| e.len() == 1)).then_some(())
+    };
+    eventually(Duration::from_secs(20), "event visible", visible).await;
+    shard.stop();
+    let (status, problem, headers) = stack.get(&query, &[("clientId", &client)]).await;
+    assert_eq!(status, 503, "{problem}");
+    assert!(headers.contains_key("retry-after"));
+    shard.start_again().await;
+    eventually(Duration::from_secs(20), "shard back", visible).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_in_flight_set_is_reported_not_hidden() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let mut settings = stack.query_settings();
+    settings.cache.max_in_flight_events = 5;
+    let (query, _stop) = stack.start_query_with(settings).await;
+    stack.post_events(&gateway, &events(1, 20, "many")).await;
+    let (page, headers) = eventually(Duration::from_secs(20), "overflow noticed", || async {
+        let (status, page, headers) = stack.get(&query, &[("clientId", "r0")]).await;
+        (status == 200 && page["complete"] == false).then_some((page, headers))
+    })
+    .await;
+    assert_eq!(headers["x-events-incomplete"], "true");
+    assert!(page["events"].as_array().unwrap().len() <= 5);
+
+    // Once the writer has persisted past the dropped events, answers are whole again.
+    let _writer = stack.start_writer().await;
+    let page = eventually(DRAIN, "complete again", || async {
+        let (_, page, _) = stack.get(&query, &[("clientId", "r0")]).await;
+        (page["complete"] == true).then_some(page)
+    })
+    .await;
+    assert_eq!(page["events"].as_array().unwrap().len(), 20);
+}
