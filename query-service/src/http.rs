@@ -13,11 +13,12 @@ use axum::{
     Json, Router,
 };
 use chassis::problem::Problem;
-use event_store::{ClientQuery, IngestKey, ShardSet};
+use event_store::{ClientQuery, IngestKey, ShardSet, StoredEvent};
 use schemas::ReadToken;
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
+use tokio::sync::{broadcast, Semaphore};
 use uuid::Uuid;
 
 use crate::{
@@ -32,12 +33,17 @@ pub struct AppState {
     pub shards: ShardSet,
     pub in_flight: Arc<InFlight>,
     pub progress: Arc<Progress>,
+    /// Every consumed event, for live streams.
+    pub live: broadcast::Sender<Arc<StoredEvent>>,
+    /// Bounds concurrent streams.
+    pub streams: Arc<Semaphore>,
     pub api: ApiSettings,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/events", get(get_events))
+        .route("/events/stream", get(crate::stream::stream_events))
         .route("/health/live", get(|| async { "ok" }))
         .route("/health/ready", get(|| async { "ok" }))
         .with_state(state)
@@ -67,7 +73,7 @@ struct Answer<'a> {
 }
 
 #[derive(Serialize)]
-struct EventView<'a> {
+pub(crate) struct EventView<'a> {
     event_id: Uuid,
     client_id: &'a str,
     #[serde(rename = "type")]
@@ -95,7 +101,7 @@ async fn get_events(State(state): State<Arc<AppState>>, Query(params): Query<Par
     response
 }
 
-fn bad_request(detail: String) -> Problem {
+pub(crate) fn bad_request(detail: String) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", detail)
 }
 
@@ -196,7 +202,10 @@ async fn answer(state: &AppState, params: Params) -> Result<Response, Problem> {
     Ok(response)
 }
 
-fn view(status: Status, stored: &event_store::StoredEvent) -> Result<EventView<'_>, Problem> {
+pub(crate) fn view(
+    status: Status,
+    stored: &event_store::StoredEvent,
+) -> Result<EventView<'_>, Problem> {
     let event = &stored.event;
     let payload: &RawValue = serde_json::from_str(&event.payload).map_err(|_| {
         Problem::new(
@@ -239,11 +248,11 @@ fn parse_time(name: &str, value: &str) -> Result<i64, Problem> {
 }
 
 /// Cursor: `<ingested_at micros>.<event_id hex>`, the last key of the previous page.
-fn format_cursor(key: IngestKey) -> String {
+pub(crate) fn format_cursor(key: IngestKey) -> String {
     format!("{}.{}", key.ingested_at_micros, key.event_id.simple())
 }
 
-fn parse_cursor(cursor: &str) -> Result<IngestKey, Problem> {
+pub(crate) fn parse_cursor(cursor: &str) -> Result<IngestKey, Problem> {
     let invalid = || bad_request("cursor is not one this service issued".into());
     let (micros, id) = cursor.split_once('.').ok_or_else(invalid)?;
     Ok(IngestKey {

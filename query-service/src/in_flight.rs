@@ -49,7 +49,7 @@ impl InFlight {
 
     /// Holds a consumed event until the writer commits past it. Returns false if the bound
     /// was reached and the event was not kept.
-    pub fn insert(&self, event: StoredEvent) -> bool {
+    pub fn insert(&self, event: Arc<StoredEvent>) -> bool {
         let mut inner = self.lock();
         if inner.len >= self.capacity {
             let slot = (event.position.topic.clone(), event.position.partition);
@@ -65,7 +65,7 @@ impl InFlight {
             .by_client
             .entry(client.clone())
             .or_default()
-            .insert(key, Arc::new(event));
+            .insert(key, event);
         if previous.is_none() {
             inner.len += 1;
         }
@@ -173,10 +173,10 @@ mod tests {
     #[test]
     fn serves_a_client_in_ingest_order_and_evicts_by_offset() {
         let cache = InFlight::new(100);
-        cache.insert(event("a", 0, 10, 300));
-        cache.insert(event("a", 1, 5, 100));
-        cache.insert(event("b", 0, 11, 200));
-        cache.insert(event("a", 0, 12, 400));
+        cache.insert(Arc::new(event("a", 0, 10, 300)));
+        cache.insert(Arc::new(event("a", 1, 5, 100)));
+        cache.insert(Arc::new(event("b", 0, 11, 200)));
+        cache.insert(Arc::new(event("a", 0, 12, 400)));
         let times: Vec<i64> = cache
             .snapshot("a", None)
             .events
@@ -200,8 +200,8 @@ mod tests {
     #[test]
     fn reports_incomplete_when_full_until_drained() {
         let cache = InFlight::new(1);
-        assert!(cache.insert(event("a", 0, 0, 1)));
-        assert!(!cache.insert(event("a", 0, 1, 2)));
+        assert!(cache.insert(Arc::new(event("a", 0, 0, 1))));
+        assert!(!cache.insert(Arc::new(event("a", 0, 1, 2))));
         assert!(!cache.snapshot("a", None).complete);
         cache.evict_below("events", 0, 1);
         assert!(

@@ -2,7 +2,7 @@
 //!
 //! `tail` (every partition from the writer's committed offsets) → `in_flight` (the
 //! unpersisted tail, evicted as the writer commits) and `progress` (read-your-writes) → `history` (merge with the client's
-//! shard) → `http` (`GET /events`).
+//! shard) → `http` (`GET /events`) and `stream` (`GET /events/stream`, Server-Sent Events).
 
 mod history;
 mod http;
@@ -10,6 +10,7 @@ mod in_flight;
 mod metrics;
 mod progress;
 pub mod settings;
+mod stream;
 mod tail;
 
 use std::{net::SocketAddr, sync::Arc};
@@ -51,7 +52,14 @@ impl QueryService {
             settings.cache.max_in_flight_events,
         ));
         let progress = Arc::new(progress::Progress::default());
-        let tail = tail::Tail::start(&settings.kafka, in_flight.clone(), progress.clone()).await?;
+        let (live, _) = tokio::sync::broadcast::channel(settings.api.stream_buffer.max(1));
+        let tail = tail::Tail::start(
+            &settings.kafka,
+            in_flight.clone(),
+            progress.clone(),
+            live.clone(),
+        )
+        .await?;
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -63,6 +71,8 @@ impl QueryService {
             shards,
             in_flight,
             progress,
+            live,
+            streams: Arc::new(tokio::sync::Semaphore::new(settings.api.max_streams)),
             api: settings.api.clone(),
         });
         Ok(QueryService {

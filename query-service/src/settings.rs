@@ -58,6 +58,13 @@ pub struct ApiSettings {
     /// Longest `wait_ms` a request may ask for. Default 10s.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// Live events a stream may fall behind before it is disconnected. Default 8192.
+    pub stream_buffer: usize,
+    /// Concurrent streams per replica; more answer 503. Default 1000.
+    pub max_streams: usize,
+    /// Interval of SSE heartbeat comments on idle streams. Default 15s.
+    #[serde(with = "humantime_serde")]
+    pub stream_heartbeat: Duration,
 }
 
 impl Default for Settings {
@@ -100,6 +107,9 @@ impl Default for ApiSettings {
             retry_after: Duration::from_secs(1),
             default_wait: Duration::from_secs(2),
             max_wait: Duration::from_secs(10),
+            stream_buffer: 8192,
+            max_streams: 1000,
+            stream_heartbeat: Duration::from_secs(15),
         }
     }
 }

@@ -12,6 +12,7 @@ use rdkafka::{
     Offset, TopicPartitionList,
 };
 use schemas::EventCodec;
+use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -30,6 +31,7 @@ pub struct Tail {
     refresh_interval: Duration,
     in_flight: Arc<InFlight>,
     progress: Arc<Progress>,
+    live: broadcast::Sender<Arc<StoredEvent>>,
     codec: EventCodec,
     assigned: Partitions,
 }
@@ -40,6 +42,7 @@ impl Tail {
         settings: &KafkaSettings,
         in_flight: Arc<InFlight>,
         progress: Arc<Progress>,
+        live: broadcast::Sender<Arc<StoredEvent>>,
     ) -> Result<Tail, KafkaError> {
         let group = format!(
             "{}-{}",
@@ -66,6 +69,7 @@ impl Tail {
             refresh_interval: settings.refresh_interval,
             in_flight,
             progress,
+            live,
             codec: EventCodec::new(),
             assigned: Partitions::new(),
         };
@@ -131,8 +135,13 @@ impl Tail {
                         let (partition, next) = (position.partition, position.offset + 1);
                         match message.payload().map(|v| self.codec.decode(v)) {
                             Some(Ok(event)) => {
-                                if !self.in_flight.insert(StoredEvent { event, position }) {
+                                let event = Arc::new(StoredEvent { event, position });
+                                if !self.in_flight.insert(event.clone()) {
                                     metrics::IN_FLIGHT_OVERFLOW.inc();
+                                }
+                                // Live streams; without subscribers this costs nothing.
+                                if self.live.receiver_count() > 0 {
+                                    let _ = self.live.send(event);
                                 }
                             }
                             // The writer dead-letters these; nothing to serve.

@@ -341,3 +341,107 @@ async fn a_full_in_flight_set_is_reported_not_hidden() {
     .await;
     assert_eq!(page["events"].as_array().unwrap().len(), 20);
 }
+
+/// Reads Server-Sent Events of type `event` until `count` arrived; returns (id, data).
+async fn read_sse(response: &mut reqwest::Response, count: usize) -> Vec<(String, Value)> {
+    let mut buffer = String::new();
+    let mut events = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while events.len() < count {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {count} events streamed",
+            events.len()
+        );
+        let chunk = tokio::time::timeout(Duration::from_secs(20), response.chunk())
+            .await
+            .expect("stream stalled")
+            .unwrap()
+            .expect("stream ended");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            let (mut kind, mut id, mut data) = ("", "", "");
+            for line in block.lines() {
+                if let Some(v) = line.strip_prefix("event:") {
+                    kind = v.trim();
+                } else if let Some(v) = line.strip_prefix("id:") {
+                    id = v.trim();
+                } else if let Some(v) = line.strip_prefix("data:") {
+                    data = v.trim();
+                }
+            }
+            assert_ne!(kind, "error", "stream error: {data}");
+            if kind == "event" {
+                events.push((id.to_owned(), serde_json::from_str(data).unwrap()));
+            }
+        }
+    }
+    events
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_replays_then_follows_one_clients_events_live_and_resumes() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let query = stack.start_query().await;
+    let event =
+        |client: &str, n: usize| json!({"client_id": client, "type": "t", "payload": {"n": n}});
+
+    let mut expected = stack
+        .post_events(&gateway, &[event("sse-a", 0), event("sse-b", 0)])
+        .await
+        .event_ids;
+    expected.truncate(1);
+    // The earlier event must be visible before the stream opens, to be replayed.
+    eventually(Duration::from_secs(20), "first event visible", || async {
+        (stack.history(&query, "sse-a", 10).await.len() == 1).then_some(())
+    })
+    .await;
+    let mut stream = stack
+        .http
+        .get(format!("{query}/events/stream"))
+        .query(&[("clientId", "sse-a")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(stream.headers()["content-type"], "text/event-stream");
+    for n in 1..10 {
+        let posted = stack
+            .post_events(&gateway, &[event("sse-b", n), event("sse-a", n)])
+            .await;
+        expected.push(posted.event_ids[1]);
+    }
+    let received = read_sse(&mut stream, 10).await;
+    assert!(
+        received.iter().all(|(_, e)| e["client_id"] == "sse-a"),
+        "only its own events"
+    );
+    assert_eq!(
+        received
+            .iter()
+            .map(|(_, e)| e["event_id"].as_str().unwrap().parse::<Uuid>().unwrap())
+            .collect::<Vec<_>>(),
+        expected
+    );
+
+    // Reconnecting with the id of the fifth event resumes right after it.
+    drop(stream);
+    let mut resumed = stack
+        .http
+        .get(format!("{query}/events/stream"))
+        .query(&[("clientId", "sse-a")])
+        .header("last-event-id", received[4].0.clone())
+        .send()
+        .await
+        .unwrap();
+    let again = read_sse(&mut resumed, 5).await;
+    assert_eq!(
+        again
+            .iter()
+            .map(|(_, e)| e["event_id"].as_str().unwrap().parse::<Uuid>().unwrap())
+            .collect::<Vec<_>>(),
+        expected[5..].to_vec()
+    );
+}
