@@ -1,0 +1,190 @@
+//! GET /events latency while ingest runs: cache-hot (a few clients read over and over) and
+//! cold (a different client each time), at a fixed request rate. Needs the services running
+//! (deploy/local/demo, or the release binaries). Prints percentiles and appends them to a
+//! results file.
+
+use std::{
+    io::Write,
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Parser;
+
+#[derive(Parser)]
+struct Args {
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    query: String,
+    /// Background ingest, events per second (NDJSON batches of 100).
+    #[arg(long, default_value_t = 20_000)]
+    ingest_rate: u64,
+    /// GET requests per second, per phase.
+    #[arg(long, default_value_t = 500)]
+    get_rate: u64,
+    /// Length of each phase.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Clients with history; cold reads pick among them, hot reads use the first 10.
+    #[arg(long, default_value_t = 2000)]
+    clients: usize,
+    #[arg(long, default_value = "target/bench-results/query.txt")]
+    results: std::path::PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+
+    // Seed every client with some history, then keep ingesting in the background.
+    let seed: String = (0..args.clients * 5)
+        .map(|n| {
+            format!(
+                "{{\"client_id\":\"bench-{}\",\"type\":\"seed\",\"payload\":{{\"n\":{n}}}}}\n",
+                n % args.clients
+            )
+        })
+        .collect();
+    for chunk in seed.lines().collect::<Vec<_>>().chunks(1000) {
+        let response = http
+            .post(format!("{}/events", args.gateway))
+            .header("content-type", "application/x-ndjson")
+            .body(chunk.join("\n"))
+            .send()
+            .await
+            .context("seeding")?;
+        anyhow::ensure!(
+            response.status() == 202,
+            "seed refused: {}",
+            response.status()
+        );
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let ingested = Arc::new(AtomicU64::new(0));
+    let ingest = {
+        let (http, gateway, stop, ingested) = (
+            http.clone(),
+            args.gateway.clone(),
+            stop.clone(),
+            ingested.clone(),
+        );
+        let (rate, clients) = (args.ingest_rate, args.clients);
+        tokio::spawn(async move {
+            let per_request = 100u64;
+            let interval = Duration::from_secs_f64(per_request as f64 / rate.max(1) as f64);
+            let mut tick = tokio::time::interval(interval);
+            let mut n = 0usize;
+            while !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let body: String = (0..per_request)
+                    .map(|_| {
+                        n += 1;
+                        format!("{{\"client_id\":\"bench-{}\",\"type\":\"live\",\"payload\":{{\"n\":{n}}}}}\n", n % clients)
+                    })
+                    .collect();
+                let http = http.clone();
+                let url = format!("{gateway}/events");
+                let ingested = ingested.clone();
+                tokio::spawn(async move {
+                    let sent = http
+                        .post(url)
+                        .header("content-type", "application/x-ndjson")
+                        .body(body)
+                        .send()
+                        .await;
+                    if sent.is_ok_and(|r| r.status() == 202) {
+                        ingested.fetch_add(per_request, Ordering::Relaxed);
+                    }
+                });
+            }
+        })
+    };
+
+    let mut report = format!(
+        "GET /events?limit=100 latency, {} GET/s per phase for {:?}, background ingest {} events/s\n",
+        args.get_rate, args.duration, args.ingest_rate
+    );
+    for (phase, hot) in [("cache-hot", true), ("cold", false)] {
+        let latencies = run_phase(&http, &args, hot).await;
+        let line = summarize(phase, &latencies);
+        println!("{line}");
+        report.push_str(&line);
+        report.push('\n');
+    }
+    stop.store(true, Ordering::Relaxed);
+    let _ = ingest.await;
+    let line = format!(
+        "background ingest accepted {} events",
+        ingested.load(Ordering::Relaxed)
+    );
+    println!("{line}");
+    report.push_str(&line);
+    if let Some(dir) = args.results.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.results)?;
+    writeln!(file, "{report}\n")?;
+    Ok(())
+}
+
+async fn run_phase(http: &reqwest::Client, args: &Args, hot: bool) -> Vec<Duration> {
+    let interval = Duration::from_secs_f64(1.0 / args.get_rate.max(1) as f64);
+    let mut tick = tokio::time::interval(interval);
+    let until = Instant::now() + args.duration;
+    let mut handles = Vec::new();
+    let mut n: u64 = 0;
+    while Instant::now() < until {
+        tick.tick().await;
+        n = n
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        let client = if hot {
+            (n >> 33) % 10
+        } else {
+            (n >> 33) % args.clients as u64
+        };
+        let url = format!("{}/events?clientId=bench-{client}&limit=100", args.query);
+        let http = http.clone();
+        handles.push(tokio::spawn(async move {
+            let started = Instant::now();
+            let ok = http.get(url).send().await.is_ok_and(|r| r.status() == 200);
+            ok.then(|| started.elapsed())
+        }));
+    }
+    let mut latencies = Vec::with_capacity(handles.len());
+    for handle in handles {
+        if let Ok(Some(latency)) = handle.await {
+            latencies.push(latency);
+        }
+    }
+    latencies
+}
+
+fn summarize(phase: &str, latencies: &[Duration]) -> String {
+    let mut sorted = latencies.to_vec();
+    sorted.sort();
+    let pct = |p: f64| {
+        sorted
+            .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
+    };
+    format!(
+        "{phase:<10} requests={} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
+        sorted.len(),
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(1.0)
+    )
+}
