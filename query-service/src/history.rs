@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use event_store::{ClientQuery, IngestKey, ShardSet, StoreError, StoredEvent};
 
-use crate::in_flight::InFlight;
+use crate::{in_flight::InFlight, metrics, page_cache::PageCache};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -23,6 +23,7 @@ pub struct Page {
 pub async fn page(
     shards: &ShardSet,
     in_flight: &InFlight,
+    cache: &PageCache,
     query: &ClientQuery<'_>,
 ) -> Result<Page, StoreError> {
     // In-flight first, PostgreSQL second: an event leaves the in-flight set only after the
@@ -32,17 +33,43 @@ pub async fn page(
         limit: query.limit + 1,
         ..query.clone()
     };
-    let persisted = shards
-        .shard_for(query.client_id)
-        .client_events(&probe)
-        .await?;
+    // While the in-flight set is incomplete, rows may change unseen: no cache then.
+    let cached = if snapshot.complete {
+        cache
+            .get(&probe, in_flight.rows_changed_at(query.client_id))
+            .await
+    } else {
+        None
+    };
+    let persisted = match cached {
+        Some(rows) => {
+            metrics::PAGE_CACHE.with_label_values(&["hit"]).inc();
+            rows
+        }
+        None => {
+            metrics::PAGE_CACHE.with_label_values(&["miss"]).inc();
+            let shard = shards.shard_for(query.client_id);
+            let rows: Arc<Vec<Arc<StoredEvent>>> = Arc::new(
+                shard
+                    .client_events(&probe)
+                    .await?
+                    .into_iter()
+                    .map(Arc::new)
+                    .collect(),
+            );
+            if snapshot.complete {
+                cache.put(&probe, rows.clone(), snapshot.clock).await;
+            }
+            rows
+        }
+    };
 
     let in_range = |e: &StoredEvent| {
         let at = e.event.ingested_at_micros;
         query.since_micros.is_none_or(|s| at >= s) && query.until_micros.is_none_or(|u| at < u)
     };
     let mut merged: Vec<(Status, Arc<StoredEvent>)> = Vec::with_capacity(probe.limit);
-    let mut db = persisted.into_iter().map(Arc::new).peekable();
+    let mut db = persisted.iter().cloned().peekable();
     let mut mem = snapshot
         .events
         .into_iter()

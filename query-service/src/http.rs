@@ -25,6 +25,7 @@ use crate::{
     history::{self, Status},
     in_flight::InFlight,
     metrics,
+    page_cache::PageCache,
     progress::Progress,
     settings::ApiSettings,
 };
@@ -32,6 +33,7 @@ use crate::{
 pub struct AppState {
     pub shards: ShardSet,
     pub in_flight: Arc<InFlight>,
+    pub pages: PageCache,
     pub progress: Arc<Progress>,
     /// Every consumed event, for live streams.
     pub live: broadcast::Sender<Arc<StoredEvent>>,
@@ -167,7 +169,7 @@ async fn answer(state: &AppState, params: Params) -> Result<Response, Problem> {
         until_micros,
         limit,
     };
-    let page = history::page(&state.shards, &state.in_flight, &query)
+    let page = history::page(&state.shards, &state.in_flight, &state.pages, &query)
         .await
         .map_err(|e| {
             tracing::warn!(error = %e, "shard read failed");

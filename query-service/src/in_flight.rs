@@ -19,7 +19,16 @@ struct Inner {
     /// Per partition, one past the highest offset not held because the bound was reached.
     /// Answers are incomplete until the writer has committed past every such offset.
     dropped_until: HashMap<(String, i32), i64>,
+    /// Versioning of the persisted side, for the page cache: `clock` advances on every
+    /// eviction; `moved[client]` is the clock of the last eviction of that client's events
+    /// (they just became rows); `floor` stands for every client not in `moved`.
+    clock: u64,
+    moved: HashMap<String, u64>,
+    floor: u64,
 }
+
+/// Clients remembered in `moved` before it is folded into `floor`.
+const MOVED_BOUND: usize = 100_000;
 
 pub struct InFlight {
     inner: Mutex<Inner>,
@@ -30,6 +39,9 @@ pub struct InFlight {
 pub struct Snapshot {
     pub events: Vec<Arc<StoredEvent>>,
     pub complete: bool,
+    /// The eviction clock when the snapshot was taken. A read of the client's rows made after
+    /// this snapshot is current until an eviction later than `clock` moves its events.
+    pub clock: u64,
 }
 
 impl InFlight {
@@ -85,13 +97,23 @@ impl InFlight {
             by_partition,
             len,
             dropped_until,
+            clock,
+            moved,
+            floor,
         } = &mut *inner;
+        *clock += 1;
         let slot = (topic.to_owned(), partition);
         if dropped_until
             .get(&slot)
             .is_some_and(|until| committed >= *until)
         {
             dropped_until.remove(&slot);
+            if dropped_until.is_empty() {
+                // Events that were never held reached PostgreSQL unseen: no cached page of
+                // any client can be trusted any more.
+                *floor = *clock;
+                moved.clear();
+            }
         }
         let Some(queue) = by_partition.get_mut(&slot) else {
             return 0;
@@ -113,8 +135,24 @@ impl InFlight {
                     by_client.remove(&client);
                 }
             }
+            moved.insert(client, *clock);
+        }
+        if moved.len() > MOVED_BOUND {
+            *floor = *clock;
+            moved.clear();
         }
         evicted
+    }
+
+    /// The eviction clock at which `client`'s persisted rows last changed (conservatively).
+    pub fn rows_changed_at(&self, client_id: &str) -> u64 {
+        let inner = self.lock();
+        inner
+            .moved
+            .get(client_id)
+            .copied()
+            .unwrap_or(0)
+            .max(inner.floor)
     }
 
     /// The client's in-flight events after `after`, in ingest order.
@@ -134,6 +172,7 @@ impl InFlight {
         Snapshot {
             events,
             complete: inner.dropped_until.is_empty(),
+            clock: inner.clock,
         }
     }
 
@@ -210,5 +249,23 @@ mod tests {
         );
         cache.evict_below("events", 0, 2);
         assert!(cache.snapshot("a", None).complete);
+    }
+
+    #[test]
+    fn tells_when_a_clients_rows_changed() {
+        let cache = InFlight::new(100);
+        cache.insert(Arc::new(event("a", 0, 0, 1)));
+        cache.insert(Arc::new(event("b", 1, 0, 1)));
+        let before = cache.snapshot("a", None).clock;
+        assert!(cache.rows_changed_at("a") <= before);
+        cache.evict_below("events", 0, 1);
+        assert!(
+            cache.rows_changed_at("a") > before,
+            "a's event became a row"
+        );
+        assert!(
+            cache.rows_changed_at("b") <= before,
+            "b's rows did not change"
+        );
     }
 }

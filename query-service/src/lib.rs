@@ -8,6 +8,7 @@ mod history;
 mod http;
 mod in_flight;
 mod metrics;
+mod page_cache;
 mod progress;
 pub mod settings;
 mod stream;
@@ -70,6 +71,10 @@ impl QueryService {
         let state = Arc::new(http::AppState {
             shards,
             in_flight,
+            pages: page_cache::PageCache::new(
+                settings.cache.max_page_rows,
+                settings.cache.page_ttl,
+            ),
             progress,
             live,
             streams: Arc::new(tokio::sync::Semaphore::new(settings.api.max_streams)),

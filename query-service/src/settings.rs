@@ -39,6 +39,11 @@ pub struct KafkaSettings {
 pub struct CacheSettings {
     /// Most in-flight events held; beyond it answers say `"complete": false`. Default 1000000.
     pub max_in_flight_events: usize,
+    /// Rows of recently read persisted pages kept in memory (moka). Default 500000.
+    pub max_page_rows: u64,
+    /// Longest a cached page is kept, whatever happens. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub page_ttl: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -95,6 +100,8 @@ impl Default for CacheSettings {
     fn default() -> Self {
         CacheSettings {
             max_in_flight_events: 1_000_000,
+            max_page_rows: 500_000,
+            page_ttl: Duration::from_secs(60),
         }
     }
 }

@@ -106,7 +106,8 @@ async fn feed(
             until_micros: None,
             limit: REPLAY_PAGE,
         };
-        let page = match history::page(&state.shards, &state.in_flight, &query).await {
+        let page = match history::page(&state.shards, &state.in_flight, &state.pages, &query).await
+        {
             Ok(page) => page,
             Err(e) => {
                 let _ = tx

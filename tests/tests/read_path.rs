@@ -309,8 +309,12 @@ async fn an_unreachable_shard_answers_503_never_in_flight_only_data() {
     };
     eventually(Duration::from_secs(20), "event visible", visible).await;
     shard.stop();
-    let (status, problem, headers) = stack.get(&query, &[("clientId", &client)]).await;
+    // A page this replica has not read recently must come from the shard: 503.
+    let (status, problem, headers) = stack
+        .get(&query, &[("clientId", &client), ("limit", "7")])
+        .await;
     assert_eq!(status, 503, "{problem}");
+    assert_eq!(problem["type"], "/problems/shard-unavailable");
     assert!(headers.contains_key("retry-after"));
     shard.start_again().await;
     eventually(Duration::from_secs(20), "shard back", visible).await;
