@@ -3,6 +3,7 @@
 //! shutdown signal.
 
 pub mod config;
+pub mod launch;
 pub mod metrics;
 pub mod problem;
 pub mod shutdown;

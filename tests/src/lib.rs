@@ -7,12 +7,43 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed set-up should fail the test loudly
 
+mod feeder;
 mod kafka;
 mod poll;
 mod private;
 mod services;
 
+pub use feeder::Feeder;
 pub use kafka::{header, KafkaAdmin};
 pub use poll::eventually;
 pub use private::{PrivateKafka, PrivateShard};
 pub use services::{Posted, Stack, WriterProcess};
+
+use std::collections::HashMap;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+/// The `event_id`s of events as the query API returns them, in order.
+pub fn ids(history: &[Value]) -> Vec<Uuid> {
+    history
+        .iter()
+        .map(|e| {
+            e["event_id"]
+                .as_str()
+                .expect("event_id")
+                .parse()
+                .expect("uuid")
+        })
+        .collect()
+}
+
+/// Acknowledged ids per client, in the order they were posted.
+pub fn by_client(events: &[Value], ids: &[Uuid]) -> HashMap<String, Vec<Uuid>> {
+    let mut map: HashMap<String, Vec<Uuid>> = HashMap::new();
+    for (event, id) in events.iter().zip(ids) {
+        let client = event["client_id"].as_str().expect("client_id").to_owned();
+        map.entry(client).or_default().push(*id);
+    }
+    map
+}

@@ -325,12 +325,28 @@ impl Stack {
         rows
     }
 
+    /// Waits until the writer's group has committed every message of both topics.
+    pub async fn drained(&self, deadline: Duration) {
+        crate::eventually(deadline, "the writer to drain both topics", || async {
+            self.writer_drained().then_some(())
+        })
+        .await;
+    }
+
     /// True once the writer's group has committed every message of both topics.
     pub fn writer_drained(&self) -> bool {
         self.topics().iter().all(|topic| {
             let ends = self.kafka.end_offsets(topic);
             ends == self.kafka.committed_offsets(&self.writer_group, topic)
         })
+    }
+
+    /// Waits until at least `more` messages beyond `since` were published.
+    pub async fn published_beyond(&self, since: i64, more: i64, deadline: Duration) {
+        crate::eventually(deadline, "more traffic", || async {
+            (self.published_count() >= since + more).then_some(())
+        })
+        .await;
     }
 
     /// Messages on the event topics: what the gateway published.

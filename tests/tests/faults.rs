@@ -9,7 +9,7 @@ use std::{
 };
 
 use event_store::ShardRouter;
-use pipeline_tests::{eventually, PrivateKafka, PrivateShard, Stack};
+use pipeline_tests::{eventually, Feeder, PrivateKafka, PrivateShard, Stack};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -30,16 +30,7 @@ async fn a_shard_restarted_under_traffic_loses_and_duplicates_nothing() {
     let gateway = stack.start_gateway().await;
     let _writer = stack.start_writer().await;
 
-    let feeder = {
-        let (stack, gateway) = (stack.clone(), gateway.clone());
-        tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
-            for round in 0..80 {
-                acknowledged.extend(stack.post_events(&gateway, &batch(round)).await.event_ids);
-            }
-            acknowledged
-        })
-    };
+    let feeder = Feeder::start(stack.clone(), gateway.clone(), batch);
     eventually(DRAIN, "rows on the shard", || async {
         stack
             .shard_rows()
@@ -51,22 +42,21 @@ async fn a_shard_restarted_under_traffic_loses_and_duplicates_nothing() {
     .await;
     shard.stop();
     // Down for as long as it takes the gateway to accept another 2000 events.
-    let published = stack.published_count();
-    eventually(DRAIN, "traffic while the shard is down", || async {
-        (stack.published_count() >= published + 2000).then_some(())
-    })
-    .await;
+    stack
+        .published_beyond(stack.published_count(), 2000, DRAIN)
+        .await;
     assert!(
         !stack.writer_drained(),
         "nothing can drain while a shard is down"
     );
     shard.start_again().await;
-    let acknowledged = feeder.await.unwrap();
+    // And traffic goes on after the restart.
+    stack
+        .published_beyond(stack.published_count(), 1000, DRAIN)
+        .await;
+    let acknowledged = feeder.stop().await;
 
-    eventually(DRAIN, "writer drained after the restart", || async {
-        stack.writer_drained().then_some(())
-    })
-    .await;
+    stack.drained(DRAIN).await;
     let rows = stack.shard_rows().await;
     let router = ShardRouter::new(2);
     let mut seen = std::collections::HashSet::new();
@@ -139,10 +129,7 @@ async fn with_the_broker_down_the_gateway_answers_503_in_time_and_recovers() {
         acknowledged.extend(stack.post_events(&gateway, &batch(round)).await.event_ids);
     }
 
-    eventually(DRAIN, "writer drained", || async {
-        stack.writer_drained().then_some(())
-    })
-    .await;
+    stack.drained(DRAIN).await;
     let counts = stack.row_counts().await;
     assert!(counts.values().all(|n| *n == 1), "no event stored twice");
     let missing = acknowledged

@@ -9,7 +9,7 @@ use std::{
 };
 
 use event_store::ShardRouter;
-use pipeline_tests::{eventually, PrivateShard, Stack};
+use pipeline_tests::{by_client, eventually, ids, PrivateShard, Stack};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -21,23 +21,6 @@ fn events(clients: usize, per_client: usize, tag: &str) -> Vec<Value> {
             (0..clients).map(move |c| json!({"client_id": format!("r{c}"), "type": "t", "payload": {"n": n, "tag": tag}}))
         })
         .collect()
-}
-
-fn ids(history: &[Value]) -> Vec<Uuid> {
-    history
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap().parse().unwrap())
-        .collect()
-}
-
-fn by_client(events: &[Value], ids: &[Uuid]) -> HashMap<String, Vec<Uuid>> {
-    let mut map: HashMap<String, Vec<Uuid>> = HashMap::new();
-    for (event, id) in events.iter().zip(ids) {
-        map.entry(event["client_id"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(*id);
-    }
-    map
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -127,10 +110,7 @@ async fn pages_neither_skip_nor_repeat_while_events_move_into_postgres() {
         match page_number {
             3 => writer = Some(stack.start_writer().await),
             6 => {
-                eventually(DRAIN, "drained", || async {
-                    stack.writer_drained().then_some(())
-                })
-                .await;
+                stack.drained(DRAIN).await;
                 writer.take().unwrap().cancel();
                 expected.extend(
                     stack
@@ -177,10 +157,7 @@ async fn a_restarted_replica_rebuilds_exactly_the_unpersisted_tail_and_replicas_
     let writer = stack.start_writer().await;
     let persisted_batch = events(8, 10, "persisted");
     let persisted = stack.post_events(&gateway, &persisted_batch).await;
-    eventually(DRAIN, "drained", || async {
-        stack.writer_drained().then_some(())
-    })
-    .await;
+    stack.drained(DRAIN).await;
     writer.cancel();
     let tail_batch = events(8, 5, "tail");
     let tail = stack.post_events(&gateway, &tail_batch).await;
@@ -270,10 +247,7 @@ async fn partitions_added_under_traffic_keep_answers_complete_and_ordered() {
         partitions.values().any(|p| p.len() > 1),
         "some client now lives in two partitions"
     );
-    eventually(DRAIN, "drained", || async {
-        stack.writer_drained().then_some(())
-    })
-    .await;
+    stack.drained(DRAIN).await;
     for (client, want) in &expected {
         let history = eventually(Duration::from_secs(30), "complete history", || async {
             let h = stack.history(&query, client, 50).await;

@@ -8,9 +8,8 @@ use std::{
 };
 
 use event_store::ShardRouter;
-use pipeline_tests::{eventually, Stack};
+use pipeline_tests::{by_client, eventually, ids, Feeder, Stack};
 use serde_json::{json, Value};
-use uuid::Uuid;
 
 const DRAIN: Duration = Duration::from_secs(60);
 
@@ -25,23 +24,6 @@ fn events_for(clients: usize, per_client: usize, tag: &str) -> Vec<Value> {
 }
 
 /// Event ids per client, in the order the gateway acknowledged them.
-fn by_client(events: &[Value], posted: &[Uuid]) -> HashMap<String, Vec<Uuid>> {
-    let mut map: HashMap<String, Vec<Uuid>> = HashMap::new();
-    for (event, id) in events.iter().zip(posted) {
-        map.entry(event["client_id"].as_str().unwrap().to_owned())
-            .or_default()
-            .push(*id);
-    }
-    map
-}
-
-fn ids(history: &[Value]) -> Vec<Uuid> {
-    history
-        .iter()
-        .map(|e| e["event_id"].as_str().unwrap().parse().unwrap())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn every_event_is_returned_exactly_once_in_flight_and_after_persisting() {
     let stack = Stack::new().await;
@@ -70,10 +52,7 @@ async fn every_event_is_returned_exactly_once_in_flight_and_after_persisting() {
 
     // The writer persists them; the answers stay the same, now from PostgreSQL.
     let _writer = stack.start_writer().await;
-    eventually(DRAIN, "writer drained", || async {
-        stack.writer_drained().then_some(())
-    })
-    .await;
+    stack.drained(DRAIN).await;
     for (client, want) in &expected {
         let history = eventually(Duration::from_secs(20), "in-flight evicted", || async {
             let h = stack.history(&query, client, 7).await;
@@ -134,10 +113,7 @@ async fn drained_events_sit_once_in_their_clients_shard_and_offsets_are_committe
         );
     }
 
-    eventually(DRAIN, "writer drained", || async {
-        stack.writer_drained().then_some(())
-    })
-    .await;
+    stack.drained(DRAIN).await;
     let rows = stack.shard_rows().await;
     let router = ShardRouter::new(stack.shard_urls.len());
     let mut seen = HashSet::new();
@@ -179,35 +155,26 @@ async fn a_writer_killed_mid_stream_loses_and_duplicates_nothing() {
     let writer = stack.spawn_writer_process();
 
     // Traffic keeps flowing while the writer is killed and while it is down.
-    let feeder = {
-        let (stack, gateway) = (stack.clone(), gateway.clone());
-        tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
-            for round in 0..40 {
-                let events = events_for(40, 5, &format!("r{round}"));
-                acknowledged.extend(stack.post_events(&gateway, &events).await.event_ids);
-            }
-            acknowledged
-        })
-    };
+    let feeder = Feeder::start(stack.clone(), gateway.clone(), |round| {
+        events_for(40, 5, &format!("r{round}"))
+    });
     // Kill once the writer is demonstrably mid-stream: some rows in, more arriving.
     eventually(DRAIN, "first rows persisted", || async {
         (!stack.shard_rows().await.is_empty()).then_some(())
     })
     .await;
     writer.kill().await;
-    let rows_at_kill = stack.shard_rows().await.len();
-    let acknowledged = feeder.await.unwrap();
+    stack
+        .published_beyond(stack.published_count(), 2000, DRAIN)
+        .await;
+    let acknowledged = feeder.stop().await;
     assert!(
-        rows_at_kill < acknowledged.len(),
-        "the writer was killed before it persisted everything"
+        stack.shard_rows().await.len() < acknowledged.len(),
+        "the killed writer left events unpersisted"
     );
 
     let restarted = stack.spawn_writer_process();
-    eventually(DRAIN, "restarted writer drained", || async {
-        stack.writer_drained().then_some(())
-    })
-    .await;
+    stack.drained(DRAIN).await;
     let counts = stack.row_counts().await;
     let duplicated: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).collect();
     assert!(duplicated.is_empty(), "duplicated rows: {duplicated:?}");

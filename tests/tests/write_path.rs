@@ -5,7 +5,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
-use pipeline_tests::{eventually, header, Stack};
+use pipeline_tests::{eventually, header, Feeder, Stack};
 use rdkafka::Message;
 use schemas::PersistedCodec;
 use serde_json::{json, Value};
@@ -128,10 +128,7 @@ async fn the_same_event_id_is_stored_once_across_and_within_requests() {
     );
     assert_eq!(stack.published_count(), 5);
 
-    eventually(DRAIN, "writer drained", || async {
-        stack.writer_drained().then_some(())
-    })
-    .await;
+    stack.drained(DRAIN).await;
     let counts = stack.row_counts().await;
     assert_eq!(counts.get(&a), Some(&1));
     assert_eq!(counts.get(&b), Some(&1));
@@ -250,10 +247,7 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_rest_is_stored() {
         .await;
 
     let _writer = stack.start_writer().await;
-    eventually(DRAIN, "writer drained", || async {
-        stack.writer_drained().then_some(())
-    })
-    .await;
+    stack.drained(DRAIN).await;
 
     let counts = stack.row_counts().await;
     let poisoned = [posted.event_ids[13], posted.event_ids[41]];
@@ -311,10 +305,7 @@ async fn persisted_notices_name_every_stored_event() {
             .collect();
         posted.extend(stack.post_events(&gateway, &events).await.event_ids);
     }
-    eventually(DRAIN, "writer drained", || async {
-        stack.writer_drained().then_some(())
-    })
-    .await;
+    stack.drained(DRAIN).await;
 
     let codec = PersistedCodec::default();
     let noticed = eventually(
@@ -349,31 +340,24 @@ async fn writers_joining_and_dying_under_traffic_lose_and_duplicate_nothing() {
     let first = stack.spawn_writer_process();
     let second = stack.spawn_writer_process();
 
-    let feeder = {
-        let (stack, gateway) = (stack.clone(), gateway.clone());
-        tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
-            for round in 0..60 {
-                let events: Vec<Value> = (0..100)
-                    .map(|n| event(&format!("w{}", n % 50), round * 1000 + n))
-                    .collect();
-                acknowledged.extend(stack.post_events(&gateway, &events).await.event_ids);
-            }
-            acknowledged
-        })
-    };
+    let feeder = Feeder::start(stack.clone(), gateway.clone(), |round| {
+        (0..100)
+            .map(|n| event(&format!("w{}", n % 50), round * 1000 + n))
+            .collect()
+    });
     eventually(DRAIN, "both writers storing", || async {
         (stack.shard_rows().await.len() > 500).then_some(())
     })
     .await;
     first.kill().await;
     let third = stack.spawn_writer_process();
-    let acknowledged = feeder.await.unwrap();
+    // The group rebalances twice (one member gone, one joined) while events keep coming.
+    stack
+        .published_beyond(stack.published_count(), 3000, DRAIN)
+        .await;
+    let acknowledged = feeder.stop().await;
 
-    eventually(DRAIN, "writers drained", || async {
-        stack.writer_drained().then_some(())
-    })
-    .await;
+    stack.drained(DRAIN).await;
     let counts = stack.row_counts().await;
     let duplicated = counts.values().filter(|n| **n > 1).count();
     assert_eq!(duplicated, 0, "rows stored twice");
