@@ -144,6 +144,9 @@ impl DbWriter {
         // strictly in the order they were taken, so a commit never covers an unstored record.
         let depth = settings.max_in_flight_batches.max(1);
         let mut storing = FuturesOrdered::new();
+        // Once a batch is abandoned (shutdown while its shard was down), no later batch may
+        // commit: its offsets would cover the abandoned records.
+        let mut committing = true;
         loop {
             let now = tokio::time::Instant::now();
             for lane in &mut lanes {
@@ -163,10 +166,8 @@ impl DbWriter {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(stored) = storing.next() => {
-                    if let Some(stored) = stored? {
-                        sinks.commit(stored);
-                    }
+                Some(outcome) = storing.next() => {
+                    committing = sinks.settle(outcome?, committing);
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {}
                 message = consumer.recv(), if !blocked => {
@@ -193,17 +194,14 @@ impl DbWriter {
         // is committed and the next owner re-reads), all within the shutdown deadline.
         let deadline = settings.shutdown_timeout;
         let last = async {
-            while let Some(stored) = storing.next().await {
-                if let Some(stored) = stored? {
-                    sinks.commit(stored);
-                }
+            while let Some(outcome) = storing.next().await {
+                committing = sinks.settle(outcome?, committing);
             }
             forget_revoked(&consumer, &mut lanes);
             let drain = CancellationToken::new();
             for lane in &mut lanes {
-                if let Some(stored) = sinks.store(lane.batcher.take(), &drain).await? {
-                    sinks.commit(stored);
-                }
+                let outcome = sinks.store(lane.batcher.take(), &drain).await?;
+                committing = sinks.settle(outcome, committing);
             }
             Ok::<(), WriterError>(())
         };
@@ -265,16 +263,23 @@ struct Stored {
     notice: Option<notice::PendingNotice>,
 }
 
+/// How storing a batch ended.
+enum Outcome {
+    Stored(Stored),
+    Empty,
+    /// Given up at shutdown while a shard was down: nothing of it, nor after it, may commit.
+    Abandoned,
+}
+
 impl Sinks<'_> {
-    /// Writes a batch and dead-letters what can never be stored. `None` when the write was
-    /// abandoned at shutdown: then nothing of it may be committed.
+    /// Writes a batch and dead-letters what can never be stored.
     async fn store(
         &self,
         records: Vec<Record>,
         shutdown: &CancellationToken,
-    ) -> Result<Option<Stored>, WriterError> {
+    ) -> Result<Outcome, WriterError> {
         if records.is_empty() {
-            return Ok(None);
+            return Ok(Outcome::Empty);
         }
         let ranges = commit::ranges(&records);
         let batch_size = records.len();
@@ -299,7 +304,7 @@ impl Sinks<'_> {
             Ok(refused) => poisons.extend(refused),
             Err(abandoned) => {
                 warn!(%abandoned, "batch not written; offsets not committed");
-                return Ok(None);
+                return Ok(Outcome::Abandoned);
             }
         }
         if !poisons.is_empty() {
@@ -311,11 +316,24 @@ impl Sinks<'_> {
             // would be lost. Failing here restarts from the last commit.
             self.dead_letters.publish(&poisons).await?;
         }
-        Ok(Some(Stored {
+        Ok(Outcome::Stored(Stored {
             ranges,
             records: batch_size,
             notice,
         }))
+    }
+
+    /// Commits a stored batch while commits are allowed; returns whether they still are.
+    fn settle(&self, outcome: Outcome, committing: bool) -> bool {
+        match outcome {
+            Outcome::Stored(stored) if committing => {
+                self.commit(stored);
+                true
+            }
+            Outcome::Stored(_) => false,
+            Outcome::Empty => committing,
+            Outcome::Abandoned => false,
+        }
     }
 
     /// Commits a stored batch's offsets, then announces it.
