@@ -304,25 +304,32 @@ impl Stack {
     /// `(shard index, event_id, client_id)` of every row in every shard.
     pub async fn shard_rows(&self) -> Vec<(usize, Uuid, String)> {
         let mut rows = Vec::new();
-        for (shard, url) in self.shard_urls.iter().enumerate() {
-            let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("shard");
-            tokio::spawn(connection);
-            let exists = client
-                .query_one("SELECT to_regclass('events') IS NOT NULL", &[])
-                .await
-                .expect("catalog query");
-            if !exists.get::<_, bool>(0) {
-                continue;
-            }
-            for row in client
-                .query("SELECT event_id, client_id FROM events", &[])
-                .await
-                .expect("select rows")
-            {
-                rows.push((shard, row.get(0), row.get(1)));
-            }
+        for shard in 0..self.shard_urls.len() {
+            rows.extend(self.rows_on(shard).await);
         }
         rows
+    }
+
+    /// The same for one shard (the others may be down).
+    pub async fn rows_on(&self, shard: usize) -> Vec<(usize, Uuid, String)> {
+        let (client, connection) = tokio_postgres::connect(&self.shard_urls[shard], NoTls)
+            .await
+            .expect("shard");
+        tokio::spawn(connection);
+        let exists = client
+            .query_one("SELECT to_regclass('events') IS NOT NULL", &[])
+            .await
+            .expect("catalog query");
+        if !exists.get::<_, bool>(0) {
+            return Vec::new();
+        }
+        client
+            .query("SELECT event_id, client_id FROM events", &[])
+            .await
+            .expect("select rows")
+            .iter()
+            .map(|row| (shard, row.get(0), row.get(1)))
+            .collect()
     }
 
     /// Waits until the writer's group has committed every message of both topics.

@@ -138,3 +138,87 @@ async fn with_the_broker_down_the_gateway_answers_503_in_time_and_recovers() {
         .count();
     assert_eq!(missing, 0, "events answered 202 are all in PostgreSQL");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shutdown_while_a_shard_is_down_commits_nothing_unstored() {
+    let shard = PrivateShard::start().await;
+    let mut stack = Stack::new().await;
+    stack.shard_urls[1] = shard.url();
+    let gateway = stack.start_gateway().await;
+    let writer = stack.spawn_writer_process();
+    let router = ShardRouter::new(2);
+
+    // Two clients in the same partition but on different shards.
+    let candidates: Vec<Value> = (0..60)
+        .map(|n| json!({"client_id": format!("pair-{n}"), "type": "probe"}))
+        .collect();
+    let probe = stack.post_events(&gateway, &candidates).await;
+    let placed: Vec<(String, i32, usize)> = candidates
+        .iter()
+        .zip(&probe.partitions)
+        .map(|(e, p)| {
+            let client = e["client_id"].as_str().unwrap().to_owned();
+            let shard = router.shard_for(&client);
+            (client, *p, shard)
+        })
+        .collect();
+    let (x, y) = placed
+        .iter()
+        .filter(|a| a.2 == 0)
+        .find_map(|a| {
+            placed
+                .iter()
+                .find(|b| b.2 == 1 && b.1 == a.1)
+                .map(|b| (a.0.clone(), b.0.clone()))
+        })
+        .expect("a partition with clients on both shards");
+    stack.drained(DRAIN).await;
+
+    shard.stop();
+    let rows_of = |client: String| {
+        let stack = &stack;
+        async move {
+            stack
+                .rows_on(0)
+                .await
+                .iter()
+                .filter(|r| r.2 == client)
+                .count()
+        }
+    };
+    let x_before = rows_of(x.clone()).await;
+    // Batch one: y (its shard is down, so the batch cannot finish) and x.
+    let first = stack
+        .post_events(
+            &gateway,
+            &[
+                json!({"client_id": y, "type": "t"}),
+                json!({"client_id": x, "type": "t"}),
+            ],
+        )
+        .await;
+    eventually(DRAIN, "x of batch one on shard 0", || async {
+        (rows_of(x.clone()).await > x_before).then_some(())
+    })
+    .await;
+    // Batch two: x only, in the same partition; it is stored while batch one is stuck.
+    let second = stack
+        .post_events(&gateway, &[json!({"client_id": x, "type": "t"})])
+        .await;
+    eventually(DRAIN, "batch two on shard 0", || async {
+        (rows_of(x.clone()).await > x_before + 1).then_some(())
+    })
+    .await;
+    assert!(
+        writer.terminate().await.success(),
+        "clean exit although a shard is down"
+    );
+
+    shard.start_again().await;
+    let _restarted = stack.spawn_writer_process();
+    stack.drained(DRAIN).await;
+    let counts = stack.row_counts().await;
+    for id in first.event_ids.iter().chain(&second.event_ids) {
+        assert_eq!(counts.get(id), Some(&1), "{id} lost or duplicated");
+    }
+}
