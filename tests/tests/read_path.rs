@@ -423,3 +423,68 @@ async fn a_stream_replays_then_follows_one_clients_events_live_and_resumes() {
         expected[5..].to_vec()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stream_reader_that_falls_behind_is_disconnected_not_buffered() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let mut settings = stack.query_settings();
+    settings.api.stream_buffer = 16;
+    let (query, _stop) = stack.start_query_with(settings).await;
+    let mut stream = stack
+        .http
+        .get(format!("{query}/events/stream"))
+        .query(&[("clientId", "firehose")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+
+    // Far more than socket buffers hold (~400 bytes an event), while nobody reads.
+    let total = 60_000usize;
+    for round in 0..total / 1000 {
+        let body = (0..1000)
+            .map(|n| {
+                json!({"client_id": "firehose", "type": "t", "payload": {"n": round * 1000 + n}})
+                    .to_string()
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        assert_eq!(
+            stack
+                .post(&gateway, "application/x-ndjson", body)
+                .await
+                .status(),
+            202
+        );
+    }
+    let consumed = stack.published_count();
+    assert_eq!(consumed, total as i64);
+
+    // Reading now: some events, then an error event, then the end of the stream.
+    let (mut events, mut error) = (0usize, None);
+    let mut buffer = String::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while let Some(chunk) = tokio::time::timeout(Duration::from_secs(30), stream.chunk())
+        .await
+        .expect("stream stalled")
+        .unwrap()
+    {
+        assert!(Instant::now() < deadline, "stream did not end");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+        while let Some(end) = buffer.find("\n\n") {
+            let block: String = buffer.drain(..end + 2).collect();
+            if block.contains("event: error") || block.contains("event:error") {
+                error = Some(block);
+            } else if block.contains("event: event") || block.contains("event:event") {
+                events += 1;
+            }
+        }
+    }
+    let error = error.expect("an error event before the disconnect");
+    assert!(error.contains("too slow"), "{error}");
+    assert!(
+        events < total,
+        "the slow reader was not sent everything ({events})"
+    );
+}
