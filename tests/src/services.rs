@@ -236,18 +236,7 @@ impl Stack {
         let body: Value = response.json().await.expect("json answer");
         assert_eq!(status, 202, "gateway refused events: {body}");
         Posted {
-            event_ids: body["events"]
-                .as_array()
-                .expect("events array")
-                .iter()
-                .map(|e| {
-                    e["event_id"]
-                        .as_str()
-                        .expect("event_id")
-                        .parse()
-                        .expect("uuid")
-                })
-                .collect(),
+            event_ids: crate::ids(body["events"].as_array().expect("events array")),
             partitions: body["events"]
                 .as_array()
                 .expect("events array")
