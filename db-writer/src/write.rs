@@ -25,6 +25,8 @@ pub struct ShardWriter {
     shards: ShardSet,
     retry: RetrySettings,
     method: InsertMethod,
+    /// Re-encodes refused rows for the dead-letter topic.
+    codec: schemas::EventCodec,
 }
 
 impl ShardWriter {
@@ -33,6 +35,7 @@ impl ShardWriter {
             shards,
             retry,
             method,
+            codec: schemas::EventCodec::new(),
         }
     }
 
@@ -84,7 +87,7 @@ impl ShardWriter {
             {
                 Ok(()) => {}
                 Err(error) if range.len() == 1 => {
-                    refused.push(refused_row(&rows[range.start], &error));
+                    refused.push(self.refused_row(&rows[range.start], &error));
                 }
                 Err(_) => {
                     let mid = range.start + range.len() / 2;
@@ -94,6 +97,20 @@ impl ShardWriter {
             }
         }
         Ok(refused)
+    }
+
+    fn refused_row(&self, row: &StoredEvent, error: &StoreError) -> Poison {
+        // The record was decoded from this very encoding, so re-encoding restores its value.
+        let value = self.codec.encode(&row.event).ok();
+        Poison {
+            topic: row.position.topic.clone(),
+            partition: row.position.partition,
+            offset: row.position.offset,
+            key: Some(row.event.client_id.clone().into_bytes()),
+            value,
+            error_class: "rejected-by-database",
+            error: error.to_string(),
+        }
     }
 
     /// Ok(Ok) stored, Ok(Err) refused as data, Err abandoned at shutdown.
@@ -140,18 +157,4 @@ impl ShardWriter {
 fn jittered(backoff: Duration) -> Duration {
     let max = backoff.as_millis().max(1) as u64;
     Duration::from_millis(rand::rng().random_range(max / 2..=max))
-}
-
-fn refused_row(row: &StoredEvent, error: &StoreError) -> Poison {
-    // The record was decoded from this very encoding, so re-encoding restores its value.
-    let value = schemas::EventCodec::new().encode(&row.event).ok();
-    Poison {
-        topic: row.position.topic.clone(),
-        partition: row.position.partition,
-        offset: row.position.offset,
-        key: Some(row.event.client_id.clone().into_bytes()),
-        value,
-        error_class: "rejected-by-database",
-        error: error.to_string(),
-    }
 }

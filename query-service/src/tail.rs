@@ -2,7 +2,11 @@
 //! committed offset, adds consumed events to the in-flight set, and drops them once the
 //! writer has committed past them.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::Arc,
+    time::Duration,
+};
 
 use rdkafka::{
     config::ClientConfig,
@@ -33,7 +37,7 @@ pub struct Tail {
     progress: Arc<Progress>,
     live: broadcast::Sender<Arc<StoredEvent>>,
     codec: EventCodec,
-    assigned: Partitions,
+    assigned: BTreeSet<(String, i32)>,
 }
 
 impl Tail {
@@ -71,7 +75,7 @@ impl Tail {
             progress,
             live,
             codec: EventCodec::new(),
-            assigned: Partitions::new(),
+            assigned: BTreeSet::new(),
         };
         let committed = tail.read_writer_progress().await?;
         tail.assign_new(&committed)?;
@@ -94,23 +98,24 @@ impl Tail {
     }
 
     fn assign_new(&mut self, committed: &Partitions) -> Result<(), KafkaError> {
+        let new: Vec<(&(String, i32), &i64)> = committed
+            .iter()
+            .filter(|(slot, _)| !self.assigned.contains(*slot))
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
         let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), offset) in committed {
-            if !self.assigned.contains_key(&(topic.clone(), *partition)) {
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(*offset))?;
-            }
+        for ((topic, partition), offset) in &new {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(**offset))?;
         }
-        if tpl.count() > 0 {
-            self.consumer.incremental_assign(&tpl)?;
-            for ((topic, partition), offset) in committed {
-                if !self.assigned.contains_key(&(topic.clone(), *partition)) {
-                    // Everything below the writer's commit is in PostgreSQL: consumed, in effect.
-                    self.progress.advance(topic, *partition, *offset);
-                    self.assigned.insert((topic.clone(), *partition), *offset);
-                }
-            }
-            info!(added = tpl.count(), "partitions assigned");
+        self.consumer.incremental_assign(&tpl)?;
+        for ((topic, partition), offset) in new {
+            // Everything below the writer's commit is in PostgreSQL: consumed, in effect.
+            self.progress.advance(topic, *partition, *offset);
+            self.assigned.insert((topic.clone(), *partition));
         }
+        info!(added = tpl.count(), "partitions assigned");
         Ok(())
     }
 

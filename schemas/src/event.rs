@@ -24,14 +24,6 @@ pub struct Event {
     pub sdk: Option<String>,
 }
 
-impl Event {
-    /// The key that orders a client's history, stable while an event moves from the
-    /// in-flight cache to PostgreSQL.
-    pub fn ingest_key(&self) -> (i64, Uuid) {
-        (self.ingested_at_micros, self.event_id)
-    }
-}
-
 /// Urgency lane of an event.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
