@@ -7,6 +7,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed set-up should fail the test loudly
 
+pub mod bench;
 mod feeder;
 mod kafka;
 mod poll;

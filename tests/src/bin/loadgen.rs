@@ -11,6 +11,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
+use pipeline_tests::bench::{append_results, percentile_ms};
 use tokio::sync::Mutex;
 
 #[derive(Parser, Clone)]
@@ -40,6 +41,9 @@ struct Args {
     /// Payload padding in bytes, to approximate real event sizes.
     #[arg(long, default_value_t = 200)]
     payload_bytes: usize,
+    /// Where the summary line is appended.
+    #[arg(long, default_value = "target/bench-results/loadgen.txt")]
+    results: std::path::PathBuf,
 }
 
 #[tokio::main]
@@ -131,16 +135,12 @@ async fn main() -> anyhow::Result<()> {
     let elapsed = started.elapsed();
     let mut lat = latencies.lock().await.clone();
     lat.sort();
-    let pct = |p: f64| -> f64 {
-        if lat.is_empty() {
-            return 0.0;
-        }
-        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
-        lat[i].as_secs_f64() * 1000.0
-    };
+    let pct = |p| percentile_ms(&lat, p);
     let ok = accepted.load(Ordering::Relaxed);
-    println!(
-        "loadgen: accepted={ok} refused={} requests={} elapsed={:.2}s rate={:.0} events/s request_ms p50={:.2} p99={:.2} max={:.2}",
+    let report = format!(
+        "loadgen: batch={} concurrency={} accepted={ok} refused={} requests={} elapsed={:.2}s rate={:.0} events/s request_ms p50={:.2} p99={:.2} max={:.2}",
+        args.batch,
+        args.concurrency,
         refused.load(Ordering::Relaxed),
         lat.len(),
         elapsed.as_secs_f64(),
@@ -149,5 +149,7 @@ async fn main() -> anyhow::Result<()> {
         pct(0.99),
         pct(1.0),
     );
+    println!("{report}");
+    append_results(&args.results, &report)?;
     Ok(())
 }

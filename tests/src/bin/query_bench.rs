@@ -4,7 +4,6 @@
 //! results file.
 
 use std::{
-    io::Write,
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -14,6 +13,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
+use pipeline_tests::bench::{append_results, percentile_ms};
 
 #[derive(Parser)]
 struct Args {
@@ -127,14 +127,7 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("{line}");
     report.push_str(&line);
-    if let Some(dir) = args.results.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.results)?;
-    writeln!(file, "{report}\n")?;
+    append_results(&args.results, &format!("{report}\n"))?;
     Ok(())
 }
 
@@ -174,11 +167,7 @@ async fn run_phase(http: &reqwest::Client, args: &Args, hot: bool) -> Vec<Durati
 fn summarize(phase: &str, latencies: &[Duration]) -> String {
     let mut sorted = latencies.to_vec();
     sorted.sort();
-    let pct = |p: f64| {
-        sorted
-            .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
-            .map_or(0.0, |d| d.as_secs_f64() * 1000.0)
-    };
+    let pct = |p| percentile_ms(&sorted, p);
     format!(
         "{phase:<10} requests={} p50={:.2}ms p90={:.2}ms p99={:.2}ms max={:.2}ms",
         sorted.len(),

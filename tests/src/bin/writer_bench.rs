@@ -2,12 +2,13 @@
 //! shards concurrently as db-writer does. Uses the local shards (deploy/local/up), in a
 //! scratch database it drops afterwards. Prints a table and appends it to a results file.
 
-use std::{io::Write, time::Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
 use event_store::{InsertMethod, KafkaPosition, ShardSet, StoreSettings, StoredEvent};
 use futures::future::try_join_all;
+use pipeline_tests::bench::append_results;
 use schemas::{Event, Priority};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
@@ -103,14 +104,7 @@ async fn main() -> anyhow::Result<()> {
     for admin in &admins {
         execute(admin, &format!("DROP DATABASE {database} WITH (FORCE)")).await?;
     }
-    if let Some(dir) = args.results.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let mut file = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&args.results)?;
-    writeln!(file, "{report}")?;
+    append_results(&args.results, &report)?;
     println!("results appended to {}", args.results.display());
     Ok(())
 }
