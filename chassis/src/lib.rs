@@ -1,8 +1,9 @@
 //! What every service of the pipeline needs at its edges, in one place: layered typed
-//! configuration, logging, Prometheus exposition, RFC 9457 problem responses and the
+//! configuration, logging, Prometheus exposition, health and readiness routes, RFC 9457 problem responses and the
 //! shutdown signal.
 
 pub mod config;
+pub mod health;
 pub mod launch;
 pub mod metrics;
 pub mod problem;

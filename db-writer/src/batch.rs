@@ -1,43 +1,57 @@
 //! Accumulates consumed records until one of three triggers fires: row count, bytes, or the
-//! time since the batch's first record.
+//! time since the batch's first event. Ticks (records without an event) ride along to have
+//! their offsets committed, but only start a slow timer: there is nothing to store for them.
 
 use std::time::Duration;
 
-use event_store::StoredEvent;
+use event_store::{KafkaPosition, StoredEvent};
 use tokio::time::Instant;
 
 use crate::settings::BatchSettings;
 
+/// The Kafka record as it arrived, kept so a dead letter carries its original bytes and
+/// headers (`traceparent` included).
+#[derive(Debug, Clone, Default)]
+pub struct Raw {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
 /// A record that can never be stored, kept whole for the dead-letter topic.
 #[derive(Debug, Clone)]
 pub struct Poison {
-    pub topic: String,
-    pub partition: i32,
-    pub offset: i64,
-    pub key: Option<Vec<u8>>,
-    pub value: Option<Vec<u8>>,
+    pub position: KafkaPosition,
+    pub raw: Raw,
     pub error_class: &'static str,
     pub error: String,
 }
 
 #[derive(Debug, Clone)]
 pub enum Record {
-    Event(StoredEvent),
-    Poison(Poison),
+    /// An event to store.
+    Event { event: StoredEvent, raw: Raw },
+    /// A tick: moves its partition's clock to `clock`, stores nothing.
+    Tick { position: KafkaPosition, clock: i64 },
+    /// A record that can never be stored; `clock` is its partition's clock after it.
+    Poison { poison: Poison, clock: Option<i64> },
 }
 
 impl Record {
-    pub fn topic_partition(&self) -> (&str, i32) {
+    pub fn position(&self) -> &KafkaPosition {
         match self {
-            Record::Event(e) => (&e.position.topic, e.position.partition),
-            Record::Poison(p) => (&p.topic, p.partition),
+            Record::Event { event, .. } => &event.position,
+            Record::Tick { position, .. } => position,
+            Record::Poison { poison, .. } => &poison.position,
         }
     }
 
-    pub fn offset(&self) -> i64 {
+    /// The partition's log clock just after this record, carried into the commit metadata.
+    pub fn clock_after(&self) -> Option<i64> {
         match self {
-            Record::Event(e) => e.position.offset,
-            Record::Poison(p) => p.offset,
+            Record::Event { event, .. } => Some(event.ordered_at_micros),
+            Record::Tick { clock, .. } => Some(*clock),
+            Record::Poison { clock, .. } => *clock,
         }
     }
 }
@@ -47,6 +61,7 @@ pub struct Batcher {
     max_rows: usize,
     max_bytes: usize,
     max_wait: Duration,
+    idle_wait: Duration,
     records: Vec<Record>,
     bytes: usize,
     deadline: Option<Instant>,
@@ -58,6 +73,7 @@ impl Batcher {
             max_rows: settings.max_rows.max(1),
             max_bytes: settings.max_bytes.max(1),
             max_wait: settings.max_wait,
+            idle_wait: settings.idle_wait.max(settings.max_wait),
             records: Vec::with_capacity(settings.max_rows.max(1)),
             bytes: 0,
             deadline: None,
@@ -68,9 +84,12 @@ impl Batcher {
     pub fn push(&mut self, record: Record, bytes: usize) -> bool {
         // The run loop stops consuming while a batch is full, so this never grows past the
         // bound by more than the record that filled it.
-        if self.records.is_empty() {
-            self.deadline = Some(Instant::now() + self.max_wait);
-        }
+        let wait = match record {
+            Record::Tick { .. } => self.idle_wait,
+            _ => self.max_wait,
+        };
+        let due = Instant::now() + wait;
+        self.deadline = Some(self.deadline.map_or(due, |d| d.min(due)));
         self.records.push(record);
         self.bytes += bytes;
         self.is_full()
@@ -90,8 +109,10 @@ impl Batcher {
     pub fn forget(&mut self, revoked: &[(String, i32)]) -> usize {
         let before = self.records.len();
         self.records.retain(|r| {
-            let (topic, partition) = r.topic_partition();
-            !revoked.iter().any(|(t, p)| t == topic && *p == partition)
+            let position = r.position();
+            !revoked
+                .iter()
+                .any(|(t, p)| *t == position.topic && *p == position.partition)
         });
         if self.records.is_empty() {
             self.deadline = None;
@@ -111,16 +132,31 @@ impl Batcher {
 mod tests {
     use super::*;
 
-    fn poison(partition: i32, offset: i64) -> Record {
-        Record::Poison(Poison {
+    fn position(partition: i32, offset: i64) -> KafkaPosition {
+        KafkaPosition {
             topic: "t".into(),
             partition,
             offset,
-            key: None,
-            value: None,
-            error_class: "test",
-            error: String::new(),
-        })
+        }
+    }
+
+    fn poison(partition: i32, offset: i64) -> Record {
+        Record::Poison {
+            poison: Poison {
+                position: position(partition, offset),
+                raw: Raw::default(),
+                error_class: "test",
+                error: String::new(),
+            },
+            clock: None,
+        }
+    }
+
+    fn tick(partition: i32, offset: i64) -> Record {
+        Record::Tick {
+            position: position(partition, offset),
+            clock: 1,
+        }
     }
 
     fn settings(rows: usize, bytes: usize) -> BatchSettings {
@@ -128,6 +164,7 @@ mod tests {
             max_rows: rows,
             max_bytes: bytes,
             max_wait: Duration::from_millis(50),
+            idle_wait: Duration::from_secs(1),
         }
     }
 
@@ -163,15 +200,28 @@ mod tests {
         );
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn ticks_alone_wait_long_and_an_event_shortens_the_wait() {
+        let mut batcher = Batcher::new(&settings(100, 1 << 20));
+        let t0 = Instant::now();
+        batcher.push(tick(0, 0), 0);
+        assert_eq!(batcher.deadline(), Some(t0 + Duration::from_secs(1)));
+        tokio::time::advance(Duration::from_millis(100)).await;
+        batcher.push(poison(0, 1), 1);
+        assert_eq!(batcher.deadline(), Some(t0 + Duration::from_millis(150)));
+        batcher.push(tick(0, 2), 0);
+        assert_eq!(batcher.deadline(), Some(t0 + Duration::from_millis(150)));
+    }
+
     #[test]
     fn forgets_revoked_partitions_only() {
         let mut batcher = Batcher::new(&settings(100, 1 << 20));
         batcher.push(poison(0, 0), 1);
         batcher.push(poison(1, 0), 1);
-        batcher.push(poison(0, 1), 1);
+        batcher.push(tick(0, 1), 1);
         assert_eq!(batcher.forget(&[("t".into(), 0)]), 2);
         let left = batcher.take();
         assert_eq!(left.len(), 1);
-        assert_eq!(left[0].topic_partition(), ("t", 1));
+        assert_eq!(left[0].position().partition, 1);
     }
 }

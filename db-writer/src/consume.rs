@@ -1,19 +1,22 @@
-//! The group consumer and what it learns from rebalances.
+//! The group consumer, what it learns from rebalances, and how a message becomes a record.
 
-use std::sync::{Arc, Mutex};
+use std::sync::{
+    atomic::{AtomicBool, Ordering},
+    Arc, Mutex,
+};
 
 use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaError,
-    message::{BorrowedMessage, Message},
+    message::{Headers, Message, OwnedMessage},
     ClientContext,
 };
-use schemas::EventCodec;
+use schemas::{headers, EventCodec, LogClock, TickCodec};
 use tracing::info;
 
 use crate::{
-    batch::{Poison, Record},
+    batch::{Poison, Raw, Record},
     settings::KafkaSettings,
 };
 use event_store::{KafkaPosition, StoredEvent};
@@ -23,6 +26,8 @@ use event_store::{KafkaPosition, StoredEvent};
 #[derive(Default)]
 pub struct WriterContext {
     revoked: Mutex<Vec<(String, i32)>>,
+    /// Set once the group has handed this member an assignment (possibly empty).
+    joined: AtomicBool,
 }
 
 impl WriterContext {
@@ -31,6 +36,10 @@ impl WriterContext {
             .lock()
             .map(|mut r| std::mem::take(&mut *r))
             .unwrap_or_default()
+    }
+
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Relaxed)
     }
 }
 
@@ -52,6 +61,12 @@ impl ConsumerContext for WriterContext {
             }
             Rebalance::Assign(tpl) => info!(count = tpl.count(), "partitions assigned"),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
+        }
+    }
+
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(_) = rebalance {
+            self.joined.store(true, Ordering::Relaxed);
         }
     }
 }
@@ -83,29 +98,81 @@ pub fn create(settings: &KafkaSettings) -> Result<Arc<WriterConsumer>, KafkaErro
     Ok(Arc::new(consumer))
 }
 
-/// Decodes a message into a row, or keeps it whole for the dead-letter topic.
-pub fn to_record(codec: &EventCodec, message: &BorrowedMessage<'_>) -> Record {
-    let position = KafkaPosition {
-        topic: message.topic().to_owned(),
-        partition: message.partition(),
-        offset: message.offset(),
-    };
-    let decoded = match message.payload() {
-        Some(value) => codec
-            .decode(value)
-            .map_err(|e| ("undecodable", e.to_string())),
-        None => Err(("empty", "message has no value".to_owned())),
-    };
-    match decoded {
-        Ok(event) => Record::Event(StoredEvent { event, position }),
-        Err((error_class, error)) => Record::Poison(Poison {
-            topic: position.topic,
-            partition: position.partition,
-            offset: position.offset,
-            key: message.key().map(<[u8]>::to_vec),
-            value: message.payload().map(<[u8]>::to_vec),
-            error_class,
-            error,
-        }),
+/// Decoders of what the event topics carry.
+#[derive(Default)]
+pub struct Decoder {
+    events: EventCodec,
+    ticks: TickCodec,
+}
+
+impl Decoder {
+    /// Decodes a message into a record and advances its partition's clock over it. What
+    /// cannot be decoded is kept whole for the dead-letter topic and leaves the clock alone,
+    /// as it does for every other consumer.
+    pub fn record(&self, message: OwnedMessage, clock: &mut LogClock) -> Record {
+        let position = KafkaPosition {
+            topic: message.topic().to_owned(),
+            partition: message.partition(),
+            offset: message.offset(),
+        };
+        let is_tick = message.headers().is_some_and(|h| {
+            h.iter()
+                .any(|h| h.key == headers::KIND && h.value == Some(headers::KIND_TICK.as_bytes()))
+        });
+        let decoded = match message.payload() {
+            None => Err(("empty", "message has no value".to_owned())),
+            Some(value) if is_tick => self
+                .ticks
+                .decode(value)
+                .map(|tick| Err(tick.at))
+                .map_err(|e| ("undecodable", format!("tick: {e}"))),
+            Some(value) => self
+                .events
+                .decode(value)
+                .map(Ok)
+                .map_err(|e| ("undecodable", e.to_string())),
+        };
+        match decoded {
+            Ok(Ok(event)) => {
+                let ordered_at_micros = clock.observe(event.ingested_at_micros);
+                Record::Event {
+                    event: StoredEvent {
+                        event,
+                        position,
+                        ordered_at_micros,
+                    },
+                    raw: raw(message),
+                }
+            }
+            Ok(Err(tick_at)) => Record::Tick {
+                position,
+                clock: clock.observe(tick_at),
+            },
+            Err((error_class, error)) => Record::Poison {
+                poison: Poison {
+                    position,
+                    raw: raw(message),
+                    error_class,
+                    error,
+                },
+                clock: clock.latest(),
+            },
+        }
+    }
+}
+
+fn raw(message: OwnedMessage) -> Raw {
+    let headers = message
+        .headers()
+        .map(|h| {
+            h.iter()
+                .map(|h| (h.key.to_owned(), h.value.map(<[u8]>::to_vec)))
+                .collect()
+        })
+        .unwrap_or_default();
+    Raw {
+        key: message.key().map(<[u8]>::to_vec),
+        value: message.payload().map(<[u8]>::to_vec),
+        headers,
     }
 }

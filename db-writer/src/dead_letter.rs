@@ -1,5 +1,6 @@
-//! Records that can never be stored go to the dead-letter topic, whole, with headers that
-//! say where they came from and why they were refused.
+//! Records that can never be stored go to the dead-letter topic, whole — original key, value
+//! and headers (`traceparent` included) — plus `dlq.*` headers that say where they came from
+//! and why they were refused.
 
 use std::time::Duration;
 
@@ -18,6 +19,9 @@ pub struct DeadLetters {
     topic: String,
 }
 
+/// Why a record was refused, beyond its class.
+pub const HEADER_SQLSTATE: &str = "dlq.error.sqlstate";
+
 impl DeadLetters {
     pub fn new(brokers: &str, topic: &str) -> Result<Self, KafkaError> {
         let producer = ClientConfig::new()
@@ -34,28 +38,38 @@ impl DeadLetters {
 
     /// Publishes every poison record and waits for the acknowledgements; only then may
     /// their offsets be committed.
-    pub async fn publish(&self, poisons: &[Poison]) -> Result<(), KafkaError> {
-        let sends = poisons.iter().map(|p| {
-            let partition = p.partition.to_string();
-            let offset = p.offset.to_string();
-            let headers = OwnedHeaders::new()
-                .insert(header("dlq.source.topic", &p.topic))
+    pub async fn publish(&self, poisons: &[(Poison, Option<String>)]) -> Result<(), KafkaError> {
+        let sends = poisons.iter().map(|(p, sqlstate)| {
+            let partition = p.position.partition.to_string();
+            let offset = p.position.offset.to_string();
+            let mut headers = OwnedHeaders::new_with_capacity(p.raw.headers.len() + 6);
+            for (key, value) in &p.raw.headers {
+                headers = headers.insert(Header {
+                    key,
+                    value: value.as_deref(),
+                });
+            }
+            headers = headers
+                .insert(header("dlq.source.topic", &p.position.topic))
                 .insert(header("dlq.source.partition", &partition))
                 .insert(header("dlq.source.offset", &offset))
                 .insert(header("dlq.error.class", p.error_class))
                 .insert(header("dlq.error.message", &p.error));
+            if let Some(sqlstate) = sqlstate {
+                headers = headers.insert(header(HEADER_SQLSTATE, sqlstate));
+            }
             let mut record = FutureRecord::to(&self.topic).headers(headers);
-            if let Some(key) = &p.key {
+            if let Some(key) = &p.raw.key {
                 record = record.key(key.as_slice());
             }
-            if let Some(value) = &p.value {
+            if let Some(value) = &p.raw.value {
                 record = record.payload(value.as_slice());
             }
             let send = self.producer.send(record, Duration::from_secs(5));
             async move { send.await.map_err(|(e, _)| e) }
         });
         try_join_all(sends).await?;
-        for p in poisons {
+        for (p, _) in poisons {
             metrics::DEAD_LETTERS
                 .with_label_values(&[p.error_class])
                 .inc();

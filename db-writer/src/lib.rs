@@ -1,41 +1,49 @@
 //! db-writer: Kafka in, PostgreSQL shards out, offsets committed only after the rows are in.
 //!
-//! `consume` (group consumer, rebalance bookkeeping) → `batch` (count, bytes, time since the
-//! first record) → `write` (route by client id, bulk insert per shard concurrently, retry,
-//! bisect) → `dead_letter` (refused records) → `commit` (next offset per partition) →
-//! `notify` (a persisted notice, built by `notice`).
+//! `consume` (group consumer, rebalance bookkeeping, decoding; `clocks` orders each
+//! partition's records) → `batch` (count, bytes, time since the first event) → `sink`:
+//! `route` (shard by client id) → `write` (bulk insert per shard concurrently, retry while
+//! paused, bisect) → `dead_letter` (refused records, original bytes) → `commit` (next offset
+//! and log clock per partition) → `notify` (a persisted notice, built by `notice`).
 //!
-//! Delivery is at-least-once from Kafka and idempotent in PostgreSQL (`ON CONFLICT
-//! (event_id) DO NOTHING`), so a crash or rebalance can repeat a write but never a row.
+//! Delivery is at-least-once from Kafka and idempotent in PostgreSQL (one row per event id,
+//! the copy that comes first), so a crash or rebalance can repeat a write but never a row.
 
 mod batch;
+mod clocks;
 mod commit;
 mod consume;
 mod dead_letter;
 mod metrics;
 mod notice;
 mod notify;
+mod route;
 pub mod settings;
+mod sink;
 mod write;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use chassis::health::Readiness;
 use event_store::{ShardSet, StoreError};
 use futures::{stream::FuturesOrdered, StreamExt};
 use rdkafka::{
-    consumer::{CommitMode, Consumer},
+    consumer::Consumer,
     error::KafkaError,
+    message::{Message, OwnedMessage},
+    Offset,
 };
-use schemas::EventCodec;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::{
-    batch::{Batcher, Record},
-    consume::WriterConsumer,
+    batch::Batcher,
+    clocks::{Admission, PartitionClocks},
+    consume::{Decoder, WriterConsumer},
     dead_letter::DeadLetters,
     notify::Notifier,
+    sink::Sinks,
     write::ShardWriter,
 };
 pub use settings::Settings;
@@ -53,6 +61,11 @@ pub enum WriterError {
     },
 }
 
+const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+/// Readiness checks: every shard answers, and the group has handed this member its share.
+const READY_SHARDS: &str = "shards";
+const READY_GROUP: &str = "group";
+
 /// A db-writer connected to Kafka and its shards, ready to run.
 pub struct DbWriter {
     settings: Settings,
@@ -60,8 +73,8 @@ pub struct DbWriter {
     writer: ShardWriter,
     dead_letters: DeadLetters,
     notifier: Option<Notifier>,
-    codec: EventCodec,
     metrics_listener: TcpListener,
+    readiness: Readiness,
 }
 
 impl DbWriter {
@@ -84,8 +97,8 @@ impl DbWriter {
             consumer,
             dead_letters,
             notifier,
-            codec: EventCodec::new(),
             metrics_listener,
+            readiness: Readiness::new(&[READY_SHARDS, READY_GROUP]),
         })
     }
 
@@ -102,8 +115,8 @@ impl DbWriter {
             writer,
             dead_letters,
             notifier,
-            codec,
             metrics_listener,
+            readiness,
         } = self;
         let sinks = Sinks {
             consumer: &consumer,
@@ -117,7 +130,7 @@ impl DbWriter {
             ),
         };
         let metrics_app =
-            chassis::metrics::router().route("/health/live", axum::routing::get(|| async { "ok" }));
+            chassis::metrics::router().merge(chassis::health::router(readiness.clone()));
         let metrics_shutdown = shutdown.clone();
         tokio::spawn(async move {
             let served = axum::serve(metrics_listener, metrics_app)
@@ -127,6 +140,12 @@ impl DbWriter {
                 warn!(error = %e, "metrics endpoint stopped");
             }
         });
+        tokio::spawn(watch_readiness(
+            readiness,
+            writer.shards().clone(),
+            consumer.clone(),
+            shutdown.clone(),
+        ));
         info!(
             topic = %settings.kafka.topic,
             critical_topic = %settings.kafka.critical_topic,
@@ -139,6 +158,8 @@ impl DbWriter {
             Lane::new(&settings.kafka.topic, &settings.batch),
             Lane::new(&settings.kafka.critical_topic, &settings.critical_batch),
         ];
+        let mut clocks = PartitionClocks::default();
+        let decoder = Decoder::default();
         // Batches being stored, oldest first. Up to `max_in_flight_batches` are written at
         // once so that consuming and decoding overlap with the database; they are committed
         // strictly in the order they were taken, so a commit never covers an unstored record.
@@ -171,18 +192,20 @@ impl DbWriter {
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {}
                 message = consumer.recv(), if !blocked => {
-                    forget_revoked(&consumer, &mut lanes);
+                    forget_revoked(&consumer, &mut lanes, &mut clocks);
                     let message = match message {
-                        Ok(message) => message,
+                        Ok(message) => message.detach(),
                         Err(e) => {
                             warn!(error = %e, "consumer error");
                             continue;
                         }
                     };
-                    let bytes = message.payload_len();
-                    let record = consume::to_record(&codec, &message);
-                    drop(message);
-                    let topic = record.topic_partition().0;
+                    let Some(clock) = admit(&consumer, &mut clocks, &message, &shutdown).await else {
+                        continue;
+                    };
+                    let bytes = message.payload().map_or(0, <[u8]>::len);
+                    let record = decoder.record(message, clock);
+                    let topic = record.position().topic.as_str();
                     if let Some(lane) = lanes.iter_mut().find(|l| l.topic == topic) {
                         lane.batcher.push(record, bytes);
                     }
@@ -197,7 +220,7 @@ impl DbWriter {
             while let Some(outcome) = storing.next().await {
                 committing = sinks.settle(outcome?, committing);
             }
-            forget_revoked(&consumer, &mut lanes);
+            forget_revoked(&consumer, &mut lanes, &mut clocks);
             let drain = CancellationToken::new();
             for lane in &mut lanes {
                 let outcome = sinks.store(lane.batcher.take(), &drain).await?;
@@ -221,6 +244,117 @@ impl DbWriter {
     }
 }
 
+/// The clock of the message's partition, once the writer knows where it stands there; `None`
+/// when the message is not this writer's to handle (see `clocks`) or shutdown came first.
+async fn admit<'c>(
+    consumer: &Arc<WriterConsumer>,
+    clocks: &'c mut PartitionClocks,
+    message: &OwnedMessage,
+    shutdown: &CancellationToken,
+) -> Option<&'c mut schemas::LogClock> {
+    let (topic, partition, offset) = (message.topic(), message.partition(), message.offset());
+    if !clocks.knows(topic, partition) {
+        let commit = read_commit(consumer, topic, partition, shutdown).await?;
+        if let Some(to) = clocks.resume(topic, partition, offset, commit) {
+            seek(consumer, topic, partition, to).await;
+        }
+    }
+    match clocks.admit(topic, partition, offset) {
+        Admission::Take(clock) => Some(clock),
+        Admission::Drop { seek_to } => {
+            if let Some(to) = seek_to {
+                seek(consumer, topic, partition, to).await;
+            }
+            None
+        }
+        Admission::Unknown => None,
+    }
+}
+
+/// The group's commit of one partition, retried until it can be read: without it the
+/// partition's records cannot be ordered (fail closed). `None` at shutdown.
+async fn read_commit(
+    consumer: &Arc<WriterConsumer>,
+    topic: &str,
+    partition: i32,
+    shutdown: &CancellationToken,
+) -> Option<Option<clocks::Commit>> {
+    let slot = (topic.to_owned(), partition);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let reader = consumer.clone();
+        let wanted = [slot.clone()];
+        let read = tokio::task::spawn_blocking(move || {
+            clocks::read_commits(&reader, &wanted, KAFKA_TIMEOUT)
+        })
+        .await;
+        match read {
+            Ok(Ok(mut commits)) => return Some(commits.remove(&slot).flatten()),
+            Ok(Err(e)) => {
+                warn!(topic, partition, error = %e, "cannot read the group's commit; retrying")
+            }
+            Err(e) => warn!(topic, partition, error = %e, "commit reader failed; retrying"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn seek(consumer: &Arc<WriterConsumer>, topic: &str, partition: i32, offset: i64) {
+    let (seeker, topic_owned) = (consumer.clone(), topic.to_owned());
+    let sought = tokio::task::spawn_blocking(move || {
+        seeker.seek(
+            &topic_owned,
+            partition,
+            Offset::Offset(offset),
+            KAFKA_TIMEOUT,
+        )
+    })
+    .await;
+    if !matches!(sought, Ok(Ok(()))) {
+        warn!(
+            topic,
+            partition, offset, "seek to the group commit failed; will retry"
+        );
+    }
+}
+
+/// Keeps the readiness checks current until shutdown.
+async fn watch_readiness(
+    readiness: Readiness,
+    shards: ShardSet,
+    consumer: Arc<WriterConsumer>,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if consumer.context().joined() {
+            readiness.pass(READY_GROUP);
+        }
+        let mut down = Vec::new();
+        for shard in shards.shards() {
+            if shard.ping().await.is_err() {
+                down.push(shard.index.to_string());
+            }
+        }
+        if down.is_empty() {
+            readiness.pass(READY_SHARDS);
+        } else {
+            readiness.fail(
+                READY_SHARDS,
+                format!("shard(s) {} unreachable", down.join(", ")),
+            );
+        }
+    }
+}
+
 /// A topic and the batch being built from it.
 struct Lane {
     topic: String,
@@ -236,130 +370,13 @@ impl Lane {
     }
 }
 
-fn forget_revoked(consumer: &WriterConsumer, lanes: &mut [Lane]) {
+fn forget_revoked(consumer: &WriterConsumer, lanes: &mut [Lane], clocks: &mut PartitionClocks) {
     let revoked = consumer.context().take_revoked();
     if !revoked.is_empty() {
+        clocks.forget(&revoked);
         let dropped: usize = lanes.iter_mut().map(|l| l.batcher.forget(&revoked)).sum();
         if dropped > 0 {
             info!(dropped, "dropped buffered records of revoked partitions");
-        }
-    }
-}
-
-/// Everything a batch flows into once it is complete.
-struct Sinks<'a> {
-    consumer: &'a WriterConsumer,
-    writer: &'a ShardWriter,
-    dead_letters: &'a DeadLetters,
-    notifier: Option<&'a Notifier>,
-    /// Names this process in persisted notices.
-    member: String,
-}
-
-/// A batch whose records are all stored (or dead-lettered), waiting for its commit.
-struct Stored {
-    ranges: commit::Ranges,
-    records: usize,
-    notice: Option<notice::PendingNotice>,
-}
-
-/// How storing a batch ended.
-enum Outcome {
-    Stored(Stored),
-    Empty,
-    /// Given up at shutdown while a shard was down: nothing of it, nor after it, may commit.
-    Abandoned,
-}
-
-impl Sinks<'_> {
-    /// Writes a batch and dead-letters what can never be stored.
-    async fn store(
-        &self,
-        records: Vec<Record>,
-        shutdown: &CancellationToken,
-    ) -> Result<Outcome, WriterError> {
-        if records.is_empty() {
-            return Ok(Outcome::Empty);
-        }
-        let ranges = commit::ranges(&records);
-        let batch_size = records.len();
-        let mut events = Vec::with_capacity(records.len());
-        let mut poisons = Vec::new();
-        for record in records {
-            match record {
-                Record::Event(e) => events.push(e),
-                Record::Poison(p) => poisons.push(p),
-            }
-        }
-        let notice = self.notifier.map(|_| {
-            notice::summarise(
-                &events,
-                &ranges,
-                batch_size,
-                &self.member,
-                self.writer.router(),
-            )
-        });
-        match self.writer.write(events, shutdown).await {
-            Ok(refused) => poisons.extend(refused),
-            Err(abandoned) => {
-                warn!(%abandoned, "batch not written; offsets not committed");
-                return Ok(Outcome::Abandoned);
-            }
-        }
-        if !poisons.is_empty() {
-            warn!(
-                count = poisons.len(),
-                "sending records to the dead-letter topic"
-            );
-            // Without the dead-letter acknowledgement the offsets must not move: the records
-            // would be lost. Failing here restarts from the last commit.
-            self.dead_letters.publish(&poisons).await?;
-        }
-        Ok(Outcome::Stored(Stored {
-            ranges,
-            records: batch_size,
-            notice,
-        }))
-    }
-
-    /// Commits a stored batch while commits are allowed; returns whether they still are.
-    fn settle(&self, outcome: Outcome, committing: bool) -> bool {
-        match outcome {
-            Outcome::Stored(stored) if committing => {
-                self.commit(stored);
-                true
-            }
-            Outcome::Stored(_) => false,
-            Outcome::Empty => committing,
-            Outcome::Abandoned => false,
-        }
-    }
-
-    /// Commits a stored batch's offsets, then announces it.
-    fn commit(&self, stored: Stored) {
-        let tpl = match commit::to_list(&stored.ranges) {
-            Ok(tpl) => tpl,
-            Err(e) => {
-                warn!(error = %e, "cannot build the offsets to commit");
-                return;
-            }
-        };
-        match self.consumer.commit(&tpl, CommitMode::Sync) {
-            Ok(()) => {
-                metrics::BATCHES_COMMITTED.inc();
-                debug!(
-                    records = stored.records,
-                    partitions = stored.ranges.len(),
-                    "batch committed"
-                );
-                if let (Some(notifier), Some(notice)) = (self.notifier, stored.notice) {
-                    notifier.batch_persisted(&notice.finish());
-                }
-            }
-            // Lost partitions: their new owner re-reads from the previous commit and the
-            // idempotent insert absorbs the repeat.
-            Err(e) => warn!(error = %e, "offset commit failed; the records will be re-delivered"),
         }
     }
 }

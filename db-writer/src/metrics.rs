@@ -3,14 +3,14 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, HistogramVec,
-    IntCounter, IntCounterVec,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge_vec,
+    HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
 };
 
 pub static ROWS_WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "db_writer_rows_inserted_total",
-        "Rows newly inserted, by shard",
+        "Rows stored (new, or replacing a later copy of the same event), by shard",
         &["shard"]
     )
     .expect("metric registers once")
@@ -19,7 +19,7 @@ pub static ROWS_WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
 pub static ROWS_DUPLICATE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "db_writer_rows_duplicate_total",
-        "Rows skipped because their event_id was already stored (redelivery), by shard",
+        "Rows not stored because a copy of the same event that comes first is stored (redelivery, retry), by shard",
         &["shard"]
     )
     .expect("metric registers once")
@@ -65,6 +65,23 @@ pub static BATCHES_COMMITTED: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "db_writer_batches_committed_total",
         "Batches whose offsets were committed after every shard write succeeded"
+    )
+    .expect("metric registers once")
+});
+
+pub static SHARD_PAUSED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "db_writer_shard_paused",
+        "Writes to this shard waiting to retry after an error (consumption pauses while > 0)",
+        &["shard"]
+    )
+    .expect("metric registers once")
+});
+
+pub static EVENT_ID_CONFLICTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "db_writer_event_id_conflicts_total",
+        "Events dead-lettered because another client's event has their event_id"
     )
     .expect("metric registers once")
 });

@@ -1,8 +1,8 @@
-//! Builds the persisted notice of a batch before its events move into the shard writes.
+//! Builds the persisted notice of a batch from the rows its writes really stored.
 
 use std::collections::BTreeSet;
 
-use event_store::{ShardRouter, StoredEvent};
+use event_store::StoredEvent;
 use schemas::{OffsetRange, PersistedBatch, ShardWrite};
 use time::OffsetDateTime;
 
@@ -17,54 +17,62 @@ impl PendingNotice {
         self.0.persisted_at = now_micros();
         self.0
     }
+
+    /// Rows the notice names.
+    pub fn rows(&self) -> usize {
+        self.0.shards.iter().map(|s| s.rows as usize).sum()
+    }
 }
 
+/// `stored[i]`: the rows shard `i` stored from this batch (duplicates, refused rows and ids
+/// taken by another client left out).
 pub fn summarise(
-    events: &[StoredEvent],
+    stored: &[Vec<&StoredEvent>],
     ranges: &Ranges,
     batch_size: usize,
     member: &str,
-    router: ShardRouter,
 ) -> PendingNotice {
-    let mut shards: Vec<(Vec<String>, BTreeSet<&str>)> =
-        vec![(Vec::new(), BTreeSet::new()); router.shard_count()];
     let (mut first, mut last) = (i64::MAX, i64::MIN);
-    for stored in events {
-        let event = &stored.event;
-        let (ids, clients) = &mut shards[router.shard_for(&event.client_id)];
-        ids.push(event.event_id.to_string());
-        clients.insert(&event.client_id);
-        first = first.min(event.ingested_at_micros);
-        last = last.max(event.ingested_at_micros);
-    }
-    PendingNotice(PersistedBatch {
-        batch_id: uuid::Uuid::now_v7().to_string(),
-        writer: member.to_owned(),
-        shards: shards
-            .into_iter()
-            .enumerate()
-            .filter(|(_, (ids, _))| !ids.is_empty())
-            .map(|(shard, (event_ids, clients))| ShardWrite {
+    let shards = stored
+        .iter()
+        .enumerate()
+        .filter(|(_, rows)| !rows.is_empty())
+        .map(|(shard, rows)| {
+            let mut clients = BTreeSet::new();
+            let event_ids = rows
+                .iter()
+                .map(|row| {
+                    clients.insert(row.event.client_id.as_str());
+                    first = first.min(row.event.ingested_at_micros);
+                    last = last.max(row.event.ingested_at_micros);
+                    row.event.event_id.to_string()
+                })
+                .collect::<Vec<_>>();
+            ShardWrite {
                 shard: shard as i32,
                 rows: event_ids.len() as i32,
                 event_ids,
                 client_ids: clients.into_iter().map(str::to_owned).collect(),
-            })
-            .collect(),
+            }
+        })
+        .collect::<Vec<_>>();
+    let any = first <= last;
+    PendingNotice(PersistedBatch {
+        batch_id: uuid::Uuid::now_v7().to_string(),
+        writer: member.to_owned(),
+        shards,
         ranges: ranges
             .iter()
-            .map(
-                |((topic, partition), (first_offset, last_offset))| OffsetRange {
-                    topic: topic.clone(),
-                    partition: *partition,
-                    first_offset: *first_offset,
-                    last_offset: *last_offset,
-                },
-            )
+            .map(|((topic, partition), range)| OffsetRange {
+                topic: topic.clone(),
+                partition: *partition,
+                first_offset: range.first,
+                last_offset: range.last,
+            })
             .collect(),
         batch_size: batch_size as i32,
-        first_ingested_at: if events.is_empty() { 0 } else { first },
-        last_ingested_at: if events.is_empty() { 0 } else { last },
+        first_ingested_at: if any { first } else { 0 },
+        last_ingested_at: if any { last } else { 0 },
         persisted_at: 0,
     })
 }

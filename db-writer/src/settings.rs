@@ -17,7 +17,8 @@ pub struct Settings {
     /// Batches written at the same time (both lanes together), committed in order. More
     /// overlap consuming with writing; memory grows by one batch each. Default 2.
     pub max_in_flight_batches: usize,
-    /// Address of `/metrics` and `/health/*`. Default `127.0.0.1:9101`.
+    /// Address of `/metrics`, `/health/live` and `/health/ready` (ready: every shard answers
+    /// and the group has assigned this member). Default `127.0.0.1:9101`.
     pub metrics_listen: SocketAddr,
     /// How long a shutdown may take to flush and commit before the process gives up. Default 15s.
     #[serde(with = "humantime_serde")]
@@ -57,9 +58,14 @@ pub struct BatchSettings {
     pub max_rows: usize,
     /// ... or this many bytes of Kafka values. Default 8 MiB.
     pub max_bytes: usize,
-    /// ... or this long after its first event arrived. Default 50ms.
+    /// ... or this long after its first event arrived. Default 50ms (normal lane), 2ms
+    /// (critical lane).
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// ... or this long after its first record when it holds only ticks (nothing to store;
+    /// the offsets still move, so lag reads zero on an idle pipeline). Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub idle_wait: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -82,6 +88,7 @@ impl Default for Settings {
                 max_rows: 500,
                 max_bytes: 1024 * 1024,
                 max_wait: Duration::from_millis(2),
+                idle_wait: Duration::from_secs(1),
             },
             store: StoreSettings::default(),
             retry: RetrySettings::default(),
@@ -113,6 +120,7 @@ impl Default for BatchSettings {
             max_rows: 10_000,
             max_bytes: 8 * 1024 * 1024,
             max_wait: Duration::from_millis(50),
+            idle_wait: Duration::from_secs(1),
         }
     }
 }

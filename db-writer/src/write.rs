@@ -1,18 +1,19 @@
-//! Routes a batch to its shards and writes them concurrently. Transient errors are retried
-//! with exponential backoff and jitter; rows the database refuses are isolated by bisection.
+//! Writes each shard's rows concurrently. Transient and operational errors are retried with
+//! exponential backoff and jitter while the loop stops consuming (the shard is "paused");
+//! rows the database refuses as data are isolated by bisection.
 
 use std::{
     ops::Range,
     time::{Duration, Instant},
 };
 
-use event_store::{InsertMethod, RetryHint, Shard, ShardSet, StoreError, StoredEvent};
+use event_store::{InsertMethod, RetryHint, RowOutcome, Shard, ShardSet, StoreError, StoredEvent};
 use futures::future::join_all;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{error, warn};
 
-use crate::{batch::Poison, metrics, settings::RetrySettings};
+use crate::{metrics, settings::RetrySettings};
 
 /// Shutdown arrived while a shard was still failing: nothing may be committed.
 #[derive(Debug, thiserror::Error)]
@@ -21,12 +22,26 @@ pub struct Abandoned {
     pub shard: usize,
 }
 
+/// What became of one row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fate {
+    /// Inserted, or replaced a copy of the same event that comes after it.
+    Stored,
+    /// A copy that comes first is stored.
+    Duplicate,
+    /// Another client's event has this id.
+    Taken,
+    /// The database refused the row itself (SQLSTATE class 22 or 23).
+    Refused {
+        error: String,
+        sqlstate: Option<String>,
+    },
+}
+
 pub struct ShardWriter {
     shards: ShardSet,
     retry: RetrySettings,
     method: InsertMethod,
-    /// Re-encodes refused rows for the dead-letter topic.
-    codec: schemas::EventCodec,
 }
 
 impl ShardWriter {
@@ -35,7 +50,6 @@ impl ShardWriter {
             shards,
             retry,
             method,
-            codec: schemas::EventCodec::new(),
         }
     }
 
@@ -43,30 +57,24 @@ impl ShardWriter {
         self.shards.router()
     }
 
-    /// Writes every event to the shard its client maps to. Returns the events the database
-    /// refused as data (to be dead-lettered); everything else is stored when this returns Ok.
+    pub fn shards(&self) -> &ShardSet {
+        &self.shards
+    }
+
+    /// Writes every shard's rows (`per_shard[i]` to shard `i`) concurrently; returns each
+    /// row's fate, in the same shape.
     pub async fn write(
         &self,
-        events: Vec<StoredEvent>,
+        per_shard: &[&[StoredEvent]],
         shutdown: &CancellationToken,
-    ) -> Result<Vec<Poison>, Abandoned> {
-        let mut per_shard: Vec<Vec<StoredEvent>> = vec![Vec::new(); self.shards.shards().len()];
-        let router = self.shards.router();
-        for event in events {
-            per_shard[router.shard_for(&event.event.client_id)].push(event);
-        }
+    ) -> Result<Vec<Vec<Fate>>, Abandoned> {
         let writes = self
             .shards
             .shards()
             .iter()
-            .zip(&per_shard)
-            .filter(|(_, rows)| !rows.is_empty())
+            .zip(per_shard)
             .map(|(shard, rows)| self.write_shard(shard, rows, shutdown));
-        let mut refused = Vec::new();
-        for result in join_all(writes).await {
-            refused.extend(result?);
-        }
-        Ok(refused)
+        join_all(writes).await.into_iter().collect()
     }
 
     /// Writes one shard's rows; on a data error splits the failing range in halves until
@@ -76,18 +84,31 @@ impl ShardWriter {
         shard: &Shard,
         rows: &[StoredEvent],
         shutdown: &CancellationToken,
-    ) -> Result<Vec<Poison>, Abandoned> {
-        let mut refused = Vec::new();
+    ) -> Result<Vec<Fate>, Abandoned> {
+        let mut fates: Vec<Option<Fate>> = vec![None; rows.len()];
         let mut pending: Vec<Range<usize>> = Vec::with_capacity(8);
-        pending.push(0..rows.len());
+        if !rows.is_empty() {
+            pending.push(0..rows.len());
+        }
         while let Some(range) = pending.pop() {
             match self
                 .insert_retrying(shard, &rows[range.clone()], shutdown)
                 .await?
             {
-                Ok(()) => {}
+                Ok(outcomes) => {
+                    for (slot, outcome) in fates[range].iter_mut().zip(outcomes) {
+                        *slot = Some(match outcome {
+                            RowOutcome::Inserted | RowOutcome::Replaced => Fate::Stored,
+                            RowOutcome::Duplicate => Fate::Duplicate,
+                            RowOutcome::Taken => Fate::Taken,
+                        });
+                    }
+                }
                 Err(error) if range.len() == 1 => {
-                    refused.push(self.refused_row(&rows[range.start], &error));
+                    fates[range.start] = Some(Fate::Refused {
+                        sqlstate: error.sqlstate().map(str::to_owned),
+                        error: error.to_string(),
+                    });
                 }
                 Err(_) => {
                     let mid = range.start + range.len() / 2;
@@ -96,60 +117,68 @@ impl ShardWriter {
                 }
             }
         }
-        Ok(refused)
+        Ok(fates
+            .into_iter()
+            .map(|fate| fate.unwrap_or(Fate::Duplicate))
+            .collect())
     }
 
-    fn refused_row(&self, row: &StoredEvent, error: &StoreError) -> Poison {
-        // The record was decoded from this very encoding, so re-encoding restores its value.
-        let value = self.codec.encode(&row.event).ok();
-        Poison {
-            topic: row.position.topic.clone(),
-            partition: row.position.partition,
-            offset: row.position.offset,
-            key: Some(row.event.client_id.clone().into_bytes()),
-            value,
-            error_class: "rejected-by-database",
-            error: error.to_string(),
-        }
-    }
-
-    /// Ok(Ok) stored, Ok(Err) refused as data, Err abandoned at shutdown.
+    /// Ok(Ok) written, Ok(Err) refused as data, Err abandoned at shutdown. Every other error
+    /// is retried here, however long it lasts: the batch and everything after it wait.
     async fn insert_retrying(
         &self,
         shard: &Shard,
         rows: &[StoredEvent],
         shutdown: &CancellationToken,
-    ) -> Result<Result<(), StoreError>, Abandoned> {
+    ) -> Result<Result<Vec<RowOutcome>, StoreError>, Abandoned> {
         let label = shard.index.to_string();
         let mut backoff = self.retry.initial_backoff;
-        loop {
+        let mut attempts = 0u32;
+        let paused = metrics::SHARD_PAUSED.with_label_values(&[&label]);
+        let result = loop {
             let started = Instant::now();
             match shard.insert_events(rows, self.method).await {
-                Ok(inserted) => {
+                Ok(outcomes) => {
                     metrics::WRITE_SECONDS
                         .with_label_values(&[&label])
                         .observe(started.elapsed().as_secs_f64());
+                    let stored = outcomes.iter().filter(|o| o.is_stored()).count() as u64;
                     metrics::ROWS_WRITTEN
                         .with_label_values(&[&label])
-                        .inc_by(inserted);
+                        .inc_by(stored);
                     metrics::ROWS_DUPLICATE
                         .with_label_values(&[&label])
-                        .inc_by(rows.len() as u64 - inserted);
-                    return Ok(Ok(()));
+                        .inc_by(outcomes.len() as u64 - stored);
+                    break Ok(Ok(outcomes));
                 }
-                Err(e) if e.retry_hint() == RetryHint::DeadLetter => return Ok(Err(e)),
+                Err(e) if e.retry_hint() == RetryHint::DeadLetter => break Ok(Err(e)),
                 Err(e) => {
+                    if attempts == 0 {
+                        paused.inc();
+                    }
+                    attempts += 1;
                     metrics::WRITE_RETRIES.with_label_values(&[&label]).inc();
                     let wait = jittered(backoff);
-                    warn!(shard = shard.index, error = %e, retry_in = ?wait, "shard write failed, retrying");
+                    let sqlstate = e.sqlstate().unwrap_or("none");
+                    // An operator must act when a shard keeps refusing (read-only, missing
+                    // privilege or table): say so loudly, but not on every attempt.
+                    if attempts % 10 == 0 {
+                        error!(shard = shard.index, attempts, sqlstate, error = %e, "shard keeps failing; consumption is paused, nothing is committed");
+                    } else {
+                        warn!(shard = shard.index, attempts, sqlstate, error = %e, retry_in = ?wait, "shard write failed, retrying");
+                    }
                     tokio::select! {
-                        _ = shutdown.cancelled() => return Err(Abandoned { shard: shard.index }),
+                        _ = shutdown.cancelled() => break Err(Abandoned { shard: shard.index }),
                         _ = tokio::time::sleep(wait) => {}
                     }
                     backoff = (backoff * 2).min(self.retry.max_backoff);
                 }
             }
+        };
+        if attempts > 0 {
+            paused.dec();
         }
+        result
     }
 }
 

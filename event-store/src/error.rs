@@ -1,12 +1,17 @@
 use tokio_postgres::error::SqlState;
 
 /// What the caller should do about a failed statement: the decision is made here, where
-/// the error is understood, not in a `match` far away.
+/// the error is understood, not in a `match` far away. It fails closed: only errors that
+/// certainly describe the data dead-letter it; anything else — a read-only standby after a
+/// failover, a missing privilege or table, a lock timeout, an error this code has never seen —
+/// is retried, so good events are never thrown away because a shard is misconfigured.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RetryHint {
-    /// The shard is unreachable, restarting or busy: the same write will succeed later.
+    /// The shard is unreachable, misconfigured, restarting or busy: the same write will
+    /// succeed once an operator or time fixes it.
     Retry,
-    /// The data itself was refused: retrying cannot help; isolate and dead-letter it.
+    /// The data itself was refused (SQLSTATE classes 22 and 23): retrying cannot help;
+    /// isolate and dead-letter it.
     DeadLetter,
 }
 
@@ -49,31 +54,31 @@ impl StoreError {
 
     pub fn retry_hint(&self) -> RetryHint {
         match self {
-            StoreError::Pool { .. } | StoreError::Migration { .. } | StoreError::Config { .. } => {
-                RetryHint::Retry
-            }
-            StoreError::CorruptRow(_) => RetryHint::DeadLetter,
             StoreError::Postgres { source, .. } => match source.code() {
-                // No SQLSTATE: the connection broke or the server went away.
-                None => RetryHint::Retry,
-                Some(code) if is_transient(code) => RetryHint::Retry,
-                Some(_) => RetryHint::DeadLetter,
+                Some(code) if is_data_error(code) => RetryHint::DeadLetter,
+                // No SQLSTATE (the connection broke) or any other class.
+                _ => RetryHint::Retry,
             },
+            StoreError::Pool { .. }
+            | StoreError::Migration { .. }
+            | StoreError::Config { .. }
+            | StoreError::CorruptRow(_) => RetryHint::Retry,
+        }
+    }
+
+    /// The SQLSTATE, when the server sent one: for logs and dead-letter headers.
+    pub fn sqlstate(&self) -> Option<&str> {
+        match self {
+            StoreError::Postgres { source, .. } => source.code().map(SqlState::code),
+            _ => None,
         }
     }
 }
 
-fn is_transient(code: &SqlState) -> bool {
-    let class = &code.code()[..2];
-    matches!(
-        class,
-        "08" // connection exception
-            | "40" // transaction rollback: serialization failure, deadlock
-            | "53" // insufficient resources: disk full, too many connections
-            | "57" // operator intervention: admin shutdown, cannot connect now
-            | "58" // system error: I/O
-            | "XX" // internal error
-    )
+/// SQLSTATE classes that describe the data: 22 data exception (bad value, out of range,
+/// invalid text), 23 integrity constraint violation (check, not null, foreign key).
+fn is_data_error(code: &SqlState) -> bool {
+    matches!(&code.code()[..2], "22" | "23")
 }
 
 #[cfg(test)]
@@ -81,13 +86,33 @@ mod tests {
     use super::*;
 
     #[test]
-    fn classifies_sqlstates() {
-        assert!(is_transient(&SqlState::T_R_SERIALIZATION_FAILURE));
-        assert!(is_transient(&SqlState::T_R_DEADLOCK_DETECTED));
-        assert!(is_transient(&SqlState::ADMIN_SHUTDOWN));
-        assert!(is_transient(&SqlState::CONNECTION_FAILURE));
-        assert!(!is_transient(&SqlState::INVALID_TEXT_REPRESENTATION));
-        assert!(!is_transient(&SqlState::CHECK_VIOLATION));
-        assert!(!is_transient(&SqlState::UNTRANSLATABLE_CHARACTER));
+    fn only_data_classes_dead_letter() {
+        for data in [
+            SqlState::INVALID_TEXT_REPRESENTATION,
+            SqlState::NUMERIC_VALUE_OUT_OF_RANGE,
+            SqlState::UNTRANSLATABLE_CHARACTER,
+            SqlState::CHECK_VIOLATION,
+            SqlState::NOT_NULL_VIOLATION,
+        ] {
+            assert!(is_data_error(&data), "{}", data.code());
+        }
+        for transient_or_operational in [
+            SqlState::T_R_SERIALIZATION_FAILURE,
+            SqlState::ADMIN_SHUTDOWN,
+            SqlState::CONNECTION_FAILURE,
+            SqlState::READ_ONLY_SQL_TRANSACTION, // 25006: a standby after failover
+            SqlState::INSUFFICIENT_PRIVILEGE,    // 42501
+            SqlState::LOCK_NOT_AVAILABLE,        // 55P03
+            SqlState::UNDEFINED_TABLE,           // 42P01: a shard that skipped a migration
+            SqlState::UNDEFINED_COLUMN,          // 42703
+            SqlState::QUERY_CANCELED,            // 57014: statement timeout
+            SqlState::from_code("ZZ999"),        // a code nobody knows
+        ] {
+            assert!(
+                !is_data_error(&transient_or_operational),
+                "{}",
+                transient_or_operational.code()
+            );
+        }
     }
 }

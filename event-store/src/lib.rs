@@ -1,6 +1,7 @@
 //! The PostgreSQL side of the pipeline: the shard a client lives on, the `events` table's
 //! migrations, bulk idempotent writes (db-writer) and ordered client reads (query-service).
 
+mod copies;
 mod error;
 mod migrate;
 mod read;
@@ -10,8 +11,9 @@ mod shards;
 mod timestamps;
 mod write;
 
+pub use copies::{CopyRank, RowOutcome};
 pub use error::{RetryHint, StoreError};
-pub use read::{ClientQuery, IngestKey};
+pub use read::{ClientQuery, Direction, StoredCopy};
 pub use routing::ShardRouter;
 pub use settings::StoreSettings;
 pub use shards::{Shard, ShardSet};

@@ -1,72 +1,85 @@
-use schemas::{Event, Priority};
+use schemas::{Event, OrderKey, Priority};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
 use uuid::Uuid;
 
 use crate::{
     timestamps::{from_micros, to_micros},
-    KafkaPosition, Shard, StoreError, StoredEvent,
+    CopyRank, KafkaPosition, Shard, StoreError, StoredEvent,
 };
 
-/// A position in a client's ingest order: `(ingested_at, event_id)`, unique and immutable,
-/// so pages keyed by it neither skip nor repeat while events move into PostgreSQL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct IngestKey {
-    pub ingested_at_micros: i64,
-    pub event_id: Uuid,
-}
-
-impl IngestKey {
-    pub fn of(event: &Event) -> Self {
-        IngestKey {
-            ingested_at_micros: event.ingested_at_micros,
-            event_id: event.event_id,
-        }
-    }
+/// Which way a page runs through a client's history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Direction {
+    /// Oldest first.
+    #[default]
+    Forward,
+    /// Newest first.
+    Backward,
 }
 
 /// One page of a client's history.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub struct ClientQuery<'a> {
     pub client_id: &'a str,
-    /// Only events strictly after this key.
-    pub after: Option<IngestKey>,
-    /// Only events ingested at or after this time (micros).
+    /// Only events strictly beyond this key in `direction` (after it forward, before it
+    /// backward).
+    pub from: Option<OrderKey>,
+    /// Only events ordered at or after this time (micros).
     pub since_micros: Option<i64>,
-    /// Only events ingested before this time (micros).
+    /// Only events ordered before this time (micros).
     pub until_micros: Option<i64>,
     pub limit: usize,
+    pub direction: Direction,
 }
 
 /// Earliest and latest representable bounds, so one prepared statement serves every query.
 const OPEN_START_MICROS: i64 = -62_135_596_800_000_000; // 0001-01-01
 const OPEN_END_MICROS: i64 = 253_402_300_799_000_000; // 9999-12-31
 
+/// Where one copy of an event is stored, and for whom.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCopy {
+    pub event_id: Uuid,
+    pub client_id: String,
+    pub rank: CopyRank,
+}
+
 impl Shard {
-    /// The client's persisted events matching `query`, in ingest order.
+    /// The client's persisted events matching `query`, in its direction.
     pub async fn client_events(
         &self,
         query: &ClientQuery<'_>,
     ) -> Result<Vec<StoredEvent>, StoreError> {
-        let after = query.after.unwrap_or(IngestKey {
-            ingested_at_micros: OPEN_START_MICROS,
-            event_id: Uuid::nil(),
-        });
+        let (sql, open) = match query.direction {
+            Direction::Forward => (
+                include_str!("sql/client_events.sql"),
+                OrderKey::floor(OPEN_START_MICROS),
+            ),
+            Direction::Backward => (
+                include_str!("sql/client_events_desc.sql"),
+                OrderKey {
+                    ordered_at_micros: OPEN_END_MICROS,
+                    event_id: Uuid::max(),
+                },
+            ),
+        };
+        let from = query.from.unwrap_or(open);
+        let from_at = from
+            .ordered_at_micros
+            .clamp(OPEN_START_MICROS, OPEN_END_MICROS);
         let since = from_micros(query.since_micros.unwrap_or(OPEN_START_MICROS));
         let until = from_micros(query.until_micros.unwrap_or(OPEN_END_MICROS));
         let limit = i64::try_from(query.limit).unwrap_or(i64::MAX);
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(include_str!("sql/client_events.sql"))
-            .await
-            .map_err(self.pg())?;
+        let statement = client.prepare_cached(sql).await.map_err(self.pg())?;
         let rows = client
             .query(
                 &statement,
                 &[
                     &query.client_id,
-                    &from_micros(after.ingested_at_micros),
-                    &after.event_id,
+                    &from_micros(from_at),
+                    &from.event_id,
                     &since,
                     &until,
                     &limit,
@@ -75,6 +88,31 @@ impl Shard {
             .await
             .map_err(self.pg())?;
         rows.iter().map(StoredEvent::try_from).collect()
+    }
+
+    /// The stored copy of each of `ids` that exists on this shard (any client).
+    pub async fn stored_copies(&self, ids: &[Uuid]) -> Result<Vec<StoredCopy>, StoreError> {
+        let client = self.client().await?;
+        let statement = client
+            .prepare_cached(include_str!("sql/stored_copies.sql"))
+            .await
+            .map_err(self.pg())?;
+        let rows = client.query(&statement, &[&ids]).await.map_err(self.pg())?;
+        rows.iter()
+            .map(|row| {
+                let corrupt = |e: tokio_postgres::Error| StoreError::CorruptRow(e.to_string());
+                Ok(StoredCopy {
+                    event_id: row.try_get("event_id").map_err(corrupt)?,
+                    client_id: row.try_get("client_id").map_err(corrupt)?,
+                    rank: CopyRank {
+                        ordered_at_micros: to_micros(row.try_get("ordered_at").map_err(corrupt)?)?,
+                        topic: row.try_get("topic").map_err(corrupt)?,
+                        partition: row.try_get("kafka_partition").map_err(corrupt)?,
+                        offset: row.try_get("kafka_offset").map_err(corrupt)?,
+                    },
+                })
+            })
+            .collect()
     }
 }
 
@@ -103,6 +141,7 @@ impl TryFrom<&Row> for StoredEvent {
                 partition: row.try_get("kafka_partition").map_err(corrupt)?,
                 offset: row.try_get("kafka_offset").map_err(corrupt)?,
             },
+            ordered_at_micros: to_micros(row.try_get("ordered_at").map_err(corrupt)?)?,
         })
     }
 }

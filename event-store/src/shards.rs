@@ -95,6 +95,13 @@ fn build_pool(index: usize, url: &str, settings: &StoreSettings) -> Result<Pool,
 }
 
 impl Shard {
+    /// A round trip to the server, for readiness checks.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client.simple_query("SELECT 1").await.map_err(self.pg())?;
+        Ok(())
+    }
+
     /// Empties the events table. Only the benchmarks call this, on scratch databases.
     pub async fn truncate_for_benchmark(&self) -> Result<(), StoreError> {
         let client = self.client().await?;

@@ -1,7 +1,7 @@
-use std::pin::pin;
+use std::{collections::HashMap, pin::pin};
 
 use bytes::{BufMut, BytesMut};
-use schemas::Event;
+use schemas::{Event, OrderKey};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use tokio_postgres::{
@@ -11,17 +11,21 @@ use tokio_postgres::{
 use tracing::instrument;
 use uuid::Uuid;
 
-use crate::{timestamps::from_micros, Shard, StoreError};
+use crate::{
+    copies::{first_copies, RowOutcome},
+    timestamps::from_micros,
+    Shard, StoreError,
+};
 
-/// How a batch reaches its shard. Both skip event ids already stored, including repeats
-/// within the batch; see docs/benchmarks.md for how they compare.
+/// How a batch reaches its shard. Both keep one row per event id (`copies`); see
+/// docs/benchmarks.md for how they compare.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InsertMethod {
     /// Binary `COPY` into a per-connection staging table, then one
-    /// `INSERT … SELECT … ON CONFLICT DO NOTHING`, in one transaction.
+    /// `INSERT … SELECT … ON CONFLICT DO UPDATE … WHERE`, in one transaction.
     Copy,
-    /// One `INSERT … SELECT FROM unnest($1, …) ON CONFLICT DO NOTHING` with array parameters:
+    /// One `INSERT … SELECT FROM unnest($1, …) ON CONFLICT DO UPDATE … WHERE` with array parameters:
     /// one round trip; as fast as `Copy` from 5000 rows and faster below.
     #[default]
     Unnest,
@@ -36,37 +40,100 @@ pub struct KafkaPosition {
     pub offset: i64,
 }
 
-/// An event together with its Kafka position: the unit the writer stores and the reader
-/// returns.
+/// An event together with its Kafka position and its place in the order: the unit the writer
+/// stores and the reader returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
     pub event: Event,
     pub position: KafkaPosition,
+    /// `ingested_at` raised to its partition's log time (`schemas::order`).
+    pub ordered_at_micros: i64,
+}
+
+impl StoredEvent {
+    pub fn order_key(&self) -> OrderKey {
+        OrderKey {
+            ordered_at_micros: self.ordered_at_micros,
+            event_id: self.event.event_id,
+        }
+    }
 }
 
 impl Shard {
-    /// Stores `rows`, skipping ids already present (including duplicates inside `rows`),
-    /// atomically. Returns how many rows were new.
+    /// Stores `rows`, atomically: of the copies of one event (in the batch and in the table)
+    /// the first by `CopyRank` is kept. Returns what became of each row, in order.
     #[instrument(skip_all, fields(shard = self.index, rows = rows.len(), ?method), err)]
     pub async fn insert_events(
         &self,
         rows: &[StoredEvent],
         method: InsertMethod,
-    ) -> Result<u64, StoreError> {
-        if rows.is_empty() {
-            return Ok(0);
+    ) -> Result<Vec<RowOutcome>, StoreError> {
+        let mut outcomes: Vec<Option<RowOutcome>> = vec![None; rows.len()];
+        let send = first_copies(rows, &mut outcomes);
+        if send.is_empty() {
+            return Ok(outcomes.into_iter().flatten().collect());
         }
-        match method {
-            InsertMethod::Copy => self.insert_copy(rows).await,
-            InsertMethod::Unnest => self.insert_unnest(rows).await,
+        let batch: Vec<&StoredEvent> = send.iter().map(|i| &rows[*i]).collect();
+        let returned = match method {
+            InsertMethod::Copy => self.insert_copy(&batch).await?,
+            InsertMethod::Unnest => self.insert_unnest(&batch).await?,
+        };
+        let mut stored: HashMap<Uuid, RowOutcome> = returned
+            .into_iter()
+            .map(|(id, inserted)| {
+                let outcome = if inserted {
+                    RowOutcome::Inserted
+                } else {
+                    RowOutcome::Replaced
+                };
+                (id, outcome)
+            })
+            .collect();
+        // Rows the statement skipped: a copy that comes first is stored, unless the id belongs
+        // to another client. Only redeliveries and retries get here, so the extra query is rare.
+        let skipped: Vec<&StoredEvent> = batch
+            .iter()
+            .filter(|row| !stored.contains_key(&row.event.event_id))
+            .copied()
+            .collect();
+        let owners = if skipped.is_empty() {
+            HashMap::new()
+        } else {
+            let ids: Vec<Uuid> = skipped.iter().map(|r| r.event.event_id).collect();
+            self.stored_copies(&ids)
+                .await?
+                .into_iter()
+                .map(|copy| (copy.event_id, copy.client_id))
+                .collect()
+        };
+        for row in skipped {
+            let id = row.event.event_id;
+            let outcome = match owners.get(&id) {
+                Some(owner) if *owner != row.event.client_id => RowOutcome::Taken,
+                _ => RowOutcome::Duplicate,
+            };
+            stored.insert(id, outcome);
         }
+        Ok(outcomes
+            .into_iter()
+            .zip(rows)
+            .map(|(settled, row)| {
+                settled.unwrap_or_else(|| {
+                    stored
+                        .get(&row.event.event_id)
+                        .copied()
+                        .unwrap_or(RowOutcome::Duplicate)
+                })
+            })
+            .collect())
     }
 
-    async fn insert_copy(&self, rows: &[StoredEvent]) -> Result<u64, StoreError> {
-        const TYPES: [Type; 11] = [
+    async fn insert_copy(&self, rows: &[&StoredEvent]) -> Result<Vec<(Uuid, bool)>, StoreError> {
+        const TYPES: [Type; 12] = [
             Type::UUID,
             Type::TEXT,
             Type::TEXT,
+            Type::TIMESTAMPTZ,
             Type::TIMESTAMPTZ,
             Type::TIMESTAMPTZ,
             Type::TEXT,
@@ -86,9 +153,15 @@ impl Shard {
             .await
             .map_err(self.pg())?;
         let mut writer = pin!(BinaryCopyInWriter::new(sink, &TYPES));
-        for StoredEvent { event, position } in rows {
+        for row in rows {
+            let StoredEvent {
+                event,
+                position,
+                ordered_at_micros,
+            } = row;
             let ts = event.ts_micros.map(from_micros);
             let ingested = from_micros(event.ingested_at_micros);
+            let ordered = from_micros(*ordered_at_micros);
             writer
                 .as_mut()
                 .write(&[
@@ -97,6 +170,7 @@ impl Shard {
                     &event.event_type,
                     &ts,
                     &ingested,
+                    &ordered,
                     &event.priority.as_str(),
                     &JsonbText(&event.payload),
                     &position.topic,
@@ -112,31 +186,34 @@ impl Shard {
             .prepare_cached(include_str!("sql/insert_from_staging.sql"))
             .await
             .map_err(self.pg())?;
-        let inserted = tx.execute(&statement, &[]).await.map_err(self.pg())?;
+        let returned = tx.query(&statement, &[]).await.map_err(self.pg())?;
         // ON COMMIT DELETE ROWS empties the staging table for the connection's next batch.
         tx.commit().await.map_err(self.pg())?;
-        Ok(inserted)
+        returned.iter().map(returned_row).collect()
     }
 
-    async fn insert_unnest(&self, rows: &[StoredEvent]) -> Result<u64, StoreError> {
+    async fn insert_unnest(&self, rows: &[&StoredEvent]) -> Result<Vec<(Uuid, bool)>, StoreError> {
         let n = rows.len();
         let mut ids = Vec::<Uuid>::with_capacity(n);
         let mut clients = Vec::<&str>::with_capacity(n);
         let mut types = Vec::<&str>::with_capacity(n);
         let mut device_ts = Vec::<Option<OffsetDateTime>>::with_capacity(n);
         let mut ingested = Vec::<OffsetDateTime>::with_capacity(n);
+        let mut ordered = Vec::<OffsetDateTime>::with_capacity(n);
         let mut priorities = Vec::<&str>::with_capacity(n);
         let mut payloads = Vec::<&str>::with_capacity(n);
         let mut topics = Vec::<&str>::with_capacity(n);
         let mut partitions = Vec::<i32>::with_capacity(n);
         let mut offsets = Vec::<i64>::with_capacity(n);
         let mut sdks = Vec::<Option<&str>>::with_capacity(n);
-        for StoredEvent { event, position } in rows {
+        for row in rows {
+            let (event, position) = (&row.event, &row.position);
             ids.push(event.event_id);
             clients.push(&event.client_id);
             types.push(&event.event_type);
             device_ts.push(event.ts_micros.map(from_micros));
             ingested.push(from_micros(event.ingested_at_micros));
+            ordered.push(from_micros(row.ordered_at_micros));
             priorities.push(event.priority.as_str());
             payloads.push(&event.payload);
             topics.push(&position.topic);
@@ -149,8 +226,8 @@ impl Shard {
             .prepare_cached(include_str!("sql/insert_unnest.sql"))
             .await
             .map_err(self.pg())?;
-        client
-            .execute(
+        let returned = client
+            .query(
                 &statement,
                 &[
                     &ids,
@@ -158,6 +235,7 @@ impl Shard {
                     &types,
                     &device_ts,
                     &ingested,
+                    &ordered,
                     &priorities,
                     &payloads,
                     &topics,
@@ -167,8 +245,17 @@ impl Shard {
                 ],
             )
             .await
-            .map_err(self.pg())
+            .map_err(self.pg())?;
+        returned.iter().map(returned_row).collect()
     }
+}
+
+fn returned_row(row: &tokio_postgres::Row) -> Result<(Uuid, bool), StoreError> {
+    let corrupt = |e: tokio_postgres::Error| StoreError::CorruptRow(e.to_string());
+    Ok((
+        row.try_get("event_id").map_err(corrupt)?,
+        row.try_get("inserted").map_err(corrupt)?,
+    ))
 }
 
 /// JSON text sent as `jsonb` without parsing it here: binary format version 1 followed by

@@ -7,10 +7,10 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::post,
     Json, Router,
 };
-use chassis::problem::Problem;
+use chassis::{health::Readiness, problem::Problem};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use schemas::ReadToken;
 use serde::Serialize;
@@ -22,23 +22,21 @@ use crate::{
     publish::{PublishError, Publisher},
     rate_limit::RateLimiter,
     settings::Limits,
-    validate::{IngestClock, Rules},
+    validate::{Rules, Valid},
 };
 
 pub struct AppState {
     pub publisher: Publisher,
     pub limits: Limits,
     pub rules: Rules,
-    pub clock: IngestClock,
     pub rate_limiter: Option<RateLimiter>,
 }
 
-pub fn router(state: Arc<AppState>) -> Router {
+pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
     Router::new()
         .route("/events", post(post_events))
-        .route("/health/live", get(|| async { "ok" }))
-        .route("/health/ready", get(|| async { "ok" }))
         .with_state(state)
+        .merge(chassis::health::router(readiness))
         .merge(chassis::metrics::router())
 }
 
@@ -79,7 +77,10 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
     let bytes = read_limited(body, state.limits.max_body_bytes).await?;
     let items = body::split(format, &bytes, state.limits.max_events)?;
     let single = format == Format::Json && items.len() == 1 && !is_array(&bytes);
-    let events = state.rules.events(&items, &state.clock).map_err(|errors| {
+    let Valid {
+        mut events,
+        ids_assigned,
+    } = state.rules.events(&items).map_err(|errors| {
         Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "invalid-events",
@@ -109,7 +110,7 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
     let started = Instant::now();
     let acks = state
         .publisher
-        .publish(&events, traceparent)
+        .publish(&mut events, &ids_assigned, traceparent)
         .await
         .map_err(|e| unavailable(e, state))?;
     metrics::PUBLISH_SECONDS.observe(started.elapsed().as_secs_f64());
@@ -182,6 +183,10 @@ fn unavailable(error: PublishError, state: &AppState) -> Problem {
         PublishError::NotAcknowledged(_) => (
             "brokers-unavailable",
             "the brokers did not acknowledge the events; retry later",
+        ),
+        PublishError::ClockAhead => (
+            "clock-ahead",
+            "the brokers refused the events' time: this gateway's clock is ahead of theirs; retry",
         ),
         PublishError::Encode(_) => ("encoding-failed", "the events could not be encoded"),
     };

@@ -1,23 +1,29 @@
 //! producer-gateway: HTTP in, Kafka out.
 //!
 //! request → `body` (content type, limits, JSON syntax) → `validate` (field rules, ids,
-//! ingest time) → `rate_limit` (per-client buckets, optional) → `publish` (Avro, keyed by client id, idempotent producer, wait for acks)
+//! ingest time; `payload`: nothing PostgreSQL's jsonb would refuse) → `rate_limit` (per-client
+//! buckets, optional) → `publish` (Avro, keyed by client id, idempotent producer, wait for acks)
 //! → `202` with the events' positions and a read-your-writes token.
 
 mod body;
+mod clock;
 mod http;
 mod metrics;
+mod payload;
 mod publish;
 mod rate_limit;
 pub mod settings;
+mod tick;
 mod validate;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use chassis::health::Readiness;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
+pub use clock::IngestClock;
 pub use publish::ProducerError;
 pub use settings::Settings;
 
@@ -38,11 +44,35 @@ pub enum GatewayError {
 pub struct Gateway {
     listener: TcpListener,
     state: Arc<http::AppState>,
+    ticker: tick::Ticker,
+    readiness: Readiness,
 }
 
 impl Gateway {
     pub async fn bind(settings: &Settings) -> Result<Gateway, GatewayError> {
-        let publisher = publish::Publisher::new(&settings.kafka)?;
+        Gateway::bind_with_clock(settings, IngestClock::default()).await
+    }
+
+    /// A gateway stamping ingest times from `clock` (tests run gateways whose clocks differ).
+    pub async fn bind_with_clock(
+        settings: &Settings,
+        clock: IngestClock,
+    ) -> Result<Gateway, GatewayError> {
+        let clock = Arc::new(clock);
+        let publisher = publish::Publisher::new(&settings.kafka, clock.clone())?;
+        let readiness = Readiness::new(&[tick::READY_BROKERS]);
+        let ticker = tick::Ticker {
+            lanes: publisher.tick_lanes(),
+            clock,
+            interval: settings.kafka.tick_interval,
+            metadata_refresh: settings.kafka.metadata_refresh,
+            gateway: format!(
+                "{}-{}",
+                std::process::id(),
+                &uuid::Uuid::new_v4().simple().to_string()[..8]
+            ),
+            readiness: readiness.clone(),
+        };
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -56,10 +86,14 @@ impl Gateway {
             rules: validate::Rules {
                 max_payload_bytes: settings.limits.max_payload_bytes,
             },
-            clock: validate::IngestClock::default(),
             rate_limiter: rate_limit::RateLimiter::new(&settings.rate_limit),
         });
-        Ok(Gateway { listener, state })
+        Ok(Gateway {
+            listener,
+            state,
+            ticker,
+            readiness,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -68,17 +102,27 @@ impl Gateway {
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
     }
 
-    /// Serves until `shutdown`, lets in-flight requests finish, then flushes the producer.
+    /// Serves until `shutdown`, lets in-flight requests finish, ticks every partition once
+    /// more (readers can then release this gateway's last events), then flushes the producer.
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), GatewayError> {
         info!(addr = %self.local_addr(), "producer-gateway listening");
-        let app = http::router(self.state.clone());
-        axum::serve(self.listener, app)
+        let ticking = CancellationToken::new();
+        let ticker = Arc::new(self.ticker);
+        let ticks = tokio::spawn({
+            let (ticker, ticking) = (ticker.clone(), ticking.clone());
+            async move { ticker.run(ticking).await }
+        });
+        let app = http::router(self.state.clone(), self.readiness);
+        let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await
-            .map_err(GatewayError::Serve)?;
+            .map_err(GatewayError::Serve);
+        ticking.cancel();
+        let _ = ticks.await;
+        ticker.final_ticks();
         self.state.publisher.flush(Duration::from_secs(10));
         info!("producer-gateway stopped");
-        Ok(())
+        served
     }
 }
 

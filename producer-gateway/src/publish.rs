@@ -1,6 +1,6 @@
 //! Publishing validated events to Kafka and waiting for the brokers' acknowledgements.
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use futures::future::join_all;
 use rdkafka::{
@@ -9,10 +9,14 @@ use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
 };
-use schemas::{Event, EventCodec, Priority};
+use schemas::{headers, Event, EventCodec, Priority};
 use tracing::warn;
 
-use crate::settings::KafkaSettings;
+use crate::{
+    clock::IngestClock,
+    settings::KafkaSettings,
+    tick::{host_micros, Activity, TickLane},
+};
 
 /// Where the brokers stored one event.
 #[derive(Debug, Clone)]
@@ -30,6 +34,10 @@ pub enum PublishError {
     /// The brokers did not acknowledge within the delivery timeout.
     #[error("brokers did not acknowledge in time: {0}")]
     NotAcknowledged(KafkaError),
+    /// The brokers refused the record's time: this host's clock is further ahead of theirs
+    /// than the topic's `message.timestamp.after.max.ms` allows.
+    #[error("brokers refused the ingest time: the gateway's clock is ahead of theirs")]
+    ClockAhead,
     #[error("event could not be encoded: {0}")]
     Encode(#[from] schemas::EncodeError),
 }
@@ -38,35 +46,54 @@ pub enum PublishError {
 #[error("cannot create the Kafka producer: {0}")]
 pub struct ProducerError(#[from] KafkaError);
 
-/// One urgency lane: its topic and a producer tuned for it.
+/// One urgency lane: its topic, a producer tuned for it, and when each partition last got a
+/// record from this gateway (for ticks).
 struct Lane {
     topic: String,
     producer: FutureProducer,
+    activity: Arc<Activity>,
 }
 
 pub struct Publisher {
     normal: Lane,
     critical: Lane,
     codec: EventCodec,
+    clock: Arc<IngestClock>,
     /// Upper bound on waiting for acknowledgements: librdkafka fails a message after
     /// `message.timeout.ms`; this margin only guards against a lost callback.
     ack_deadline: Duration,
 }
 
 impl Publisher {
-    pub fn new(settings: &KafkaSettings) -> Result<Self, ProducerError> {
+    pub fn new(settings: &KafkaSettings, clock: Arc<IngestClock>) -> Result<Self, ProducerError> {
         Ok(Publisher {
             normal: Lane {
                 topic: settings.topic.clone(),
                 producer: producer(settings, settings.linger)?,
+                activity: Arc::default(),
             },
             critical: Lane {
                 topic: settings.critical_topic.clone(),
                 producer: producer(settings, settings.critical_linger)?,
+                activity: Arc::default(),
             },
             codec: EventCodec::new(),
+            clock,
             ack_deadline: settings.delivery_timeout + Duration::from_secs(2),
         })
+    }
+
+    /// The lanes as the ticker sees them: the same producers, so a tick follows the events
+    /// this gateway queued before it in each partition.
+    pub fn tick_lanes(&self) -> Vec<TickLane> {
+        [&self.normal, &self.critical]
+            .into_iter()
+            .map(|lane| TickLane {
+                topic: lane.topic.clone(),
+                producer: lane.producer.clone(),
+                activity: lane.activity.clone(),
+            })
+            .collect()
     }
 
     fn lane(&self, priority: Priority) -> &Lane {
@@ -79,49 +106,75 @@ impl Publisher {
     /// Enqueues every event, then waits until the brokers acknowledged all of them.
     /// On error some events may still be stored: producers retry with their own `event_id`
     /// to stay exactly-once.
+    /// Stamps each event's ingest time just before it is queued, so times and queue order
+    /// agree as closely as they can. `ids_assigned[i]` tells whether the gateway chose event
+    /// `i`'s id (readers then skip the duplicate check).
     pub async fn publish(
         &self,
-        events: &[Event],
+        events: &mut [Event],
+        ids_assigned: &[bool],
         traceparent: Option<&str>,
     ) -> Result<Vec<Ack>, PublishError> {
+        let first = self.clock.reserve(events.len());
+        for (tick, event) in (first..).zip(events.iter_mut()) {
+            event.ingested_at_micros = tick;
+        }
+        let events = &*events;
         let mut pending = Vec::with_capacity(events.len());
         let mut value = Vec::new();
-        for event in events {
+        for (index, event) in events.iter().enumerate() {
             value.clear();
             self.codec.encode_into(event, &mut value)?;
             let lane = self.lane(event.priority);
-            let topic = lane.topic.as_str();
-            let mut record = FutureRecord::to(topic)
+            let mut record_headers = OwnedHeaders::new_with_capacity(2);
+            if let Some(traceparent) = traceparent {
+                record_headers = record_headers.insert(Header {
+                    key: headers::TRACEPARENT,
+                    value: Some(traceparent),
+                });
+            }
+            if ids_assigned.get(index).copied().unwrap_or(false) {
+                record_headers = record_headers.insert(Header {
+                    key: headers::ID_ORIGIN,
+                    value: Some(headers::ID_ORIGIN_GATEWAY),
+                });
+            }
+            // The record's time is the ingest time: brokers refuse one too far ahead of their
+            // clocks (`message.timestamp.after.max.ms`), which bounds how far a gateway's
+            // clock can pull the order key ahead.
+            let record = FutureRecord::to(lane.topic.as_str())
                 .key(event.client_id.as_str())
                 .payload(value.as_slice())
-                .timestamp(event.ingested_at_micros / 1_000);
-            if let Some(traceparent) = traceparent {
-                record = record.headers(OwnedHeaders::new().insert(Header {
-                    key: "traceparent",
-                    value: Some(traceparent),
-                }));
-            }
+                .timestamp(event.ingested_at_micros / 1_000)
+                .headers(record_headers);
             match lane.producer.send_result(record) {
-                Ok(delivery) => pending.push((topic, delivery)),
+                Ok(delivery) => pending.push((lane, delivery)),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     return Err(PublishError::QueueFull)
                 }
                 Err((e, _)) => return Err(PublishError::NotAcknowledged(e)),
             }
         }
-        let (topics, deliveries): (Vec<&str>, Vec<_>) = pending.into_iter().unzip();
+        let (lanes, deliveries): (Vec<&Lane>, Vec<_>) = pending.into_iter().unzip();
         let results = tokio::time::timeout(self.ack_deadline, join_all(deliveries))
             .await
             .map_err(|_| PublishError::NotAcknowledged(KafkaError::Canceled))?;
-        topics
+        let acked_at = host_micros();
+        lanes
             .into_iter()
             .zip(results)
-            .map(|(topic, result)| match result {
-                Ok(Ok(delivery)) => Ok(Ack {
-                    topic: topic.to_owned(),
-                    partition: delivery.partition,
-                    offset: delivery.offset,
-                }),
+            .map(|(lane, result)| match result {
+                Ok(Ok(delivery)) => {
+                    lane.activity.produced(delivery.partition, acked_at);
+                    Ok(Ack {
+                        topic: lane.topic.clone(),
+                        partition: delivery.partition,
+                        offset: delivery.offset,
+                    })
+                }
+                Ok(Err((KafkaError::MessageProduction(RDKafkaErrorCode::InvalidTimestamp), _))) => {
+                    Err(PublishError::ClockAhead)
+                }
                 Ok(Err((e, _))) => Err(PublishError::NotAcknowledged(e)),
                 Err(_canceled) => Err(PublishError::NotAcknowledged(KafkaError::Canceled)),
             })

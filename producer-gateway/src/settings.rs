@@ -68,6 +68,11 @@ pub struct KafkaSettings {
     /// receiving events. Default 30s.
     #[serde(with = "humantime_serde")]
     pub metadata_refresh: Duration,
+    /// A partition that received no event from this gateway for this long gets a tick, so
+    /// readers can release events in their stable order (docs/design.md, "Ordering"): the
+    /// delay a live reader sees is about this plus a broker round trip. Default 20ms.
+    #[serde(with = "humantime_serde")]
+    pub tick_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -108,6 +113,7 @@ impl Default for KafkaSettings {
             delivery_timeout: Duration::from_secs(10),
             compression: "lz4".into(),
             metadata_refresh: Duration::from_secs(30),
+            tick_interval: Duration::from_millis(20),
         }
     }
 }

@@ -1,13 +1,13 @@
 //! Field rules of one incoming event, and the event the gateway makes of it.
 
-use std::sync::atomic::{AtomicI64, Ordering};
-
 use chassis::problem::FieldError;
 use schemas::{Event, Priority};
 use serde::Deserialize;
 use serde_json::{value::RawValue, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use uuid::Uuid;
+
+use crate::payload;
 
 const CLIENT_ID_MAX: usize = 128;
 const TYPE_MAX: usize = 64;
@@ -28,69 +28,46 @@ struct Incoming<'a> {
     sdk: Option<Value>,
 }
 
-/// Hands out ingest times that strictly increase within this process, so the ingest order
-/// `(ingested_at, event_id)` keeps the order of a batch and of successive requests.
-#[derive(Debug, Default)]
-pub struct IngestClock {
-    last_micros: AtomicI64,
-}
-
-impl IngestClock {
-    /// Reserves `n` consecutive microsecond ticks and returns the first.
-    pub fn reserve(&self, n: usize) -> i64 {
-        let now = OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
-        let now = i64::try_from(now).unwrap_or(i64::MAX);
-        let n = i64::try_from(n).unwrap_or(i64::MAX);
-        let mut last = self.last_micros.load(Ordering::Relaxed);
-        loop {
-            let first = now.max(last + 1);
-            match self.last_micros.compare_exchange_weak(
-                last,
-                first + n - 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return first,
-                Err(actual) => last = actual,
-            }
-        }
-    }
-}
-
 pub struct Rules {
     pub max_payload_bytes: usize,
+}
+
+/// The events of a valid request. Their ingest time is stamped when they are published
+/// (`publish`), as close to the broker as possible.
+#[derive(Debug)]
+pub struct Valid {
+    pub events: Vec<Event>,
+    /// Whether the gateway chose each event's id (the producer sent none).
+    pub ids_assigned: Vec<bool>,
 }
 
 impl Rules {
     /// Validates every item; the request is all-or-nothing, so every error of every item is
     /// collected for the answer.
-    pub fn events(
-        &self,
-        items: &[&RawValue],
-        clock: &IngestClock,
-    ) -> Result<Vec<Event>, Vec<FieldError>> {
-        let first_tick = clock.reserve(items.len());
+    pub fn events(&self, items: &[&RawValue]) -> Result<Valid, Vec<FieldError>> {
         let mut events = Vec::with_capacity(items.len());
+        let mut ids_assigned = Vec::with_capacity(items.len());
         let mut errors = Vec::new();
         for (index, item) in items.iter().enumerate() {
-            match self.event(index, item, first_tick + index as i64) {
-                Ok(event) => events.push(event),
+            match self.event(index, item) {
+                Ok((event, assigned)) => {
+                    events.push(event);
+                    ids_assigned.push(assigned);
+                }
                 Err(mut item_errors) => errors.append(&mut item_errors),
             }
         }
         if errors.is_empty() {
-            Ok(events)
+            Ok(Valid {
+                events,
+                ids_assigned,
+            })
         } else {
             Err(errors)
         }
     }
 
-    fn event(
-        &self,
-        index: usize,
-        item: &RawValue,
-        ingested_at: i64,
-    ) -> Result<Event, Vec<FieldError>> {
+    fn event(&self, index: usize, item: &RawValue) -> Result<(Event, bool), Vec<FieldError>> {
         let error = |field: &str, reason: String| FieldError {
             index,
             field: field.to_owned(),
@@ -122,8 +99,15 @@ impl Rules {
                 ));
                 String::new()
             }
-            Some(raw) => raw.get().to_owned(),
+            Some(raw) => match payload::storable(raw.get()) {
+                Ok(()) => raw.get().to_owned(),
+                Err(reason) => {
+                    errors.push(error("payload", reason));
+                    String::new()
+                }
+            },
         };
+        let id_assigned = incoming.event_id.is_none();
         let event_id = match incoming.event_id {
             None => Some(Uuid::now_v7()),
             Some(Value::String(s)) => Uuid::parse_str(&s)
@@ -165,6 +149,12 @@ impl Rules {
         };
         let sdk = match incoming.sdk {
             None => None,
+            // A `text` column: PostgreSQL refuses NUL, and like `type` the rest of the control
+            // characters have no place in a version string.
+            Some(Value::String(s)) if s.chars().any(char::is_control) => {
+                errors.push(error("sdk", "control characters are not allowed".into()));
+                None
+            }
             Some(Value::String(s)) if (1..=SDK_MAX).contains(&s.chars().count()) => Some(s),
             Some(_) => {
                 errors.push(error(
@@ -181,16 +171,19 @@ impl Rules {
                 Some(event_id),
                 Some(ts_micros),
                 Some(priority),
-            ) if errors.is_empty() => Ok(Event {
-                event_id,
-                client_id,
-                event_type,
-                ts_micros,
-                ingested_at_micros: ingested_at,
-                priority,
-                payload,
-                sdk,
-            }),
+            ) if errors.is_empty() => Ok((
+                Event {
+                    event_id,
+                    client_id,
+                    event_type,
+                    ts_micros,
+                    ingested_at_micros: 0,
+                    priority,
+                    payload,
+                    sdk,
+                },
+                id_assigned,
+            )),
             _ => Err(errors),
         }
     }
@@ -258,7 +251,8 @@ mod tests {
         Rules {
             max_payload_bytes: 32,
         }
-        .events(&items, &IngestClock::default())
+        .events(&items)
+        .map(|valid| valid.events)
     }
 
     fn fields(errors: Vec<FieldError>) -> Vec<(usize, String)> {
@@ -286,12 +280,21 @@ mod tests {
     }
 
     #[test]
-    fn assigns_ids_and_strictly_increasing_ingest_times() {
-        let events =
-            validate(r#"[{"client_id":"a","type":"t"},{"client_id":"a","type":"t"}]"#).unwrap();
+    fn assigns_ids_and_says_which_it_assigned() {
+        let items: Vec<&RawValue> = serde_json::from_str(
+            r#"[{"client_id":"a","type":"t"},{"client_id":"a","type":"t"},
+                {"client_id":"a","type":"t","event_id":"0190a5e4-7b6c-7cde-8f00-123456789abc"}]"#,
+        )
+        .unwrap();
+        let valid = Rules {
+            max_payload_bytes: 32,
+        }
+        .events(&items)
+        .unwrap();
+        let events = &valid.events;
         assert_eq!(events[0].event_id.get_version_num(), 7);
         assert_ne!(events[0].event_id, events[1].event_id);
-        assert!(events[0].ingested_at_micros < events[1].ingested_at_micros);
+        assert_eq!(valid.ids_assigned, vec![true, true, false]);
         assert_eq!(events[0].payload, "{}");
         assert_eq!(events[0].priority, Priority::Normal);
     }
@@ -319,6 +322,103 @@ mod tests {
                 (4, "".into()),
             ]
         );
+    }
+
+    fn validate_payload(payload: &str) -> Result<Vec<Event>, Vec<FieldError>> {
+        let json = format!(
+            r#"[{{"client_id":"ok","type":"t"}},{{"client_id":"h","type":"t","payload":{payload}}}]"#
+        );
+        let items: Vec<&RawValue> = serde_json::from_str(&json).unwrap();
+        Rules {
+            max_payload_bytes: 65_536,
+        }
+        .events(&items)
+        .map(|valid| valid.events)
+    }
+
+    #[test]
+    fn refuses_payloads_postgresql_jsonb_would_refuse() {
+        for (refused, reason) in [
+            (
+                r#"{"n":1e999999}"#,
+                "number 1e999999 is beyond PostgreSQL's numeric range",
+            ),
+            (
+                r#"{"n":1e131072}"#,
+                "number 1e131072 is beyond PostgreSQL's numeric range",
+            ),
+            (
+                r#"{"n":-1e131072}"#,
+                "number -1e131072 is beyond PostgreSQL's numeric range",
+            ),
+            (
+                r#"{"n":1e-16384}"#,
+                "number 1e-16384 is beyond PostgreSQL's numeric range",
+            ),
+            (
+                r#"{"n":1e-999999}"#,
+                "number 1e-999999 is beyond PostgreSQL's numeric range",
+            ),
+            (
+                r#"{"n":0e1073741823}"#,
+                "number 0e1073741823 is beyond PostgreSQL's numeric range",
+            ),
+            (
+                r#"{"s":"a\u0000b"}"#,
+                r"\u0000 is not allowed in JSON strings (PostgreSQL jsonb cannot store it)",
+            ),
+            (
+                r#"{"\u0000":1}"#,
+                r"\u0000 is not allowed in JSON strings (PostgreSQL jsonb cannot store it)",
+            ),
+            (r#"{"s":"\ud800"}"#, r"unpaired UTF-16 surrogate \ud800"),
+            (r#"{"s":"\udc00"}"#, r"unpaired UTF-16 surrogate \udc00"),
+            (r#""\u0000""#, r"\u0000 is not allowed"),
+        ] {
+            let errors = validate_payload(refused).expect_err(refused);
+            assert_eq!(
+                fields(errors.clone()),
+                vec![(1, "payload".into())],
+                "{refused}"
+            );
+            assert!(
+                errors[0].reason.starts_with(reason),
+                "{refused}: {}",
+                errors[0].reason
+            );
+        }
+    }
+
+    #[test]
+    fn accepts_payloads_just_inside_postgresql_limits() {
+        for accepted in [
+            r#"{"n":1e131071}"#,
+            r#"{"n":-1e131071}"#,
+            r#"{"n":1E+131071}"#,
+            r#"{"n":1e-16383}"#,
+            r#"{"n":0e1073741822}"#,
+            r#"{"n":-0}"#,
+            r#"{"s":"\ud83d\ude00","\u0001":"\\u0000"}"#,
+        ] {
+            let events = validate_payload(accepted).unwrap();
+            assert_eq!(events[1].payload, accepted, "stored as sent");
+        }
+    }
+
+    #[test]
+    fn refuses_control_characters_in_sdk() {
+        for sdk in [r#""ios\u0000""#, r#""\u001f""#, "\"a\\nb\""] {
+            let json = format!(r#"[{{"client_id":"a","type":"t","sdk":{sdk}}}]"#);
+            let errors = validate(&json).unwrap_err();
+            assert_eq!(errors[0].field, "sdk", "{sdk}");
+            assert_eq!(errors[0].reason, "control characters are not allowed");
+        }
+        // serde_json cannot make a Rust string of a lone surrogate: the item is refused whole.
+        let errors = validate(r#"[{"client_id":"a","type":"t","sdk":"\ud800"}]"#).unwrap_err();
+        assert_eq!(fields(errors), vec![(0, "".into())]);
+        let events =
+            validate(r#"[{"client_id":"a","type":"t","sdk":"ios/\u00e9 \ud83d\ude00"}]"#).unwrap();
+        assert_eq!(events[0].sdk.as_deref(), Some("ios/é 😀"));
     }
 
     #[test]

@@ -1,11 +1,19 @@
 //! One page of a client's history: persisted rows merged with in-flight events, each event
-//! once, in ingest order.
+//! once (the copy that stands for it), in order, and only what the release frontier has
+//! passed — so a reader that continues from the page's last position never misses an event
+//! that becomes visible later, nor sees one twice.
 
-use std::sync::Arc;
+use std::{cmp::Ordering, sync::Arc};
 
-use event_store::{ClientQuery, IngestKey, ShardSet, StoreError, StoredEvent};
+use event_store::{ClientQuery, Direction, ShardSet, StoreError};
+use schemas::OrderKey;
 
-use crate::{in_flight::InFlight, metrics, page_cache::PageCache};
+use crate::{
+    in_flight::{Held, InFlight, Verdict},
+    metrics,
+    page_cache::PageCache,
+    release::Frontier,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -14,42 +22,71 @@ pub enum Status {
 }
 
 pub struct Page {
-    pub events: Vec<(Status, Arc<StoredEvent>)>,
-    /// Set when more events follow this page.
-    pub next: Option<IngestKey>,
-    pub complete: bool,
+    pub events: Vec<(Status, Held)>,
+    /// Set when more events follow this page now.
+    pub next: Option<OrderKey>,
+    /// Where to continue from later: after the last event returned (or where the request
+    /// started when it returned none).
+    pub resume: Option<OrderKey>,
 }
 
-pub async fn page(
-    shards: &ShardSet,
-    in_flight: &InFlight,
-    cache: &PageCache,
+#[derive(Debug, thiserror::Error)]
+pub enum HistoryError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("the client's events kept moving into PostgreSQL during the read")]
+    Busy,
+}
+
+/// What a page is read from.
+pub struct Sources<'a> {
+    pub shards: &'a ShardSet,
+    pub in_flight: &'a InFlight,
+    pub frontier: &'a Frontier,
+    pub cache: &'a PageCache,
+}
+
+/// Attempts before a read that keeps racing with evictions gives up (each needs more
+/// evictions during one shard read than `in_flight` remembers).
+const ATTEMPTS: usize = 4;
+
+pub async fn page(sources: &Sources<'_>, query: &ClientQuery<'_>) -> Result<Page, HistoryError> {
+    for _ in 0..ATTEMPTS {
+        if let Some(page) = attempt(sources, query).await? {
+            return Ok(page);
+        }
+        metrics::PAGE_RETRIES.inc();
+    }
+    Err(HistoryError::Busy)
+}
+
+async fn attempt(
+    sources: &Sources<'_>,
     query: &ClientQuery<'_>,
-) -> Result<Page, StoreError> {
+) -> Result<Option<Page>, HistoryError> {
+    let client = query.client_id;
     // In-flight first, PostgreSQL second: an event leaves the in-flight set only after the
     // writer committed it, so one that moves in between is found by the database read.
-    let snapshot = in_flight.snapshot(query.client_id, query.after);
     let probe = ClientQuery {
         limit: query.limit + 1,
-        ..query.clone()
+        ..*query
     };
-    // While the in-flight set is incomplete, rows may change unseen: no cache then.
-    let cached = if snapshot.complete {
-        cache
-            .get(&probe, in_flight.rows_changed_at(query.client_id))
-            .await
-    } else {
-        None
-    };
-    let persisted = match cached {
+    let snapshot = sources
+        .in_flight
+        .snapshot(&probe, sources.frontier.released());
+    let rows = match sources
+        .cache
+        .get(&probe, sources.in_flight.rows_changed_at(client))
+        .await
+    {
         Some(rows) => {
             metrics::PAGE_CACHE.with_label_values(&["hit"]).inc();
             rows
         }
         None => {
             metrics::PAGE_CACHE.with_label_values(&["miss"]).inc();
-            let shard = shards.shard_for(query.client_id);
-            let rows: Arc<Vec<Arc<StoredEvent>>> = Arc::new(
+            let shard = sources.shards.shard_for(client);
+            let rows: Arc<Vec<Held>> = Arc::new(
                 shard
                     .client_events(&probe)
                     .await?
@@ -57,53 +94,139 @@ pub async fn page(
                     .map(Arc::new)
                     .collect(),
             );
-            if snapshot.complete {
-                cache.put(&probe, rows.clone(), snapshot.clock).await;
-            }
+            sources
+                .cache
+                .put(&probe, rows.clone(), snapshot.clock)
+                .await;
             rows
         }
     };
-
-    let in_range = |e: &StoredEvent| {
-        let at = e.event.ingested_at_micros;
-        query.since_micros.is_none_or(|s| at >= s) && query.until_micros.is_none_or(|u| at < u)
+    let Ok(verdicts) = sources.in_flight.judge(client, &rows, snapshot.clock) else {
+        return Ok(None);
     };
-    let mut merged: Vec<(Status, Arc<StoredEvent>)> = Vec::with_capacity(probe.limit);
-    let mut db = persisted.iter().cloned().peekable();
-    let mut mem = snapshot
-        .events
-        .into_iter()
-        .filter(|e| in_range(e))
-        .peekable();
-    while merged.len() < probe.limit {
-        let next = match (db.peek(), mem.peek()) {
+    let settled = rows
+        .iter()
+        .zip(verdicts)
+        .filter(|(row, verdict)| *verdict == Verdict::Keep && row.order_key() < snapshot.bound)
+        .map(|(row, _)| row.clone());
+    let mut merged = merge(settled, snapshot.events, query.direction, query.limit + 1);
+    let next = (merged.len() > query.limit).then(|| {
+        merged.truncate(query.limit);
+        merged.last().map(|(_, e)| e.order_key())
+    });
+    let resume = merged.last().map(|(_, e)| e.order_key()).or(query.from);
+    Ok(Some(Page {
+        events: merged,
+        next: next.flatten(),
+        resume,
+    }))
+}
+
+/// Merges two lists sorted in `direction`; an event in both (persisted, not evicted yet) is
+/// answered once, as persisted.
+fn merge(
+    rows: impl Iterator<Item = Held>,
+    in_flight: Vec<Held>,
+    direction: Direction,
+    limit: usize,
+) -> Vec<(Status, Held)> {
+    let mut merged = Vec::with_capacity(limit);
+    let mut db = rows.peekable();
+    let mut mem = in_flight.into_iter().peekable();
+    while merged.len() < limit {
+        let order = match (db.peek(), mem.peek()) {
             (None, None) => break,
-            (Some(_), None) => (Status::Persisted, db.next()),
-            (None, Some(_)) => (Status::InFlight, mem.next()),
+            (Some(_), None) => Ordering::Less,
+            (None, Some(_)) => Ordering::Greater,
             (Some(d), Some(m)) => {
-                let (dk, mk) = (IngestKey::of(&d.event), IngestKey::of(&m.event));
-                if dk == mk {
-                    // The same event in both places: the row wins.
-                    mem.next();
-                    (Status::Persisted, db.next())
-                } else if dk < mk {
-                    (Status::Persisted, db.next())
-                } else {
-                    (Status::InFlight, mem.next())
+                let order = d.order_key().cmp(&m.order_key());
+                match direction {
+                    Direction::Forward => order,
+                    Direction::Backward => order.reverse(),
                 }
             }
         };
-        if let (status, Some(event)) = next {
-            merged.push((status, event));
-        }
+        let next = match order {
+            Ordering::Less => db.next().map(|e| (Status::Persisted, e)),
+            Ordering::Greater => mem.next().map(|e| (Status::InFlight, e)),
+            Ordering::Equal => {
+                mem.next();
+                db.next().map(|e| (Status::Persisted, e))
+            }
+        };
+        merged.extend(next);
     }
-    let next = (merged.len() > query.limit).then(|| {
-        merged.truncate(query.limit);
-        merged.last().map(|(_, e)| IngestKey::of(&e.event))
-    });
-    Ok(Page {
-        events: merged,
-        next: next.flatten(),
-        complete: snapshot.complete,
-    })
+    merged
+}
+
+#[cfg(test)]
+mod tests {
+    use event_store::{KafkaPosition, StoredEvent};
+    use schemas::{Event, Priority};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn event(id: u128, at: i64) -> Held {
+        Arc::new(StoredEvent {
+            event: Event {
+                event_id: Uuid::from_u128(id),
+                client_id: "c".into(),
+                event_type: "t".into(),
+                ts_micros: None,
+                ingested_at_micros: at,
+                priority: Priority::Normal,
+                payload: "{}".into(),
+                sdk: None,
+            },
+            position: KafkaPosition {
+                topic: "events".into(),
+                partition: 0,
+                offset: id as i64,
+            },
+            ordered_at_micros: at,
+        })
+    }
+
+    fn ids(merged: &[(Status, Held)]) -> Vec<(u128, Status)> {
+        merged
+            .iter()
+            .map(|(s, e)| (e.event.event_id.as_u128(), *s))
+            .collect()
+    }
+
+    #[test]
+    fn merges_in_either_direction_answering_a_shared_event_once_as_persisted() {
+        let rows = vec![event(1, 10), event(3, 30)];
+        let mem = vec![event(2, 20), event(3, 30), event(4, 40)];
+        let forward = merge(
+            rows.clone().into_iter(),
+            mem.clone(),
+            Direction::Forward,
+            10,
+        );
+        assert_eq!(
+            ids(&forward),
+            vec![
+                (1, Status::Persisted),
+                (2, Status::InFlight),
+                (3, Status::Persisted),
+                (4, Status::InFlight)
+            ]
+        );
+        let backward = merge(
+            rows.into_iter().rev(),
+            mem.into_iter().rev().collect(),
+            Direction::Backward,
+            3,
+        );
+        assert_eq!(
+            ids(&backward),
+            vec![
+                (4, Status::InFlight),
+                (3, Status::Persisted),
+                (2, Status::InFlight)
+            ]
+        );
+    }
 }

@@ -1,183 +1,504 @@
-//! Events consumed from Kafka that the writer has not committed yet, indexed by client in
-//! ingest order and by partition in offset order (for eviction).
+//! Events consumed from Kafka that the writer has not committed yet: per client in order and
+//! by event id (copies of one event), bounded in count and bytes.
+//!
+//! Locks are sharded by client, and every operation touches one client's entry for a bounded
+//! amount of work, so a client with 100,000 events in flight slows neither other clients'
+//! reads nor the tail: a snapshot copies at most the page it serves.
+//!
+//! Copies of one event (`event_store::CopyRank`): the copy that comes first stands for the
+//! event, in flight and in PostgreSQL. An event whose id a producer chose may repeat one
+//! stored before this replica saw it; it stays *unverified* (hidden from answers, holding back
+//! its client's later events) until `verify` has looked the id up in the shard.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
-    sync::{Arc, Mutex, MutexGuard},
+    collections::{hash_map::Entry, BTreeMap, BTreeSet, HashMap, VecDeque},
+    hash::BuildHasher,
+    ops::Bound,
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex, MutexGuard,
+    },
 };
 
-use event_store::{IngestKey, StoredEvent};
+use event_store::{ClientQuery, CopyRank, Direction, StoredCopy, StoredEvent};
+use schemas::OrderKey;
+use uuid::Uuid;
 
-/// `(offset, ingest key, client id)` of a held event, in offset order per partition.
-type PartitionQueue = VecDeque<(i64, IngestKey, String)>;
+const SHARDS: usize = 64;
 
-#[derive(Default)]
-struct Inner {
-    by_client: HashMap<String, BTreeMap<IngestKey, Arc<StoredEvent>>>,
-    by_partition: HashMap<(String, i32), PartitionQueue>,
-    len: usize,
-    /// Per partition, one past the highest offset not held because the bound was reached.
-    /// Answers are incomplete until the writer has committed past every such offset.
-    dropped_until: HashMap<(String, i32), i64>,
-    /// Versioning of the persisted side, for the page cache: `clock` advances on every
-    /// eviction; `moved[client]` is the clock of the last eviction of that client's events
-    /// (they just became rows); `floor` stands for every client not in `moved`.
-    clock: u64,
-    moved: HashMap<String, u64>,
-    floor: u64,
+pub type Held = Arc<StoredEvent>;
+
+/// Every in-flight copy of one event id of one client, and what is known of stored copies.
+#[derive(Debug, Default)]
+struct Copies {
+    held: Vec<Held>,
+    /// The first stored copy known (from an eviction or from the shard).
+    stored: Option<CopyRank>,
+    /// The id belongs to another client's event: none of these copies will be stored.
+    taken: bool,
+    /// The shard has not answered yet whether it stores a copy: the visible copy is
+    /// unverified.
+    checking: bool,
 }
 
-/// Clients remembered in `moved` before it is folded into `floor`.
-const MOVED_BOUND: usize = 100_000;
-
-pub struct InFlight {
-    inner: Mutex<Inner>,
-    capacity: usize,
+enum Winner<'a> {
+    Held(&'a Held),
+    Stored(&'a CopyRank),
+    Nobody,
 }
 
-/// A client's in-flight events at one instant, plus whether the set may be missing some.
-pub struct Snapshot {
-    pub events: Vec<Arc<StoredEvent>>,
-    pub complete: bool,
-    /// The eviction clock when the snapshot was taken. A read of the client's rows made after
-    /// this snapshot is current until an eviction later than `clock` moves its events.
-    pub clock: u64,
-}
-
-impl InFlight {
-    pub fn new(capacity: usize) -> Self {
-        InFlight {
-            inner: Mutex::new(Inner::default()),
-            capacity,
+impl Copies {
+    fn winner(&self) -> Winner<'_> {
+        if self.taken {
+            return Winner::Nobody;
+        }
+        let held = self
+            .held
+            .iter()
+            .reduce(|a, b| if b.precedes(a) { b } else { a });
+        match (held, &self.stored) {
+            (Some(h), Some(s)) if *s < h.copy_rank() => Winner::Stored(s),
+            (Some(h), _) => Winner::Held(h),
+            (None, Some(s)) => Winner::Stored(s),
+            (None, None) => Winner::Nobody,
         }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
+    fn visible(&self) -> Option<Held> {
+        match self.winner() {
+            Winner::Held(h) => Some(h.clone()),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct Client {
+    /// The copy that stands for each event still in flight, in order.
+    visible: BTreeMap<OrderKey, Held>,
+    ids: HashMap<Uuid, Copies>,
+    /// Keys of visible copies whose id awaits the shard check.
+    unverified: BTreeSet<OrderKey>,
+}
+
+impl Client {
+    /// Re-derives the visible copy of `id` after its copies changed; returns the copy that
+    /// stopped being visible and the one that became visible.
+    fn refresh(&mut self, id: Uuid, before: Option<Held>) -> Change {
+        let after = self.ids.get(&id).and_then(Copies::visible);
+        let same = match (&before, &after) {
+            (Some(b), Some(a)) => Arc::ptr_eq(b, a),
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            return Change::default();
+        }
+        if let Some(b) = &before {
+            self.visible.remove(&b.order_key());
+            self.unverified.remove(&b.order_key());
+        }
+        if let Some(a) = &after {
+            self.visible.insert(a.order_key(), a.clone());
+            if self.ids.get(&id).is_some_and(|c| c.checking) {
+                self.unverified.insert(a.order_key());
+            }
+        }
+        Change {
+            hidden: before,
+            shown: after,
+        }
+    }
+}
+
+/// Which copy stopped or started standing for an event.
+#[derive(Debug, Default)]
+pub struct Change {
+    pub hidden: Option<Held>,
+    pub shown: Option<Held>,
+}
+
+/// An evicted event, remembered for a while: a copy arriving later is judged against it
+/// without a database round trip, and a page whose rows were read before the eviction is
+/// judged correctly (see `judge`).
+struct Recent {
+    clock: u64,
+    client: Arc<str>,
+    rank: CopyRank,
+}
+
+#[derive(Default)]
+struct Shard {
+    clients: HashMap<Arc<str>, Client>,
+    /// Versioning of the persisted side, for the page cache: `moved[client]` is the eviction
+    /// clock of the client's last eviction (its rows changed); `floor` stands for the others.
+    moved: HashMap<Arc<str>, u64>,
+    floor: u64,
+    recent: HashMap<Uuid, Recent>,
+    recent_order: VecDeque<Uuid>,
+    /// Clock of the newest entry dropped from `recent`.
+    recent_floor: u64,
+}
+
+/// A client's settled in-flight events for one page.
+pub struct Snapshot {
+    pub events: Vec<Held>,
+    /// The eviction clock when the snapshot was taken.
+    pub clock: u64,
+    /// Only events below this key may be answered: the release frontier, lowered to the
+    /// client's first unverified event.
+    pub bound: OrderKey,
+}
+
+/// What a page may do with a row it read from the shard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    /// Another copy stands for this event.
+    Hide,
+}
+
+/// The rows were read before a change this set can no longer account for: read again.
+#[derive(Debug)]
+pub struct Stale;
+
+/// Clients remembered in `moved` per shard before they are folded into `floor`.
+const MOVED_BOUND: usize = 4096;
+
+pub struct InFlight {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: std::collections::hash_map::RandomState,
+    clock: AtomicU64,
+    events: AtomicUsize,
+    bytes: AtomicUsize,
+    max_events: usize,
+    max_bytes: usize,
+    recent_per_shard: usize,
+}
+
+/// What an event costs in memory, roughly: its text plus the index entries that point at it.
+pub fn weight(event: &StoredEvent) -> usize {
+    const OVERHEAD: usize = 320;
+    OVERHEAD
+        + event.event.payload.len()
+        + event.event.client_id.len()
+        + event.event.event_type.len()
+        + event.event.sdk.as_ref().map_or(0, String::len)
+        + event.position.topic.len()
+}
+
+impl InFlight {
+    pub fn new(max_events: usize, max_bytes: usize, recent: usize) -> Self {
+        InFlight {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: std::collections::hash_map::RandomState::new(),
+            clock: AtomicU64::new(1),
+            events: AtomicUsize::new(0),
+            bytes: AtomicUsize::new(0),
+            max_events: max_events.max(1),
+            max_bytes: max_bytes.max(1),
+            recent_per_shard: (recent / SHARDS).max(16),
+        }
+    }
+
+    fn shard(&self, client_id: &str) -> MutexGuard<'_, Shard> {
+        let index = (self.hasher.hash_one(client_id) as usize) % SHARDS;
         // A panic while holding the lock leaves plain data behind; keep serving it.
-        self.inner
+        self.shards[index]
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Holds a consumed event until the writer commits past it. Returns false if the bound
-    /// was reached and the event was not kept.
-    pub fn insert(&self, event: Arc<StoredEvent>) -> bool {
-        let mut inner = self.lock();
-        if inner.len >= self.capacity {
-            let slot = (event.position.topic.clone(), event.position.partition);
-            let until = inner.dropped_until.entry(slot).or_insert(0);
-            *until = (*until).max(event.position.offset + 1);
-            return false;
-        }
-        let key = IngestKey::of(&event.event);
-        let client = event.event.client_id.clone();
-        let slot = (event.position.topic.clone(), event.position.partition);
-        let offset = event.position.offset;
-        let previous = inner
-            .by_client
-            .entry(client.clone())
-            .or_default()
-            .insert(key, event);
-        if previous.is_none() {
-            inner.len += 1;
-        }
-        inner
-            .by_partition
-            .entry(slot)
-            .or_default()
-            .push_back((offset, key, client));
-        true
+    /// True while the set holds its bound of events or bytes: the tail stops consuming until
+    /// the writer's commits make room, so nothing consumed is ever dropped.
+    pub fn is_full(&self) -> bool {
+        self.events.load(Ordering::Relaxed) >= self.max_events
+            || self.bytes.load(Ordering::Relaxed) >= self.max_bytes
     }
 
-    /// Forgets every event of `topic`/`partition` below `committed`: they are in PostgreSQL.
-    pub fn evict_below(&self, topic: &str, partition: i32, committed: i64) -> usize {
-        let mut inner = self.lock();
-        let Inner {
-            by_client,
-            by_partition,
-            len,
-            dropped_until,
-            clock,
+    pub fn len(&self) -> usize {
+        self.events.load(Ordering::Relaxed)
+    }
+
+    pub fn bytes(&self) -> usize {
+        self.bytes.load(Ordering::Relaxed)
+    }
+
+    /// Holds a consumed copy. `checked` is false when a producer chose the id and nothing
+    /// this replica knows settles whether the event was stored before: then the copy is
+    /// unverified until [`InFlight::verified`]. Returns whether it must be checked, and which
+    /// copy stopped or started standing for its event.
+    pub fn insert(&self, event: Held, id_assigned: bool) -> (bool, Change) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(weight(&event), Ordering::Relaxed);
+        let id = event.event.event_id;
+        let mut shard = self.shard(&event.event.client_id);
+        let Shard {
+            clients, recent, ..
+        } = &mut *shard;
+        let client_id: Arc<str> = match clients.get_key_value(event.event.client_id.as_str()) {
+            Some((key, _)) => key.clone(),
+            None => Arc::from(event.event.client_id.as_str()),
+        };
+        let client = clients.entry(client_id.clone()).or_default();
+        match client.ids.entry(id) {
+            Entry::Occupied(mut copies) => {
+                let before = copies.get().visible();
+                copies.get_mut().held.push(event);
+                (false, client.refresh(id, before))
+            }
+            Entry::Vacant(slot) => {
+                let known = recent.get(&id);
+                let mut copies = Copies::default();
+                match known {
+                    Some(r) if *r.client == *client_id => copies.stored = Some(r.rank.clone()),
+                    Some(_) => copies.taken = true,
+                    None => {}
+                }
+                let check = !id_assigned && known.is_none();
+                copies.checking = check;
+                copies.held.push(event);
+                slot.insert(copies);
+                (check, client.refresh(id, None))
+            }
+        }
+    }
+
+    /// The shard's answer for an unverified copy: the stored copy of its id, if any.
+    pub fn verified(&self, held: &Held, found: Option<&StoredCopy>) -> Change {
+        let id = held.event.event_id;
+        let mut shard = self.shard(&held.event.client_id);
+        let Some(client) = shard.clients.get_mut(held.event.client_id.as_str()) else {
+            return Change::default();
+        };
+        let Some(copies) = client.ids.get_mut(&id) else {
+            return Change::default();
+        };
+        let before = copies.visible();
+        copies.checking = false;
+        if let Some(b) = &before {
+            client.unverified.remove(&b.order_key());
+        }
+        let Some(copies) = client.ids.get_mut(&id) else {
+            return Change::default();
+        };
+        match found {
+            Some(copy) if copy.client_id == held.event.client_id => {
+                let rank = copy.rank.clone();
+                copies.stored = Some(copies.stored.take().map_or(rank.clone(), |s| s.min(rank)));
+            }
+            Some(_) => copies.taken = true,
+            None => {}
+        }
+        client.refresh(id, before)
+    }
+
+    /// Whether this copy still waits for its shard check (it cannot be evicted before: the
+    /// check decides whether the stored row is this copy or an earlier one).
+    pub fn is_unverified(&self, held: &Held) -> bool {
+        let shard = self.shard(&held.event.client_id);
+        shard
+            .clients
+            .get(held.event.client_id.as_str())
+            .is_some_and(|c| c.unverified.contains(&held.order_key()))
+    }
+
+    /// Forgets a copy the writer has committed: it is in PostgreSQL now (or was refused).
+    pub fn evict(&self, held: &Held) {
+        let id = held.event.event_id;
+        let client_id = held.event.client_id.as_str();
+        let recent_bound = self.recent_per_shard;
+        let mut shard = self.shard(client_id);
+        let clock = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        let Shard {
+            clients,
             moved,
             floor,
-        } = &mut *inner;
-        *clock += 1;
-        let slot = (topic.to_owned(), partition);
-        if dropped_until
-            .get(&slot)
-            .is_some_and(|until| committed >= *until)
-        {
-            dropped_until.remove(&slot);
-            if dropped_until.is_empty() {
-                // Events that were never held reached PostgreSQL unseen: no cached page of
-                // any client can be trusted any more.
-                *floor = *clock;
-                moved.clear();
-            }
-        }
-        let Some(queue) = by_partition.get_mut(&slot) else {
-            return 0;
+            recent,
+            recent_order,
+            recent_floor,
+        } = &mut *shard;
+        let Some((client_key, _)) = clients.get_key_value(client_id) else {
+            return;
         };
-        let mut evicted = 0;
-        while queue
-            .front()
-            .is_some_and(|(offset, _, _)| *offset < committed)
-        {
-            let Some((_, key, client)) = queue.pop_front() else {
-                break;
-            };
-            if let Some(events) = by_client.get_mut(&client) {
-                if events.remove(&key).is_some() {
-                    *len -= 1;
-                    evicted += 1;
+        let client_key = client_key.clone();
+        let Some(client) = clients.get_mut(client_id) else {
+            return;
+        };
+        let Some(copies) = client.ids.get_mut(&id) else {
+            return;
+        };
+        let before = copies.visible();
+        let Some(at) = copies.held.iter().position(|c| Arc::ptr_eq(c, held)) else {
+            return;
+        };
+        copies.held.swap_remove(at);
+        self.events.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(weight(held), Ordering::Relaxed);
+        if !copies.taken {
+            let rank = held.copy_rank();
+            copies.stored = Some(copies.stored.take().map_or(rank.clone(), |s| s.min(rank)));
+        }
+        client.unverified.remove(&held.order_key());
+        if copies.held.is_empty() {
+            let copies = client.ids.remove(&id).unwrap_or_default();
+            if let Some(b) = before {
+                client.visible.remove(&b.order_key());
+            }
+            if let (false, Some(rank)) = (copies.taken, copies.stored) {
+                let entry = Recent {
+                    clock,
+                    client: client_key.clone(),
+                    rank,
+                };
+                if recent.insert(id, entry).is_none() {
+                    recent_order.push_back(id);
                 }
-                if events.is_empty() {
-                    by_client.remove(&client);
+                while recent_order.len() > recent_bound {
+                    if let Some(old) = recent_order.pop_front() {
+                        if let Some(dropped) = recent.remove(&old) {
+                            *recent_floor = (*recent_floor).max(dropped.clock);
+                        }
+                    }
                 }
             }
-            moved.insert(client, *clock);
+        } else {
+            client.refresh(id, before);
         }
+        if client.ids.is_empty() {
+            clients.remove(client_id);
+        }
+        moved.insert(client_key, clock);
         if moved.len() > MOVED_BOUND {
-            *floor = *clock;
+            *floor = clock;
             moved.clear();
         }
-        evicted
+    }
+
+    /// Every cached page becomes stale: rows arrived that no eviction announced (partitions
+    /// assigned after the writer had already stored some of their events).
+    pub fn invalidate_pages(&self) {
+        let clock = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        for shard in self.shards.iter() {
+            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+            shard.floor = clock;
+            shard.moved.clear();
+        }
     }
 
     /// The eviction clock at which `client`'s persisted rows last changed (conservatively).
     pub fn rows_changed_at(&self, client_id: &str) -> u64 {
-        let inner = self.lock();
-        inner
+        let shard = self.shard(client_id);
+        shard
             .moved
             .get(client_id)
             .copied()
             .unwrap_or(0)
-            .max(inner.floor)
+            .max(shard.floor)
     }
 
-    /// The client's in-flight events after `after`, in ingest order.
-    pub fn snapshot(&self, client_id: &str, after: Option<IngestKey>) -> Snapshot {
-        let inner = self.lock();
-        let events = inner
-            .by_client
+    /// The key below which `client`'s events may be answered, given the release frontier.
+    pub fn bound(&self, client_id: &str, released: OrderKey) -> OrderKey {
+        let shard = self.shard(client_id);
+        shard
+            .clients
             .get(client_id)
-            .map(|events| match after {
-                Some(after) => events
-                    .range((std::ops::Bound::Excluded(after), std::ops::Bound::Unbounded))
-                    .map(|(_, e)| e.clone())
-                    .collect(),
-                None => events.values().cloned().collect(),
-            })
-            .unwrap_or_default();
+            .and_then(|c| c.unverified.first().copied())
+            .map_or(released, |first| first.min(released))
+    }
+
+    /// At most `query.limit` of the client's visible events strictly beyond `query.from` in
+    /// its direction, ordered in `[since, until)`, below the release frontier `released`.
+    pub fn snapshot(&self, query: &ClientQuery<'_>, released: OrderKey) -> Snapshot {
+        let ClientQuery {
+            client_id,
+            from,
+            since_micros: since,
+            until_micros: until,
+            limit,
+            direction,
+        } = *query;
+        let shard = self.shard(client_id);
+        let client = shard.clients.get(client_id);
+        let bound = client
+            .and_then(|c| c.unverified.first().copied())
+            .map_or(released, |first| first.min(released));
+        let upper = until.map_or(bound, |u| bound.min(OrderKey::floor(u)));
+        let lower = since.map(OrderKey::floor);
+        let events = match client {
+            None => Vec::new(),
+            Some(client) => {
+                let (lo, hi) = match direction {
+                    Direction::Forward => (
+                        match (from, lower) {
+                            (Some(f), Some(l)) if l > f => Bound::Included(l),
+                            (Some(f), _) => Bound::Excluded(f),
+                            (None, Some(l)) => Bound::Included(l),
+                            (None, None) => Bound::Unbounded,
+                        },
+                        Bound::Excluded(upper),
+                    ),
+                    Direction::Backward => (
+                        lower.map_or(Bound::Unbounded, Bound::Included),
+                        match from {
+                            Some(f) if f < upper => Bound::Excluded(f),
+                            _ => Bound::Excluded(upper),
+                        },
+                    ),
+                };
+                if matches!((&lo, &hi), (Bound::Included(l) | Bound::Excluded(l), Bound::Excluded(h)) if l >= h)
+                {
+                    Vec::new()
+                } else {
+                    let range = client.visible.range((lo, hi));
+                    match direction {
+                        Direction::Forward => range.take(limit).map(|(_, e)| e.clone()).collect(),
+                        Direction::Backward => {
+                            range.rev().take(limit).map(|(_, e)| e.clone()).collect()
+                        }
+                    }
+                }
+            }
+        };
         Snapshot {
             events,
-            complete: inner.dropped_until.is_empty(),
-            clock: inner.clock,
+            clock: self.clock.load(Ordering::Relaxed),
+            bound,
         }
     }
 
-    pub fn len(&self) -> usize {
-        self.lock().len
+    /// Decides, for rows of `client` read from its shard after a snapshot taken at
+    /// `since_clock`, whether each row is the copy that stands for its event.
+    pub fn judge(
+        &self,
+        client_id: &str,
+        rows: &[Held],
+        since_clock: u64,
+    ) -> Result<Vec<Verdict>, Stale> {
+        let shard = self.shard(client_id);
+        if shard.recent_floor > since_clock {
+            return Err(Stale);
+        }
+        let client = shard.clients.get(client_id);
+        rows.iter()
+            .map(|row| {
+                let id = row.event.event_id;
+                let rank = row.copy_rank();
+                if let Some(copies) = client.and_then(|c| c.ids.get(&id)) {
+                    return match copies.winner() {
+                        Winner::Held(h) if h.copy_rank() == rank => Ok(Verdict::Keep),
+                        Winner::Stored(s) if *s == rank => Ok(Verdict::Keep),
+                        // The row was read before an earlier copy replaced it.
+                        Winner::Stored(s) if *s < rank => Err(Stale),
+                        _ => Ok(Verdict::Hide),
+                    };
+                }
+                match shard.recent.get(&id) {
+                    Some(r) if r.clock > since_clock && r.rank < rank => Err(Stale),
+                    _ => Ok(Verdict::Keep),
+                }
+            })
+            .collect()
     }
 }
 
@@ -185,14 +506,13 @@ impl InFlight {
 mod tests {
     use event_store::KafkaPosition;
     use schemas::{Event, Priority};
-    use uuid::Uuid;
 
     use super::*;
 
-    fn event(client: &str, partition: i32, offset: i64, at: i64) -> StoredEvent {
-        StoredEvent {
+    fn copy(client: &str, id: u128, at: i64, topic: &str, offset: i64) -> Held {
+        Arc::new(StoredEvent {
             event: Event {
-                event_id: Uuid::new_v4(),
+                event_id: Uuid::from_u128(id),
                 client_id: client.into(),
                 event_type: "t".into(),
                 ts_micros: None,
@@ -202,70 +522,163 @@ mod tests {
                 sdk: None,
             },
             position: KafkaPosition {
-                topic: "events".into(),
-                partition,
+                topic: topic.into(),
+                partition: 0,
                 offset,
             },
+            ordered_at_micros: at,
+        })
+    }
+
+    fn query(client: &str) -> ClientQuery<'_> {
+        ClientQuery {
+            client_id: client,
+            from: None,
+            since_micros: None,
+            until_micros: None,
+            limit: 100,
+            direction: Direction::Forward,
         }
     }
 
-    #[test]
-    fn serves_a_client_in_ingest_order_and_evicts_by_offset() {
-        let cache = InFlight::new(100);
-        cache.insert(Arc::new(event("a", 0, 10, 300)));
-        cache.insert(Arc::new(event("a", 1, 5, 100)));
-        cache.insert(Arc::new(event("b", 0, 11, 200)));
-        cache.insert(Arc::new(event("a", 0, 12, 400)));
-        let times: Vec<i64> = cache
-            .snapshot("a", None)
+    fn all(set: &InFlight, client: &str) -> Vec<u128> {
+        set.snapshot(&query(client), OrderKey::MAX)
             .events
             .iter()
-            .map(|e| e.event.ingested_at_micros)
-            .collect();
-        assert_eq!(times, vec![100, 300, 400]);
-
-        assert_eq!(cache.evict_below("events", 0, 12), 2);
-        let left: Vec<i64> = cache
-            .snapshot("a", None)
-            .events
-            .iter()
-            .map(|e| e.event.ingested_at_micros)
-            .collect();
-        assert_eq!(left, vec![100, 400]);
-        assert!(cache.snapshot("b", None).events.is_empty());
-        assert_eq!(cache.len(), 2);
+            .map(|e| e.event.event_id.as_u128())
+            .collect()
     }
 
     #[test]
-    fn reports_incomplete_when_full_until_drained() {
-        let cache = InFlight::new(1);
-        assert!(cache.insert(Arc::new(event("a", 0, 0, 1))));
-        assert!(!cache.insert(Arc::new(event("a", 0, 1, 2))));
-        assert!(!cache.snapshot("a", None).complete);
-        cache.evict_below("events", 0, 1);
-        assert!(
-            !cache.snapshot("a", None).complete,
-            "offset 1 is not persisted yet"
+    fn serves_a_client_in_order_either_way_from_a_cursor() {
+        let set = InFlight::new(100, 1 << 20, 100);
+        for (id, at) in [(1, 300), (2, 100), (3, 400), (4, 200)] {
+            set.insert(copy("a", id, at, "events", id as i64), true);
+        }
+        set.insert(copy("b", 9, 150, "events", 9), true);
+        assert_eq!(all(&set, "a"), vec![2, 4, 1, 3]);
+        let from = Some(copy("a", 4, 200, "events", 4).order_key());
+        let back = set.snapshot(
+            &ClientQuery {
+                from,
+                direction: Direction::Backward,
+                ..query("a")
+            },
+            OrderKey::MAX,
         );
-        cache.evict_below("events", 0, 2);
-        assert!(cache.snapshot("a", None).complete);
+        assert_eq!(back.events.len(), 1);
+        assert_eq!(back.events[0].event.event_id.as_u128(), 2);
+        let below = set.snapshot(&query("a"), OrderKey::floor(300));
+        assert_eq!(below.events.len(), 2, "only what the frontier released");
+        let window = set.snapshot(
+            &ClientQuery {
+                since_micros: Some(200),
+                until_micros: Some(400),
+                ..query("a")
+            },
+            OrderKey::MAX,
+        );
+        assert_eq!(window.events.len(), 2, "since inclusive, until exclusive");
     }
 
     #[test]
-    fn tells_when_a_clients_rows_changed() {
-        let cache = InFlight::new(100);
-        cache.insert(Arc::new(event("a", 0, 0, 1)));
-        cache.insert(Arc::new(event("b", 1, 0, 1)));
-        let before = cache.snapshot("a", None).clock;
-        assert!(cache.rows_changed_at("a") <= before);
-        cache.evict_below("events", 0, 1);
+    fn the_first_copy_stands_for_the_event_and_later_ones_are_hidden() {
+        let set = InFlight::new(100, 1 << 20, 100);
+        let later = copy("a", 1, 200, "events", 5);
+        let earlier = copy("a", 1, 100, "events-critical", 2);
+        let (_, change) = set.insert(later.clone(), true);
+        assert!(change.shown.is_some());
+        let (check, change) = set.insert(earlier.clone(), false);
         assert!(
-            cache.rows_changed_at("a") > before,
-            "a's event became a row"
+            !check,
+            "the id is known: no shard check for the second copy"
         );
+        assert!(Arc::ptr_eq(change.hidden.as_ref().unwrap(), &later));
+        assert!(Arc::ptr_eq(change.shown.as_ref().unwrap(), &earlier));
+        assert_eq!(all(&set, "a"), vec![1]);
+        // A shard row of the later copy (stored before the earlier one was) is hidden.
+        let verdicts = set.judge("a", std::slice::from_ref(&later), 0).unwrap();
+        assert_eq!(verdicts, vec![Verdict::Hide]);
+        // Once the earlier copy is evicted, a row read before that eviction is stale.
+        let clock = set.snapshot(&query("a"), OrderKey::MAX).clock;
+        set.evict(&later);
+        set.evict(&earlier);
+        assert!(set.judge("a", &[later], clock).is_err());
+        assert_eq!(
+            set.judge("a", std::slice::from_ref(&earlier), clock)
+                .unwrap(),
+            vec![Verdict::Keep]
+        );
+        // A copy arriving after the eviction is judged against the remembered one.
+        let (check, change) = set.insert(copy("a", 1, 300, "events", 9), false);
+        assert!(!check && change.shown.is_none());
+        assert!(all(&set, "a").is_empty());
+    }
+
+    #[test]
+    fn a_producer_id_waits_for_the_shard_check_and_holds_back_later_events() {
+        let set = InFlight::new(100, 1 << 20, 100);
+        let first = copy("a", 1, 100, "events", 1);
+        let (check, _) = set.insert(first.clone(), false);
+        assert!(check);
+        set.insert(copy("a", 2, 200, "events", 2), true);
+        assert_eq!(set.bound("a", OrderKey::MAX), first.order_key());
         assert!(
-            cache.rows_changed_at("b") <= before,
-            "b's rows did not change"
+            all(&set, "a").is_empty(),
+            "nothing at or after an unverified event"
         );
+        // The shard holds an earlier copy: this one is a duplicate.
+        let stored = StoredCopy {
+            event_id: first.event.event_id,
+            client_id: "a".into(),
+            rank: CopyRank {
+                ordered_at_micros: 50,
+                topic: "events".into(),
+                partition: 0,
+                offset: 0,
+            },
+        };
+        let change = set.verified(&first, Some(&stored));
+        assert!(change.hidden.is_some());
+        assert_eq!(all(&set, "a"), vec![2]);
+        assert_eq!(set.bound("a", OrderKey::MAX), OrderKey::MAX);
+    }
+
+    #[test]
+    fn an_id_of_another_client_is_hidden() {
+        let set = InFlight::new(100, 1 << 20, 100);
+        let mine = copy("a", 1, 100, "events", 1);
+        set.insert(mine.clone(), false);
+        let theirs = StoredCopy {
+            event_id: mine.event.event_id,
+            client_id: "b".into(),
+            rank: mine.copy_rank(),
+        };
+        set.verified(&mine, Some(&theirs));
+        assert!(all(&set, "a").is_empty());
+    }
+
+    #[test]
+    fn bounded_by_count_and_bytes_and_freed_by_eviction() {
+        let set = InFlight::new(2, 1 << 20, 100);
+        let (a, b) = (copy("a", 1, 1, "events", 1), copy("a", 2, 2, "events", 2));
+        set.insert(a.clone(), true);
+        assert!(!set.is_full());
+        set.insert(b, true);
+        assert!(set.is_full());
+        let changed_before = set.rows_changed_at("a");
+        set.evict(&a);
+        assert!(!set.is_full());
+        assert!(
+            set.rows_changed_at("a") > changed_before,
+            "a's rows changed"
+        );
+        assert_eq!(set.rows_changed_at("z"), 0);
+
+        let small = InFlight::new(100, 2 * weight(&a), 100);
+        small.insert(copy("a", 1, 1, "events", 1), true);
+        assert!(!small.is_full());
+        small.insert(copy("a", 2, 2, "events", 2), true);
+        assert!(small.is_full());
     }
 }

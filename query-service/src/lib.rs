@@ -1,21 +1,27 @@
-//! query-service: a client's history, persisted and in flight, each event once.
+//! query-service: a client's history, persisted and in flight, each event once, in a stable
+//! order.
 //!
-//! `tail` (every partition from the writer's committed offsets) → `in_flight` (the
-//! unpersisted tail, evicted as the writer commits) and `progress` (read-your-writes) → `history` (merge with the client's
-//! shard) → `http` (`GET /events`) and `stream` (`GET /events/stream`, Server-Sent Events).
+//! `tail` (every partition from the writer's committed offsets and log clocks) → `in_flight`
+//! (the unpersisted tail, evicted as the writer commits; copies of one event judged, producer
+//! ids checked by `verify`) → `release` (the frontier every partition has passed; delivery to
+//! `streams`) → `history` (one page: in-flight ⊕ shard, via `page_cache`) → `api`
+//! (`GET /events`, `GET /events/stream`), with `progress` for read-your-writes tokens.
 
+mod api;
 mod history;
-mod http;
 mod in_flight;
 mod metrics;
 mod page_cache;
 mod progress;
+mod release;
 pub mod settings;
-mod stream;
+mod streams;
 mod tail;
+mod verify;
 
 use std::{net::SocketAddr, sync::Arc};
 
+use chassis::health::Readiness;
 use event_store::{ShardSet, StoreError};
 use rdkafka::error::KafkaError;
 use tokio::net::TcpListener;
@@ -43,7 +49,9 @@ pub enum QueryError {
 pub struct QueryService {
     listener: TcpListener,
     tail: tail::Tail,
-    state: Arc<http::AppState>,
+    state: Arc<api::AppState>,
+    readiness: Readiness,
+    shutdown: CancellationToken,
 }
 
 impl QueryService {
@@ -51,14 +59,35 @@ impl QueryService {
         let shards = ShardSet::connect(&settings.store).await?;
         let in_flight = Arc::new(in_flight::InFlight::new(
             settings.cache.max_in_flight_events,
+            settings.cache.max_in_flight_bytes,
+            settings.cache.recent_evictions,
         ));
         let progress = Arc::new(progress::Progress::default());
-        let (live, _) = tokio::sync::broadcast::channel(settings.api.stream_buffer.max(1));
+        let frontier = Arc::new(release::Frontier::default());
+        let streams = Arc::new(streams::Streams::default());
+        let readiness = Readiness::new(&[tail::READY_CAUGHT_UP]);
+        // Stops the checker and open streams with the service.
+        let shutdown = CancellationToken::new();
+        let (checks, checked) = verify::spawn(
+            shards.clone(),
+            settings.cache.max_pending_checks,
+            shutdown.clone(),
+        );
         let tail = tail::Tail::start(
             &settings.kafka,
-            in_flight.clone(),
-            progress.clone(),
-            live.clone(),
+            &settings.order,
+            tail::Wiring {
+                in_flight: in_flight.clone(),
+                progress: progress.clone(),
+                release: release::Release::new(
+                    frontier.clone(),
+                    in_flight.clone(),
+                    streams.clone(),
+                ),
+                checks,
+                checked,
+                readiness: readiness.clone(),
+            },
         )
         .await?;
         let listener =
@@ -68,22 +97,26 @@ impl QueryService {
                     addr: settings.listen,
                     source,
                 })?;
-        let state = Arc::new(http::AppState {
+        let state = Arc::new(api::AppState {
             shards,
             in_flight,
+            frontier,
             pages: page_cache::PageCache::new(
-                settings.cache.max_page_rows,
+                settings.cache.max_page_bytes,
                 settings.cache.page_ttl,
             ),
             progress,
-            live,
-            streams: Arc::new(tokio::sync::Semaphore::new(settings.api.max_streams)),
+            streams,
+            stream_permits: Arc::new(tokio::sync::Semaphore::new(settings.api.max_streams)),
             api: settings.api.clone(),
+            shutdown: shutdown.clone(),
         });
         Ok(QueryService {
             listener,
             tail,
             state,
+            readiness,
+            shutdown,
         })
     }
 
@@ -95,13 +128,24 @@ impl QueryService {
 
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), QueryError> {
         info!(addr = %self.local_addr(), "query-service listening");
-        let tail = tokio::spawn(self.tail.run(shutdown.clone()));
-        let app = http::router(self.state);
+        // One token for everything inside: the caller's stops it all.
+        let inner = self.shutdown.clone();
+        {
+            let inner = inner.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => inner.cancel(),
+                    _ = inner.cancelled() => {}
+                }
+            });
+        }
+        let tail = tokio::spawn(self.tail.run(inner.clone()));
+        let app = api::router(self.state, self.readiness);
         let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .with_graceful_shutdown(inner.clone().cancelled_owned())
             .await
             .map_err(QueryError::Serve);
-        shutdown.cancel();
+        inner.cancel();
         let _ = tail.await;
         info!("query-service stopped");
         served

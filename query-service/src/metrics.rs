@@ -3,8 +3,9 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
-    HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    register_gauge, register_histogram, register_histogram_vec, register_int_counter,
+    register_int_counter_vec, register_int_gauge, Gauge, Histogram, HistogramVec, IntCounter,
+    IntCounterVec, IntGauge,
 };
 
 pub static PAGE_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -12,6 +13,14 @@ pub static PAGE_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
         "query_page_cache_total",
         "Persisted-page lookups by result (hit, miss)",
         &["result"]
+    )
+    .expect("metric registers once")
+});
+
+pub static PAGE_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "query_page_retries_total",
+        "Pages read again because evictions during the shard read outran what the replica remembers"
     )
     .expect("metric registers once")
 });
@@ -24,10 +33,18 @@ pub static IN_FLIGHT: LazyLock<IntGauge> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
-pub static IN_FLIGHT_OVERFLOW: LazyLock<IntCounter> = LazyLock::new(|| {
-    register_int_counter!(
-        "query_in_flight_overflow_total",
-        "Events not held because the in-flight bound was reached (answers marked incomplete)"
+pub static IN_FLIGHT_BYTES: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "query_in_flight_bytes",
+        "Estimated bytes held for events consumed but not yet persisted"
+    )
+    .expect("metric registers once")
+});
+
+pub static TAIL_PAUSED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "query_tail_paused",
+        "1 while consumption waits at the in-flight bound (answers lag and say complete=false)"
     )
     .expect("metric registers once")
 });
@@ -35,7 +52,7 @@ pub static IN_FLIGHT_OVERFLOW: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static UNDECODABLE: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "query_undecodable_messages_total",
-        "Messages that are not valid events (the writer dead-letters them)"
+        "Messages that are not valid events or ticks (the writer dead-letters them)"
     )
     .expect("metric registers once")
 });
@@ -43,7 +60,7 @@ pub static UNDECODABLE: LazyLock<IntCounter> = LazyLock::new(|| {
 pub static INCOMPLETE_ANSWERS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "query_incomplete_answers_total",
-        "Answers marked complete=false because in-flight events were not held"
+        "Answers marked complete=false because consumption waited at the in-flight bound"
     )
     .expect("metric registers once")
 });
@@ -56,4 +73,59 @@ pub static QUERY_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
         vec![0.0005, 0.001, 0.002, 0.003, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5]
     )
     .expect("metric registers once")
+});
+
+pub static FRONTIER_LAG: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "query_release_frontier_lag_seconds",
+        "How far the release frontier trails this replica's clock"
+    )
+    .expect("metric registers once")
+});
+
+pub static RELEASE_DELAY: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "query_release_delay_seconds",
+        "From an event's ingest time to its release to readers (the cost of the stable order)",
+        vec![0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 5.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static UNRELEASED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "query_unreleased_events",
+        "Consumed events the release frontier has not passed yet"
+    )
+    .expect("metric registers once")
+});
+
+pub static LATE_EVENTS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "query_late_events_total",
+        "Events that arrived after the frontier passed their place (order.quiet_bound too small)"
+    )
+    .expect("metric registers once")
+});
+
+pub static UNVERIFIED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "query_unverified_events",
+        "Producer-chosen ids waiting for their duplicate check against the shard"
+    )
+    .expect("metric registers once")
+});
+
+pub static CHECK_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
+    register_histogram!(
+        "query_duplicate_check_seconds",
+        "Duration of one batch of duplicate checks against the shards",
+        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static STREAMS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!("query_streams_active", "Open Server-Sent Event streams")
+        .expect("metric registers once")
 });

@@ -12,6 +12,7 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub store: StoreSettings,
     pub cache: CacheSettings,
+    pub order: OrderSettings,
     pub api: ApiSettings,
 }
 
@@ -37,13 +38,38 @@ pub struct KafkaSettings {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheSettings {
-    /// Most in-flight events held; beyond it answers say `"complete": false`. Default 1000000.
+    /// Most in-flight events held. At this bound (or `max_in_flight_bytes`) the replica stops
+    /// consuming until the writer's commits make room, and answers say `"complete": false`
+    /// (they lag behind the newest events). Default 1000000.
     pub max_in_flight_events: usize,
-    /// Rows of recently read persisted pages kept in memory (moka). Default 500000.
-    pub max_page_rows: u64,
+    /// Most bytes of in-flight events held (estimated: texts plus index overhead). Default
+    /// 1073741824 (1 GiB).
+    pub max_in_flight_bytes: usize,
+    /// Evicted events remembered (id and stored copy) so retries arriving later need no
+    /// database lookup, and reads racing with evictions stay exact. Default 262144.
+    pub recent_evictions: usize,
+    /// Bytes of recently read persisted pages kept in memory (moka). Default 268435456
+    /// (256 MiB).
+    pub max_page_bytes: u64,
     /// Longest a cached page is kept, whatever happens. Default 60s.
     #[serde(with = "humantime_serde")]
     pub page_ttl: Duration,
+    /// Producer-chosen ids waiting for their duplicate check; beyond it the tail waits.
+    /// Default 65536.
+    pub max_pending_checks: usize,
+}
+
+/// The stable order of a client's history (docs/design.md, "Ordering").
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrderSettings {
+    /// A partition this replica has consumed to its end, and that received no record (no
+    /// event, no gateway tick) since, is taken to receive nothing ordered earlier than this
+    /// long ago. Only matters when no gateway ticks it (all gateways down); must exceed the
+    /// gateways' `kafka.delivery_timeout` plus the clock difference between hosts, or events
+    /// may arrive behind readers (counted in `query_late_events_total`). Default 15s.
+    #[serde(with = "humantime_serde")]
+    pub quiet_bound: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -79,6 +105,7 @@ impl Default for Settings {
             kafka: KafkaSettings::default(),
             store: StoreSettings::default(),
             cache: CacheSettings::default(),
+            order: OrderSettings::default(),
             api: ApiSettings::default(),
         }
     }
@@ -100,8 +127,19 @@ impl Default for CacheSettings {
     fn default() -> Self {
         CacheSettings {
             max_in_flight_events: 1_000_000,
-            max_page_rows: 500_000,
+            max_in_flight_bytes: 1 << 30,
+            recent_evictions: 262_144,
+            max_page_bytes: 256 << 20,
             page_ttl: Duration::from_secs(60),
+            max_pending_checks: 65_536,
+        }
+    }
+}
+
+impl Default for OrderSettings {
+    fn default() -> Self {
+        OrderSettings {
+            quiet_bound: Duration::from_secs(15),
         }
     }
 }

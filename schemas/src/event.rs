@@ -15,7 +15,7 @@ pub struct Event {
     pub event_type: String,
     /// Device time as the producer reported it.
     pub ts_micros: Option<i64>,
-    /// Gateway time of acceptance. `(ingested_at, event_id)` is the ingest order.
+    /// Gateway time of acceptance; the base of the order key (`order::LogClock`).
     pub ingested_at_micros: i64,
     pub priority: Priority,
     /// The producer's payload, JSON text validated by the gateway.

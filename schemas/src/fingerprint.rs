@@ -84,3 +84,42 @@ mod tests {
         );
     }
 }
+
+/// Golden fingerprints of every schema file: a schema is never edited in place (readers
+/// elsewhere hold the old fingerprint); a change is a new versioned file, and its fingerprint
+/// is added here on purpose.
+#[cfg(test)]
+mod golden {
+    use super::*;
+
+    /// File name and fingerprint as written on the wire (little-endian bytes, hex).
+    const GOLDEN: &[(&str, &str)] = &[
+        ("event.v1.avsc", "88c2f60e89271108"),
+        ("event.v2.avsc", "d990b6aaeecbe8f7"),
+        ("persisted.v1.avsc", "d30ba440eec973d3"),
+        ("tick.v1.avsc", "3158c4c7f9a12452"),
+    ];
+
+    #[test]
+    fn every_schema_file_keeps_its_fingerprint() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("avro");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|x| x == "avsc"))
+            .collect();
+        files.sort();
+        let mut seen = Vec::new();
+        for path in files {
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            let schema = Schema::parse_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+            let fp = format!("{:016x}", fingerprint(&schema).swap_bytes());
+            seen.push((name, fp));
+        }
+        let golden: Vec<(String, String)> = GOLDEN
+            .iter()
+            .map(|(n, f)| (n.to_string(), f.to_string()))
+            .collect();
+        assert_eq!(seen, golden, "a schema file changed, appeared or vanished");
+    }
+}

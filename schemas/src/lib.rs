@@ -1,5 +1,6 @@
 //! The contract between the pipeline's services: the event as it travels through Kafka,
-//! its Avro schemas (`avro/*.avsc`), and the single-object codec every service uses.
+//! its Avro schemas (`avro/*.avsc`), the single-object codec every service uses, the Kafka
+//! headers, and the order of a client's history.
 //!
 //! A Kafka value is Avro single-object encoded (`C3 01`, the writer schema's CRC-64-AVRO
 //! fingerprint, the datum), so a reader resolves the writer's schema from the fingerprint
@@ -8,10 +9,15 @@
 mod codec;
 mod event;
 mod fingerprint;
+pub mod headers;
+pub mod order;
 mod persisted;
 mod read_token;
+mod tick;
 
 pub use codec::{DecodeError, EncodeError, EventCodec, SchemaVersion};
 pub use event::{Event, Priority, PriorityParseError};
+pub use order::{LogClock, OrderKey};
 pub use persisted::{OffsetRange, PersistedBatch, PersistedCodec, ShardWrite};
 pub use read_token::{ReadToken, TokenError};
+pub use tick::{Tick, TickCodec};

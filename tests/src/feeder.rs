@@ -1,6 +1,9 @@
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc,
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
 };
 
 use serde_json::Value;
@@ -13,6 +16,7 @@ use crate::Stack;
 /// flows, whatever the machine's speed. Bounded by `MAX_ROUNDS` all the same.
 pub struct Feeder {
     stop: Arc<AtomicBool>,
+    acknowledged: Arc<AtomicUsize>,
     task: JoinHandle<Vec<Uuid>>,
 }
 
@@ -25,18 +29,34 @@ impl Feeder {
         batch: impl Fn(usize) -> Vec<Value> + Send + 'static,
     ) -> Feeder {
         let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
+        let acknowledged = Arc::new(AtomicUsize::new(0));
+        let (flag, count) = (stop.clone(), acknowledged.clone());
         let task = tokio::spawn(async move {
-            let mut acknowledged = Vec::new();
+            let mut ids = Vec::new();
             for round in 0..MAX_ROUNDS {
                 if flag.load(Ordering::Relaxed) {
                     break;
                 }
-                acknowledged.extend(stack.post_events(&gateway, &batch(round)).await.event_ids);
+                let posted = stack.post_events(&gateway, &batch(round)).await.event_ids;
+                count.fetch_add(posted.len(), Ordering::Relaxed);
+                ids.extend(posted);
             }
-            acknowledged
+            ids
         });
-        Feeder { stop, task }
+        Feeder {
+            stop,
+            acknowledged,
+            task,
+        }
+    }
+
+    /// Waits until `more` events beyond those acknowledged so far are acknowledged.
+    pub async fn more(&self, more: usize, deadline: Duration) {
+        let target = self.acknowledged.load(Ordering::Relaxed) + more;
+        crate::eventually(deadline, "more traffic", || async {
+            (self.acknowledged.load(Ordering::Relaxed) >= target).then_some(())
+        })
+        .await;
     }
 
     /// Stops after the request in progress; returns every acknowledged event id.

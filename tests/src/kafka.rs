@@ -5,7 +5,7 @@ use rdkafka::{
     client::DefaultClientContext,
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer},
-    message::{Headers, Message, OwnedMessage},
+    message::{Header, Headers, Message, OwnedHeaders, OwnedMessage},
     producer::{FutureProducer, FutureRecord},
     Offset, TopicPartitionList,
 };
@@ -30,7 +30,16 @@ impl KafkaAdmin {
     }
 
     pub async fn create_topic(&self, name: &str, partitions: i32) {
-        let topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        self.create_topic_with(name, partitions, &[]).await;
+    }
+
+    /// Creates a topic with topic-level configuration, e.g.
+    /// `("message.timestamp.after.max.ms", "2000")`.
+    pub async fn create_topic_with(&self, name: &str, partitions: i32, config: &[(&str, &str)]) {
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        for (key, value) in config {
+            topic = topic.set(key, value);
+        }
         let results = self
             .admin
             .create_topics(
@@ -110,37 +119,82 @@ impl KafkaAdmin {
 }
 
 impl KafkaAdmin {
-    /// Reads every message of `topic` from the beginning until `count` arrived or
-    /// `deadline` passed (polling, not sleeping).
-    pub fn read_all(&self, topic: &str, count: usize, deadline: Duration) -> Vec<OwnedMessage> {
+    /// Every message of `topic` from the beginning up to its end offsets as they are now,
+    /// so a message written twice is seen twice. Panics if they cannot be read within
+    /// `deadline` (polling, not sleeping).
+    pub fn read_all(&self, topic: &str, deadline: Duration) -> Vec<OwnedMessage> {
+        let ends = self.end_offsets(topic);
         let consumer = self.consumer(&format!("reader-{}", uuid::Uuid::new_v4().simple()));
         let mut tpl = TopicPartitionList::new();
-        for partition in self.end_offsets(topic).keys() {
+        for partition in ends.keys() {
             tpl.add_partition_offset(topic, *partition, Offset::Beginning)
                 .expect("partition");
         }
         consumer.assign(&tpl).expect("assign");
         let until = std::time::Instant::now() + deadline;
+        let mut next: BTreeMap<i32, i64> = ends.keys().map(|p| (*p, 0)).collect();
         let mut messages = Vec::new();
-        while messages.len() < count && std::time::Instant::now() < until {
+        while ends.iter().any(|(p, end)| next[p] < *end) {
+            assert!(
+                std::time::Instant::now() < until,
+                "{topic}: read {} messages, not up to the end offsets {ends:?}",
+                messages.len()
+            );
             if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
-                messages.push(message.detach());
+                let partition = message.partition();
+                if message.offset() < ends[&partition] {
+                    next.insert(partition, message.offset() + 1);
+                    messages.push(message.detach());
+                }
             }
         }
         messages
     }
 
+    /// Messages of `topic` that are events (not gateway ticks).
+    pub fn read_events(&self, topic: &str, deadline: Duration) -> Vec<OwnedMessage> {
+        self.read_all(topic, deadline)
+            .into_iter()
+            .filter(|m| header(m, schemas::headers::KIND).is_none())
+            .collect()
+    }
+
     /// Produces raw bytes, bypassing the gateway: how a foreign or broken producer looks.
-    pub async fn produce_raw(&self, topic: &str, key: &str, value: &[u8]) {
+    pub async fn produce_raw(&self, topic: &str, key: &str, value: &[u8]) -> (i32, i64) {
+        self.produce_raw_with(topic, key, value, &[]).await
+    }
+
+    /// The same with headers; returns the record's partition and offset.
+    pub async fn produce_raw_with(
+        &self,
+        topic: &str,
+        key: &str,
+        value: &[u8],
+        headers: &[(&str, &str)],
+    ) -> (i32, i64) {
         let producer: FutureProducer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
             .create()
             .expect("producer");
-        producer
-            .send(FutureRecord::to(topic).key(key).payload(value), TIMEOUT)
+        let mut owned = OwnedHeaders::new();
+        for (key, value) in headers {
+            owned = owned.insert(Header {
+                key,
+                value: Some(*value),
+            });
+        }
+        let delivery = producer
+            .send(
+                FutureRecord::to(topic)
+                    .key(key)
+                    .payload(value)
+                    .headers(owned),
+                TIMEOUT,
+            )
             .await
             .map_err(|(e, _)| e)
             .expect("raw message acknowledged");
+        (delivery.partition, delivery.offset)
     }
 }
 

@@ -48,3 +48,30 @@ pub fn by_client(events: &[Value], ids: &[Uuid]) -> HashMap<String, Vec<Uuid>> {
     }
     map
 }
+
+/// Asserts that an event as the query API answers it carries what was posted: type, payload
+/// (as JSON), device time, priority and sdk, with the documented defaults.
+pub fn assert_same_content(posted: &Value, answered: &Value) {
+    let id = &answered["event_id"];
+    assert_eq!(answered["type"], posted["type"], "{id}: type");
+    let payload = posted
+        .get("payload")
+        .cloned()
+        .unwrap_or(serde_json::json!({}));
+    assert_eq!(answered["payload"], payload, "{id}: payload");
+    let instant = |v: &Value| {
+        v.as_str().map(|t| {
+            time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                .expect("RFC 3339")
+        })
+    };
+    assert_eq!(instant(&answered["ts"]), instant(&posted["ts"]), "{id}: ts");
+    let priority = posted.get("priority").cloned().unwrap_or("normal".into());
+    assert_eq!(answered["priority"], priority, "{id}: priority");
+    let sdk = posted.get("sdk").cloned().unwrap_or(Value::Null);
+    assert_eq!(answered["sdk"], sdk, "{id}: sdk");
+    assert_eq!(
+        answered["client_id"], posted["client_id"],
+        "{id}: client_id"
+    );
+}

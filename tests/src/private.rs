@@ -218,13 +218,22 @@ impl PrivateKafka {
         .await;
     }
 
-    /// Stops the broker (SIGTERM) and waits for the process to end.
+    /// Stops the broker (SIGTERM) and waits for the process to end; a broker that has not
+    /// stopped after 30 s is killed, so a stuck shutdown cannot hang the test.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = Command::new("kill")
                 .arg("-TERM")
                 .arg(child.id().to_string())
                 .status();
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
+            while std::time::Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = child.kill();
             let _ = child.wait();
         }
     }

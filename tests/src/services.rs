@@ -1,4 +1,11 @@
-use std::{collections::HashMap, net::SocketAddr, path::PathBuf, process::Stdio, time::Duration};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    process::Stdio,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use event_store::StoreSettings;
 use serde_json::Value;
@@ -10,6 +17,9 @@ use uuid::Uuid;
 use crate::KafkaAdmin;
 
 const PARTITIONS: i32 = 6;
+/// How far ahead of the broker's clock an event topic accepts a record's time, as
+/// `deploy/local/topics` configures it.
+pub const MAX_CLOCK_AHEAD_MS: &str = "2000";
 
 /// One test's private slice of the real infrastructure, and the services started on it.
 pub struct Stack {
@@ -24,6 +34,8 @@ pub struct Stack {
     pub shard_urls: Vec<String>,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
+    /// Errors of services this stack runs in-process; a test that ends with any fails.
+    failures: Arc<Mutex<Vec<String>>>,
 }
 
 /// What the gateway acknowledged for one request.
@@ -56,12 +68,16 @@ impl Stack {
         let critical_topic = format!("events-critical-{id}");
         let dead_letter_topic = format!("events-dlq-{id}");
         let persisted_topic = format!("events-persisted-{id}");
-        for t in [
-            &topic,
-            &critical_topic,
-            &dead_letter_topic,
-            &persisted_topic,
-        ] {
+        for t in [&topic, &critical_topic] {
+            kafka
+                .create_topic_with(
+                    t,
+                    PARTITIONS,
+                    &[("message.timestamp.after.max.ms", MAX_CLOCK_AHEAD_MS)],
+                )
+                .await;
+        }
+        for t in [&dead_letter_topic, &persisted_topic] {
             kafka.create_topic(t, PARTITIONS).await;
         }
         let ports = std::env::var("PIPELINE_PG_PORTS").unwrap_or_else(|_| "5433 5434".into());
@@ -91,6 +107,7 @@ impl Stack {
             shard_urls,
             http: reqwest::Client::new(),
             shutdown: CancellationToken::new(),
+            failures: Arc::default(),
         }
     }
 
@@ -165,12 +182,25 @@ impl Stack {
     }
 
     pub async fn start_gateway_with(&self, settings: producer_gateway::Settings) -> String {
-        let gateway = producer_gateway::Gateway::bind(&settings)
+        self.start_gateway_clocked(settings, producer_gateway::IngestClock::default())
+            .await
+            .0
+    }
+
+    /// A gateway whose clock is `offset_micros` ahead of this host's (behind when negative);
+    /// the token stops it (with its final ticks).
+    pub async fn start_gateway_clocked(
+        &self,
+        settings: producer_gateway::Settings,
+        clock: producer_gateway::IngestClock,
+    ) -> (String, CancellationToken) {
+        let gateway = producer_gateway::Gateway::bind_with_clock(&settings, clock)
             .await
             .expect("gateway binds");
         let url = format!("http://{}", gateway.local_addr());
-        tokio::spawn(gateway.serve(self.shutdown.child_token()));
-        url
+        let token = self.shutdown.child_token();
+        self.watch("producer-gateway", gateway.serve(token.clone()));
+        (url, token)
     }
 
     /// Starts query-service in this process; returns its base URL.
@@ -188,7 +218,7 @@ impl Stack {
             .expect("query-service starts");
         let url = format!("http://{}", service.local_addr());
         let token = self.shutdown.child_token();
-        tokio::spawn(service.serve(token.clone()));
+        self.watch("query-service", service.serve(token.clone()));
         (url, token)
     }
 
@@ -198,8 +228,29 @@ impl Stack {
         let writer = db_writer::DbWriter::connect(self.writer_settings())
             .await
             .expect("db-writer starts");
-        tokio::spawn(writer.run(token.clone()));
+        self.watch("db-writer", writer.run(token.clone()));
         token
+    }
+
+    /// Runs a service in this process and records its error, if it returns one.
+    fn watch<E: std::fmt::Display>(
+        &self,
+        name: &'static str,
+        service: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+    ) {
+        let failures = self.failures.clone();
+        tokio::spawn(async move {
+            if let Err(e) = service.await {
+                let failure = format!("{name} failed: {e}");
+                eprintln!("{failure}");
+                failures.lock().expect("failures").push(failure);
+            }
+        });
+    }
+
+    /// Errors of in-process services so far.
+    pub fn service_failures(&self) -> Vec<String> {
+        self.failures.lock().expect("failures").clone()
     }
 
     /// Starts the db-writer binary as its own process, so a test can kill it.
@@ -321,35 +372,44 @@ impl Stack {
             .collect()
     }
 
-    /// Waits until the writer's group has committed every message of both topics.
+    /// Waits until the writer's group has committed everything published on both topics
+    /// before this call (gateways keep adding ticks after it).
     pub async fn drained(&self, deadline: Duration) {
+        let ends: Vec<_> = self
+            .topics()
+            .iter()
+            .map(|t| (t.to_string(), self.kafka.end_offsets(t)))
+            .collect();
         crate::eventually(deadline, "the writer to drain both topics", || async {
-            self.writer_drained().then_some(())
+            self.committed_past(&ends).then_some(())
         })
         .await;
     }
 
-    /// True once the writer's group has committed every message of both topics.
+    /// True once the writer's group has committed everything published so far.
     pub fn writer_drained(&self) -> bool {
-        self.topics().iter().all(|topic| {
-            let ends = self.kafka.end_offsets(topic);
-            ends == self.kafka.committed_offsets(&self.writer_group, topic)
+        let ends: Vec<_> = self
+            .topics()
+            .iter()
+            .map(|t| (t.to_string(), self.kafka.end_offsets(t)))
+            .collect();
+        self.committed_past(&ends)
+    }
+
+    fn committed_past(&self, ends: &[(String, std::collections::BTreeMap<i32, i64>)]) -> bool {
+        ends.iter().all(|(topic, ends)| {
+            let committed = self.kafka.committed_offsets(&self.writer_group, topic);
+            ends.iter()
+                .all(|(p, end)| committed.get(p).is_some_and(|c| c >= end))
         })
     }
 
-    /// Waits until at least `more` messages beyond `since` were published.
-    pub async fn published_beyond(&self, since: i64, more: i64, deadline: Duration) {
-        crate::eventually(deadline, "more traffic", || async {
-            (self.published_count() >= since + more).then_some(())
-        })
-        .await;
-    }
-
-    /// Messages on the event topics: what the gateway published.
+    /// Events on the event topics (ticks left out), every copy counted: what the gateway
+    /// published.
     pub fn published_count(&self) -> i64 {
         self.topics()
             .iter()
-            .map(|t| self.kafka.end_offsets(t).values().sum::<i64>())
+            .map(|t| self.kafka.read_events(t, Duration::from_secs(60)).len() as i64)
             .sum()
     }
 
@@ -366,6 +426,10 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         self.shutdown.cancel();
+        let failures = self.service_failures();
+        if !failures.is_empty() && !std::thread::panicking() {
+            panic!("services run by this test failed: {failures:?}");
+        }
     }
 }
 

@@ -42,18 +42,14 @@ async fn a_shard_restarted_under_traffic_loses_and_duplicates_nothing() {
     .await;
     shard.stop();
     // Down for as long as it takes the gateway to accept another 2000 events.
-    stack
-        .published_beyond(stack.published_count(), 2000, DRAIN)
-        .await;
+    feeder.more(2000, DRAIN).await;
     assert!(
         !stack.writer_drained(),
         "nothing can drain while a shard is down"
     );
     shard.start_again().await;
     // And traffic goes on after the restart.
-    stack
-        .published_beyond(stack.published_count(), 1000, DRAIN)
-        .await;
+    feeder.more(1000, DRAIN).await;
     let acknowledged = feeder.stop().await;
 
     stack.drained(DRAIN).await;

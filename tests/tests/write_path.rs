@@ -156,18 +156,11 @@ async fn critical_events_take_their_own_lane_to_the_same_table() {
         "{token}"
     );
     let id: Uuid = body["event_id"].as_str().unwrap().parse().unwrap();
-    assert_eq!(
-        stack
-            .kafka
-            .end_offsets(&stack.critical_topic)
-            .values()
-            .sum::<i64>(),
-        1
-    );
-    assert_eq!(
-        stack.kafka.end_offsets(&stack.topic).values().sum::<i64>(),
-        0
-    );
+    let lane = |topic: &str| stack.kafka.read_events(topic, Duration::from_secs(20));
+    let critical = lane(&stack.critical_topic);
+    assert_eq!(critical.len(), 1);
+    assert_eq!(critical[0].key(), Some(&b"pump-7"[..]));
+    assert!(lane(&stack.topic).is_empty(), "nothing in the normal lane");
     eventually(DRAIN, "critical event persisted", || async {
         stack.row_counts().await.contains_key(&id).then_some(())
     })
@@ -191,7 +184,7 @@ async fn a_w3c_traceparent_travels_with_each_event_in_kafka_headers() {
     assert_eq!(response.status(), 202);
     let messages = stack
         .kafka
-        .read_all(&stack.topic, 2, Duration::from_secs(20));
+        .read_events(&stack.topic, Duration::from_secs(20));
     assert_eq!(messages.len(), 2);
     for message in &messages {
         assert_eq!(header(message, "traceparent").as_deref(), Some(traceparent));
@@ -230,52 +223,68 @@ async fn a_client_over_its_rate_gets_429_and_nothing_of_its_request_is_published
     stack.post_events(&gateway, &[event("quiet", 1)]).await;
 }
 
+/// An event as a producer built against `schemas` would write it straight to Kafka.
+fn raw_event(client: &str, payload: &str) -> (Uuid, Vec<u8>) {
+    let id = Uuid::now_v7();
+    let event = schemas::Event {
+        event_id: id,
+        client_id: client.into(),
+        event_type: "t".into(),
+        ts_micros: None,
+        ingested_at_micros: 1_763_000_000_000_000,
+        priority: schemas::Priority::Normal,
+        payload: payload.into(),
+        sdk: None,
+    };
+    (id, schemas::EventCodec::new().encode(&event).unwrap())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn poison_records_go_to_the_dead_letter_topic_and_the_rest_is_stored() {
+async fn poison_records_go_to_the_dead_letter_topic_whole_and_the_rest_is_stored() {
     let stack = Stack::new().await;
     let gateway = stack.start_gateway().await;
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 
-    // Valid JSON that PostgreSQL's jsonb refuses, among good events of the same batches.
-    let mut events: Vec<Value> = (0..60).map(|n| event(&format!("c{}", n % 7), n)).collect();
-    events[13] = json!({"client_id": "c1", "type": "t", "payload": {"text": "nul \u{0000} byte"}});
-    events[41] = json!({"client_id": "c2", "type": "t", "payload": "\u{0000}"});
-    let posted = stack.post_events(&gateway, &events).await;
-    // A message no event codec can read, from a foreign producer.
-    stack
-        .kafka
-        .produce_raw(&stack.topic, "c3", b"{\"not\":\"avro\"}")
+    let posted = stack
+        .post_events(
+            &gateway,
+            &(0..30).map(|n| event("c1", n)).collect::<Vec<_>>(),
+        )
+        .await;
+    // Written around the gateway (which refuses such input): an event PostgreSQL's jsonb
+    // refuses, and a message no event codec can read. Each carries a trace header.
+    let (refused_id, refused_value) = raw_event("c1", r#"{"text":"nul \u0000 byte"}"#);
+    let garbage = b"{\"not\":\"avro\"}".to_vec();
+    let mut sources = Vec::new();
+    for (key, value) in [("c1", &refused_value), ("c3", &garbage)] {
+        let (partition, offset) = stack
+            .kafka
+            .produce_raw_with(&stack.topic, key, value, &[("traceparent", traceparent)])
+            .await;
+        sources.push((partition, offset, value.clone()));
+    }
+    let more = stack
+        .post_events(
+            &gateway,
+            &(30..60).map(|n| event("c2", n)).collect::<Vec<_>>(),
+        )
         .await;
 
     let _writer = stack.start_writer().await;
     stack.drained(DRAIN).await;
 
     let counts = stack.row_counts().await;
-    let poisoned = [posted.event_ids[13], posted.event_ids[41]];
-    for (n, id) in posted.event_ids.iter().enumerate() {
-        let expected = usize::from(!poisoned.contains(id));
-        assert_eq!(counts.get(id).copied().unwrap_or(0), expected, "event {n}");
+    for id in posted.event_ids.iter().chain(&more.event_ids) {
+        assert_eq!(counts.get(id), Some(&1), "{id} stored once");
     }
-    assert_eq!(counts.len(), 58);
+    assert!(!counts.contains_key(&refused_id));
+    assert_eq!(counts.len(), 60);
 
     let dead = stack
         .kafka
-        .read_all(&stack.dead_letter_topic, 3, Duration::from_secs(20));
-    assert_eq!(dead.len(), 3);
-    let mut classes: Vec<String> = dead
-        .iter()
-        .map(|m| header(m, "dlq.error.class").unwrap())
-        .collect();
-    classes.sort();
-    assert_eq!(
-        classes,
-        vec![
-            "rejected-by-database",
-            "rejected-by-database",
-            "undecodable"
-        ]
-    );
+        .read_all(&stack.dead_letter_topic, Duration::from_secs(20));
+    assert_eq!(dead.len(), 2, "each refused record dead-lettered once");
     for message in &dead {
-        assert_eq!(header(message, "dlq.source.topic").unwrap(), stack.topic);
         let partition: i32 = header(message, "dlq.source.partition")
             .unwrap()
             .parse()
@@ -284,13 +293,50 @@ async fn poison_records_go_to_the_dead_letter_topic_and_the_rest_is_stored() {
             .unwrap()
             .parse()
             .unwrap();
-        assert!(partition >= 0 && offset >= 0);
-        assert!(!header(message, "dlq.error.message").unwrap().is_empty());
-        assert!(
-            message.payload().is_some_and(|p| !p.is_empty()),
-            "the record travels whole"
+        let (_, _, original) = sources
+            .iter()
+            .find(|(p, o, _)| *p == partition && *o == offset)
+            .expect("names the record it came from");
+        assert_eq!(header(message, "dlq.source.topic").unwrap(), stack.topic);
+        assert_eq!(
+            message.payload(),
+            Some(original.as_slice()),
+            "original bytes"
         );
+        assert_eq!(header(message, "traceparent").as_deref(), Some(traceparent));
+        assert!(!header(message, "dlq.error.message").unwrap().is_empty());
+        let class = header(message, "dlq.error.class").unwrap();
+        if original == &garbage {
+            assert_eq!(class, "undecodable");
+        } else {
+            assert_eq!(class, "rejected-by-database");
+            assert_eq!(
+                header(message, "dlq.error.sqlstate").as_deref(),
+                Some("22P05")
+            );
+        }
     }
+
+    // The persisted notices name exactly the rows stored: not the refused one.
+    let codec = PersistedCodec::default();
+    let noticed = eventually(Duration::from_secs(30), "notices", || async {
+        let mut noticed = HashSet::new();
+        for message in stack
+            .kafka
+            .read_all(&stack.persisted_topic, Duration::from_secs(20))
+        {
+            let batch = codec.decode(message.payload().unwrap()).unwrap();
+            for shard in batch.shards {
+                for id in shard.event_ids {
+                    assert!(noticed.insert(id.parse::<Uuid>().unwrap()), "noticed twice");
+                }
+            }
+        }
+        (noticed.len() >= 60).then_some(noticed)
+    })
+    .await;
+    assert!(!noticed.contains(&refused_id));
+    assert_eq!(noticed.len(), 60);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -313,10 +359,9 @@ async fn persisted_notices_name_every_stored_event() {
         "notices for every event",
         || async {
             let mut ids = HashSet::new();
-            let notices =
-                stack
-                    .kafka
-                    .read_all(&stack.persisted_topic, usize::MAX, Duration::from_secs(2));
+            let notices = stack
+                .kafka
+                .read_all(&stack.persisted_topic, Duration::from_secs(20));
             for message in &notices {
                 let batch = codec.decode(message.payload().unwrap()).unwrap();
                 assert!(batch.persisted_at >= batch.last_ingested_at);
@@ -352,9 +397,7 @@ async fn writers_joining_and_dying_under_traffic_lose_and_duplicate_nothing() {
     first.kill().await;
     let third = stack.spawn_writer_process();
     // The group rebalances twice (one member gone, one joined) while events keep coming.
-    stack
-        .published_beyond(stack.published_count(), 3000, DRAIN)
-        .await;
+    feeder.more(3000, DRAIN).await;
     let acknowledged = feeder.stop().await;
 
     stack.drained(DRAIN).await;

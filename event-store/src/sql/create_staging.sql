@@ -4,6 +4,7 @@ CREATE TEMP TABLE IF NOT EXISTS events_staging (
     type            text,
     ts              timestamptz,
     ingested_at     timestamptz,
+    ordered_at      timestamptz,
     priority        text,
     payload         jsonb,
     topic           text,

@@ -139,6 +139,7 @@ fn generate(n: usize) -> Vec<StoredEvent> {
                 partition: (i % 6) as i32,
                 offset: (i / 6) as i64,
             },
+            ordered_at_micros: base + i as i64,
         })
         .collect()
 }

@@ -1,0 +1,182 @@
+//! `GET /events?clientId=`: one page of a client's history.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use axum::{
+    extract::{Query, State},
+    http::{HeaderValue, StatusCode},
+    response::{IntoResponse, Response},
+    Json,
+};
+use chassis::problem::Problem;
+use event_store::ClientQuery;
+use schemas::ReadToken;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    params::{bad_request, format_cursor, parse_cursor, parse_order, parse_time},
+    view::{view, EventView},
+    AppState,
+};
+use crate::{
+    history::{self, HistoryError},
+    metrics,
+};
+
+#[derive(Deserialize)]
+pub struct Params {
+    #[serde(rename = "clientId")]
+    client_id: Option<String>,
+    limit: Option<String>,
+    cursor: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+    /// `asc` (oldest first, the default) or `desc` (newest first).
+    order: Option<String>,
+    /// A read-your-writes token from producer-gateway.
+    after: Option<String>,
+    wait_ms: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Answer<'a> {
+    #[serde(rename = "clientId")]
+    client_id: &'a str,
+    events: Vec<EventView<'a>>,
+    /// Set when more events follow now.
+    next_cursor: Option<String>,
+    /// Where to continue from later for what comes next (after the last event returned).
+    resume_cursor: Option<String>,
+    complete: bool,
+}
+
+pub async fn get_events(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<Params>,
+) -> Response {
+    let started = Instant::now();
+    let response = match answer(&state, params).await {
+        Ok(response) => response,
+        Err(problem) => problem.into_response(),
+    };
+    metrics::QUERY_SECONDS
+        .with_label_values(&[response.status().as_str()])
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+async fn answer(state: &AppState, params: Params) -> Result<Response, Problem> {
+    let client_id = params
+        .client_id
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| bad_request("clientId is required".into()))?;
+    let limit = match params.limit {
+        None => state.api.default_limit,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=state.api.max_limit).contains(l))
+            .ok_or_else(|| bad_request(format!("limit must be 1 to {}", state.api.max_limit)))?,
+    };
+    let from = params.cursor.as_deref().map(parse_cursor).transpose()?;
+    let direction = parse_order(params.order.as_deref())?;
+    let since_micros = params
+        .since
+        .as_deref()
+        .map(|s| parse_time("since", s))
+        .transpose()?;
+    let until_micros = params
+        .until
+        .as_deref()
+        .map(|s| parse_time("until", s))
+        .transpose()?;
+    if let Some(token) = params.after.as_deref() {
+        let token: ReadToken = token
+            .parse()
+            .map_err(|e: schemas::TokenError| bad_request(format!("after: {e}")))?;
+        let wait_ms = match params.wait_ms.as_deref() {
+            None => state.api.default_wait.as_millis() as u64,
+            Some(w) => w
+                .parse::<u64>()
+                .ok()
+                .filter(|w| *w <= state.api.max_wait.as_millis() as u64)
+                .ok_or_else(|| {
+                    bad_request(format!(
+                        "wait_ms must be 0 to {}",
+                        state.api.max_wait.as_millis()
+                    ))
+                })?,
+        };
+        let caught_up = state
+            .progress
+            .wait_for(
+                &token,
+                &client_id,
+                &state.in_flight,
+                &state.frontier,
+                Duration::from_millis(wait_ms),
+            )
+            .await;
+        if !caught_up {
+            return Err(not_caught_up(wait_ms));
+        }
+    }
+    let query = ClientQuery {
+        client_id: &client_id,
+        from,
+        since_micros,
+        until_micros,
+        limit,
+        direction,
+    };
+    let page = history::page(&state.sources(), &query)
+        .await
+        .map_err(|e| unavailable(state, &e))?;
+    let complete = state.complete();
+    if !complete {
+        metrics::INCOMPLETE_ANSWERS.inc();
+    }
+    let events = page
+        .events
+        .iter()
+        .map(|(status, stored)| view(*status, stored))
+        .collect::<Result<Vec<_>, _>>()?;
+    let body = Answer {
+        client_id: &client_id,
+        events,
+        next_cursor: page.next.map(format_cursor),
+        resume_cursor: page.resume.map(format_cursor),
+        complete,
+    };
+    let mut response = Json(body).into_response();
+    if !complete {
+        response
+            .headers_mut()
+            .insert("x-events-incomplete", HeaderValue::from_static("true"));
+    }
+    Ok(response)
+}
+
+pub(super) fn not_caught_up(wait_ms: u64) -> Problem {
+    Problem::new(
+        StatusCode::GATEWAY_TIMEOUT,
+        "not-caught-up",
+        format!("this replica has not released the token's events within {wait_ms} ms; retry"),
+    )
+}
+
+pub(super) fn unavailable(state: &AppState, error: &HistoryError) -> Problem {
+    tracing::warn!(error = %error, "history read failed");
+    let detail = match error {
+        HistoryError::Store(_) => "the client's shard cannot be read; retry later",
+        HistoryError::Busy => "the client's events are moving into PostgreSQL; retry",
+    };
+    let kind = match error {
+        HistoryError::Store(_) => "shard-unavailable",
+        HistoryError::Busy => "busy",
+    };
+    Problem::new(StatusCode::SERVICE_UNAVAILABLE, kind, detail).retry_after(state.api.retry_after)
+}

@@ -1,0 +1,60 @@
+//! The HTTP API: `GET /events` (`events`), `GET /events/stream` (`stream`), health and
+//! metrics, over one shared state.
+
+mod events;
+mod params;
+mod stream;
+mod view;
+
+use std::sync::Arc;
+
+use axum::{routing::get, Router};
+use chassis::health::Readiness;
+use event_store::ShardSet;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    history::Sources, in_flight::InFlight, page_cache::PageCache, progress::Progress,
+    release::Frontier, settings::ApiSettings, streams::Streams,
+};
+
+/// What every request handler reads.
+pub struct AppState {
+    pub shards: ShardSet,
+    pub in_flight: Arc<InFlight>,
+    pub frontier: Arc<Frontier>,
+    pub pages: PageCache,
+    pub progress: Arc<Progress>,
+    pub streams: Arc<Streams>,
+    /// Bounds concurrent streams.
+    pub stream_permits: Arc<Semaphore>,
+    pub api: ApiSettings,
+    /// Ends open streams when the service stops.
+    pub shutdown: CancellationToken,
+}
+
+impl AppState {
+    pub(crate) fn sources(&self) -> Sources<'_> {
+        Sources {
+            shards: &self.shards,
+            in_flight: &self.in_flight,
+            frontier: &self.frontier,
+            cache: &self.pages,
+        }
+    }
+
+    /// False while consumption waits at the in-flight bound: answers lag behind.
+    pub(crate) fn complete(&self) -> bool {
+        !self.in_flight.is_full()
+    }
+}
+
+pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
+    Router::new()
+        .route("/events", get(events::get_events))
+        .route("/events/stream", get(stream::stream_events))
+        .with_state(state)
+        .merge(chassis::health::router(readiness))
+        .merge(chassis::metrics::router())
+}

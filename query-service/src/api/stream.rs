@@ -1,0 +1,205 @@
+//! `GET /events/stream?clientId=`: one client's events as Server-Sent Events, live.
+//!
+//! A stream replays the client's history after its cursor (`cursor` or `Last-Event-ID`), then
+//! follows the events the tail releases for the client, in the same order. Each SSE id is the
+//! event's cursor, so a client that reconnects with `Last-Event-ID` resumes without gaps or
+//! repeats. A reader too slow for its queue is cut off with an `error` event instead of
+//! being buffered without bound. The stream ends when its reader goes (the body is dropped
+//! and its subscription and slot with it) and when the service shuts down.
+
+use std::{
+    collections::VecDeque,
+    convert::Infallible,
+    sync::{atomic::Ordering, Arc},
+};
+
+use axum::{
+    extract::{Query, State},
+    http::{HeaderMap, StatusCode},
+    response::sse::{Event as SseEvent, KeepAlive, Sse},
+};
+use chassis::problem::Problem;
+use event_store::{ClientQuery, Direction, StoredEvent};
+use futures::Stream;
+use schemas::{OrderKey, ReadToken};
+use serde::Deserialize;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::{
+    events::{not_caught_up, unavailable},
+    params::{bad_request, format_cursor, parse_cursor},
+    view::view,
+    AppState,
+};
+use crate::{
+    history::{self, Status},
+    streams::Subscription,
+};
+
+const REPLAY_PAGE: usize = 1000;
+
+#[derive(Deserialize)]
+pub struct Params {
+    #[serde(rename = "clientId")]
+    client_id: Option<String>,
+    cursor: Option<String>,
+    after: Option<String>,
+}
+
+pub async fn stream_events(
+    State(state): State<Arc<AppState>>,
+    Query(params): Query<Params>,
+    headers: HeaderMap,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
+    let client_id = params
+        .client_id
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| bad_request("clientId is required".into()))?;
+    let resume = params.cursor.or_else(|| {
+        headers
+            .get("last-event-id")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    });
+    let last = resume.as_deref().map(parse_cursor).transpose()?;
+    let permit = state
+        .stream_permits
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too-many-streams",
+                "this replica serves its maximum number of streams; retry later or elsewhere",
+            )
+            .retry_after(state.api.retry_after)
+        })?;
+    if let Some(token) = params.after.as_deref() {
+        let token: ReadToken = token
+            .parse()
+            .map_err(|e: schemas::TokenError| bad_request(format!("after: {e}")))?;
+        let wait = state.api.default_wait;
+        let caught_up = state
+            .progress
+            .wait_for(&token, &client_id, &state.in_flight, &state.frontier, wait)
+            .await;
+        if !caught_up {
+            return Err(not_caught_up(wait.as_millis() as u64));
+        }
+    }
+    // Subscribe before replaying: whatever is released during the replay is queued too, and
+    // the replay's positions filter the overlap out.
+    let subscription = state.streams.subscribe(&client_id, state.api.stream_buffer);
+    let heartbeat = state.api.stream_heartbeat;
+    let feed = Feed {
+        state,
+        client_id,
+        last,
+        replaying: true,
+        queue: VecDeque::new(),
+        subscription,
+        done: false,
+        _permit: permit,
+    };
+    let stream = futures::stream::unfold(feed, |mut feed| async move {
+        feed.next().await.map(|event| (Ok(event), feed))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat)))
+}
+
+/// The state of one stream, owned by its response body.
+struct Feed {
+    state: Arc<AppState>,
+    client_id: String,
+    /// Position of the last event sent.
+    last: Option<OrderKey>,
+    replaying: bool,
+    queue: VecDeque<SseEvent>,
+    subscription: Subscription,
+    done: bool,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Feed {
+    async fn next(&mut self) -> Option<SseEvent> {
+        loop {
+            if let Some(event) = self.queue.pop_front() {
+                return Some(event);
+            }
+            if self.done {
+                return None;
+            }
+            if self.replaying {
+                self.replay().await;
+                continue;
+            }
+            if self.subscription.lagged.load(Ordering::Relaxed) {
+                self.done = true;
+                return Some(error_event(
+                    "too slow: events were released faster than this stream read them; \
+                     reconnect with Last-Event-ID",
+                ));
+            }
+            let shutdown = self.state.shutdown.clone();
+            tokio::select! {
+                _ = shutdown.cancelled() => self.done = true,
+                released = self.subscription.events.recv() => match released {
+                    Some(event) => self.send(Status::InFlight, &event),
+                    None => self.done = true,
+                },
+            }
+        }
+    }
+
+    /// One page of the client's history after the last event sent.
+    async fn replay(&mut self) {
+        if self.state.shutdown.is_cancelled() {
+            self.done = true;
+            return;
+        }
+        let query = ClientQuery {
+            client_id: &self.client_id,
+            from: self.last,
+            since_micros: None,
+            until_micros: None,
+            limit: REPLAY_PAGE,
+            direction: Direction::Forward,
+        };
+        match history::page(&self.state.sources(), &query).await {
+            Ok(page) => {
+                for (status, event) in &page.events {
+                    self.send(*status, event);
+                }
+                self.replaying = page.next.is_some();
+            }
+            Err(e) => {
+                let problem = unavailable(&self.state, &e);
+                self.queue.push_back(error_event(&problem.detail));
+                self.done = true;
+            }
+        }
+    }
+
+    fn send(&mut self, status: Status, stored: &StoredEvent) {
+        let key = stored.order_key();
+        if self.last.is_some_and(|last| key <= last) {
+            return; // sent already (replay and live overlap)
+        }
+        let data = view(status, stored)
+            .ok()
+            .and_then(|v| serde_json::to_string(&v).ok());
+        if let Some(data) = data {
+            self.queue.push_back(
+                SseEvent::default()
+                    .event("event")
+                    .id(format_cursor(key))
+                    .data(data),
+            );
+        }
+        self.last = Some(key);
+    }
+}
+
+fn error_event(message: &str) -> SseEvent {
+    SseEvent::default().event("error").data(message)
+}
