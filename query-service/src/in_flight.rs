@@ -375,17 +375,6 @@ impl InFlight {
         }
     }
 
-    /// Every cached page becomes stale: rows arrived that no eviction announced (partitions
-    /// assigned after the writer had already stored some of their events).
-    pub fn invalidate_pages(&self) {
-        let clock = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
-        for shard in self.shards.iter() {
-            let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
-            shard.floor = clock;
-            shard.moved.clear();
-        }
-    }
-
     /// The eviction clock at which `client`'s persisted rows last changed (conservatively).
     pub fn rows_changed_at(&self, client_id: &str) -> u64 {
         let shard = self.shard(client_id);

@@ -1,9 +1,9 @@
 //! Recently read pages of clients' persisted rows (moka, bounded in bytes, with a TTL), so a
 //! hot client's history is served from memory. A page is used only while the client's rows
 //! have not changed since it was read: rows change exactly when in-flight events of that
-//! client are evicted (they became rows), which the in-flight set records on its clock, or
-//! when partitions are assigned whose stored events this replica never held (then every page
-//! is invalidated).
+//! client are evicted (they became rows), which the in-flight set records on its clock.
+//! Partitions added after the replica started are read from their beginning, so events the
+//! writer stored there before the replica saw them pass through the in-flight set too.
 
 use std::{sync::Arc, time::Duration};
 

@@ -69,6 +69,24 @@ impl Progress {
         Some(until)
     }
 
+    /// Waits until `ready` holds (it is re-checked whenever the tail consumes or releases);
+    /// false if `wait` ran out first.
+    pub async fn wait_until(&self, ready: impl Fn() -> bool, wait: Duration) -> bool {
+        let mut changed = self.changed.subscribe();
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if ready() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed.changed())
+                .await
+                .is_err()
+            {
+                return ready();
+            }
+        }
+    }
+
     /// Waits until every event of `token` is consumed and released for `client`; false if
     /// `wait` ran out first.
     pub async fn wait_for(

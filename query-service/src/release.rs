@@ -35,12 +35,16 @@ pub struct Frontier {
     /// Events ordered before this time (micros) are released, subject to the per-client
     /// duplicate check.
     released: AtomicI64,
+    /// The largest clock of the commits this replica started from: events stored before it
+    /// started are ordered at or before it.
+    start: AtomicI64,
 }
 
 impl Default for Frontier {
     fn default() -> Self {
         Frontier {
             released: AtomicI64::new(i64::MIN),
+            start: AtomicI64::new(i64::MIN),
         }
     }
 }
@@ -49,6 +53,13 @@ impl Frontier {
     /// Every key below this is released.
     pub fn released(&self) -> OrderKey {
         OrderKey::floor(self.released.load(Ordering::Acquire))
+    }
+
+    /// True once the frontier has passed every event stored before this replica started.
+    /// Before, a stream's replay could stop short of events this replica never consumed
+    /// and so would never deliver live.
+    pub fn started(&self) -> bool {
+        self.released.load(Ordering::Acquire) > self.start.load(Ordering::Acquire)
     }
 }
 
@@ -108,6 +119,11 @@ impl Release {
             }
         }
         metrics::UNRELEASED.set(self.pending.len() as i64);
+    }
+
+    /// A partition was assigned at a commit carrying this clock.
+    pub fn started_at(&mut self, clock: i64) {
+        self.frontier.start.fetch_max(clock, Ordering::AcqRel);
     }
 
     pub fn check_started(&mut self, client: &str) {

@@ -142,11 +142,11 @@ impl Tail {
             start_ends: HashMap::new(),
         };
         let observed = core.observe().await?;
+        core.assign_new(&consumer, &observed)?;
         core.start_ends = observed
             .iter()
             .filter_map(|(slot, o)| o.end.map(|end| (slot.clone(), end)))
             .collect();
-        core.assign_new(&consumer, &observed)?;
         info!(
             group,
             partitions = core.partitions.len(),
@@ -208,32 +208,43 @@ impl Core {
         if new.is_empty() {
             return Ok(());
         }
+        // At start every partition begins at the writer's commit: everything before it is
+        // in PostgreSQL, ordered before the clock the commit carries (readers wait until the
+        // frontier has passed those clocks, see `Frontier::started`). A partition added later
+        // is read from its beginning: the writer may already have stored some of its events,
+        // and this replica must place each of them in the order itself.
+        let starting = self.start_ends.is_empty();
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), o) in &new {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(o.committed))?;
+            let offset = if starting {
+                Offset::Offset(o.committed)
+            } else {
+                Offset::Beginning
+            };
+            tpl.add_partition_offset(topic, *partition, offset)?;
         }
         consumer.incremental_assign(&tpl)?;
-        let mut stored_unseen = false;
         for ((topic, partition), o) in new {
+            let (next, clock) = if starting {
+                (o.committed, o.clock)
+            } else {
+                (0, None)
+            };
             // Everything below the writer's commit is in PostgreSQL: consumed, in effect.
-            self.progress
-                .advance(topic, *partition, o.committed, o.clock);
-            stored_unseen |= o.committed > 0;
+            self.progress.advance(topic, *partition, next, clock);
+            if let Some(clock) = clock {
+                self.release.started_at(clock);
+            }
             self.partitions.insert(
                 (topic.clone(), *partition),
                 Partition {
-                    clock: LogClock::resume(o.clock),
+                    clock: LogClock::resume(clock),
                     committed: o.committed,
                     caught_up_at: None,
                     held: VecDeque::new(),
                     deferred: Vec::new(),
                 },
             );
-        }
-        if stored_unseen && !self.start_ends.is_empty() {
-            // Rows this replica never held arrived with these partitions (added later, and
-            // already written by the writer): no cached page can vouch for them.
-            self.in_flight.invalidate_pages();
         }
         info!(added = tpl.count(), "partitions assigned");
         Ok(())

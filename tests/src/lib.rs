@@ -13,12 +13,14 @@ mod kafka;
 mod poll;
 mod private;
 mod services;
+mod sse;
 
 pub use feeder::Feeder;
 pub use kafka::{header, KafkaAdmin};
 pub use poll::eventually;
 pub use private::{PrivateKafka, PrivateShard};
-pub use services::{Posted, Stack, WriterProcess};
+pub use services::{Posted, Stack, WriterProcess, MAX_CLOCK_AHEAD_MS};
+pub use sse::{Block, SseReader, Streamed};
 
 use std::collections::HashMap;
 

@@ -224,12 +224,76 @@ impl Stack {
 
     /// Starts db-writer in this process; cancelling the token stops it cleanly.
     pub async fn start_writer(&self) -> CancellationToken {
+        self.start_writer_with(self.writer_settings()).await.0
+    }
+
+    /// Starts db-writer with these settings; returns its token and the base URL of its
+    /// metrics and health endpoints.
+    pub async fn start_writer_with(
+        &self,
+        settings: db_writer::Settings,
+    ) -> (CancellationToken, String) {
         let token = self.shutdown.child_token();
-        let writer = db_writer::DbWriter::connect(self.writer_settings())
+        let writer = db_writer::DbWriter::connect(settings)
             .await
             .expect("db-writer starts");
+        let url = format!(
+            "http://{}",
+            writer.metrics_addr().expect("metrics listener address")
+        );
         self.watch("db-writer", writer.run(token.clone()));
-        token
+        (token, url)
+    }
+
+    /// The value of one Prometheus sample (`name{labels}`) at `url`/metrics; 0 when absent.
+    pub async fn metric(&self, url: &str, sample: &str) -> f64 {
+        let text = self
+            .http
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .expect("metrics answer")
+            .text()
+            .await
+            .expect("metrics text");
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| {
+                let (name, value) = l.rsplit_once(' ')?;
+                (name == sample).then(|| value.parse().ok()).flatten()
+            })
+            .unwrap_or(0.0)
+    }
+
+    /// Runs a statement on every shard's test database.
+    pub async fn on_shards(&self, sql: &str) {
+        for url in &self.shard_urls {
+            let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("shard");
+            tokio::spawn(connection);
+            client.batch_execute(sql).await.expect("statement on shard");
+        }
+    }
+
+    /// Runs a statement on every shard's server outside the test database (for example to
+    /// change the database's settings or end its sessions).
+    pub async fn on_shard_servers(&self, sql: &str) {
+        for url in &self.shard_urls {
+            let admin = match url.rsplit_once('/') {
+                Some((server, _)) => format!("{server}/postgres"),
+                None => url.clone(),
+            };
+            let (client, connection) = tokio_postgres::connect(&admin, NoTls).await.expect("shard");
+            tokio::spawn(connection);
+            client
+                .batch_execute(sql)
+                .await
+                .expect("statement on shard server");
+        }
+    }
+
+    /// The name of this test's database on every shard.
+    pub fn database(&self) -> String {
+        format!("t_{}", self.id)
     }
 
     /// Runs a service in this process and records its error, if it returns one.

@@ -299,7 +299,8 @@ async fn a_full_in_flight_set_is_reported_not_hidden() {
     let stack = Stack::new().await;
     let gateway = stack.start_gateway().await;
     let mut settings = stack.query_settings();
-    settings.cache.max_in_flight_events = 5;
+    // Bounded in bytes: room for about five of these events.
+    settings.cache.max_in_flight_bytes = 5 * 400;
     let (query, _stop) = stack.start_query_with(settings).await;
     stack.post_events(&gateway, &events(1, 20, "many")).await;
     let (page, headers) = eventually(Duration::from_secs(20), "overflow noticed", || async {
@@ -318,6 +319,59 @@ async fn a_full_in_flight_set_is_reported_not_hidden() {
     })
     .await;
     assert_eq!(page["events"].as_array().unwrap().len(), 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cached_pages_never_hide_events_stored_in_partitions_added_later() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let _writer = stack.start_writer().await;
+    let mut settings = stack.query_settings();
+    // This replica notices new partitions late: the writer stores their first events before.
+    settings.kafka.refresh_interval = Duration::from_secs(3);
+    let (query, _stop) = stack.start_query_with(settings).await;
+    let mut expected: HashMap<String, Vec<Uuid>> = HashMap::new();
+    let first = events(20, 2, "before");
+    let posted = stack.post_events(&gateway, &first).await;
+    for (client, ids) in by_client(&first, &posted.event_ids) {
+        expected.entry(client).or_default().extend(ids);
+    }
+    // Read (and cache) every client's page now.
+    for (client, want) in &expected {
+        let history = eventually(Duration::from_secs(20), "visible", || async {
+            let h = stack.history(&query, client, 50).await;
+            (h.len() >= want.len()).then_some(h)
+        })
+        .await;
+        assert_eq!(&ids(&history), want);
+    }
+    stack.kafka.add_partitions(&stack.topic, 12).await;
+    let mut moved = HashSet::new();
+    for round in 0..500 {
+        let batch = events(20, 1, &format!("after-{round}"));
+        let posted = stack.post_events(&gateway, &batch).await;
+        for ((event, id), partition) in batch.iter().zip(&posted.event_ids).zip(&posted.partitions) {
+            let client = event["client_id"].as_str().unwrap().to_owned();
+            if *partition >= 6 {
+                moved.insert(client.clone());
+            }
+            expected.entry(client).or_default().push(*id);
+        }
+        if !moved.is_empty() && round > 3 {
+            break;
+        }
+    }
+    assert!(!moved.is_empty(), "the gateway never used the new partitions");
+    stack.drained(DRAIN).await;
+    for client in &moved {
+        let want = &expected[client];
+        let history = eventually(Duration::from_secs(30), "complete history", || async {
+            let h = stack.history(&query, client, 50).await;
+            (h.len() >= want.len()).then_some(h)
+        })
+        .await;
+        assert_eq!(&ids(&history), want, "{client}: the same page, now with every event");
+    }
 }
 
 /// Reads Server-Sent Events of type `event` until `count` arrived; returns (id, data).

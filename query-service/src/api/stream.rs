@@ -90,6 +90,20 @@ pub async fn stream_events(
     // Subscribe before replaying: whatever is released during the replay is queued too, and
     // the replay's positions filter the overlap out.
     let subscription = state.streams.subscribe(&client_id, state.api.stream_buffer);
+    // Right after the replica started, events stored before its start are not all released
+    // yet; a replay then would stop short of some that it never delivers live.
+    let started = state
+        .progress
+        .wait_until(|| state.frontier.started(), state.api.default_wait)
+        .await;
+    if !started {
+        return Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "this replica is still catching up after its start; retry",
+        )
+        .retry_after(state.api.retry_after));
+    }
     let heartbeat = state.api.stream_heartbeat;
     let feed = Feed {
         state,
