@@ -9,7 +9,7 @@ use event_store::{ClientQuery, Direction, ShardSet, StoreError};
 use schemas::OrderKey;
 
 use crate::{
-    in_flight::{Held, InFlight, Verdict},
+    in_flight::{Held, InFlight, Snapshot, Verdict},
     metrics,
     page_cache::PageCache,
     release::Frontier,
@@ -74,6 +74,15 @@ async fn attempt(
     let snapshot = sources
         .in_flight
         .snapshot(&probe, sources.frontier.released());
+    // Newest first, the shard is read from the frontier down: rows above it are not answered
+    // yet and would only take the places of rows that are.
+    let probe = match query.direction {
+        Direction::Forward => probe,
+        Direction::Backward => ClientQuery {
+            from: Some(query.from.map_or(snapshot.bound, |f| f.min(snapshot.bound))),
+            ..probe
+        },
+    };
     let rows = match sources
         .cache
         .get(&probe, sources.in_flight.rows_changed_at(client))
@@ -104,22 +113,58 @@ async fn attempt(
     let Ok(verdicts) = sources.in_flight.judge(client, &rows, snapshot.clock) else {
         return Ok(None);
     };
+    Ok(Some(assemble(query, snapshot, &rows, &verdicts)))
+}
+
+/// The page from a snapshot of the in-flight set and the shard's rows read after it
+/// (`query.limit + 1` of each), with the verdict on each row.
+pub(crate) fn assemble(
+    query: &ClientQuery<'_>,
+    snapshot: Snapshot,
+    rows: &[Held],
+    verdicts: &[Verdict],
+) -> Page {
+    // A full read of rows may have stopped short of rows that, once hidden copies are left
+    // out, belong in this page: nothing past the last row read may be answered then, unless
+    // the read went past the release frontier (forward; a backward read starts below it).
+    let horizon = (rows.len() > query.limit)
+        .then(|| rows.last().map(|r| r.order_key()))
+        .flatten()
+        .filter(|h| query.direction == Direction::Backward || *h < snapshot.bound);
+    let within = |key: OrderKey| match (horizon, query.direction) {
+        (None, _) => true,
+        (Some(h), Direction::Forward) => key <= h,
+        (Some(h), Direction::Backward) => key >= h,
+    };
     let settled = rows
         .iter()
         .zip(verdicts)
-        .filter(|(row, verdict)| *verdict == Verdict::Keep && row.order_key() < snapshot.bound)
+        .filter(|(row, verdict)| {
+            **verdict == Verdict::Keep
+                && row.order_key() < snapshot.bound
+                && within(row.order_key())
+        })
         .map(|(row, _)| row.clone());
-    let mut merged = merge(settled, snapshot.events, query.direction, query.limit + 1);
-    let next = (merged.len() > query.limit).then(|| {
+    let in_flight: Vec<Held> = snapshot
+        .events
+        .into_iter()
+        .filter(|e| within(e.order_key()))
+        .collect();
+    let mut merged = merge(settled, in_flight, query.direction, query.limit + 1);
+    let last = |merged: &[(Status, Held)]| merged.last().map(|(_, e)| e.order_key());
+    let next = if merged.len() > query.limit {
         merged.truncate(query.limit);
-        merged.last().map(|(_, e)| e.order_key())
-    });
-    let resume = merged.last().map(|(_, e)| e.order_key()).or(query.from);
-    Ok(Some(Page {
+        last(&merged)
+    } else {
+        // Cut at the horizon: more may follow it.
+        horizon.map(|h| last(&merged).unwrap_or(h))
+    };
+    let resume = last(&merged).or(next).or(query.from);
+    Page {
         events: merged,
-        next: next.flatten(),
+        next,
         resume,
-    }))
+    }
 }
 
 /// Merges two lists sorted in `direction`; an event in both (persisted, not evicted yet) is

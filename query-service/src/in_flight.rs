@@ -64,9 +64,38 @@ impl Copies {
         }
     }
 
-    fn visible(&self) -> Option<Held> {
+    fn standing(&self, id: Uuid) -> Standing {
         match self.winner() {
-            Winner::Held(h) => Some(h.clone()),
+            Winner::Held(h) => Standing::Held(h.clone()),
+            Winner::Stored(s) => Standing::Stored(OrderKey {
+                ordered_at_micros: s.ordered_at_micros,
+                event_id: id,
+            }),
+            Winner::Nobody => Standing::Nobody,
+        }
+    }
+}
+
+/// The copy that stands for an event: held here, or stored (then only its key is known).
+#[derive(Debug, Clone)]
+enum Standing {
+    Held(Held),
+    Stored(OrderKey),
+    Nobody,
+}
+
+impl Standing {
+    fn key(&self) -> Option<OrderKey> {
+        match self {
+            Standing::Held(h) => Some(h.order_key()),
+            Standing::Stored(key) => Some(*key),
+            Standing::Nobody => None,
+        }
+    }
+
+    fn held(&self) -> Option<&Held> {
+        match self {
+            Standing::Held(h) => Some(h),
             _ => None,
         }
     }
@@ -74,7 +103,7 @@ impl Copies {
 
 #[derive(Debug, Default)]
 struct Client {
-    /// The copy that stands for each event still in flight, in order.
+    /// The held copy that stands for each event still in flight, in order.
     visible: BTreeMap<OrderKey, Held>,
     ids: HashMap<Uuid, Copies>,
     /// Keys of visible copies whose id awaits the shard check.
@@ -82,39 +111,56 @@ struct Client {
 }
 
 impl Client {
-    /// Re-derives the visible copy of `id` after its copies changed; returns the copy that
-    /// stopped being visible and the one that became visible.
-    fn refresh(&mut self, id: Uuid, before: Option<Held>) -> Change {
-        let after = self.ids.get(&id).and_then(Copies::visible);
-        let same = match (&before, &after) {
+    fn standing(&self, id: Uuid) -> Standing {
+        self.ids
+            .get(&id)
+            .map_or(Standing::Nobody, |copies| copies.standing(id))
+    }
+
+    /// Re-derives what stands for `id` after its copies changed. The visible map follows the
+    /// held copy. Readers follow the key: a held copy that starts standing for the event is
+    /// shown (also when the shard already stored it: this replica had not released it yet,
+    /// since it had not consumed it), and a key that stops standing for it is hidden. A
+    /// standing copy being stored changes neither.
+    fn refresh(&mut self, client_id: &str, id: Uuid, before: Standing) -> Change {
+        let after = self.standing(id);
+        let same_held = match (before.held(), after.held()) {
             (Some(b), Some(a)) => Arc::ptr_eq(b, a),
             (None, None) => true,
             _ => false,
         };
-        if same {
-            return Change::default();
-        }
-        if let Some(b) = &before {
-            self.visible.remove(&b.order_key());
-            self.unverified.remove(&b.order_key());
-        }
-        if let Some(a) = &after {
-            self.visible.insert(a.order_key(), a.clone());
-            if self.ids.get(&id).is_some_and(|c| c.checking) {
-                self.unverified.insert(a.order_key());
+        if !same_held {
+            if let Some(b) = before.held() {
+                self.visible.remove(&b.order_key());
+                self.unverified.remove(&b.order_key());
+            }
+            if let Some(a) = after.held() {
+                self.visible.insert(a.order_key(), a.clone());
+                if self.ids.get(&id).is_some_and(|c| c.checking) {
+                    self.unverified.insert(a.order_key());
+                }
             }
         }
-        Change {
-            hidden: before,
-            shown: after,
-        }
+        let hidden = before
+            .key()
+            .filter(|key| after.key() != Some(*key))
+            .map(|key| (client_id.to_owned(), key));
+        let shown = match (before.held(), after.held()) {
+            (Some(b), Some(a)) if Arc::ptr_eq(b, a) => None,
+            (_, Some(a)) => Some(a.clone()),
+            (_, None) => None,
+        };
+        Change { hidden, shown }
     }
 }
 
 /// Which copy stopped or started standing for an event.
 #[derive(Debug, Default)]
 pub struct Change {
-    pub hidden: Option<Held>,
+    /// The client and key of the copy that no longer stands for its event (held here or
+    /// already stored): readers must not get it.
+    pub hidden: Option<(String, OrderKey)>,
+    /// The held copy that now stands for it.
     pub shown: Option<Held>,
 }
 
@@ -243,11 +289,13 @@ impl InFlight {
         let client = clients.entry(client_id.clone()).or_default();
         match client.ids.entry(id) {
             Entry::Occupied(mut copies) => {
-                let before = copies.get().visible();
+                let before = copies.get().standing(id);
                 copies.get_mut().held.push(event);
-                (false, client.refresh(id, before))
+                (false, client.refresh(&client_id, id, before))
             }
             Entry::Vacant(slot) => {
+                // An evicted copy remembered here stands for the event until this one, if it
+                // comes first, takes over (readers then must not get the evicted one).
                 let known = recent.get(&id);
                 let mut copies = Copies::default();
                 match known {
@@ -255,11 +303,12 @@ impl InFlight {
                     Some(_) => copies.taken = true,
                     None => {}
                 }
+                let before = copies.standing(id);
                 let check = !id_assigned && known.is_none();
                 copies.checking = check;
                 copies.held.push(event);
                 slot.insert(copies);
-                (check, client.refresh(id, None))
+                (check, client.refresh(&client_id, id, before))
             }
         }
     }
@@ -274,9 +323,9 @@ impl InFlight {
         let Some(copies) = client.ids.get_mut(&id) else {
             return Change::default();
         };
-        let before = copies.visible();
+        let before = copies.standing(id);
         copies.checking = false;
-        if let Some(b) = &before {
+        if let Some(b) = before.held() {
             client.unverified.remove(&b.order_key());
         }
         let Some(copies) = client.ids.get_mut(&id) else {
@@ -290,7 +339,7 @@ impl InFlight {
             Some(_) => copies.taken = true,
             None => {}
         }
-        client.refresh(id, before)
+        client.refresh(&held.event.client_id, id, before)
     }
 
     /// Whether this copy still waits for its shard check (it cannot be evicted before: the
@@ -328,7 +377,7 @@ impl InFlight {
         let Some(copies) = client.ids.get_mut(&id) else {
             return;
         };
-        let before = copies.visible();
+        let before = copies.standing(id);
         let Some(at) = copies.held.iter().position(|c| Arc::ptr_eq(c, held)) else {
             return;
         };
@@ -342,7 +391,7 @@ impl InFlight {
         client.unverified.remove(&held.order_key());
         if copies.held.is_empty() {
             let copies = client.ids.remove(&id).unwrap_or_default();
-            if let Some(b) = before {
+            if let Some(b) = before.held() {
                 client.visible.remove(&b.order_key());
             }
             if let (false, Some(rank)) = (copies.taken, copies.stored) {
@@ -363,7 +412,8 @@ impl InFlight {
                 }
             }
         } else {
-            client.refresh(id, before);
+            // Storing a copy never changes which copy comes first, so readers need no word.
+            client.refresh(client_id, id, before);
         }
         if client.ids.is_empty() {
             clients.remove(client_id);
@@ -582,7 +632,7 @@ mod tests {
             !check,
             "the id is known: no shard check for the second copy"
         );
-        assert!(Arc::ptr_eq(change.hidden.as_ref().unwrap(), &later));
+        assert_eq!(change.hidden, Some(("a".to_owned(), later.order_key())));
         assert!(Arc::ptr_eq(change.shown.as_ref().unwrap(), &earlier));
         assert_eq!(all(&set, "a"), vec![1]);
         // A shard row of the later copy (stored before the earlier one was) is hidden.

@@ -11,7 +11,10 @@ mod api;
 mod history;
 mod in_flight;
 mod metrics;
+#[cfg(test)]
+mod model;
 mod page_cache;
+mod partitions;
 mod progress;
 mod release;
 pub mod settings;

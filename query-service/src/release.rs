@@ -92,10 +92,9 @@ impl Release {
 
     /// Follows a change of which copy stands for an event.
     pub fn apply(&mut self, change: Change) {
-        if let Some(hidden) = change.hidden {
-            let key = hidden.order_key();
+        if let Some((client, key)) = change.hidden {
             self.pending.remove(&key);
-            if let Some(blocked) = self.blocked.get_mut(hidden.event.client_id.as_str()) {
+            if let Some(blocked) = self.blocked.get_mut(client.as_str()) {
                 blocked.remove(&key);
             }
         }

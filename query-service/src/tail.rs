@@ -4,13 +4,12 @@
 //! frontier.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap},
     sync::Arc,
     time::Duration,
 };
 
 use chassis::health::Readiness;
-use event_store::{KafkaPosition, StoredEvent};
 use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer, StreamConsumer},
@@ -18,7 +17,7 @@ use rdkafka::{
     message::{BorrowedMessage, Headers, Message},
     Offset, TopicPartitionList,
 };
-use schemas::{headers, order::parse_commit_metadata, EventCodec, LogClock, TickCodec};
+use schemas::{headers, order::parse_commit_metadata, EventCodec, TickCodec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -26,6 +25,7 @@ use tracing::{info, warn};
 use crate::{
     in_flight::{Held, InFlight},
     metrics,
+    partitions::{self, Partitions, Slot},
     progress::Progress,
     release::Release,
     settings::{KafkaSettings, OrderSettings},
@@ -36,27 +36,12 @@ const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readiness check: consumed every partition up to the end offsets seen at start.
 pub const READY_CAUGHT_UP: &str = "caught-up";
 
-type Slot = (String, i32);
-
 /// The writer's commit of a partition and the end of the partition, read together.
 #[derive(Debug, Clone, Copy)]
 struct Observed {
     committed: i64,
     clock: Option<i64>,
     end: Option<i64>,
-}
-
-struct Partition {
-    clock: LogClock,
-    /// The writer's committed offset: everything below is in PostgreSQL.
-    committed: i64,
-    /// Wall time (micros) when this replica last knew it had consumed the partition to its
-    /// end.
-    caught_up_at: Option<i64>,
-    /// Held events in offset order, for eviction.
-    held: VecDeque<Held>,
-    /// Committed events still waiting for their duplicate check.
-    deferred: Vec<Held>,
 }
 
 pub struct Tail {
@@ -72,13 +57,11 @@ struct Core {
     observer: Arc<BaseConsumer>,
     topics: Vec<String>,
     refresh_interval: Duration,
-    quiet_bound_micros: i64,
+    partitions: Partitions,
     in_flight: Arc<InFlight>,
     progress: Arc<Progress>,
-    release: Release,
     checks: mpsc::Sender<Held>,
     checked: mpsc::UnboundedReceiver<Checked>,
-    partitions: BTreeMap<Slot, Partition>,
     events: EventCodec,
     ticks: TickCodec,
     readiness: Readiness,
@@ -125,17 +108,16 @@ impl Tail {
             checked,
             readiness,
         } = wiring;
+        let quiet_bound = i64::try_from(order.quiet_bound.as_micros()).unwrap_or(i64::MAX);
         let mut core = Core {
             observer: Arc::new(observer),
             topics: kafka.topics.clone(),
             refresh_interval: kafka.refresh_interval,
-            quiet_bound_micros: i64::try_from(order.quiet_bound.as_micros()).unwrap_or(i64::MAX),
+            partitions: Partitions::new(in_flight.clone(), progress.clone(), release, quiet_bound),
             in_flight,
             progress,
-            release,
             checks,
             checked,
-            partitions: BTreeMap::new(),
             events: EventCodec::new(),
             ticks: TickCodec::default(),
             readiness,
@@ -165,9 +147,11 @@ impl Tail {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(checked) = core.checked.recv() => core.apply_check(checked),
+                Some(checked) = core.checked.recv() => {
+                    core.partitions.checked(&checked.held, checked.found.as_ref());
+                }
                 _ = refresh.tick() => {
-                    let sent_at = now_micros();
+                    let sent_at = partitions::now_micros();
                     match core.observe().await {
                         Ok(observed) => core.apply_observed(&consumer, &observed, sent_at),
                         Err(e) => warn!(error = %e, "cannot read the writer's progress"),
@@ -203,7 +187,7 @@ impl Core {
     ) -> Result<(), KafkaError> {
         let new: Vec<(&Slot, &Observed)> = observed
             .iter()
-            .filter(|(slot, _)| !self.partitions.contains_key(*slot))
+            .filter(|(slot, _)| !self.partitions.contains(slot))
             .collect();
         if new.is_empty() {
             return Ok(());
@@ -224,27 +208,13 @@ impl Core {
             tpl.add_partition_offset(topic, *partition, offset)?;
         }
         consumer.incremental_assign(&tpl)?;
-        for ((topic, partition), o) in new {
-            let (next, clock) = if starting {
-                (o.committed, o.clock)
+        for (slot, o) in new {
+            if starting {
+                self.partitions
+                    .assign(slot.clone(), o.committed, o.committed, o.clock);
             } else {
-                (0, None)
-            };
-            // Everything below the writer's commit is in PostgreSQL: consumed, in effect.
-            self.progress.advance(topic, *partition, next, clock);
-            if let Some(clock) = clock {
-                self.release.started_at(clock);
+                self.partitions.assign(slot.clone(), 0, o.committed, None);
             }
-            self.partitions.insert(
-                (topic.clone(), *partition),
-                Partition {
-                    clock: LogClock::resume(clock),
-                    committed: o.committed,
-                    caught_up_at: None,
-                    held: VecDeque::new(),
-                    deferred: Vec::new(),
-                },
-            );
         }
         info!(added = tpl.count(), "partitions assigned");
         Ok(())
@@ -253,9 +223,6 @@ impl Core {
     async fn consume(&mut self, message: &BorrowedMessage<'_>) {
         let slot = (message.topic().to_owned(), message.partition());
         let offset = message.offset();
-        let Some(partition) = self.partitions.get_mut(&slot) else {
-            return;
-        };
         let header = |name: &str| {
             message
                 .headers()
@@ -263,71 +230,31 @@ impl Core {
         };
         let is_tick = header(headers::KIND) == Some(headers::KIND_TICK.as_bytes());
         let id_assigned = header(headers::ID_ORIGIN) == Some(headers::ID_ORIGIN_GATEWAY.as_bytes());
-        let mut check = None;
-        match message.payload() {
-            Some(value) if is_tick => match self.ticks.decode(value) {
-                Ok(tick) => {
-                    partition.clock.observe(tick.at);
+        let check = match message.payload() {
+            Some(value) if is_tick => {
+                match self.ticks.decode(value) {
+                    Ok(tick) => self.partitions.tick(&slot, offset, tick.at),
+                    Err(_) => self.partitions.unreadable(&slot, offset),
                 }
-                Err(_) => metrics::UNDECODABLE.inc(),
-            },
+                None
+            }
             Some(value) => match self.events.decode(value) {
-                Ok(event) => {
-                    let ordered_at_micros = partition.clock.observe(event.ingested_at_micros);
-                    let held = Arc::new(StoredEvent {
-                        event,
-                        position: KafkaPosition {
-                            topic: slot.0.clone(),
-                            partition: slot.1,
-                            offset,
-                        },
-                        ordered_at_micros,
-                    });
-                    let (needs_check, change) = self.in_flight.insert(held.clone(), id_assigned);
-                    partition.held.push_back(held.clone());
-                    self.release.apply(change);
-                    if needs_check {
-                        self.release.check_started(&held.event.client_id);
-                        check = Some(held);
-                    }
+                Ok(event) => self.partitions.event(&slot, offset, event, id_assigned),
+                Err(_) => {
+                    self.partitions.unreadable(&slot, offset);
+                    None
                 }
-                // The writer dead-letters these; nothing to serve, the clock stays.
-                Err(_) => metrics::UNDECODABLE.inc(),
             },
-            None => metrics::UNDECODABLE.inc(),
-        }
-        let clock = partition.clock.latest();
-        // After the insert: a reader woken by this finds the event.
-        self.progress.advance(&slot.0, slot.1, offset + 1, clock);
+            None => {
+                self.partitions.unreadable(&slot, offset);
+                None
+            }
+        };
         if let Some(held) = check {
-            metrics::UNVERIFIED.inc();
             if self.checks.send(held).await.is_err() {
                 warn!("duplicate checker stopped");
             }
         }
-        self.advance_frontier();
-    }
-
-    fn apply_check(&mut self, checked: Checked) {
-        metrics::UNVERIFIED.dec();
-        let Checked { held, found } = checked;
-        let change = self.in_flight.verified(&held, found.as_ref());
-        self.release.apply(change);
-        self.release.check_done(&held.event.client_id);
-        let slot = (held.position.topic.clone(), held.position.partition);
-        if let Some(partition) = self.partitions.get_mut(&slot) {
-            if held.position.offset < partition.committed {
-                if let Some(at) = partition
-                    .deferred
-                    .iter()
-                    .position(|d| Arc::ptr_eq(d, &held))
-                {
-                    partition.deferred.swap_remove(at);
-                    self.in_flight.evict(&held);
-                }
-            }
-        }
-        self.progress.notify();
     }
 
     fn apply_observed(
@@ -337,29 +264,10 @@ impl Core {
         sent_at: i64,
     ) {
         for (slot, o) in observed {
-            let Some(partition) = self.partitions.get_mut(slot) else {
-                continue;
-            };
-            partition.committed = partition.committed.max(o.committed);
-            while partition
-                .held
-                .front()
-                .is_some_and(|h| h.position.offset < partition.committed)
-            {
-                let Some(held) = partition.held.pop_front() else {
-                    break;
-                };
-                // The duplicate check decides whether the stored row is this copy or an
-                // earlier one: until it answers, the copy stays.
-                if self.in_flight.is_unverified(&held) {
-                    partition.deferred.push(held);
-                } else {
-                    self.in_flight.evict(&held);
-                }
-            }
+            self.partitions.committed(slot, o.committed);
             let next = self.progress.next(&slot.0, slot.1).unwrap_or(0);
             if o.end.is_some_and(|end| next >= end) {
-                partition.caught_up_at = Some(sent_at);
+                self.partitions.caught_up(slot, sent_at);
             }
         }
         metrics::IN_FLIGHT.set(self.in_flight.len() as i64);
@@ -376,35 +284,8 @@ impl Core {
         if caught_up {
             self.readiness.pass(READY_CAUGHT_UP);
         }
-        self.advance_frontier();
+        self.partitions.advance();
     }
-
-    /// The smallest clock over all partitions, a partition consumed to its end counting as
-    /// `now - quiet_bound` at least.
-    fn advance_frontier(&mut self) {
-        let mut frontier = i64::MAX;
-        for partition in self.partitions.values() {
-            let idle = partition
-                .caught_up_at
-                .map(|at| at.saturating_sub(self.quiet_bound_micros));
-            match partition.clock.latest().max(idle) {
-                Some(at) => frontier = frontier.min(at),
-                None => return,
-            }
-        }
-        if frontier == i64::MAX {
-            return;
-        }
-        if self.release.advance(frontier) {
-            metrics::FRONTIER_LAG.set((now_micros() - frontier) as f64 / 1e6);
-            self.progress.notify();
-        }
-    }
-}
-
-fn now_micros() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000)
-        .unwrap_or(i64::MAX)
 }
 
 /// Reads the writer's commits (with their clocks) and the end offsets of every partition of
