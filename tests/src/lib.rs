@@ -19,7 +19,7 @@ pub use feeder::Feeder;
 pub use kafka::{header, KafkaAdmin};
 pub use poll::eventually;
 pub use private::{PrivateKafka, PrivateShard};
-pub use services::{Posted, Stack, WriterProcess, MAX_CLOCK_AHEAD_MS};
+pub use services::{GatewayProcess, Posted, Stack, WriterProcess, MAX_CLOCK_AHEAD_MS};
 pub use sse::{Block, SseReader, Streamed};
 
 use std::collections::HashMap;

@@ -322,6 +322,12 @@ impl Stack {
         WriterProcess::spawn(self)
     }
 
+    /// Starts the producer-gateway binary as its own process, with `gateway_settings()` on a
+    /// free port, and waits until it is ready.
+    pub async fn spawn_gateway_process(&self) -> GatewayProcess {
+        GatewayProcess::spawn(self).await
+    }
+
     /// POSTs a JSON body to the gateway.
     pub async fn post(
         &self,
@@ -497,22 +503,23 @@ impl Drop for Stack {
     }
 }
 
-/// db-writer as a child process, killed (not stopped) by `kill`.
-pub struct WriterProcess {
+/// A service binary of this workspace run as a child process, with its settings rendered
+/// to a temporary TOML file (removed when the process is dropped). Killed on drop.
+struct ServiceProcess {
+    name: &'static str,
     child: Child,
-    _config: PathBuf,
+    config: PathBuf,
 }
 
-impl WriterProcess {
-    fn spawn(stack: &Stack) -> Self {
-        let binary = sibling_binary("db-writer");
+impl ServiceProcess {
+    fn spawn(stack: &Stack, name: &'static str, settings: &impl serde::Serialize) -> Self {
+        let binary = sibling_binary(name);
         let config = std::env::temp_dir().join(format!(
-            "db-writer-{}-{}.toml",
+            "{name}-{}-{}.toml",
             stack.id,
             Uuid::new_v4().simple()
         ));
-        std::fs::write(&config, chassis::config::render(&stack.writer_settings()))
-            .expect("write config");
+        std::fs::write(&config, chassis::config::render(settings)).expect("write config");
         let child = Command::new(&binary)
             .arg("--config")
             .arg(&config)
@@ -530,29 +537,105 @@ impl WriterProcess {
                     binary.display()
                 )
             });
-        WriterProcess {
+        ServiceProcess {
+            name,
             child,
-            _config: config,
+            config,
         }
     }
 
-    /// SIGKILL: no flush, no commit, no goodbye to the group.
-    pub async fn kill(mut self) {
-        self.child.kill().await.expect("kill db-writer");
+    async fn kill(&mut self) {
+        let name = self.name;
+        self.child
+            .kill()
+            .await
+            .unwrap_or_else(|e| panic!("kill {name}: {e}"));
     }
 
-    /// SIGTERM, then waits for a clean exit.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    /// SIGTERM, then waits for the exit; a process still running after 30 s fails the test.
+    async fn terminate(&mut self) -> std::process::ExitStatus {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
                 .arg(pid.to_string())
                 .status();
         }
+        let name = self.name;
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await
-            .expect("db-writer exits after SIGTERM")
-            .expect("wait for db-writer")
+            .unwrap_or_else(|_| panic!("{name} exits after SIGTERM"))
+            .unwrap_or_else(|e| panic!("wait for {name}: {e}"))
+    }
+}
+
+impl Drop for ServiceProcess {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.config);
+    }
+}
+
+/// db-writer as a child process, killed (not stopped) by `kill`.
+pub struct WriterProcess {
+    process: ServiceProcess,
+}
+
+impl WriterProcess {
+    fn spawn(stack: &Stack) -> Self {
+        WriterProcess {
+            process: ServiceProcess::spawn(stack, "db-writer", &stack.writer_settings()),
+        }
+    }
+
+    /// SIGKILL: no flush, no commit, no goodbye to the group.
+    pub async fn kill(mut self) {
+        self.process.kill().await;
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.process.terminate().await
+    }
+}
+
+/// producer-gateway as a child process on a port of its own, ready when spawned.
+pub struct GatewayProcess {
+    process: ServiceProcess,
+    url: String,
+}
+
+impl GatewayProcess {
+    async fn spawn(stack: &Stack) -> Self {
+        let mut settings = stack.gateway_settings();
+        settings.listen = SocketAddr::from(([127, 0, 0, 1], crate::private::free_port()));
+        let url = format!("http://{}", settings.listen);
+        let process = ServiceProcess::spawn(stack, "producer-gateway", &settings);
+        let ready = format!("{url}/health/ready");
+        crate::eventually(Duration::from_secs(30), "the gateway process ready", || {
+            let request = stack
+                .http
+                .get(&ready)
+                .timeout(Duration::from_secs(1))
+                .send();
+            async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+        })
+        .await;
+        GatewayProcess { process, url }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// SIGKILL: requests in progress get no answer; what was enqueued may still land.
+    pub async fn kill(mut self) {
+        self.process.kill().await;
+    }
+
+    /// SIGTERM (in-progress requests finish, final ticks, producer flush), then waits for
+    /// the exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.process.terminate().await
     }
 }
 

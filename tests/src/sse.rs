@@ -51,7 +51,13 @@ impl SseReader {
 
     /// The next event, error or end; panics if nothing comes within `deadline`.
     pub async fn next(&mut self, deadline: Duration) -> Block {
-        let until = Instant::now() + deadline;
+        self.try_next(deadline).await.expect("stream stalled")
+    }
+
+    /// The next event, error or end; `None` if nothing comes within `wait` (what arrived of
+    /// a block so far stays buffered for the next call).
+    pub async fn try_next(&mut self, wait: Duration) -> Option<Block> {
+        let until = Instant::now() + wait;
         loop {
             while let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
@@ -67,25 +73,25 @@ impl SseReader {
                 }
                 match kind {
                     "event" => {
-                        return Block::Event(Streamed {
+                        return Some(Block::Event(Streamed {
                             id: id.to_owned(),
                             event: serde_json::from_str(&data).expect("event data is JSON"),
-                        })
+                        }))
                     }
-                    "error" => return Block::Error(data),
+                    "error" => return Some(Block::Error(data)),
                     _ => {} // heartbeat comments
                 }
             }
             let left = until.saturating_duration_since(Instant::now());
             let chunk = tokio::time::timeout(left, self.response.chunk())
                 .await
-                .expect("stream stalled")
+                .ok()?
                 .expect("stream readable");
             match chunk {
                 Some(chunk) => self
                     .buffer
                     .push_str(std::str::from_utf8(&chunk).expect("UTF-8")),
-                None => return Block::End,
+                None => return Some(Block::End),
             }
         }
     }

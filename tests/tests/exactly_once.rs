@@ -179,8 +179,12 @@ async fn an_event_retried_with_its_id_is_one_event_everywhere_before_and_after_s
     let event =
         json!({"event_id": id, "client_id": "r", "type": "t", "payload": {"v": 1}, "sdk": "ios/1"});
     let critical = json!({"event_id": id, "client_id": "r", "type": "t", "payload": {"v": 1}, "sdk": "ios/1", "priority": "critical"});
-    let first = stack.post_events(&gateway, std::slice::from_ref(&event)).await;
-    stack.post_events(&gateway, std::slice::from_ref(&event)).await;
+    let first = stack
+        .post_events(&gateway, std::slice::from_ref(&event))
+        .await;
+    stack
+        .post_events(&gateway, std::slice::from_ref(&event))
+        .await;
     stack
         .post_events(&gateway, &[event.clone(), event.clone()])
         .await;
@@ -237,7 +241,9 @@ async fn an_event_retried_with_its_id_is_one_event_everywhere_before_and_after_s
         .await
         .unwrap();
     assert_eq!(streamed_ids(&fresh_stream.events(2, LIVE).await).len(), 2);
-    stack.post_events(&gateway, std::slice::from_ref(&event)).await;
+    stack
+        .post_events(&gateway, std::slice::from_ref(&event))
+        .await;
     let last = stack
         .post_events(
             &gateway,

@@ -350,7 +350,8 @@ async fn cached_pages_never_hide_events_stored_in_partitions_added_later() {
     for round in 0..500 {
         let batch = events(20, 1, &format!("after-{round}"));
         let posted = stack.post_events(&gateway, &batch).await;
-        for ((event, id), partition) in batch.iter().zip(&posted.event_ids).zip(&posted.partitions) {
+        for ((event, id), partition) in batch.iter().zip(&posted.event_ids).zip(&posted.partitions)
+        {
             let client = event["client_id"].as_str().unwrap().to_owned();
             if *partition >= 6 {
                 moved.insert(client.clone());
@@ -361,7 +362,10 @@ async fn cached_pages_never_hide_events_stored_in_partitions_added_later() {
             break;
         }
     }
-    assert!(!moved.is_empty(), "the gateway never used the new partitions");
+    assert!(
+        !moved.is_empty(),
+        "the gateway never used the new partitions"
+    );
     stack.drained(DRAIN).await;
     for client in &moved {
         let want = &expected[client];
@@ -370,7 +374,11 @@ async fn cached_pages_never_hide_events_stored_in_partitions_added_later() {
             (h.len() >= want.len()).then_some(h)
         })
         .await;
-        assert_eq!(&ids(&history), want, "{client}: the same page, now with every event");
+        assert_eq!(
+            &ids(&history),
+            want,
+            "{client}: the same page, now with every event"
+        );
     }
 }
 

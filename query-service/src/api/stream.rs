@@ -36,6 +36,9 @@ use crate::{
     streams::Subscription,
 };
 
+/// The first page of a replay is small, so a reader resuming where it left off (the usual
+/// reconnect) costs a small read; later pages of a long replay are large.
+const FIRST_REPLAY_PAGE: usize = 100;
 const REPLAY_PAGE: usize = 1000;
 
 #[derive(Deserialize)]
@@ -110,6 +113,7 @@ pub async fn stream_events(
         client_id,
         last,
         replaying: true,
+        replayed_pages: 0,
         queue: VecDeque::new(),
         subscription,
         done: false,
@@ -128,6 +132,7 @@ struct Feed {
     /// Position of the last event sent.
     last: Option<OrderKey>,
     replaying: bool,
+    replayed_pages: usize,
     queue: VecDeque<SseEvent>,
     subscription: Subscription,
     done: bool,
@@ -176,9 +181,14 @@ impl Feed {
             from: self.last,
             since_micros: None,
             until_micros: None,
-            limit: REPLAY_PAGE,
+            limit: if self.replayed_pages == 0 {
+                FIRST_REPLAY_PAGE
+            } else {
+                REPLAY_PAGE
+            },
             direction: Direction::Forward,
         };
+        self.replayed_pages += 1;
         match history::page(&self.state.sources(), &query).await {
             Ok(page) => {
                 for (status, event) in &page.events {
