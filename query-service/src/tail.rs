@@ -33,6 +33,8 @@ use crate::{
 };
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long start-up waits for Kafka to answer before the service gives up.
+const START_PATIENCE: Duration = Duration::from_secs(60);
 /// Readiness check: consumed every partition up to the end offsets seen at start.
 pub const READY_CAUGHT_UP: &str = "caught-up";
 
@@ -123,7 +125,20 @@ impl Tail {
             readiness,
             start_ends: HashMap::new(),
         };
-        let observed = core.observe().await?;
+        // A broker that just started may not have a group coordinator yet: wait for it.
+        let mut backoff = Duration::from_millis(100);
+        let started = tokio::time::Instant::now();
+        let observed = loop {
+            match core.observe().await {
+                Ok(observed) => break observed,
+                Err(e) if started.elapsed() < START_PATIENCE => {
+                    warn!(error = %e, "cannot read the writer's progress yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(e),
+            }
+        };
         core.assign_new(&consumer, &observed)?;
         core.start_ends = observed
             .iter()

@@ -10,13 +10,14 @@ use serde_json::Value;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use crate::Stack;
+use crate::{Ledger, Stack};
 
 /// Posts batches to the gateway until stopped, so a test can break things *while* traffic
 /// flows, whatever the machine's speed. Bounded by `MAX_ROUNDS` all the same.
 pub struct Feeder {
     stop: Arc<AtomicBool>,
     acknowledged: Arc<AtomicUsize>,
+    ledger: Ledger,
     task: JoinHandle<Vec<Uuid>>,
 }
 
@@ -30,14 +31,17 @@ impl Feeder {
     ) -> Feeder {
         let stop = Arc::new(AtomicBool::new(false));
         let acknowledged = Arc::new(AtomicUsize::new(0));
-        let (flag, count) = (stop.clone(), acknowledged.clone());
+        let ledger = Ledger::default();
+        let (flag, count, record) = (stop.clone(), acknowledged.clone(), ledger.clone());
         let task = tokio::spawn(async move {
             let mut ids = Vec::new();
             for round in 0..MAX_ROUNDS {
                 if flag.load(Ordering::Relaxed) {
                     break;
                 }
-                let posted = stack.post_events(&gateway, &batch(round)).await.event_ids;
+                let events = batch(round);
+                let posted = stack.post_events(&gateway, &events).await.event_ids;
+                record.acknowledged(&events, &posted);
                 count.fetch_add(posted.len(), Ordering::Relaxed);
                 ids.extend(posted);
             }
@@ -46,8 +50,14 @@ impl Feeder {
         Feeder {
             stop,
             acknowledged,
+            ledger,
             task,
         }
+    }
+
+    /// What the gateway acknowledged so far, with what was posted.
+    pub fn ledger(&self) -> Ledger {
+        self.ledger.clone()
     }
 
     /// Waits until `more` events beyond those acknowledged so far are acknowledged.

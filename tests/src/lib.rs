@@ -10,6 +10,7 @@
 pub mod bench;
 mod feeder;
 mod kafka;
+mod ledger;
 mod poll;
 mod private;
 mod services;
@@ -17,6 +18,7 @@ mod sse;
 
 pub use feeder::Feeder;
 pub use kafka::{header, KafkaAdmin};
+pub use ledger::Ledger;
 pub use poll::eventually;
 pub use private::{PrivateKafka, PrivateShard};
 pub use services::{GatewayProcess, Posted, Stack, WriterProcess, MAX_CLOCK_AHEAD_MS};

@@ -9,7 +9,7 @@ use std::{
 };
 
 use event_store::ShardRouter;
-use pipeline_tests::{eventually, Feeder, PrivateKafka, PrivateShard, Stack};
+use pipeline_tests::{eventually, Feeder, Ledger, PrivateKafka, PrivateShard, Stack};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -28,9 +28,12 @@ async fn a_shard_restarted_under_traffic_loses_and_duplicates_nothing() {
     stack.shard_urls[1] = shard.url();
     let stack = Arc::new(stack);
     let gateway = stack.start_gateway().await;
+    let query = stack.start_query().await;
     let _writer = stack.start_writer().await;
 
     let feeder = Feeder::start(stack.clone(), gateway.clone(), batch);
+    let ledger = feeder.ledger();
+    let router = ShardRouter::new(2);
     eventually(DRAIN, "rows on the shard", || async {
         stack
             .shard_rows()
@@ -47,22 +50,24 @@ async fn a_shard_restarted_under_traffic_loses_and_duplicates_nothing() {
         !stack.writer_drained(),
         "nothing can drain while a shard is down"
     );
+    // Meanwhile the clients of the shard that is up read every event once, much of it in
+    // flight (the writer is stuck on the other shard).
+    ledger
+        .assert_readable(&stack, &query, |c| router.shard_for(c) == 0, DRAIN)
+        .await;
     shard.start_again().await;
     // And traffic goes on after the restart.
     feeder.more(1000, DRAIN).await;
-    let acknowledged = feeder.stop().await;
+    feeder.stop().await;
 
     stack.drained(DRAIN).await;
-    let rows = stack.shard_rows().await;
-    let router = ShardRouter::new(2);
-    let mut seen = std::collections::HashSet::new();
-    for (shard, id, client) in &rows {
-        assert!(seen.insert(*id), "{id} stored twice");
-        assert_eq!(*shard, router.shard_for(client));
+    for (shard, _, client) in stack.shard_rows().await {
+        assert_eq!(shard, router.shard_for(&client));
     }
-    let missing = acknowledged.iter().filter(|id| !seen.contains(id)).count();
-    assert_eq!(missing, 0, "acknowledged events lost");
-    assert_eq!(seen.len(), acknowledged.len());
+    ledger.assert_stored(&stack).await;
+    ledger
+        .assert_readable(&stack, &query, |_| true, DRAIN)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -72,21 +77,35 @@ async fn with_the_broker_down_the_gateway_answers_503_in_time_and_recovers() {
     let mut settings = stack.gateway_settings();
     settings.kafka.delivery_timeout = Duration::from_secs(3);
     let gateway = stack.start_gateway_with(settings).await;
+    let query = stack.start_query().await;
     let _writer = stack.start_writer().await;
 
-    let mut acknowledged: Vec<Uuid> = Vec::new();
+    let ledger = Ledger::default();
     for round in 0..5 {
-        acknowledged.extend(stack.post_events(&gateway, &batch(round)).await.event_ids);
+        let events = batch(round);
+        ledger.acknowledged(
+            &events,
+            &stack.post_events(&gateway, &events).await.event_ids,
+        );
     }
 
     kafka.stop();
     for round in 5..8 {
         let started = Instant::now();
+        // With their own ids: whatever of these lands must appear at most once.
+        let events: Vec<Value> = batch(round)
+            .into_iter()
+            .map(|mut e| {
+                e["event_id"] = json!(Uuid::now_v7());
+                e
+            })
+            .collect();
+        ledger.maybe(&events);
         let response = stack
             .post(
                 &gateway,
                 "application/json",
-                serde_json::to_vec(&batch(round)).unwrap(),
+                serde_json::to_vec(&events).unwrap(),
             )
             .await;
         let elapsed = started.elapsed();
@@ -99,40 +118,44 @@ async fn with_the_broker_down_the_gateway_answers_503_in_time_and_recovers() {
     }
 
     kafka.start_again().await;
-    let recovered = eventually(DRAIN, "gateway accepting again", || async {
+    eventually(DRAIN, "gateway accepting again", || async {
+        let events: Vec<Value> = batch(100)
+            .into_iter()
+            .map(|mut e| {
+                e["event_id"] = json!(Uuid::now_v7());
+                e
+            })
+            .collect();
+        ledger.maybe(&events);
         let response = stack
             .post(
                 &gateway,
                 "application/json",
-                serde_json::to_vec(&batch(100)).unwrap(),
+                serde_json::to_vec(&events).unwrap(),
             )
             .await;
         if response.status() != 202 {
             return None;
         }
         let body: Value = response.json().await.ok()?;
-        Some(
-            body["events"]
-                .as_array()?
-                .iter()
-                .map(|e| e["event_id"].as_str().unwrap().parse::<Uuid>().unwrap())
-                .collect::<Vec<_>>(),
-        )
+        let ids = pipeline_tests::ids(body["events"].as_array()?);
+        ledger.acknowledged(&events, &ids);
+        Some(())
     })
     .await;
-    acknowledged.extend(recovered);
     for round in 8..12 {
-        acknowledged.extend(stack.post_events(&gateway, &batch(round)).await.event_ids);
+        let events = batch(round);
+        ledger.acknowledged(
+            &events,
+            &stack.post_events(&gateway, &events).await.event_ids,
+        );
     }
 
     stack.drained(DRAIN).await;
-    let counts = stack.row_counts().await;
-    assert!(counts.values().all(|n| *n == 1), "no event stored twice");
-    let missing = acknowledged
-        .iter()
-        .filter(|id| !counts.contains_key(id))
-        .count();
-    assert_eq!(missing, 0, "events answered 202 are all in PostgreSQL");
+    ledger.assert_stored(&stack).await;
+    ledger
+        .assert_readable(&stack, &query, |_| true, DRAIN)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -217,4 +240,24 @@ async fn a_shutdown_while_a_shard_is_down_commits_nothing_unstored() {
     for id in first.event_ids.iter().chain(&second.event_ids) {
         assert_eq!(counts.get(id), Some(&1), "{id} lost or duplicated");
     }
+    // And every answer has each event once.
+    let query = stack.start_query().await;
+    for client in [&x, &y] {
+        let history = stack.history(&query, client, 10).await;
+        let ids = pipeline_tests::ids(&history);
+        let unique: std::collections::HashSet<_> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len(), "{client}: an event twice");
+    }
+    let x_history = pipeline_tests::ids(&stack.history(&query, &x, 10).await);
+    for id in [first.event_ids[1], second.event_ids[0]] {
+        assert_eq!(x_history.iter().filter(|i| **i == id).count(), 1);
+    }
+    let y_history = pipeline_tests::ids(&stack.history(&query, &y, 10).await);
+    assert_eq!(
+        y_history
+            .iter()
+            .filter(|i| **i == first.event_ids[0])
+            .count(),
+        1
+    );
 }
