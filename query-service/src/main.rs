@@ -1,5 +1,8 @@
 use chassis::launch::{launch, Service};
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let service = Service {

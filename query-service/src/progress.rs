@@ -17,7 +17,8 @@ struct Position {
 }
 
 pub struct Progress {
-    positions: Mutex<HashMap<(String, i32), Position>>,
+    /// Topic → partition → position (looked up by `&str`: this runs once per message).
+    positions: Mutex<HashMap<String, HashMap<i32, Position>>>,
     changed: watch::Sender<u64>,
 }
 
@@ -33,17 +34,25 @@ impl Default for Progress {
 impl Progress {
     pub fn advance(&self, topic: &str, partition: i32, next: i64, clock: Option<i64>) {
         if let Ok(mut map) = self.positions.lock() {
-            let slot = map
-                .entry((topic.to_owned(), partition))
+            let partitions = match map.get_mut(topic) {
+                Some(partitions) => partitions,
+                None => map.entry(topic.to_owned()).or_default(),
+            };
+            let slot = partitions
+                .entry(partition)
                 .or_insert(Position { next, clock });
             slot.next = slot.next.max(next);
             slot.clock = slot.clock.max(clock);
         }
     }
 
-    pub fn next(&self, topic: &str, partition: i32) -> Option<i64> {
+    fn position(&self, topic: &str, partition: i32) -> Option<Position> {
         let map = self.positions.lock().ok()?;
-        map.get(&(topic.to_owned(), partition)).map(|p| p.next)
+        map.get(topic)?.get(&partition).copied()
+    }
+
+    pub fn next(&self, topic: &str, partition: i32) -> Option<i64> {
+        self.position(topic, partition).map(|p| p.next)
     }
 
     /// Wakes waiting readers; called by the tail after consuming or releasing, only when
@@ -57,10 +66,9 @@ impl Progress {
     /// Once every position of `token` is consumed: the largest clock of its partitions, which
     /// is at or after the `ordered_at` of each of the token's events.
     fn covered_until(&self, token: &ReadToken) -> Option<i64> {
-        let map = self.positions.lock().ok()?;
         let mut until = i64::MIN;
         for (topic, partition, offset) in token.positions() {
-            let position = map.get(&(topic.to_owned(), partition))?;
+            let position = self.position(topic, partition)?;
             if position.next <= offset {
                 return None;
             }

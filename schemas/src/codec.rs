@@ -9,7 +9,7 @@ use crate::{fingerprint::fingerprint, Event, Priority};
 
 /// Single-object encoding marker (Avro specification, "Single-object encoding").
 const MAGIC: [u8; 2] = [0xC3, 0x01];
-pub(crate) const HEADER_LEN: usize = 10;
+pub const HEADER_LEN: usize = 10;
 
 /// The event schema versions this build can read, oldest first. The last one is written.
 const VERSIONS: &[(u32, &str)] = &[
@@ -89,6 +89,8 @@ pub enum DecodeError {
     EventId(String),
     #[error("{0} bytes follow the datum: not written with the schema its fingerprint names")]
     TrailingBytes(usize),
+    #[error("avro datum is malformed: {0}")]
+    Malformed(&'static str),
 }
 
 /// Encodes events with the newest schema and decodes any known version into it.
@@ -199,7 +201,15 @@ impl EventCodec {
 
     /// Decodes a single-object encoded event written with any known schema version.
     pub fn decode(&self, bytes: &[u8]) -> Result<Event, DecodeError> {
-        self.decode_as(bytes, self.writer())
+        if bytes.len() < HEADER_LEN {
+            return Err(DecodeError::TooShort(bytes.len()));
+        }
+        // The versions this build knows are read directly (`binary`); resolution to the
+        // newest only fills `sdk`'s default for v1.
+        match self.versions.iter().find(|v| v.header == bytes[..HEADER_LEN]) {
+            Some(writer) => crate::binary::event(&bytes[HEADER_LEN..], writer.version >= 2),
+            None => self.decode_as(bytes, self.writer()),
+        }
     }
 
     /// Decodes with an explicit reader schema: Avro's resolution rules map the writer's
@@ -365,7 +375,7 @@ mod tests {
         let bytes = codec.encode(&sample()).unwrap();
         let truncated = codec.decode(&bytes[..bytes.len() / 2]);
         assert!(
-            matches!(truncated, Err(DecodeError::Avro(_))),
+            matches!(truncated, Err(DecodeError::Malformed(_))),
             "{truncated:?}"
         );
         let mut trailing = bytes.clone();

@@ -6,6 +6,7 @@
 //! fingerprint, the datum), so a reader resolves the writer's schema from the fingerprint
 //! against the versions compiled in here, with no registry service.
 
+mod binary;
 mod codec;
 mod event;
 mod fingerprint;
@@ -15,7 +16,7 @@ mod persisted;
 mod read_token;
 mod tick;
 
-pub use codec::{DecodeError, EncodeError, EventCodec, SchemaVersion};
+pub use codec::{DecodeError, EncodeError, EventCodec, SchemaVersion, HEADER_LEN};
 pub use event::{Event, Priority, PriorityParseError};
 pub use order::{LogClock, OrderKey};
 pub use persisted::{OffsetRange, PersistedBatch, PersistedCodec, ShardWrite};

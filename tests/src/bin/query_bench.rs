@@ -33,6 +33,10 @@ struct Args {
     /// Clients with history; cold reads pick among them, hot reads use the first 10.
     #[arg(long, default_value_t = 2000)]
     clients: usize,
+    /// Events to hold for one client ("heavy") before measuring; run with db-writer stopped
+    /// to see whether a client with that many events in flight slows the others' reads.
+    #[arg(long, default_value_t = 0)]
+    heavy_client_events: usize,
     #[arg(long, default_value = "target/bench-results/query.txt")]
     results: std::path::PathBuf,
 }
@@ -66,6 +70,19 @@ async fn main() -> anyhow::Result<()> {
             "seed refused: {}",
             response.status()
         );
+    }
+    for start in (0..args.heavy_client_events).step_by(1000) {
+        let body: String = (start..(start + 1000).min(args.heavy_client_events))
+            .map(|n| format!("{{\"client_id\":\"heavy\",\"type\":\"seed\",\"payload\":{{\"n\":{n}}}}}\n"))
+            .collect();
+        let response = http
+            .post(format!("{}/events", args.gateway))
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .context("seeding the heavy client")?;
+        anyhow::ensure!(response.status() == 202, "heavy seed refused: {}", response.status());
     }
     let stop = Arc::new(AtomicBool::new(false));
     let ingested = Arc::new(AtomicU64::new(0));
@@ -109,11 +126,15 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mut report = format!(
-        "GET /events?limit=100 latency, {} GET/s per phase for {:?}, background ingest {} events/s\n",
-        args.get_rate, args.duration, args.ingest_rate
+        "GET /events?limit=100 latency, {} GET/s per phase for {:?}, background ingest {} events/s, heavy client {} events\n",
+        args.get_rate, args.duration, args.ingest_rate, args.heavy_client_events
     );
-    for (phase, hot) in [("cache-hot", true), ("cold", false)] {
-        let latencies = run_phase(&http, &args, hot).await;
+    let mut phases = vec![("cache-hot", Phase::Hot), ("cold", Phase::Cold)];
+    if args.heavy_client_events > 0 {
+        phases.push(("heavy", Phase::Heavy));
+    }
+    for (phase, kind) in phases {
+        let latencies = run_phase(&http, &args, kind).await;
         let line = summarize(phase, &latencies);
         println!("{line}");
         report.push_str(&line);
@@ -131,7 +152,17 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run_phase(http: &reqwest::Client, args: &Args, hot: bool) -> Vec<Duration> {
+#[derive(Clone, Copy)]
+enum Phase {
+    /// The first 10 clients, over and over.
+    Hot,
+    /// A different client each time.
+    Cold,
+    /// Pages of the client with many events in flight.
+    Heavy,
+}
+
+async fn run_phase(http: &reqwest::Client, args: &Args, phase: Phase) -> Vec<Duration> {
     let interval = Duration::from_secs_f64(1.0 / args.get_rate.max(1) as f64);
     let mut tick = tokio::time::interval(interval);
     let until = Instant::now() + args.duration;
@@ -142,12 +173,12 @@ async fn run_phase(http: &reqwest::Client, args: &Args, hot: bool) -> Vec<Durati
         n = n
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        let client = if hot {
-            (n >> 33) % 10
-        } else {
-            (n >> 33) % args.clients as u64
+        let client = match phase {
+            Phase::Hot => format!("bench-{}", (n >> 33) % 10),
+            Phase::Cold => format!("bench-{}", (n >> 33) % args.clients as u64),
+            Phase::Heavy => "heavy".to_owned(),
         };
-        let url = format!("{}/events?clientId=bench-{client}&limit=100", args.query);
+        let url = format!("{}/events?clientId={client}&limit=100", args.query);
         let http = http.clone();
         handles.push(tokio::spawn(async move {
             let started = Instant::now();
