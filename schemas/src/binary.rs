@@ -34,8 +34,7 @@ impl<'a> Reader<'a> {
     }
 
     fn string(&mut self) -> Result<&'a str, DecodeError> {
-        let len = usize::try_from(self.long()?)
-            .map_err(|_| malformed("negative string length"))?;
+        let len = usize::try_from(self.long()?).map_err(|_| malformed("negative string length"))?;
         if len > self.bytes.len() {
             return Err(malformed("datum ends inside a string"));
         }

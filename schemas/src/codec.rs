@@ -206,7 +206,11 @@ impl EventCodec {
         }
         // The versions this build knows are read directly (`binary`); resolution to the
         // newest only fills `sdk`'s default for v1.
-        match self.versions.iter().find(|v| v.header == bytes[..HEADER_LEN]) {
+        match self
+            .versions
+            .iter()
+            .find(|v| v.header == bytes[..HEADER_LEN])
+        {
             Some(writer) => crate::binary::event(&bytes[HEADER_LEN..], writer.version >= 2),
             None => self.decode_as(bytes, self.writer()),
         }

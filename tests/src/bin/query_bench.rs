@@ -73,7 +73,9 @@ async fn main() -> anyhow::Result<()> {
     }
     for start in (0..args.heavy_client_events).step_by(1000) {
         let body: String = (start..(start + 1000).min(args.heavy_client_events))
-            .map(|n| format!("{{\"client_id\":\"heavy\",\"type\":\"seed\",\"payload\":{{\"n\":{n}}}}}\n"))
+            .map(|n| {
+                format!("{{\"client_id\":\"heavy\",\"type\":\"seed\",\"payload\":{{\"n\":{n}}}}}\n")
+            })
             .collect();
         let response = http
             .post(format!("{}/events", args.gateway))
@@ -82,7 +84,11 @@ async fn main() -> anyhow::Result<()> {
             .send()
             .await
             .context("seeding the heavy client")?;
-        anyhow::ensure!(response.status() == 202, "heavy seed refused: {}", response.status());
+        anyhow::ensure!(
+            response.status() == 202,
+            "heavy seed refused: {}",
+            response.status()
+        );
     }
     let stop = Arc::new(AtomicBool::new(false));
     let ingested = Arc::new(AtomicU64::new(0));
