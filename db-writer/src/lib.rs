@@ -12,6 +12,7 @@
 mod batch;
 mod clocks;
 mod commit;
+mod committer;
 mod consume;
 mod dead_letter;
 mod metrics;
@@ -22,7 +23,7 @@ pub mod settings;
 mod sink;
 mod write;
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Duration};
 
 use chassis::health::Readiness;
 use event_store::{ShardSet, StoreError};
@@ -59,6 +60,8 @@ pub enum WriterError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot start the offset committer: {0}")]
+    Thread(std::io::Error),
 }
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -118,8 +121,10 @@ impl DbWriter {
             metrics_listener,
             readiness,
         } = self;
+        let (committer, mut commit_results) =
+            committer::Committer::start(consumer.clone()).map_err(WriterError::Thread)?;
         let sinks = Sinks {
-            consumer: &consumer,
+            committer: &committer,
             writer: &writer,
             dead_letters: &dead_letters,
             notifier: notifier.as_ref(),
@@ -168,6 +173,8 @@ impl DbWriter {
         // Once a batch is abandoned (shutdown while its shard was down), no later batch may
         // commit: its offsets would cover the abandoned records.
         let mut committing = true;
+        // Commits made and not yet acknowledged, oldest first.
+        let mut awaiting: VecDeque<sink::Committing> = VecDeque::new();
         loop {
             let now = tokio::time::Instant::now();
             for lane in &mut lanes {
@@ -188,7 +195,14 @@ impl DbWriter {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(outcome) = storing.next() => {
-                    committing = sinks.settle(outcome?, committing);
+                    let (still, commit) = sinks.settle(outcome?, committing);
+                    committing = still;
+                    awaiting.extend(commit);
+                }
+                Some(result) = commit_results.recv() => {
+                    if let Some(commit) = awaiting.pop_front() {
+                        sinks.committed(commit, result);
+                    }
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {}
                 message = consumer.recv(), if !blocked => {
@@ -218,13 +232,29 @@ impl DbWriter {
         let deadline = settings.shutdown_timeout;
         let last = async {
             while let Some(outcome) = storing.next().await {
-                committing = sinks.settle(outcome?, committing);
+                let (still, commit) = sinks.settle(outcome?, committing);
+                committing = still;
+                awaiting.extend(commit);
             }
             forget_revoked(&consumer, &mut lanes, &mut clocks);
             let drain = CancellationToken::new();
             for lane in &mut lanes {
                 let outcome = sinks.store(lane.batcher.take(), &drain).await?;
-                committing = sinks.settle(outcome, committing);
+                let (still, commit) = sinks.settle(outcome, committing);
+                committing = still;
+                awaiting.extend(commit);
+            }
+            // The acknowledgements come while the consumer is polled; what it delivers now
+            // stays uncommitted, for the next owner.
+            while !awaiting.is_empty() {
+                tokio::select! {
+                    Some(result) = commit_results.recv() => {
+                        if let Some(commit) = awaiting.pop_front() {
+                            sinks.committed(commit, result);
+                        }
+                    }
+                    _ = consumer.recv() => {}
+                }
             }
             Ok::<(), WriterError>(())
         };
@@ -232,13 +262,16 @@ impl DbWriter {
             Ok(result) => result?,
             Err(_) => warn!(
                 ?deadline,
-                "final flush did not finish in time; its offsets stay uncommitted"
+                "final flush did not finish in time; what it did not commit is re-read by the next owner"
             ),
         }
-        consumer.unsubscribe();
         if let Some(notifier) = sinks.notifier {
             notifier.flush();
         }
+        drop(storing);
+        drop(sinks);
+        committer.close(awaiting.is_empty());
+        consumer.unsubscribe();
         info!("db-writer stopped");
         Ok(())
     }

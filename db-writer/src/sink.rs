@@ -1,14 +1,13 @@
 //! Where a complete batch goes: routed and written to the shards, what can never be stored to
 //! the dead-letter topic, then — in batch order — its offsets committed and a notice sent.
 
-use rdkafka::consumer::{CommitMode, Consumer};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::{
     batch::{Poison, Record},
     commit,
-    consume::WriterConsumer,
+    committer::Committer,
     dead_letter::DeadLetters,
     metrics,
     notice::{self, PendingNotice},
@@ -19,7 +18,7 @@ use crate::{
 };
 
 pub struct Sinks<'a> {
-    pub consumer: &'a WriterConsumer,
+    pub committer: &'a Committer,
     pub writer: &'a ShardWriter,
     pub dead_letters: &'a DeadLetters,
     pub notifier: Option<&'a Notifier>,
@@ -31,6 +30,14 @@ pub struct Sinks<'a> {
 pub struct Stored {
     ranges: commit::Ranges,
     records: usize,
+    notice: Option<PendingNotice>,
+}
+
+/// A commit made and not yet acknowledged; acknowledgements come in the order commits were
+/// made.
+pub struct Committing {
+    records: usize,
+    partitions: usize,
     notice: Option<PendingNotice>,
 }
 
@@ -130,37 +137,52 @@ impl Sinks<'_> {
         }))
     }
 
-    /// Commits a stored batch while commits are allowed; returns whether they still are.
-    pub fn settle(&self, outcome: Outcome, committing: bool) -> bool {
+    /// Commits a stored batch while commits are allowed; returns whether they still are, and
+    /// the commit to wait for.
+    pub fn settle(&self, outcome: Outcome, committing: bool) -> (bool, Option<Committing>) {
         match outcome {
-            Outcome::Stored(stored) if committing => {
-                self.commit(stored);
-                true
-            }
-            Outcome::Stored(_) => false,
-            Outcome::Empty => committing,
-            Outcome::Abandoned => false,
+            Outcome::Stored(stored) if committing => (true, self.commit(stored)),
+            Outcome::Stored(_) => (false, None),
+            Outcome::Empty => (committing, None),
+            Outcome::Abandoned => (false, None),
         }
     }
 
-    /// Commits a stored batch's offsets (with each partition's clock), then announces it.
-    fn commit(&self, stored: Stored) {
+    /// Commits a stored batch's offsets (with each partition's clock), on the committer's
+    /// thread; results come in order.
+    fn commit(&self, stored: Stored) -> Option<Committing> {
         let tpl = match commit::to_list(&stored.ranges) {
             Ok(tpl) => tpl,
             Err(e) => {
                 warn!(error = %e, "cannot build the offsets to commit");
-                return;
+                return None;
             }
         };
-        match self.consumer.commit(&tpl, CommitMode::Sync) {
+        match self.committer.commit(tpl) {
+            Ok(()) => Some(Committing {
+                records: stored.records,
+                partitions: stored.ranges.len(),
+                notice: stored.notice,
+            }),
+            Err(e) => {
+                warn!(error = %e, "offset commit refused; the records will be re-delivered");
+                None
+            }
+        }
+    }
+
+    /// The broker's answer to the oldest commit not yet acknowledged: then the batch is
+    /// announced.
+    pub fn committed(&self, committing: Committing, result: rdkafka::error::KafkaResult<()>) {
+        match result {
             Ok(()) => {
                 metrics::BATCHES_COMMITTED.inc();
                 debug!(
-                    records = stored.records,
-                    partitions = stored.ranges.len(),
+                    records = committing.records,
+                    partitions = committing.partitions,
                     "batch committed"
                 );
-                if let (Some(notifier), Some(notice)) = (self.notifier, stored.notice) {
+                if let (Some(notifier), Some(notice)) = (self.notifier, committing.notice) {
                     notifier.batch_persisted(&notice.finish());
                 }
             }
