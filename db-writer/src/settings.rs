@@ -63,7 +63,8 @@ pub struct BatchSettings {
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
     /// ... or this long after its first record when it holds only ticks (nothing to store;
-    /// the offsets still move, so lag reads zero on an idle pipeline). Default 1s.
+    /// the offsets still move, so an idle pipeline's depth stays at a few ticks per
+    /// partition and its oldest unstored age under this wait). Default 200ms.
     #[serde(with = "humantime_serde")]
     pub idle_wait: Duration,
 }
@@ -88,7 +89,7 @@ impl Default for Settings {
                 max_rows: 500,
                 max_bytes: 1024 * 1024,
                 max_wait: Duration::from_millis(2),
-                idle_wait: Duration::from_secs(1),
+                idle_wait: Duration::from_millis(200),
             },
             store: StoreSettings::default(),
             retry: RetrySettings::default(),
@@ -120,7 +121,7 @@ impl Default for BatchSettings {
             max_rows: 10_000,
             max_bytes: 8 * 1024 * 1024,
             max_wait: Duration::from_millis(50),
-            idle_wait: Duration::from_secs(1),
+            idle_wait: Duration::from_millis(200),
         }
     }
 }

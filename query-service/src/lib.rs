@@ -13,8 +13,11 @@ mod in_flight;
 mod metrics;
 #[cfg(test)]
 mod model;
+mod notices;
+
 mod page_cache;
 mod partitions;
+mod pipeline;
 mod progress;
 mod release;
 pub mod settings;
@@ -52,6 +55,7 @@ pub enum QueryError {
 pub struct QueryService {
     listener: TcpListener,
     tail: tail::Tail,
+    peeker: Arc<rdkafka::consumer::BaseConsumer>,
     state: Arc<api::AppState>,
     readiness: Readiness,
     shutdown: CancellationToken,
@@ -69,6 +73,7 @@ impl QueryService {
         let frontier = Arc::new(release::Frontier::default());
         let streams = Arc::new(streams::Streams::default());
         let readiness = Readiness::new(&[tail::READY_CAUGHT_UP]);
+        let pipeline = Arc::new(pipeline::Pipeline::default());
         // Stops the checker and open streams with the service.
         let shutdown = CancellationToken::new();
         let (checks, checked) = verify::spawn(
@@ -90,9 +95,15 @@ impl QueryService {
                 checks,
                 checked,
                 readiness: readiness.clone(),
+                pipeline: pipeline.clone(),
             },
         )
         .await?;
+        notices::follow(&settings.kafka, pipeline.clone(), shutdown.clone())?;
+        let peeker = Arc::new(lag::observer(
+            &settings.kafka.brokers,
+            &settings.kafka.writer_group,
+        )?);
         let listener =
             TcpListener::bind(settings.listen)
                 .await
@@ -113,10 +124,12 @@ impl QueryService {
             stream_permits: Arc::new(tokio::sync::Semaphore::new(settings.api.max_streams)),
             api: settings.api.clone(),
             shutdown: shutdown.clone(),
+            pipeline,
         });
         Ok(QueryService {
             listener,
             tail,
+            peeker,
             state,
             readiness,
             shutdown,
@@ -143,6 +156,17 @@ impl QueryService {
             });
         }
         let tail = tokio::spawn(self.tail.run(inner.clone()));
+        tokio::spawn(pipeline::sample(
+            pipeline::Sources {
+                pipeline: self.state.pipeline.clone(),
+                in_flight: self.state.in_flight.clone(),
+                frontier: self.state.frontier.clone(),
+                streams: self.state.streams.clone(),
+                shards: self.state.shards.clone(),
+                peeker: self.peeker,
+            },
+            inner.clone(),
+        ));
         let app = api::router(self.state, self.readiness);
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(inner.clone().cancelled_owned())

@@ -4,8 +4,8 @@ use std::sync::LazyLock;
 
 use prometheus::{
     register_gauge, register_histogram, register_histogram_vec, register_int_counter,
-    register_int_counter_vec, register_int_gauge, Gauge, Histogram, HistogramVec, IntCounter,
-    IntCounterVec, IntGauge,
+    register_int_counter_vec, register_int_gauge, register_int_gauge_vec, Gauge, Histogram,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
 pub static PAGE_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -128,4 +128,67 @@ pub static CHECK_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 pub static STREAMS: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!("query_streams_active", "Open Server-Sent Event streams")
         .expect("metric registers once")
+});
+
+// The pipeline view (`pipeline`). Lag metrics are named as kafka_exporter names them, so
+// dashboards and alerts written for it work here too; every replica exports the same values.
+
+pub static GROUP_LAG: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "kafka_consumergroup_lag",
+        "Records (events and gateway ticks) of a partition the group has not committed",
+        &["consumergroup", "topic", "partition"]
+    )
+    .expect("metric registers once")
+});
+
+pub static GROUP_OFFSET: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "kafka_consumergroup_current_offset",
+        "The group's committed offset of a partition",
+        &["consumergroup", "topic", "partition"]
+    )
+    .expect("metric registers once")
+});
+
+pub static PARTITION_OFFSET: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "kafka_topic_partition_current_offset",
+        "A partition's end offset",
+        &["topic", "partition"]
+    )
+    .expect("metric registers once")
+});
+
+pub static PIPELINE_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "eventpipe_pipeline_depth_events",
+        "Events acknowledged by the gateway and not yet stored"
+    )
+    .expect("metric registers once")
+});
+
+pub static OLDEST_UNSTORED: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "eventpipe_oldest_unstored_age_seconds",
+        "Age of the oldest acknowledged event not yet stored (0 when none)"
+    )
+    .expect("metric registers once")
+});
+
+pub static DEAD_LETTER_RECORDS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "eventpipe_dead_letter_records",
+        "Records in the dead-letter topic"
+    )
+    .expect("metric registers once")
+});
+
+pub static SHARD_UP: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "eventpipe_shard_up",
+        "1 when the shard answered the last check",
+        &["shard"]
+    )
+    .expect("metric registers once")
 });

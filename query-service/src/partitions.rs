@@ -19,7 +19,7 @@ use crate::{
     release::Release,
 };
 
-pub type Slot = (String, i32);
+pub use lag::Slot;
 
 struct Partition {
     clock: LogClock,
@@ -35,6 +35,8 @@ struct Partition {
 
 pub struct Partitions {
     parts: BTreeMap<Slot, Partition>,
+    /// Events consumed so far, per topic (for rates).
+    consumed: BTreeMap<String, u64>,
     in_flight: Arc<InFlight>,
     progress: Arc<Progress>,
     release: Release,
@@ -50,6 +52,7 @@ impl Partitions {
     ) -> Self {
         Partitions {
             parts: BTreeMap::new(),
+            consumed: BTreeMap::new(),
             in_flight,
             progress,
             release,
@@ -110,6 +113,12 @@ impl Partitions {
         id_assigned: bool,
     ) -> Option<Held> {
         let partition = self.parts.get_mut(slot)?;
+        match self.consumed.get_mut(&slot.0) {
+            Some(count) => *count += 1,
+            None => {
+                self.consumed.insert(slot.0.clone(), 1);
+            }
+        }
         let ordered_at_micros = partition.clock.observe(event.ingested_at_micros);
         let held = Arc::new(StoredEvent {
             event,
@@ -179,6 +188,20 @@ impl Partitions {
                 self.in_flight.evict(&held);
             }
         }
+    }
+
+    /// Events consumed so far, per topic.
+    pub fn consumed_counts(&self) -> BTreeMap<String, u64> {
+        self.consumed.clone()
+    }
+
+    /// `ingested_at` of the oldest event held (consumed, not yet stored).
+    pub fn oldest_held(&self) -> Option<i64> {
+        self.parts
+            .values()
+            .flat_map(|p| p.held.front().into_iter().chain(p.deferred.iter()))
+            .map(|h| h.event.ingested_at_micros)
+            .min()
     }
 
     /// This replica had consumed the partition to its end at `at` (micros).

@@ -29,10 +29,16 @@ pub struct KafkaSettings {
     /// Prefix of this replica's own group id (a random suffix makes it unique: every
     /// replica reads every partition). Default `query-service`.
     pub group_prefix: String,
-    /// How often the writer's committed offsets and the partition counts are re-read.
-    /// Default 100ms.
+    /// How often the writer's committed offsets, the end offsets and the partition counts
+    /// are re-read. Keep it below the gateways' `kafka.metadata_refresh`: partitions added
+    /// later must be known here before gateways write to them. Default 100ms.
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
+    /// db-writer's dead-letter topic, counted in the pipeline view. Default `events-dlq`.
+    pub dead_letter_topic: String,
+    /// db-writer's persisted notices, shown in the pipeline view as they land; empty turns
+    /// this off. Default `events-persisted`.
+    pub persisted_topic: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +125,8 @@ impl Default for KafkaSettings {
             writer_group: "db-writer".into(),
             group_prefix: "query-service".into(),
             refresh_interval: Duration::from_millis(100),
+            dead_letter_topic: "events-dlq".into(),
+            persisted_topic: "events-persisted".into(),
         }
     }
 }

@@ -91,6 +91,11 @@ impl Streams {
         }
     }
 
+    /// Open streams.
+    pub fn count(&self) -> usize {
+        self.count.load(Ordering::Relaxed)
+    }
+
     /// Whether any stream is open at all (the tail skips delivery work otherwise).
     pub fn any(&self) -> bool {
         self.count.load(Ordering::Relaxed) > 0

@@ -10,6 +10,7 @@ use std::{
 };
 
 use chassis::health::Readiness;
+use lag::{Member, Observed, Slot};
 use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer, StreamConsumer},
@@ -17,7 +18,7 @@ use rdkafka::{
     message::{BorrowedMessage, Headers, Message},
     Offset, TopicPartitionList,
 };
-use schemas::{headers, order::parse_commit_metadata, EventCodec, TickCodec};
+use schemas::{headers, EventCodec, TickCodec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -25,26 +26,20 @@ use tracing::{info, warn};
 use crate::{
     in_flight::{Held, InFlight},
     metrics,
-    partitions::{self, Partitions, Slot},
+    partitions::{self, Partitions},
+    pipeline::{PartitionView, Pipeline, TailReport},
     progress::Progress,
     release::Release,
     settings::{KafkaSettings, OrderSettings},
     verify::Checked,
 };
 
-const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the dead-letter topic and the writer group's members are read.
+const SLOW_REFRESH: Duration = Duration::from_secs(1);
 /// How long start-up waits for Kafka to answer before the service gives up.
 const START_PATIENCE: Duration = Duration::from_secs(60);
 /// Readiness check: consumed every partition up to the end offsets seen at start.
 pub const READY_CAUGHT_UP: &str = "caught-up";
-
-/// The writer's commit of a partition and the end of the partition, read together.
-#[derive(Debug, Clone, Copy)]
-struct Observed {
-    committed: i64,
-    clock: Option<i64>,
-    end: Option<i64>,
-}
 
 pub struct Tail {
     consumer: StreamConsumer,
@@ -69,6 +64,11 @@ struct Core {
     readiness: Readiness,
     /// End offsets seen at start: ready once consumption has passed them all.
     start_ends: HashMap<Slot, i64>,
+    pipeline: Arc<Pipeline>,
+    writer_group: String,
+    dead_letter_topic: String,
+    dead_letters: u64,
+    members: Vec<Member>,
 }
 
 /// What the tail is given by the service.
@@ -79,6 +79,7 @@ pub struct Wiring {
     pub checks: mpsc::Sender<Held>,
     pub checked: mpsc::UnboundedReceiver<Checked>,
     pub readiness: Readiness,
+    pub pipeline: Arc<Pipeline>,
 }
 
 impl Tail {
@@ -97,11 +98,7 @@ impl Tail {
             .set("auto.offset.reset", "earliest")
             .set("queued.max.messages.kbytes", "65536")
             .create()?;
-        let observer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
-            .set("group.id", &kafka.writer_group)
-            .set("enable.auto.commit", "false")
-            .create()?;
+        let observer = lag::observer(&kafka.brokers, &kafka.writer_group)?;
         let Wiring {
             in_flight,
             progress,
@@ -109,6 +106,7 @@ impl Tail {
             checks,
             checked,
             readiness,
+            pipeline,
         } = wiring;
         let quiet_bound = i64::try_from(order.quiet_bound.as_micros()).unwrap_or(i64::MAX);
         let mut core = Core {
@@ -124,6 +122,11 @@ impl Tail {
             ticks: TickCodec::default(),
             readiness,
             start_ends: HashMap::new(),
+            pipeline,
+            writer_group: kafka.writer_group.clone(),
+            dead_letter_topic: kafka.dead_letter_topic.clone(),
+            dead_letters: 0,
+            members: Vec::new(),
         };
         // A broker that just started may not have a group coordinator yet: wait for it.
         let mut backoff = Duration::from_millis(100);
@@ -156,6 +159,7 @@ impl Tail {
         let Tail { consumer, mut core } = self;
         let mut refresh = tokio::time::interval(core.refresh_interval);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut slow_refresh = tokio::time::Instant::now() - SLOW_REFRESH;
         loop {
             let full = core.in_flight.is_full();
             metrics::TAIL_PAUSED.set(i64::from(full));
@@ -170,6 +174,10 @@ impl Tail {
                     match core.observe().await {
                         Ok(observed) => core.apply_observed(&consumer, &observed, sent_at),
                         Err(e) => warn!(error = %e, "cannot read the writer's progress"),
+                    }
+                    if slow_refresh.elapsed() >= SLOW_REFRESH {
+                        slow_refresh = tokio::time::Instant::now();
+                        core.observe_slowly().await;
                     }
                 }
                 // At the in-flight bound, stop consuming until the writer's commits make room:
@@ -190,9 +198,33 @@ impl Core {
     async fn observe(&self) -> Result<BTreeMap<Slot, Observed>, KafkaError> {
         let observer = self.observer.clone();
         let topics = self.topics.clone();
-        tokio::task::spawn_blocking(move || observe(&observer, &topics))
+        tokio::task::spawn_blocking(move || lag::partitions(&observer, &topics))
             .await
             .map_err(|_| KafkaError::Canceled)?
+    }
+
+    /// The dead-letter topic's size and the writer group's members (less often: they change
+    /// slowly); the previous values when Kafka does not answer.
+    async fn observe_slowly(&mut self) {
+        let observer = self.observer.clone();
+        let (dead_letter_topic, writer_group) =
+            (self.dead_letter_topic.clone(), self.writer_group.clone());
+        let read = tokio::task::spawn_blocking(move || {
+            let dead = lag::topic_size(&observer, &dead_letter_topic);
+            let members = lag::members(&observer, &writer_group);
+            (dead, members)
+        })
+        .await;
+        if let Ok((dead, members)) = read {
+            match dead {
+                Ok(dead) => self.dead_letters = dead,
+                Err(e) => warn!(error = %e, "cannot count dead letters"),
+            }
+            match members {
+                Ok(members) => self.members = members,
+                Err(e) => warn!(error = %e, "cannot describe the writer group"),
+            }
+        }
     }
 
     fn assign_new(
@@ -300,57 +332,48 @@ impl Core {
             self.readiness.pass(READY_CAUGHT_UP);
         }
         self.partitions.advance();
+        self.report(observed);
     }
-}
 
-/// Reads the writer's commits (with their clocks) and the end offsets of every partition of
-/// `topics`. Partitions the writer never committed map to offset 0 without a clock.
-fn observe(
-    observer: &BaseConsumer,
-    topics: &[String],
-) -> Result<BTreeMap<Slot, Observed>, KafkaError> {
-    let mut tpl = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = observer.fetch_metadata(Some(topic), KAFKA_TIMEOUT)?;
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                tpl.add_partition(t.name(), p.id());
-            }
-        }
+    /// Hands what this refresh learned to the pipeline view and to the lag metrics.
+    fn report(&self, observed: &BTreeMap<Slot, Observed>) {
+        let partitions: Vec<PartitionView> = observed
+            .iter()
+            .map(|((topic, partition), o)| {
+                let end = o.end.unwrap_or(o.committed);
+                let position = self.progress.next(topic, *partition).unwrap_or(0);
+                let labels = [
+                    self.writer_group.as_str(),
+                    topic.as_str(),
+                    &partition.to_string(),
+                ];
+                metrics::GROUP_LAG
+                    .with_label_values(&labels)
+                    .set(end - o.committed);
+                metrics::GROUP_OFFSET
+                    .with_label_values(&labels)
+                    .set(o.committed);
+                metrics::PARTITION_OFFSET
+                    .with_label_values(&[topic.as_str(), &partition.to_string()])
+                    .set(end);
+                PartitionView {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    end_offset: end,
+                    writer_committed: o.committed,
+                    writer_lag: end - o.committed,
+                    query_position: position,
+                    query_lag: end - position,
+                }
+            })
+            .collect();
+        self.pipeline.tail_reported(TailReport {
+            partitions,
+            oldest_held_micros: self.partitions.oldest_held(),
+            consumed: self.partitions.consumed_counts(),
+            dead_letters: self.dead_letters,
+            members: self.members.clone(),
+            observed: observed.clone(),
+        });
     }
-    let committed = observer.committed_offsets(tpl.clone(), KAFKA_TIMEOUT)?;
-    let mut latest = TopicPartitionList::new();
-    for e in tpl.elements() {
-        latest.add_partition_offset(e.topic(), e.partition(), Offset::End)?;
-    }
-    // ListOffsets for "latest" of every partition in one request per broker.
-    let ends: HashMap<Slot, i64> = observer
-        .offsets_for_times(latest, KAFKA_TIMEOUT)?
-        .elements()
-        .iter()
-        .filter_map(|e| match e.offset() {
-            Offset::Offset(end) => Some(((e.topic().to_owned(), e.partition()), end)),
-            _ => None,
-        })
-        .collect();
-    Ok(committed
-        .elements()
-        .iter()
-        .map(|e| {
-            let slot = (e.topic().to_owned(), e.partition());
-            let (committed, clock) = match e.offset() {
-                Offset::Offset(o) => (o, parse_commit_metadata(e.metadata())),
-                _ => (0, None),
-            };
-            let end = ends.get(&slot).copied();
-            (
-                slot,
-                Observed {
-                    committed,
-                    clock,
-                    end,
-                },
-            )
-        })
-        .collect())
 }

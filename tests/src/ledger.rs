@@ -12,6 +12,17 @@ use uuid::Uuid;
 
 use crate::{assert_same_content, eventually, ids, Stack};
 
+/// How long a POST in progress may take to be answered.
+const ANSWER: Duration = Duration::from_secs(30);
+
+fn event_id(event: &Value) -> Uuid {
+    event["event_id"]
+        .as_str()
+        .expect("id")
+        .parse()
+        .expect("uuid")
+}
+
 #[derive(Default)]
 struct Entries {
     /// Events the gateway acknowledged, as posted.
@@ -19,6 +30,12 @@ struct Entries {
     /// Events of requests that did not get a 202 (with their own ids): each may appear, at
     /// most once.
     maybe: HashMap<Uuid, Value>,
+}
+
+impl Entries {
+    fn posted(&self, id: &Uuid) -> Option<&Value> {
+        self.acknowledged.get(id).or_else(|| self.maybe.get(id))
+    }
 }
 
 /// Shared between the tasks that post and the test that checks.
@@ -89,29 +106,37 @@ impl Ledger {
                 want.is_subset(&seen).then_some(history)
             })
             .await;
-            let entries = self.entries.lock().expect("ledger");
-            let mut seen = HashSet::new();
-            let mut last = time::OffsetDateTime::UNIX_EPOCH;
-            for event in &history {
-                let id: Uuid = event["event_id"]
-                    .as_str()
-                    .expect("id")
-                    .parse()
-                    .expect("uuid");
-                assert!(seen.insert(id), "{client}: {id} answered twice");
-                let posted = entries
-                    .acknowledged
-                    .get(&id)
-                    .or_else(|| entries.maybe.get(&id))
-                    .unwrap_or_else(|| panic!("{client}: {id} answered but never posted"));
-                assert_same_content(posted, event);
-                let ordered_at = time::OffsetDateTime::parse(
-                    event["ordered_at"].as_str().expect("ordered_at"),
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .expect("RFC 3339");
-                assert!(ordered_at >= last, "{client}: out of order at {id}");
-                last = ordered_at;
+            // An event can be answered before the answer to its own POST reaches the ledger
+            // (traffic goes on while this checks): such ids are checked once known.
+            let mut unknown = Vec::new();
+            {
+                let entries = self.entries.lock().expect("ledger");
+                let mut seen = HashSet::new();
+                let mut last = time::OffsetDateTime::UNIX_EPOCH;
+                for event in &history {
+                    let id = event_id(event);
+                    assert!(seen.insert(id), "{client}: {id} answered twice");
+                    match entries.posted(&id) {
+                        Some(posted) => assert_same_content(posted, event),
+                        None => unknown.push(event),
+                    }
+                    let ordered_at = time::OffsetDateTime::parse(
+                        event["ordered_at"].as_str().expect("ordered_at"),
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .expect("RFC 3339");
+                    assert!(ordered_at >= last, "{client}: out of order at {id}");
+                    last = ordered_at;
+                }
+            }
+            for event in unknown {
+                let id = event_id(event);
+                let what = format!("{client}: {id} answered, and its POST answered");
+                let posted = eventually(ANSWER, &what, || async {
+                    self.entries.lock().expect("ledger").posted(&id).cloned()
+                })
+                .await;
+                assert_same_content(&posted, event);
             }
         }
     }

@@ -62,9 +62,11 @@ pub async fn get_events(
         Ok(response) => response,
         Err(problem) => problem.into_response(),
     };
+    let seconds = started.elapsed().as_secs_f64();
     metrics::QUERY_SECONDS
         .with_label_values(&[response.status().as_str()])
-        .observe(started.elapsed().as_secs_f64());
+        .observe(seconds);
+    state.pipeline.query_answered(seconds);
     response
 }
 

@@ -3,20 +3,21 @@
 
 mod events;
 mod params;
+mod pipeline;
 mod stream;
 mod view;
 
 use std::sync::Arc;
 
-use axum::{routing::get, Router};
+use axum::{response::Redirect, routing::get, Router};
 use chassis::health::Readiness;
 use event_store::ShardSet;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    history::Sources, in_flight::InFlight, page_cache::PageCache, progress::Progress,
-    release::Frontier, settings::ApiSettings, streams::Streams,
+    history::Sources, in_flight::InFlight, page_cache::PageCache, pipeline::Pipeline,
+    progress::Progress, release::Frontier, settings::ApiSettings, streams::Streams,
 };
 
 /// What every request handler reads.
@@ -32,6 +33,7 @@ pub struct AppState {
     pub api: ApiSettings,
     /// Ends open streams when the service stops.
     pub shutdown: CancellationToken,
+    pub pipeline: Arc<Pipeline>,
 }
 
 impl AppState {
@@ -54,6 +56,10 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
     Router::new()
         .route("/events", get(events::get_events))
         .route("/events/stream", get(stream::stream_events))
+        .route("/pipeline", get(pipeline::get_pipeline))
+        .route("/pipeline/stream", get(pipeline::stream_pipeline))
+        .route("/dashboard", get(pipeline::dashboard))
+        .route("/", get(|| async { Redirect::temporary("/dashboard") }))
         .with_state(state)
         .merge(chassis::health::router(readiness))
         .merge(chassis::metrics::router())

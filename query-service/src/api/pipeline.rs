@@ -1,0 +1,91 @@
+//! `GET /pipeline` (the pipeline view as JSON), `GET /pipeline/stream` (the same live, as
+//! Server-Sent Events) and `GET /dashboard` (a page that draws it).
+
+use std::{convert::Infallible, sync::Arc, time::Duration};
+
+use axum::{
+    extract::State,
+    http::{header, StatusCode},
+    response::{
+        sse::{Event as SseEvent, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+    Json,
+};
+use chassis::problem::Problem;
+use futures::{Stream, StreamExt};
+use serde::Serialize;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use crate::pipeline::{BatchView, Snapshot, Update};
+
+#[derive(Serialize)]
+struct View {
+    #[serde(flatten)]
+    snapshot: Arc<Snapshot>,
+    batches: Vec<Arc<BatchView>>,
+}
+
+pub async fn get_pipeline(State(state): State<Arc<AppState>>) -> Response {
+    match state.pipeline.latest() {
+        Some(snapshot) => Json(View {
+            snapshot,
+            batches: state.pipeline.batches(),
+        })
+        .into_response(),
+        None => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "starting",
+            "the first sample of the pipeline is taken a second after start; retry",
+        )
+        .retry_after(Duration::from_secs(1))
+        .into_response(),
+    }
+}
+
+/// `history` (the samples kept so far) and the latest batches first, then `snapshot` every
+/// second and `batch` as batches are persisted. A reader that falls behind skips samples.
+pub async fn stream_pipeline(
+    State(state): State<Arc<AppState>>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+    let updates = state.pipeline.subscribe();
+    let first = [
+        json_event("history", &state.pipeline.history()),
+        json_event("batches", &state.pipeline.batches()),
+    ];
+    let live = futures::stream::unfold(
+        (updates, state.shutdown.clone()),
+        |(mut updates, shutdown)| async move {
+            let next = loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => break None,
+                    update = updates.recv() => match update {
+                        Ok(Update::Snapshot(s)) => break Some(json_event("snapshot", &s)),
+                        Ok(Update::Batch(b)) => break Some(json_event("batch", &b)),
+                        Err(RecvError::Lagged(_)) => continue,
+                        Err(RecvError::Closed) => break None,
+                    },
+                }
+            };
+            next.map(|event| (event, (updates, shutdown)))
+        },
+    );
+    let stream = futures::stream::iter(first)
+        .chain(live)
+        .map(Ok::<_, Infallible>);
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+}
+
+fn json_event<T: Serialize>(kind: &str, value: &T) -> SseEvent {
+    SseEvent::default()
+        .event(kind)
+        .data(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
+}
+
+pub async fn dashboard() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("dashboard.html"),
+    )
+}
