@@ -38,6 +38,7 @@ where
         return Ok(());
     }
     crate::telemetry::init();
+    crate::metrics::register_process_metrics();
     run(settings, crate::shutdown::on_signal())
         .await
         .with_context(|| format!("{} failed", service.name))

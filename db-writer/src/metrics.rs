@@ -1,4 +1,4 @@
-//! Every metric of db-writer, defined once. Labels are shard and error class, never ids.
+//! Every metric of db-writer, defined once. Labels are shard, topic and error class, never ids.
 
 use std::sync::LazyLock;
 
@@ -82,6 +82,26 @@ pub static EVENT_ID_CONFLICTS: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "db_writer_event_id_conflicts_total",
         "Events dead-lettered because another client's event has their event_id"
+    )
+    .expect("metric registers once")
+});
+
+pub static BATCH_RECORDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "db_writer_batch_records",
+        "Records (events, ticks, poison) per batch stored, by topic (lane)",
+        &["topic"],
+        vec![1.0, 10.0, 50.0, 100.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 25000.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static BATCH_FLUSH_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "db_writer_batch_flush_seconds",
+        "Time to store one batch on every shard it touches (and dead-letter its poison), by topic (lane)",
+        &["topic"],
+        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]
     )
     .expect("metric registers once")
 });

@@ -61,6 +61,13 @@ impl Sinks<'_> {
         }
         let ranges = commit::ranges(&records);
         let batch_size = records.len();
+        let started = std::time::Instant::now();
+        // A batch holds one lane's records: its topic labels the batch metrics.
+        let topic = ranges
+            .keys()
+            .next()
+            .map(|(topic, _)| topic.clone())
+            .unwrap_or_default();
         let mut events = Vec::with_capacity(records.len());
         let mut poisons: Vec<(Poison, Option<String>)> = Vec::new();
         for record in records {
@@ -130,6 +137,12 @@ impl Sinks<'_> {
             // would be lost. Failing here restarts from the last commit.
             self.dead_letters.publish(&poisons).await?;
         }
+        metrics::BATCH_RECORDS
+            .with_label_values(&[&topic])
+            .observe(batch_size as f64);
+        metrics::BATCH_FLUSH_SECONDS
+            .with_label_values(&[&topic])
+            .observe(started.elapsed().as_secs_f64());
         Ok(Outcome::Stored(Stored {
             ranges,
             records: batch_size,

@@ -21,7 +21,9 @@ pub use kafka::{header, KafkaAdmin};
 pub use ledger::Ledger;
 pub use poll::eventually;
 pub use private::{PrivateKafka, PrivateShard};
-pub use services::{GatewayProcess, Posted, Stack, WriterProcess, MAX_CLOCK_AHEAD_MS};
+pub use services::{
+    GatewayProcess, Posted, QueryProcess, Stack, WriterProcess, MAX_CLOCK_AHEAD_MS,
+};
 pub use sse::{Block, SseReader, Streamed};
 
 use std::collections::HashMap;

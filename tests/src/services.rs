@@ -169,6 +169,8 @@ impl Stack {
                 brokers: self.brokers.clone(),
                 topics: vec![self.topic.clone(), self.critical_topic.clone()],
                 writer_group: self.writer_group.clone(),
+                dead_letter_topic: self.dead_letter_topic.clone(),
+                persisted_topic: self.persisted_topic.clone(),
                 ..defaults.kafka
             },
             store: self.store_settings(),
@@ -320,6 +322,12 @@ impl Stack {
     /// Starts the db-writer binary as its own process, so a test can kill it.
     pub fn spawn_writer_process(&self) -> WriterProcess {
         WriterProcess::spawn(self)
+    }
+
+    /// Starts the query-service binary as its own process, with `query_settings()` on a free
+    /// port, and waits until it is ready.
+    pub async fn spawn_query_process(&self) -> QueryProcess {
+        QueryProcess::spawn(self).await
     }
 
     /// Starts the producer-gateway binary as its own process, with `gateway_settings()` on a
@@ -577,13 +585,22 @@ impl Drop for ServiceProcess {
 /// db-writer as a child process, killed (not stopped) by `kill`.
 pub struct WriterProcess {
     process: ServiceProcess,
+    metrics_url: String,
 }
 
 impl WriterProcess {
     fn spawn(stack: &Stack) -> Self {
+        let mut settings = stack.writer_settings();
+        settings.metrics_listen = SocketAddr::from(([127, 0, 0, 1], crate::private::free_port()));
         WriterProcess {
-            process: ServiceProcess::spawn(stack, "db-writer", &stack.writer_settings()),
+            metrics_url: format!("http://{}", settings.metrics_listen),
+            process: ServiceProcess::spawn(stack, "db-writer", &settings),
         }
+    }
+
+    /// Base URL of its metrics and health endpoints.
+    pub fn metrics_url(&self) -> &str {
+        &self.metrics_url
     }
 
     /// SIGKILL: no flush, no commit, no goodbye to the group.
@@ -636,6 +653,44 @@ impl GatewayProcess {
     /// the exit.
     pub async fn terminate(mut self) -> std::process::ExitStatus {
         self.process.terminate().await
+    }
+}
+
+/// query-service as a child process on a port of its own, ready when spawned.
+pub struct QueryProcess {
+    _process: ServiceProcess,
+    url: String,
+}
+
+impl QueryProcess {
+    async fn spawn(stack: &Stack) -> Self {
+        let mut settings = stack.query_settings();
+        settings.listen = SocketAddr::from(([127, 0, 0, 1], crate::private::free_port()));
+        let url = format!("http://{}", settings.listen);
+        let process = ServiceProcess::spawn(stack, "query-service", &settings);
+        let ready = format!("{url}/health/ready");
+        crate::eventually(
+            Duration::from_secs(60),
+            "the query-service process ready",
+            || {
+                let request = stack
+                    .http
+                    .get(&ready)
+                    .timeout(Duration::from_secs(1))
+                    .send();
+                async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+            },
+        )
+        .await;
+        QueryProcess {
+            _process: process,
+            url,
+        }
+    }
+
+    /// Base URL, e.g. `http://127.0.0.1:41234`.
+    pub fn url(&self) -> &str {
+        &self.url
     }
 }
 

@@ -1,0 +1,241 @@
+//! The pipeline view an operator reads (`GET /pipeline` on query-service and the metrics the
+//! services export): how far behind storing is, and where.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use pipeline_tests::{eventually, PrivateShard, Stack};
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn view(stack: &Stack, query: &str) -> Value {
+    let answer = stack
+        .http
+        .get(format!("{query}/pipeline"))
+        .send()
+        .await
+        .expect("query-service answers");
+    if answer.status() != 200 {
+        return Value::Null;
+    }
+    answer.json().await.expect("JSON")
+}
+
+/// Polls the view until `check` accepts it.
+async fn view_until(
+    stack: &Stack,
+    query: &str,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    eventually(DEADLINE, what, || async {
+        let v = view(stack, query).await;
+        (!v.is_null() && check(&v)).then_some(v)
+    })
+    .await
+}
+
+fn events(n: usize, tag: &str) -> Vec<Value> {
+    (0..n)
+        .map(|i| {
+            let mut e =
+                json!({"client_id": format!("{tag}{}", i % 17), "type": "t", "payload": {"i": i}});
+            if i % 5 == 0 {
+                e["priority"] = "critical".into();
+            }
+            e
+        })
+        .collect()
+}
+
+fn rows_in_batches(view: &Value) -> i64 {
+    view["batches"]
+        .as_array()
+        .expect("batches")
+        .iter()
+        .flat_map(|b| b["shards"].as_array().expect("shards").clone())
+        .map(|pair| pair[1].as_i64().expect("rows"))
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_view_shows_depth_age_lanes_shards_writers_and_batches() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let query = stack.start_query().await;
+    let writer = stack.start_writer().await;
+
+    // Stored: the batches that landed name every row, per shard; nothing is behind.
+    let first = events(200, "v");
+    stack.post_events(&gateway, &first).await;
+    let caught_up = view_until(&stack, &query, "the first events stored", |v| {
+        rows_in_batches(v) == 200
+            && v["writers"].as_array().is_some_and(|w| w.len() == 1)
+            && v["shards"].as_array().is_some_and(|s| {
+                s.iter()
+                    .map(|s| s["rows_stored"].as_i64().unwrap_or(0))
+                    .sum::<i64>()
+                    == 200
+            })
+    })
+    .await;
+    let shards = caught_up["shards"].as_array().expect("shards");
+    assert_eq!(shards.len(), 2);
+    assert!(shards.iter().all(|s| s["up"] == true), "{shards:?}");
+    let lanes: BTreeSet<&str> = caught_up["lanes"]
+        .as_array()
+        .expect("lanes")
+        .iter()
+        .map(|l| l["topic"].as_str().expect("topic"))
+        .collect();
+    assert_eq!(lanes, BTreeSet::from(stack.topics()));
+    // One writer owns every partition of both lanes.
+    let partitions: BTreeSet<String> = caught_up["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| format!("{}/{}", p["topic"].as_str().expect("topic"), p["partition"]))
+        .collect();
+    let writers = caught_up["writers"].as_array().expect("writers");
+    let owned: BTreeSet<String> = writers[0]["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .map(|p| p.as_str().expect("topic/partition").to_owned())
+        .collect();
+    assert_eq!(owned, partitions);
+    for p in caught_up["partitions"].as_array().expect("partitions") {
+        assert!(
+            p["end_offset"].as_i64() >= p["writer_committed"].as_i64(),
+            "{p}"
+        );
+    }
+    // Idle: what is behind is a few clock ticks per partition, not the events.
+    view_until(&stack, &query, "caught up", |v| {
+        v["depth"].as_u64().is_some_and(|d| d < 200)
+            && v["oldest_unstored_age_seconds"]
+                .as_f64()
+                .is_some_and(|a| a < 1.0)
+    })
+    .await;
+
+    // The writer stops: depth grows with what is acknowledged, the oldest unstored event
+    // ages, the writer leaves the group; the lag metrics say the same.
+    writer.cancel();
+    view_until(&stack, &query, "the stopped writer out of the group", |v| {
+        v["writers"].as_array().is_some_and(Vec::is_empty)
+    })
+    .await;
+    let second = events(300, "w");
+    stack.post_events(&gateway, &second).await;
+    let behind = view_until(&stack, &query, "depth and age grow", |v| {
+        v["depth"].as_u64().is_some_and(|d| d >= 300)
+            && v["oldest_unstored_age_seconds"]
+                .as_f64()
+                .is_some_and(|a| a >= 1.5)
+    })
+    .await;
+    let lane_depths: u64 = behind["lanes"]
+        .as_array()
+        .expect("lanes")
+        .iter()
+        .map(|l| l["depth"].as_u64().expect("depth"))
+        .sum();
+    assert_eq!(lane_depths, behind["depth"].as_u64().expect("depth"));
+    let mut lag = 0.0;
+    for topic in stack.topics() {
+        for partition in 0..6 {
+            lag += stack
+                .metric(
+                    &query,
+                    &format!(
+                        "kafka_consumergroup_lag{{consumergroup=\"{}\",partition=\"{partition}\",topic=\"{topic}\"}}",
+                        stack.writer_group
+                    ),
+                )
+                .await;
+        }
+    }
+    assert!(lag >= 300.0, "kafka_consumergroup_lag sums to {lag}");
+
+    // A record that can never be stored is counted as a dead letter once the writer is back,
+    // and everything drains.
+    stack
+        .kafka
+        .produce_raw(&stack.topic, "v0", b"not an event")
+        .await;
+    let _writer = stack.start_writer().await;
+    let drained = view_until(&stack, &query, "drained, with a dead letter", |v| {
+        rows_in_batches(v) >= 300
+            && v["dead_letters"].as_u64() == Some(1)
+            && v["depth"].as_u64().is_some_and(|d| d < 200)
+            && v["oldest_unstored_age_seconds"]
+                .as_f64()
+                .is_some_and(|a| a < 1.0)
+            && v["writers"].as_array().is_some_and(|w| w.len() == 1)
+    })
+    .await;
+    let stored: i64 = drained["shards"]
+        .as_array()
+        .expect("shards")
+        .iter()
+        .map(|s| s["rows_stored"].as_i64().expect("rows"))
+        .sum();
+    assert_eq!(stored, 500);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_shard_down_shows_in_the_view() {
+    let shard = PrivateShard::start().await;
+    let mut stack = Stack::new().await;
+    stack.shard_urls[1] = shard.url();
+    let stack = Arc::new(stack);
+    let query = stack.start_query().await;
+    view_until(&stack, &query, "both shards up", |v| {
+        v["shards"]
+            .as_array()
+            .is_some_and(|s| s.iter().all(|s| s["up"] == true))
+    })
+    .await;
+    shard.stop();
+    view_until(&stack, &query, "shard 1 down", |v| {
+        v["shards"][1]["up"] == false && v["shards"][0]["up"] == true
+    })
+    .await;
+    shard.start_again().await;
+    view_until(&stack, &query, "shard 1 up again", |v| {
+        v["shards"][1]["up"] == true
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_service_exports_its_process_metrics() {
+    let stack = Stack::new().await;
+    let gateway = stack.spawn_gateway_process().await;
+    let writer = stack.spawn_writer_process();
+    let query = stack.spawn_query_process().await;
+    for url in [gateway.url(), writer.metrics_url(), query.url()] {
+        eventually(DEADLINE, "process metrics", || async {
+            let text = stack
+                .http
+                .get(format!("{url}/metrics"))
+                .send()
+                .await
+                .ok()?
+                .text()
+                .await
+                .ok()?;
+            [
+                "process_resident_memory_bytes",
+                "process_cpu_seconds_total",
+                "process_open_fds",
+            ]
+            .iter()
+            .all(|name| text.lines().any(|l| l.starts_with(&format!("{name} "))))
+            .then_some(())
+        })
+        .await;
+    }
+    writer.terminate().await;
+}
