@@ -94,6 +94,10 @@ impl DbWriter {
                     addr: settings.metrics_listen,
                     source,
                 })?;
+        metrics::init(
+            shards.shards().len(),
+            &[&settings.kafka.topic, &settings.kafka.critical_topic],
+        );
         Ok(DbWriter {
             writer: ShardWriter::new(shards, settings.retry.clone(), settings.store.insert_method),
             settings,

@@ -7,6 +7,39 @@ use prometheus::{
     HistogramVec, IntCounter, IntCounterVec, IntGaugeVec,
 };
 
+/// Every reason a record is dead-lettered (`dlq.error.class`).
+pub const DEAD_LETTER_CLASSES: [&str; 4] = [
+    "undecodable",
+    "empty",
+    "rejected-by-database",
+    "event-id-conflict",
+];
+
+/// Creates every labelled series this writer will report, at zero: a series that appears only
+/// on its first increment hides that increment from `rate()` and `increase()`, and alert rules
+/// and dashboards can be checked against what is exported.
+pub fn init(shards: usize, topics: &[&str]) {
+    for shard in 0..shards {
+        let shard = shard.to_string();
+        let shard = [shard.as_str()];
+        ROWS_WRITTEN.with_label_values(&shard);
+        ROWS_DUPLICATE.with_label_values(&shard);
+        WRITE_SECONDS.with_label_values(&shard);
+        WRITE_RETRIES.with_label_values(&shard);
+        SHARD_PAUSED.with_label_values(&shard);
+    }
+    for class in DEAD_LETTER_CLASSES {
+        DEAD_LETTERS.with_label_values(&[class]);
+    }
+    for topic in topics {
+        BATCH_RECORDS.with_label_values(&[topic]);
+        BATCH_FLUSH_SECONDS.with_label_values(&[topic]);
+    }
+    LazyLock::force(&BATCHES_COMMITTED);
+    LazyLock::force(&NOTICES_LOST);
+    LazyLock::force(&EVENT_ID_CONFLICTS);
+}
+
 pub static ROWS_WRITTEN: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "db_writer_rows_inserted_total",

@@ -64,6 +64,7 @@ pub struct QueryService {
 impl QueryService {
     pub async fn bind(settings: &Settings) -> Result<QueryService, QueryError> {
         let shards = ShardSet::connect(&settings.store).await?;
+        metrics::init(shards.shards().len());
         let in_flight = Arc::new(in_flight::InFlight::new(
             settings.cache.max_in_flight_events,
             settings.cache.max_in_flight_bytes,

@@ -8,6 +8,40 @@ use prometheus::{
     HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 
+/// Registers every metric and creates its known labelled series at zero, so dashboards and
+/// `rate()` see them from the start (a series born on its first increment hides that
+/// increment) and alert rules can be checked against what is exported.
+pub fn init(shards: usize) {
+    for result in ["hit", "miss"] {
+        PAGE_CACHE.with_label_values(&[result]);
+    }
+    for status in ["200", "400", "503", "504"] {
+        QUERY_SECONDS.with_label_values(&[status]);
+    }
+    for shard in 0..shards {
+        SHARD_UP.with_label_values(&[&shard.to_string()]);
+    }
+    LazyLock::force(&PAGE_RETRIES);
+    LazyLock::force(&IN_FLIGHT);
+    LazyLock::force(&IN_FLIGHT_BYTES);
+    LazyLock::force(&TAIL_PAUSED);
+    LazyLock::force(&UNDECODABLE);
+    LazyLock::force(&INCOMPLETE_ANSWERS);
+    LazyLock::force(&FRONTIER_LAG);
+    LazyLock::force(&RELEASE_DELAY);
+    LazyLock::force(&UNRELEASED);
+    LazyLock::force(&LATE_EVENTS);
+    LazyLock::force(&UNVERIFIED);
+    LazyLock::force(&CHECK_SECONDS);
+    LazyLock::force(&STREAMS);
+    LazyLock::force(&GROUP_LAG);
+    LazyLock::force(&GROUP_OFFSET);
+    LazyLock::force(&PARTITION_OFFSET);
+    LazyLock::force(&PIPELINE_DEPTH);
+    LazyLock::force(&OLDEST_UNSTORED);
+    LazyLock::force(&DEAD_LETTER_RECORDS);
+}
+
 pub static PAGE_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "query_page_cache_total",
