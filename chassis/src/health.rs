@@ -1,8 +1,8 @@
-//! `/health/live` and `/health/ready`, the same in every service.
+//! `/livez` and `/readyz` (aliases `/health/live`, `/health/ready`), the same in every service.
 //!
 //! Live means the process serves HTTP. Ready means every named check of the service passes
 //! (for example "consumed up to the end offsets seen at start", "shards reachable"); until
-//! then `/health/ready` answers 503 with a problem+json naming what is not ready yet, so a
+//! then `/readyz` answers 503 with a problem+json naming what is not ready yet, so a
 //! load balancer or orchestrator keeps traffic away.
 
 use std::{
@@ -68,12 +68,19 @@ impl Readiness {
     }
 }
 
-/// `GET /health/live` and `GET /health/ready`.
+/// `GET /livez` and `GET /readyz` (Kubernetes' names), with `/health/live` and
+/// `/health/ready` kept as aliases for existing probes and scripts.
 pub fn router<S: Clone + Send + Sync + 'static>(readiness: Readiness) -> Router<S> {
     Router::new()
-        .route("/health/live", get(|| async { "ok" }))
+        .route("/livez", get(live))
+        .route("/readyz", get(ready))
+        .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .with_state(readiness)
+}
+
+async fn live() -> &'static str {
+    "ok"
 }
 
 async fn ready(State(readiness): State<Readiness>) -> Response {

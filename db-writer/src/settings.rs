@@ -17,7 +17,7 @@ pub struct Settings {
     /// Batches written at the same time (both lanes together), committed in order. More
     /// overlap consuming with writing; memory grows by one batch each. Default 2.
     pub max_in_flight_batches: usize,
-    /// Address of `/metrics`, `/health/live` and `/health/ready` (ready: every shard answers
+    /// Address of `/metrics`, `/livez` and `/readyz` (ready: every shard answers
     /// and the group has assigned this member). Default `127.0.0.1:9101`.
     pub metrics_listen: SocketAddr,
     /// How long a shutdown may take to flush and commit before the process gives up. Default 15s.

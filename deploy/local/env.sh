@@ -20,12 +20,35 @@ KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP="${KAFKA_HEAP:--Xms512m -Xmx1g}"
 KAFKA_DIR="$PIPELINE_STATE_DIR/kafka"
-KAFKA_LIB="$KAFKA_DIR/lib-$KAFKA_VERSION"
-KAFKA_PID="$KAFKA_DIR/kafka.pid"
-KAFKA_BOOTSTRAP="127.0.0.1:$KAFKA_PORT"
+KAFKA_LIB="${KAFKA_LIB:-$KAFKA_DIR/lib-$KAFKA_VERSION}"
+# Cluster mode: KAFKA_BROKERS=3 runs three combined broker+controller nodes; node i listens
+# on KAFKA_PORT + 100*(i-1) (controller: KAFKA_CONTROLLER_PORT + 100*(i-1)), topics get
+# replication factor 3 and min.insync.replicas=2. One node (the default) keeps RF 1.
+KAFKA_BROKERS="${KAFKA_BROKERS:-1}"
+[[ "$KAFKA_BROKERS" =~ ^[1-9]$ ]] || { printf '[local] error: KAFKA_BROKERS must be 1..9\n' >&2; exit 2; }
+if ((KAFKA_BROKERS == 1)); then
+  KAFKA_REPLICATION=1
+  KAFKA_MIN_ISR=1
+else
+  KAFKA_REPLICATION=$((KAFKA_BROKERS < 3 ? KAFKA_BROKERS : 3))
+  KAFKA_MIN_ISR=$((KAFKA_REPLICATION - 1))
+fi
+# kafka_node_dir <i>: node 1 of a single-node stack keeps the historical layout.
+kafka_node_dir() {
+  if ((KAFKA_BROKERS == 1)); then echo "$KAFKA_DIR"; else echo "$KAFKA_DIR/cluster$KAFKA_BROKERS/node$1"; fi
+}
+kafka_port() { echo $((KAFKA_PORT + 100 * ($1 - 1))); }
+kafka_controller_port() { echo $((KAFKA_CONTROLLER_PORT + 100 * ($1 - 1))); }
+KAFKA_PID="$(kafka_node_dir 1)/kafka.pid"
+KAFKA_BOOTSTRAP=""
+for ((i = 1; i <= KAFKA_BROKERS; i++)); do
+  KAFKA_BOOTSTRAP+="${KAFKA_BOOTSTRAP:+,}127.0.0.1:$(kafka_port "$i")"
+done
 
 # PostgreSQL: one server per port, shard i is the i-th port.
 PIPELINE_PG_PORTS="${PIPELINE_PG_PORTS:-5433 5434}"
+# `none`: a Kafka-only stack (deploy/local/cluster).
+[[ "$PIPELINE_PG_PORTS" != none ]] || PIPELINE_PG_PORTS=""
 PIPELINE_PG_DB="${PIPELINE_PG_DB:-events}"
 PIPELINE_PG_USER="${PIPELINE_PG_USER:-postgres}"
 PG_DIR="$PIPELINE_STATE_DIR/pg"
@@ -37,6 +60,7 @@ PIPELINE_TOPICS="${PIPELINE_TOPICS:-events events-critical events-dlq events-per
 PIPELINE_MAX_CLOCK_AHEAD_MS="${PIPELINE_MAX_CLOCK_AHEAD_MS:-2000}"
 
 export REPO PIPELINE_STATE_DIR KAFKA_VERSION KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_HEAP KAFKA_BOOTSTRAP \
+  KAFKA_BROKERS KAFKA_REPLICATION KAFKA_MIN_ISR \
   PIPELINE_PG_PORTS PIPELINE_PG_DB PIPELINE_PG_USER PIPELINE_PARTITIONS PIPELINE_TOPICS PIPELINE_MAX_CLOCK_AHEAD_MS
 
 log() { printf '[local] %s\n' "$*" >&2; }
@@ -58,13 +82,22 @@ wait_until() {
   done
 }
 
-# kafka_running: the pid in $KAFKA_PID is alive and is our broker (not a recycled pid).
-kafka_running() {
-  local pid
-  [[ -f "$KAFKA_PID" ]] || return 1
-  pid=$(cat "$KAFKA_PID")
+# kafka_node_running <i>: node i's saved pid is alive and is our broker (not a recycled pid).
+kafka_node_running() {
+  local pidfile pid
+  pidfile="$(kafka_node_dir "$1")/kafka.pid"
+  [[ -f "$pidfile" ]] || return 1
+  pid=$(cat "$pidfile")
   [[ "$pid" =~ ^[0-9]+$ ]] && kill -0 "$pid" 2>/dev/null || return 1
   tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q 'kafka\.Kafka'
+}
+
+# kafka_running: every node runs.
+kafka_running() {
+  local i
+  for ((i = 1; i <= KAFKA_BROKERS; i++)); do
+    kafka_node_running "$i" || return 1
+  done
 }
 
 # kafka_tool <main-class> args...: runs a class from the Kafka classpath (admin tools,
@@ -110,4 +143,105 @@ pg_running() {
   [[ -f "$dir/PG_VERSION" ]] || return 1
   bindir=$(pg_bindir) || return 1
   runuser -u postgres -- "$bindir/pg_ctl" -D "$dir" status >/dev/null 2>&1
+}
+
+# kafka_properties <i> <voters>: node i's server.properties (a combined broker+controller).
+kafka_properties() {
+  local i=$1 voters=$2 dir
+  dir=$(kafka_node_dir "$i")
+  cat <<PROPS
+process.roles=broker,controller
+node.id=$i
+controller.quorum.voters=$voters
+listeners=PLAINTEXT://127.0.0.1:$(kafka_port "$i"),CONTROLLER://127.0.0.1:$(kafka_controller_port "$i")
+advertised.listeners=PLAINTEXT://127.0.0.1:$(kafka_port "$i")
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$dir/data
+num.partitions=$PIPELINE_PARTITIONS
+# Internal topics and new topics get every node's replica up to 3; an acknowledged write is
+# on min.insync.replicas nodes (1 on a single node, 2 in a cluster).
+default.replication.factor=$KAFKA_REPLICATION
+offsets.topic.replication.factor=$KAFKA_REPLICATION
+offsets.topic.num.partitions=6
+transaction.state.log.replication.factor=$KAFKA_REPLICATION
+transaction.state.log.min.isr=$KAFKA_MIN_ISR
+share.coordinator.state.topic.replication.factor=$KAFKA_REPLICATION
+share.coordinator.state.topic.min.isr=$KAFKA_MIN_ISR
+min.insync.replicas=$KAFKA_MIN_ISR
+# A replica that lost data must not become leader: acknowledged writes survive.
+unclean.leader.election.enable=false
+# Topics are created on purpose (deploy/local/topics, tests), never by a typo.
+auto.create.topics.enable=false
+# Consumers in tests and demos join at once instead of waiting 3 s for more members.
+group.initial.rebalance.delay.ms=0
+PROPS
+}
+
+kafka_log_config() { # dir
+  cat <<LOG
+rootLogger.level=INFO
+rootLogger.appenderRef.file.ref=file
+appender.file.type=RollingFile
+appender.file.name=file
+appender.file.fileName=$1/server.log
+appender.file.filePattern=$1/server.log.%i
+appender.file.layout.type=PatternLayout
+appender.file.layout.pattern=[%d] %p %m (%c)%n
+appender.file.policies.type=Policies
+appender.file.policies.size.type=SizeBasedTriggeringPolicy
+appender.file.policies.size.size=20MB
+appender.file.strategy.type=DefaultRolloverStrategy
+appender.file.strategy.max=3
+logger.kafka.name=kafka
+logger.kafka.level=INFO
+logger.state.name=state.change.logger
+logger.state.level=WARN
+LOG
+}
+
+# kafka_cluster_id: the id the nodes on disk were formatted with, or a new one.
+kafka_cluster_id() {
+  local i dir
+  for ((i = 1; i <= KAFKA_BROKERS; i++)); do
+    dir=$(kafka_node_dir "$i")
+    if [[ -f "$dir/data/meta.properties" ]]; then
+      sed -n 's/^cluster.id=//p' "$dir/data/meta.properties"
+      return
+    fi
+  done
+  kafka_tool kafka.tools.StorageTool random-uuid
+}
+
+# kafka_start_node <i>: writes node i's configuration, formats its storage on first start (all
+# nodes with the same cluster id) and starts it in the background; does not wait.
+kafka_start_node() {
+  local i=$1 voters="" n dir
+  for ((n = 1; n <= KAFKA_BROKERS; n++)); do
+    voters+="${voters:+,}$n@127.0.0.1:$(kafka_controller_port "$n")"
+  done
+  dir=$(kafka_node_dir "$i")
+  mkdir -p "$dir"
+  kafka_properties "$i" "$voters" >"$dir/server.properties"
+  kafka_log_config "$dir" >"$dir/log4j2.properties"
+  if [[ ! -f "$dir/data/meta.properties" ]]; then
+    local cluster_id
+    cluster_id=$(kafka_cluster_id)
+    kafka_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >/dev/null
+    log "formatted Kafka node $i storage (cluster $cluster_id)"
+  fi
+  # shellcheck disable=SC2086 # KAFKA_HEAP holds several JVM flags
+  setsid nohup java $KAFKA_HEAP -XX:+UseG1GC -cp "$KAFKA_LIB/*" \
+    -Dlog4j2.configurationFile="$dir/log4j2.properties" \
+    kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 </dev/null &
+  echo $! >"$dir/kafka.pid"
+}
+
+# kafka_all_brokers_up: every node is registered with the cluster and answers.
+kafka_all_brokers_up() {
+  local count
+  count=$(kafka_tool org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$KAFKA_BOOTSTRAP" 2>/dev/null |
+    grep -c '^127.0.0.1:[0-9]* (id: ' || true)
+  ((count == KAFKA_BROKERS))
 }

@@ -36,7 +36,9 @@ impl KafkaAdmin {
     /// Creates a topic with topic-level configuration, e.g.
     /// `("message.timestamp.after.max.ms", "2000")`.
     pub async fn create_topic_with(&self, name: &str, partitions: i32, config: &[(&str, &str)]) {
-        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        // The brokers' default replication (KIP-464): 1 on the single-node stack, 3 on the
+        // cluster, which also sets min.insync.replicas for its topics.
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(-1));
         for (key, value) in config {
             topic = topic.set(key, value);
         }

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed set-up should fail the test loudly
 
 pub mod bench;
+mod cluster;
 mod feeder;
 mod kafka;
 mod ledger;
@@ -16,6 +17,7 @@ mod private;
 mod services;
 mod sse;
 
+pub use cluster::Cluster;
 pub use feeder::Feeder;
 pub use kafka::{header, KafkaAdmin};
 pub use ledger::Ledger;

@@ -1,4 +1,4 @@
-//! Ready means ready: each service answers `/health/ready` 503 (problem+json naming what is
+//! Ready means ready: each service answers `/readyz` 503 (problem+json naming what is
 //! missing) until it can do its job, and 200 once it can.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly on what it did not expect
@@ -10,15 +10,29 @@ use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
+/// `/readyz`, checked against its alias `/health/ready`; `/livez` (alias `/health/live`)
+/// answers 200 whether ready or not.
 async fn ready(stack: &Stack, base: &str) -> (u16, String) {
-    let response = stack
-        .http
-        .get(format!("{base}/health/ready"))
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.text().await.unwrap())
+    let get = |path: &'static str| async move {
+        let response = stack
+            .http
+            .get(format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.text().await.unwrap())
+    };
+    let (status, body) = get("/readyz").await;
+    assert_eq!(
+        get("/health/ready").await.0,
+        status,
+        "/health/ready agrees with /readyz"
+    );
+    for live in ["/livez", "/health/live"] {
+        assert_eq!(get(live).await.0, 200, "{live} while /readyz is {status}");
+    }
+    (status, body)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
