@@ -191,6 +191,10 @@ impl Publisher {
     }
 }
 
+fn request_timeout(delivery_timeout: Duration) -> Duration {
+    (delivery_timeout / 2).max(Duration::from_millis(500))
+}
+
 fn producer(settings: &KafkaSettings, linger: Duration) -> Result<FutureProducer, KafkaError> {
     ClientConfig::new()
         .set("bootstrap.servers", &settings.brokers)
@@ -211,6 +215,15 @@ fn producer(settings: &KafkaSettings, linger: Duration) -> Result<FutureProducer
         .set(
             "message.timeout.ms",
             settings.delivery_timeout.as_millis().to_string(),
+        )
+        // librdkafka's default (30 s) outlasts the delivery deadline: a request stuck on a
+        // hung broker (paused, partitioned away) would use up the whole deadline without one
+        // retry on the partition's new leader. Half the deadline leaves room for one.
+        .set(
+            "request.timeout.ms",
+            request_timeout(settings.delivery_timeout)
+                .as_millis()
+                .to_string(),
         )
         .set("compression.type", &settings.compression)
         .set(
