@@ -3,6 +3,7 @@
 //! shutdown signal.
 
 pub mod config;
+pub mod edge;
 pub mod health;
 pub mod launch;
 pub mod metrics;

@@ -25,7 +25,10 @@ mod write;
 
 use std::{collections::VecDeque, net::SocketAddr, sync::Arc, time::Duration};
 
-use chassis::health::Readiness;
+use chassis::{
+    edge::{Edge, EdgeError},
+    health::Readiness,
+};
 use event_store::{ShardSet, StoreError};
 use futures::{stream::FuturesOrdered, StreamExt};
 use rdkafka::{
@@ -34,7 +37,6 @@ use rdkafka::{
     message::{Message, OwnedMessage},
     Offset,
 };
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -55,11 +57,8 @@ pub enum WriterError {
     Kafka(#[from] KafkaError),
     #[error("database: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Edge(#[from] EdgeError),
     #[error("cannot start the offset committer: {0}")]
     Thread(std::io::Error),
 }
@@ -68,6 +67,8 @@ const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readiness checks: every shard answers, and the group has handed this member its share.
 const READY_SHARDS: &str = "shards";
 const READY_GROUP: &str = "group";
+/// Fails at SIGTERM, while the final flush runs.
+const READY_RUNNING: &str = "running";
 
 /// A db-writer connected to Kafka and its shards, ready to run.
 pub struct DbWriter {
@@ -76,7 +77,7 @@ pub struct DbWriter {
     writer: ShardWriter,
     dead_letters: DeadLetters,
     notifier: Option<Notifier>,
-    metrics_listener: TcpListener,
+    metrics_edge: Edge,
     readiness: Readiness,
 }
 
@@ -87,13 +88,7 @@ impl DbWriter {
         let dead_letters =
             DeadLetters::new(&settings.kafka.brokers, &settings.kafka.dead_letter_topic)?;
         let notifier = Notifier::new(&settings.kafka.brokers, &settings.kafka.persisted_topic)?;
-        let metrics_listener =
-            TcpListener::bind(settings.metrics_listen)
-                .await
-                .map_err(|source| WriterError::Bind {
-                    addr: settings.metrics_listen,
-                    source,
-                })?;
+        let metrics_edge = Edge::bind(settings.metrics_listen).await?;
         metrics::init(
             shards.shards().len(),
             &[&settings.kafka.topic, &settings.kafka.critical_topic],
@@ -104,13 +99,13 @@ impl DbWriter {
             consumer,
             dead_letters,
             notifier,
-            metrics_listener,
+            metrics_edge,
             readiness: Readiness::new(&[READY_SHARDS, READY_GROUP]),
         })
     }
 
     pub fn metrics_addr(&self) -> Option<SocketAddr> {
-        self.metrics_listener.local_addr().ok()
+        Some(self.metrics_edge.local_addr())
     }
 
     /// Consumes, writes and commits until `shutdown`; then writes and commits what it holds
@@ -122,7 +117,7 @@ impl DbWriter {
             writer,
             dead_letters,
             notifier,
-            metrics_listener,
+            metrics_edge,
             readiness,
         } = self;
         let (committer, mut commit_results) =
@@ -138,17 +133,27 @@ impl DbWriter {
                 uuid::Uuid::new_v4().simple()
             ),
         };
-        let metrics_app =
-            chassis::metrics::router().merge(chassis::health::router(readiness.clone()));
-        let metrics_shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            let served = axum::serve(metrics_listener, metrics_app)
-                .with_graceful_shutdown(metrics_shutdown.cancelled_owned())
-                .await;
-            if let Err(e) = served {
-                warn!(error = %e, "metrics endpoint stopped");
-            }
-        });
+        // Metrics and health stay up through the final flush (readiness turns to 503 at
+        // once): an operator can watch the shutdown; the edge stops after it.
+        let edge_stop = CancellationToken::new();
+        // Also on an early return with an error.
+        let _edge_stopped = edge_stop.clone().drop_guard();
+        let metrics_serving = metrics_edge.spawn(
+            axum::Router::new(),
+            readiness.clone(),
+            edge_stop.clone(),
+            Duration::from_secs(1),
+        );
+        {
+            let (shutdown, stopped, readiness) =
+                (shutdown.clone(), edge_stop.clone(), readiness.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = shutdown.cancelled() => readiness.fail(READY_RUNNING, "shutting down: final flush"),
+                    _ = stopped.cancelled() => {}
+                }
+            });
+        }
         tokio::spawn(watch_readiness(
             readiness,
             writer.shards().clone(),
@@ -174,6 +179,10 @@ impl DbWriter {
         // strictly in the order they were taken, so a commit never covers an unstored record.
         let depth = settings.max_in_flight_batches.max(1);
         let mut storing = FuturesOrdered::new();
+        // Whether each batch in `storing` writes rows. Only those count against `depth`: a
+        // batch of ticks alone writes nothing, and letting it take a slot behind a batch
+        // stuck on a down shard would stop the other shards' rows too.
+        let mut writes: VecDeque<bool> = VecDeque::new();
         // Once a batch is abandoned (shutdown while its shard was down), no later batch may
         // commit: its offsets would cover the abandoned records.
         let mut committing = true;
@@ -184,8 +193,14 @@ impl DbWriter {
             for lane in &mut lanes {
                 let due =
                     lane.batcher.is_full() || lane.batcher.deadline().is_some_and(|d| d <= now);
-                if due && storing.len() < depth {
-                    storing.push_back(sinks.store(lane.batcher.take(), &shutdown));
+                if due && free(&writes, depth) {
+                    let batch = lane.batcher.take();
+                    writes.push_back(
+                        batch
+                            .iter()
+                            .any(|r| matches!(r, batch::Record::Event { .. })),
+                    );
+                    storing.push_back(sinks.store(batch, &shutdown));
                 }
             }
             // A full batch that cannot start yet stops consumption: memory stays bounded.
@@ -194,11 +209,12 @@ impl DbWriter {
                 .iter()
                 .filter_map(|l| l.batcher.deadline())
                 .min()
-                .filter(|_| storing.len() < depth);
+                .filter(|_| free(&writes, depth));
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(outcome) = storing.next() => {
+                    writes.pop_front();
                     let (still, commit) = sinks.settle(outcome?, committing);
                     committing = still;
                     awaiting.extend(commit);
@@ -276,9 +292,21 @@ impl DbWriter {
         drop(sinks);
         committer.close(awaiting.is_empty());
         consumer.unsubscribe();
+        edge_stop.cancel();
+        metrics_serving.join().await;
         info!("db-writer stopped");
         Ok(())
     }
+}
+
+/// Batches of ticks alone queued behind a stuck batch, at most: their commits wait for it,
+/// and memory stays bounded (a tick-only batch forms about every `idle_wait`).
+const MAX_QUEUED_TICK_BATCHES: usize = 256;
+
+/// Whether another batch may start: fewer than `depth` batches that write rows, and the queue
+/// of batches waiting for their turn to commit bounded.
+fn free(writes: &VecDeque<bool>, depth: usize) -> bool {
+    writes.iter().filter(|w| **w).count() < depth && writes.len() < depth + MAX_QUEUED_TICK_BATCHES
 }
 
 /// The clock of the message's partition, once the writer knows where it stands there; `None`

@@ -25,12 +25,14 @@ mod streams;
 mod tail;
 mod verify;
 
-use std::{net::SocketAddr, sync::Arc};
+use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use chassis::health::Readiness;
+use chassis::{
+    edge::{Edge, EdgeError},
+    health::Readiness,
+};
 use event_store::{ShardSet, StoreError};
 use rdkafka::error::KafkaError;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -42,18 +44,14 @@ pub enum QueryError {
     Kafka(#[from] KafkaError),
     #[error("database: {0}")]
     Store(#[from] StoreError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("HTTP server failed: {0}")]
-    Serve(std::io::Error),
+    #[error(transparent)]
+    Edge(#[from] EdgeError),
 }
 
 /// A query-service tailing Kafka and bound to its address, ready to serve.
 pub struct QueryService {
-    listener: TcpListener,
+    edge: Edge,
+    shutdown_timeout: Duration,
     tail: tail::Tail,
     peeker: Arc<rdkafka::consumer::BaseConsumer>,
     state: Arc<api::AppState>,
@@ -105,13 +103,7 @@ impl QueryService {
             &settings.kafka.brokers,
             &settings.kafka.writer_group,
         )?);
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| QueryError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+        let edge = Edge::bind(settings.listen).await?;
         let state = Arc::new(api::AppState {
             shards,
             in_flight,
@@ -128,7 +120,8 @@ impl QueryService {
             pipeline,
         });
         Ok(QueryService {
-            listener,
+            edge,
+            shutdown_timeout: settings.shutdown_timeout,
             tail,
             peeker,
             state,
@@ -138,9 +131,7 @@ impl QueryService {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.edge.local_addr()
     }
 
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), QueryError> {
@@ -168,11 +159,16 @@ impl QueryService {
             },
             inner.clone(),
         ));
-        let app = api::router(self.state, self.readiness);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(inner.clone().cancelled_owned())
+        let served = self
+            .edge
+            .serve(
+                api::router(self.state),
+                self.readiness,
+                inner.clone(),
+                self.shutdown_timeout,
+            )
             .await
-            .map_err(QueryError::Serve);
+            .map_err(QueryError::from);
         inner.cancel();
         let _ = tail.await;
         info!("query-service stopped");

@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// Address of the HTTP API. Default `127.0.0.1:8081`.
     pub listen: SocketAddr,
+    /// At SIGTERM, how long open requests may take to finish (streams end at once). Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     pub kafka: KafkaSettings,
     pub store: StoreSettings,
     pub cache: CacheSettings,
@@ -108,6 +111,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            shutdown_timeout: Duration::from_secs(10),
             kafka: KafkaSettings::default(),
             store: StoreSettings::default(),
             cache: CacheSettings::default(),

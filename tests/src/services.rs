@@ -562,12 +562,20 @@ impl ServiceProcess {
 
     /// SIGTERM, then waits for the exit; a process still running after 30 s fails the test.
     async fn terminate(&mut self) -> std::process::ExitStatus {
+        self.sigterm();
+        self.exited().await
+    }
+
+    fn sigterm(&self) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
                 .arg("-TERM")
                 .arg(pid.to_string())
                 .status();
         }
+    }
+
+    async fn exited(&mut self) -> std::process::ExitStatus {
         let name = self.name;
         tokio::time::timeout(Duration::from_secs(30), self.child.wait())
             .await

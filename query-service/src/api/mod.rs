@@ -1,5 +1,5 @@
-//! The HTTP API: `GET /events` (`events`), `GET /events/stream` (`stream`), health and
-//! metrics, over one shared state.
+//! The HTTP API: `GET /events` (`events`), `GET /events/stream` (`stream`), the pipeline
+//! view and its dashboard (`pipeline`), over one shared state.
 
 mod events;
 mod params;
@@ -10,7 +10,6 @@ mod view;
 use std::sync::Arc;
 
 use axum::{response::Redirect, routing::get, Router};
-use chassis::health::Readiness;
 use event_store::ShardSet;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -52,7 +51,8 @@ impl AppState {
     }
 }
 
-pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
+/// The service's own routes; `chassis::edge` adds health and metrics.
+pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/events", get(events::get_events))
         .route("/events/stream", get(stream::stream_events))
@@ -61,6 +61,4 @@ pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
         .route("/dashboard", get(pipeline::dashboard))
         .route("/", get(|| async { Redirect::temporary("/dashboard") }))
         .with_state(state)
-        .merge(chassis::health::router(readiness))
-        .merge(chassis::metrics::router())
 }
