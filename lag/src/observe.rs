@@ -102,7 +102,7 @@ pub fn topic_size(observer: &BaseConsumer, topic: &str) -> Result<u64, KafkaErro
 }
 
 /// One member of the writer's group and the partitions it owns.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Member {
     pub member_id: String,
     pub client_id: String,

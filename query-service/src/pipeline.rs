@@ -43,7 +43,7 @@ pub struct TailReport {
     pub observed: BTreeMap<Slot, Observed>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct PartitionView {
     pub topic: String,
     pub partition: i32,
@@ -55,7 +55,7 @@ pub struct PartitionView {
     pub query_lag: i64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct LaneView {
     pub topic: String,
     /// Events appended per second, counted as this replica consumes them: the gateway's
@@ -66,7 +66,7 @@ pub struct LaneView {
     pub oldest_unstored_age_seconds: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ShardView {
     pub shard: usize,
     pub up: bool,
@@ -74,7 +74,7 @@ pub struct ShardView {
     pub rows_stored: u64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct InFlightView {
     pub events: usize,
     pub bytes: usize,
@@ -82,7 +82,7 @@ pub struct InFlightView {
     pub full: bool,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct QueryView {
     pub per_second: f64,
     pub p50_ms: f64,
@@ -90,7 +90,7 @@ pub struct QueryView {
 }
 
 /// One second of the pipeline.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Snapshot {
     /// Unix time, milliseconds.
     pub at_ms: i64,
@@ -113,13 +113,14 @@ pub struct Snapshot {
 }
 
 /// A persisted batch as the view shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BatchView {
     pub batch_id: String,
     pub writer: String,
     pub persisted_at_ms: i64,
     pub records: i32,
-    /// Rows per shard.
+    /// Rows per shard: `[shard, rows]` pairs.
+    #[schema(value_type = Vec<Vec<i32>>)]
     pub shards: Vec<(i32, i32)>,
 }
 

@@ -26,23 +26,34 @@ use crate::{
     metrics,
 };
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
+    /// The client whose history is read (required).
     #[serde(rename = "clientId")]
+    #[param(rename = "clientId", required = true)]
     client_id: Option<String>,
+    /// Events per page (default `api.default_limit`, at most `api.max_limit`).
+    #[param(value_type = Option<u32>)]
     limit: Option<String>,
+    /// `next_cursor` or `resume_cursor` of an earlier answer, or an SSE event id.
     cursor: Option<String>,
+    /// RFC 3339: only events ordered at or after it.
     since: Option<String>,
+    /// RFC 3339: only events ordered before it.
     until: Option<String>,
     /// `asc` (oldest first, the default) or `desc` (newest first).
     order: Option<String>,
     /// A read-your-writes token from producer-gateway.
     after: Option<String>,
+    /// How long to wait for `after` to be visible before answering 504 (milliseconds).
+    #[param(value_type = Option<u32>)]
     wait_ms: Option<String>,
 }
 
-#[derive(Serialize)]
-struct Answer<'a> {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = EventsPage)]
+pub struct Answer<'a> {
     #[serde(rename = "clientId")]
     client_id: &'a str,
     events: Vec<EventView<'a>>,
@@ -53,6 +64,20 @@ struct Answer<'a> {
     complete: bool,
 }
 
+/// One page of a client's history: persisted and in-flight events, each once, in the order
+/// every reader sees (docs/design.md, "Ordering").
+#[utoipa::path(
+    get,
+    path = "/events",
+    params(Params),
+    responses(
+        (status = 200, description = "A page", body = Answer),
+        (status = 400, description = "A missing or invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Shards unreachable; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 504, description = "The `after` token was not visible within `wait_ms`", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "events"
+)]
 pub async fn get_events(
     State(state): State<Arc<AppState>>,
     Query(params): Query<Params>,

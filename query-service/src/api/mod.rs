@@ -9,10 +9,12 @@ mod view;
 
 use std::sync::Arc;
 
-use axum::{response::Redirect, routing::get, Router};
+use axum::{response::Redirect, routing::get, Json, Router};
 use event_store::ShardSet;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{
     history::Sources, in_flight::InFlight, page_cache::PageCache, pipeline::Pipeline,
@@ -51,14 +53,34 @@ impl AppState {
     }
 }
 
-/// The service's own routes; `chassis::edge` adds health and metrics.
+/// The service's own routes, each documented in `GET /openapi.json` by the same
+/// annotations that route it; `chassis::edge` adds health and metrics.
 pub fn router(state: Arc<AppState>) -> Router {
-    Router::new()
-        .route("/events", get(events::get_events))
-        .route("/events/stream", get(stream::stream_events))
-        .route("/pipeline", get(pipeline::get_pipeline))
-        .route("/pipeline/stream", get(pipeline::stream_pipeline))
-        .route("/dashboard", get(pipeline::dashboard))
-        .route("/", get(|| async { Redirect::temporary("/dashboard") }))
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(events::get_events))
+        .routes(routes!(stream::stream_events))
+        .routes(routes!(pipeline::get_pipeline))
+        .routes(routes!(pipeline::stream_pipeline))
+        .routes(routes!(pipeline::dashboard))
         .with_state(state)
+        .split_for_parts();
+    let document = Arc::new(document);
+    router
+        .route("/openapi.json", get(move || async move { Json(document) }))
+        .route("/", get(|| async { Redirect::temporary("/dashboard") }))
 }
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "eventpipe query-service",
+        description = "A client's history, persisted and in flight, each event once, in one \
+            stable order; the pipeline view. Health (`/livez`, `/readyz`) and `/metrics` are \
+            served beside these."
+    ),
+    tags(
+        (name = "events", description = "Reading a client's events"),
+        (name = "operations", description = "The pipeline view and its dashboard"),
+    )
+)]
+struct ApiDoc;

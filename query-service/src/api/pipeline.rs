@@ -20,13 +20,27 @@ use tokio::sync::broadcast::error::RecvError;
 use super::AppState;
 use crate::pipeline::{BatchView, Snapshot, Update};
 
-#[derive(Serialize)]
-struct View {
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = PipelineView)]
+pub struct View {
     #[serde(flatten)]
+    #[schema(inline, value_type = Snapshot)]
     snapshot: Arc<Snapshot>,
+    #[schema(value_type = Vec<BatchView>)]
     batches: Vec<Arc<BatchView>>,
 }
 
+/// The whole pipeline in one answer: depth and oldest unstored age, lanes, shards, dead
+/// letters, the in-flight set, writers and partitions, and the latest persisted batches.
+#[utoipa::path(
+    get,
+    path = "/pipeline",
+    responses(
+        (status = 200, description = "The latest sample", body = View),
+        (status = 503, description = "No sample yet (the first comes a second after start)", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "operations"
+)]
 pub async fn get_pipeline(State(state): State<Arc<AppState>>) -> Response {
     match state.pipeline.latest() {
         Some(snapshot) => Json(View {
@@ -46,12 +60,21 @@ pub async fn get_pipeline(State(state): State<Arc<AppState>>) -> Response {
 
 /// `history` (the samples kept so far) and the latest batches first, then `snapshot` every
 /// second and `batch` as batches are persisted. A reader that falls behind skips samples.
+#[utoipa::path(
+    get,
+    path = "/pipeline/stream",
+    responses(
+        (status = 200, description = "`history`, `batches`, then `snapshot` each second and `batch` as batches land", content_type = "text/event-stream", body = String),
+    ),
+    tag = "operations"
+)]
 pub async fn stream_pipeline(
     State(state): State<Arc<AppState>>,
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let updates = state.pipeline.subscribe();
     let first = [
-        json_event("history", &state.pipeline.history()),
+        // Browsers wait ~3 s before reconnecting by default; a restarted replica is back sooner.
+        json_event("history", &state.pipeline.history()).retry(RECONNECT),
         json_event("batches", &state.pipeline.batches()),
     ];
     let live = futures::stream::unfold(
@@ -77,12 +100,22 @@ pub async fn stream_pipeline(
     Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
 }
 
+/// How soon a dashboard that lost the stream tries again.
+const RECONNECT: Duration = Duration::from_secs(1);
+
 fn json_event<T: Serialize>(kind: &str, value: &T) -> SseEvent {
     SseEvent::default()
         .event(kind)
         .data(serde_json::to_string(value).unwrap_or_else(|_| "null".into()))
 }
 
+/// The live dashboard (HTML; draws `/pipeline/stream`).
+#[utoipa::path(
+    get,
+    path = "/dashboard",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String)),
+    tag = "operations"
+)]
 pub async fn dashboard() -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/html; charset=utf-8")],

@@ -41,14 +41,35 @@ use crate::{
 const FIRST_REPLAY_PAGE: usize = 100;
 const REPLAY_PAGE: usize = 1000;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct Params {
+    /// The client whose events are streamed (required).
     #[serde(rename = "clientId")]
+    #[param(rename = "clientId", required = true)]
     client_id: Option<String>,
+    /// Start after this position (a cursor or an SSE event id); `Last-Event-ID` wins.
     cursor: Option<String>,
+    /// A read-your-writes token from producer-gateway.
     after: Option<String>,
 }
 
+/// A client's events as Server-Sent Events (`event: event`, id = cursor, data = an
+/// `Event`), the history first, then live; resumes after `Last-Event-ID`.
+#[utoipa::path(
+    get,
+    path = "/events/stream",
+    params(
+        Params,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event"),
+    ),
+    responses(
+        (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
+        (status = 400, description = "A missing or invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Too many streams on this replica (`api.max_streams`)", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "events"
+)]
 pub async fn stream_events(
     State(state): State<Arc<AppState>>,
     Query(params): Query<Params>,

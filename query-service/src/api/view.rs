@@ -10,7 +10,8 @@ use uuid::Uuid;
 use super::params::format_time;
 use crate::history::Status;
 
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Event)]
 pub struct EventView<'a> {
     event_id: Uuid,
     client_id: &'a str,
@@ -20,9 +21,13 @@ pub struct EventView<'a> {
     ingested_at: String,
     /// Its place in the client's history (docs/design.md, "Ordering").
     ordered_at: String,
+    /// `normal` or `critical`.
     priority: &'static str,
+    /// The JSON the producer sent, unchanged.
+    #[schema(value_type = Object)]
     payload: &'a RawValue,
     sdk: Option<&'a str>,
+    /// `persisted` (in its shard) or `in_flight` (acknowledged, not stored yet).
     status: &'static str,
     topic: &'a str,
     partition: i32,

@@ -1,0 +1,175 @@
+//! `GET /openapi.json` of each service describes the routes it really serves: every documented
+//! operation is answered (not 404/405) with a documented status, and real answers — pages,
+//! the pipeline view, problem+json errors — validate against the documented schemas.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on what it did not expect
+
+use std::time::Duration;
+
+use pipeline_tests::{eventually, Stack};
+use serde_json::{json, Value};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+async fn document(stack: &Stack, base: &str) -> Value {
+    let answer = stack
+        .http
+        .get(format!("{base}/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 200);
+    let document: Value = answer.json().await.unwrap();
+    assert!(
+        document["openapi"].as_str().unwrap().starts_with("3."),
+        "an OpenAPI 3 document"
+    );
+    document
+}
+
+/// Checks `body` against the schema the document gives for `path`/`method`/`status`.
+fn assert_matches(document: &Value, path: &str, method: &str, status: u16, body: &Value) {
+    let errors = mismatches(document, path, method, status, body);
+    assert!(
+        errors.is_empty(),
+        "{method} {path} {status}: the answer does not match the document: {errors:?}\n{body}"
+    );
+}
+
+fn mismatches(
+    document: &Value,
+    path: &str,
+    method: &str,
+    status: u16,
+    body: &Value,
+) -> Vec<String> {
+    let responses = &document["paths"][path][method]["responses"];
+    let response = &responses[status.to_string()];
+    assert!(
+        !response.is_null(),
+        "{method} {path} answered {status}, which it does not document: {responses}"
+    );
+    let content = response["content"]
+        .as_object()
+        .unwrap_or_else(|| panic!("{method} {path} {status}: no content documented"));
+    let (_, media) = content
+        .iter()
+        .find(|(media, _)| media.contains("json"))
+        .unwrap_or_else(|| panic!("{method} {path} {status}: no JSON content documented"));
+    // The schema refers into the document's components; validate with them alongside.
+    let schema = json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "allOf": [media["schema"]],
+        "components": document["components"],
+    });
+    let validator = jsonschema::validator_for(&schema)
+        .unwrap_or_else(|e| panic!("{method} {path} {status}: schema does not compile: {e}"));
+    validator
+        .iter_errors(body)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn query_service_documents_what_it_serves() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let _writer = stack.start_writer().await;
+    let query = stack.start_query().await;
+    let events: Vec<Value> = (0..6)
+        .map(|n| {
+            json!({"client_id": "doc-reader", "type": "t", "priority": if n % 2 == 0 { "normal" } else { "critical" }, "payload": {"n": n}})
+        })
+        .collect();
+    stack.post_events(&gateway, &events).await;
+    let document = document(&stack, &query).await;
+
+    let mut documented: Vec<&str> = document["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    documented.sort_unstable();
+    assert_eq!(
+        documented,
+        [
+            "/dashboard",
+            "/events",
+            "/events/stream",
+            "/pipeline",
+            "/pipeline/stream"
+        ]
+    );
+
+    // Every documented operation is served, with a documented status.
+    for (path, operations) in document["paths"].as_object().unwrap() {
+        for method in operations.as_object().unwrap().keys() {
+            assert_eq!(method, "get", "{path}: only reads here");
+            let mut request = stack
+                .http
+                .get(format!("{query}{path}"))
+                .query(&[("clientId", "doc-reader")]);
+            if path.ends_with("/stream") {
+                // Only the head of a stream: its status and content type.
+                request = request.timeout(Duration::from_secs(5));
+            }
+            let answer = request.send().await.unwrap();
+            let status = answer.status().as_u16();
+            assert!(
+                !operations[method]["responses"][status.to_string()].is_null(),
+                "GET {path} answered {status}, not a documented status"
+            );
+            if status == 200 {
+                let documented_type = operations[method]["responses"]["200"]["content"]
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .next()
+                    .unwrap()
+                    .clone();
+                let served_type = answer.headers()["content-type"].to_str().unwrap();
+                assert!(
+                    served_type.starts_with(&documented_type),
+                    "GET {path}: serves {served_type}, documents {documented_type}"
+                );
+            }
+        }
+    }
+
+    // Real answers match their schemas: a page with both lanes, the pipeline view, errors.
+    let page = eventually(DEADLINE, "six events readable", || async {
+        let (status, body, _) = stack.get(&query, &[("clientId", "doc-reader")]).await;
+        (status == 200 && body["events"].as_array()?.len() == 6).then_some(body)
+    })
+    .await;
+    assert_matches(&document, "/events", "get", 200, &page);
+    // The check can fail: a page whose event lost its id, or whose status is a number, does not
+    // match.
+    let mut mangled = page.clone();
+    mangled["events"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("event_id");
+    mangled["complete"] = json!("yes");
+    assert_eq!(
+        mismatches(&document, "/events", "get", 200, &mangled).len(),
+        2,
+        "a mangled page is refused"
+    );
+    let (status, problem, _) = stack.get(&query, &[("order", "sideways")]).await;
+    assert_eq!(status, 400);
+    assert_matches(&document, "/events", "get", 400, &problem);
+    let view = eventually(DEADLINE, "a pipeline sample", || async {
+        let answer = stack
+            .http
+            .get(format!("{query}/pipeline"))
+            .send()
+            .await
+            .ok()?;
+        (answer.status() == 200).then_some(())?;
+        answer.json::<Value>().await.ok()
+    })
+    .await;
+    assert_matches(&document, "/pipeline", "get", 200, &view);
+}
