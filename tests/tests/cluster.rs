@@ -237,3 +237,79 @@ async fn with_two_brokers_down_the_gateway_answers_503_in_time_and_recovers() {
         .await;
     settle(&stack, feeder, &query, "two brokers down").await;
 }
+
+/// The members of the writer group as a reader's pipeline view shows them.
+async fn writers_seen(stack: &Stack, query: &str) -> Option<usize> {
+    let view: Value = stack
+        .http
+        .get(format!("{query}/pipeline"))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()?;
+    Some(view["writers"].as_array()?.len())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_writers_and_readers_scaled_under_traffic_lose_and_duplicate_nothing() {
+    let _turn = Cluster::lock().await;
+    let cluster = Cluster::local();
+    let _back = AllBack(&cluster);
+    let stack = Arc::new(Stack::on_brokers(cluster.bootstrap.clone()).await);
+    cluster
+        .fully_replicated(&replicated_topics(&stack), DEADLINE)
+        .await;
+    let gateway = stack.start_gateway().await;
+    let reader = stack.spawn_query_process().await;
+    let mut writers = vec![stack.spawn_writer_process()];
+    let feeder = Feeder::start_tolerant(stack.clone(), gateway, batch);
+    feeder.more(500, DEADLINE).await;
+
+    // Both lanes 6 → 12 partitions: keys move, new partitions fill.
+    stack.kafka.add_partitions(&stack.topic, 12).await;
+    stack.kafka.add_partitions(&stack.critical_topic, 12).await;
+    feeder.more(1500, DEADLINE).await;
+    let grown = stack.kafka.end_offsets(&stack.topic);
+    assert_eq!(grown.len(), 12, "twelve partitions");
+    assert!(
+        grown.range(6..).any(|(_, end)| *end > 0),
+        "the new partitions receive events"
+    );
+
+    // Writers 1 → 3.
+    writers.push(stack.spawn_writer_process());
+    writers.push(stack.spawn_writer_process());
+    eventually(DEADLINE, "three writers in the group", || async {
+        (writers_seen(&stack, reader.url()).await == Some(3)).then_some(())
+    })
+    .await;
+    feeder.more(1500, DEADLINE).await;
+
+    // A second reader, which reads every partition from the writer's commits.
+    let second_reader = stack.spawn_query_process().await;
+    feeder.more(1000, DEADLINE).await;
+
+    // Writers 3 → 1, by SIGTERM (each flushes and commits what it holds).
+    for writer in writers.drain(1..) {
+        assert!(writer.terminate().await.success(), "a writer stops cleanly");
+    }
+    eventually(DEADLINE, "one writer in the group", || async {
+        (writers_seen(&stack, reader.url()).await == Some(1)).then_some(())
+    })
+    .await;
+    feeder.more(1000, DEADLINE).await;
+
+    let ledger = feeder.ledger();
+    let refused = feeder.refused();
+    feeder.stop().await;
+    stack.drained(DEADLINE).await;
+    let line = ledger.assert_stored(&stack).await;
+    println!("scaled partitions, writers and readers: {line} refused-requests={refused}");
+    for query in [reader.url(), second_reader.url()] {
+        ledger
+            .assert_readable(&stack, query, |_| true, DEADLINE)
+            .await;
+    }
+}
