@@ -1,4 +1,4 @@
-//! The HTTP API: `POST /events`, health and metrics.
+//! The HTTP API: `POST /events` and its OpenAPI document.
 
 use std::{collections::HashMap, sync::Arc, time::Instant};
 
@@ -7,13 +7,15 @@ use axum::{
     extract::State,
     http::{HeaderMap, StatusCode},
     response::{IntoResponse, Response},
-    routing::post,
+    routing::get,
     Json, Router,
 };
-use chassis::{health::Readiness, problem::Problem};
+use chassis::problem::Problem;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use schemas::ReadToken;
 use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
@@ -22,7 +24,7 @@ use crate::{
     publish::{PublishError, Publisher},
     rate_limit::RateLimiter,
     settings::Limits,
-    validate::{Rules, Valid},
+    validate::{EventsBody, Rules, Valid},
 };
 
 pub struct AppState {
@@ -32,31 +34,73 @@ pub struct AppState {
     pub rate_limiter: Option<RateLimiter>,
 }
 
-pub fn router(state: Arc<AppState>, readiness: Readiness) -> Router {
-    Router::new()
-        .route("/events", post(post_events))
+/// The gateway's own routes, documented in `GET /openapi.json` by the annotations that route
+/// them; `chassis::edge` adds health and metrics.
+pub fn router(state: Arc<AppState>) -> Router {
+    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(post_events))
         .with_state(state)
-        .merge(chassis::health::router(readiness))
-        .merge(chassis::metrics::router())
+        .split_for_parts();
+    let document = Arc::new(document);
+    router.route("/openapi.json", get(move || async move { Json(document) }))
 }
 
-#[derive(Serialize)]
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "eventpipe producer-gateway",
+        description = "Events in: validated whole, published to Kafka keyed by client id, \
+            answered 202 once the brokers acknowledged every event. Health (`/livez`, \
+            `/readyz`) and `/metrics` are served beside."
+    ),
+    components(schemas(EventsBody))
+)]
+struct ApiDoc;
+
+#[derive(Serialize, utoipa::ToSchema)]
 struct Accepted {
     accepted: usize,
     events: Vec<AcceptedEvent>,
     token: String,
-    /// For a request of one event object, its position repeated at the top level.
-    #[serde(flatten, skip_serializing_if = "Option::is_none")]
-    single: Option<AcceptedEvent>,
+    /// For a request of one event object, its id and position repeated at the top level.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<Uuid>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    partition: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<i64>,
 }
 
-#[derive(Serialize, Clone)]
+#[derive(Serialize, Clone, utoipa::ToSchema)]
 struct AcceptedEvent {
     event_id: Uuid,
     partition: i32,
     offset: i64,
 }
 
+/// Publishes events, all or none: `202` once the brokers acknowledged every one.
+#[utoipa::path(
+    post,
+    path = "/events",
+    request_body(
+        description = "One event, a JSON array of events, or NDJSON (one event per line)",
+        content(
+            (EventsBody = "application/json"),
+            (String = "application/x-ndjson"),
+        )
+    ),
+    params(("traceparent" = Option<String>, Header, description = "W3C trace context, carried with each event")),
+    responses(
+        (status = 202, description = "Acknowledged by the brokers; positions and a read-your-writes token", body = Accepted),
+        (status = 400, description = "Not JSON / NDJSON", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or event count over the limits", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither application/json nor application/x-ndjson", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Invalid events, each bad field listed; nothing published", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "A client over its rate; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Brokers unavailable, queue full or pipeline behind; retry after `Retry-After` with the same event ids", body = Problem, content_type = "application/problem+json"),
+    ),
+    tag = "events"
+)]
 async fn post_events(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -128,9 +172,12 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
             }
         })
         .collect();
+    let first = accepted.first().filter(|_| single);
     Ok(Accepted {
         accepted: accepted.len(),
-        single: single.then(|| accepted[0].clone()),
+        event_id: first.map(|e| e.event_id),
+        partition: first.map(|e| e.partition),
+        offset: first.map(|e| e.offset),
         events: accepted,
         token: token.to_string(),
     })

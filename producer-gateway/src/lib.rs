@@ -18,8 +18,10 @@ mod validate;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
-use chassis::health::Readiness;
-use tokio::net::TcpListener;
+use chassis::{
+    edge::{Edge, EdgeError},
+    health::Readiness,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -31,18 +33,14 @@ pub use settings::Settings;
 pub enum GatewayError {
     #[error(transparent)]
     Producer(#[from] ProducerError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("HTTP server failed: {0}")]
-    Serve(std::io::Error),
+    #[error(transparent)]
+    Edge(#[from] EdgeError),
 }
 
 /// A gateway bound to its address, ready to serve.
 pub struct Gateway {
-    listener: TcpListener,
+    edge: Edge,
+    shutdown_timeout: Duration,
     state: Arc<http::AppState>,
     ticker: tick::Ticker,
     readiness: Readiness,
@@ -73,13 +71,7 @@ impl Gateway {
             ),
             readiness: readiness.clone(),
         };
-        let listener =
-            TcpListener::bind(settings.listen)
-                .await
-                .map_err(|source| GatewayError::Bind {
-                    addr: settings.listen,
-                    source,
-                })?;
+        let edge = Edge::bind(settings.listen).await?;
         let state = Arc::new(http::AppState {
             publisher,
             limits: settings.limits.clone(),
@@ -89,7 +81,8 @@ impl Gateway {
             rate_limiter: rate_limit::RateLimiter::new(&settings.rate_limit),
         });
         Ok(Gateway {
-            listener,
+            edge,
+            shutdown_timeout: settings.shutdown_timeout,
             state,
             ticker,
             readiness,
@@ -97,9 +90,7 @@ impl Gateway {
     }
 
     pub fn local_addr(&self) -> SocketAddr {
-        self.listener
-            .local_addr()
-            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+        self.edge.local_addr()
     }
 
     /// Serves until `shutdown`, lets in-flight requests finish, ticks every partition once
@@ -112,15 +103,27 @@ impl Gateway {
             let (ticker, ticking) = (ticker.clone(), ticking.clone());
             async move { ticker.run(ticking).await }
         });
-        let app = http::router(self.state.clone(), self.readiness);
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
+        // One deadline for the whole shutdown: requests drain within it, the final ticks and
+        // the producers' flush get what is left (at least a second, to hand over what the
+        // drained requests enqueued).
+        let deadline = tokio::time::Instant::now() + self.shutdown_timeout;
+        let served = self
+            .edge
+            .serve(
+                http::router(self.state.clone()),
+                self.readiness,
+                shutdown,
+                self.shutdown_timeout,
+            )
             .await
-            .map_err(GatewayError::Serve);
+            .map_err(GatewayError::from);
         ticking.cancel();
         let _ = ticks.await;
         ticker.final_ticks();
-        self.state.publisher.flush(Duration::from_secs(10));
+        let left = deadline
+            .saturating_duration_since(tokio::time::Instant::now())
+            .max(Duration::from_secs(1));
+        self.state.publisher.flush(left);
         info!("producer-gateway stopped");
         served
     }

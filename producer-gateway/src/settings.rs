@@ -9,6 +9,10 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// Address the HTTP API listens on. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// At SIGTERM: `/readyz` turns 503, open requests finish, every partition gets a last
+    /// tick and the producers flush, all within this. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
     pub kafka: KafkaSettings,
     pub limits: Limits,
     pub rate_limit: RateLimitSettings,
@@ -93,6 +97,7 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            shutdown_timeout: Duration::from_secs(10),
             kafka: KafkaSettings::default(),
             limits: Limits::default(),
             rate_limit: RateLimitSettings::default(),

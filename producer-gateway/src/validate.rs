@@ -28,6 +28,45 @@ struct Incoming<'a> {
     sdk: Option<Value>,
 }
 
+// What `Incoming` accepts, for the OpenAPI document (validation reads `Incoming` itself, to
+// name every bad field instead of failing on the first).
+/// An event as producers send it. Unknown fields are ignored; `null` counts as absent.
+#[derive(utoipa::ToSchema)]
+#[schema(as = Event)]
+#[allow(dead_code)] // documentation only: never built
+pub struct EventInput {
+    /// The device or app the event belongs to; events are ordered and routed per client.
+    #[schema(max_length = 128, min_length = 1, pattern = "^[A-Za-z0-9._:-]+$")]
+    client_id: String,
+    #[serde(rename = "type")]
+    #[schema(max_length = 64, min_length = 1)]
+    event_type: String,
+    /// Any JSON PostgreSQL's jsonb accepts (no `\u0000`, numbers in its range), up to
+    /// `limits.max_payload_bytes` serialized.
+    #[schema(value_type = Option<Value>)]
+    payload: Option<()>,
+    /// The producer's own id, a UUID (v7 keeps the shard index append-mostly); a retry with the
+    /// same id is stored and answered once. Assigned (UUIDv7) when absent.
+    event_id: Option<uuid::Uuid>,
+    /// When the event happened on the device, RFC 3339.
+    #[schema(format = DateTime)]
+    ts: Option<String>,
+    /// `normal` (default) or `critical` (a lane of its own with its own writer batches).
+    #[schema(pattern = "^(normal|critical)$")]
+    priority: Option<String>,
+    #[schema(max_length = 64)]
+    sdk: Option<String>,
+}
+
+/// One event object, or an array of them.
+#[derive(utoipa::ToSchema)]
+#[serde(untagged)]
+#[allow(dead_code)] // documentation only: never built
+pub enum EventsBody {
+    One(EventInput),
+    Many(Vec<EventInput>),
+}
+
 pub struct Rules {
     pub max_payload_bytes: usize,
 }

@@ -173,3 +173,78 @@ async fn query_service_documents_what_it_serves() {
     .await;
     assert_matches(&document, "/pipeline", "get", 200, &view);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn producer_gateway_documents_what_it_serves() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let document = document(&stack, &gateway).await;
+    let paths: Vec<&String> = document["paths"].as_object().unwrap().keys().collect();
+    assert_eq!(paths, ["/events"]);
+    let operations = document["paths"]["/events"].as_object().unwrap();
+    assert_eq!(operations.keys().collect::<Vec<_>>(), ["post"]);
+
+    // The documented request body: its example-like events validate, and the gateway takes
+    // them; what the schema refuses, the gateway refuses too.
+    let body_schema = &document["paths"]["/events"]["post"]["requestBody"]["content"]
+        ["application/json"]["schema"];
+    let validator = jsonschema::validator_for(&json!({
+        "allOf": [body_schema],
+        "components": document["components"],
+    }))
+    .unwrap();
+    let one = json!({"client_id": "doc-writer", "type": "t", "payload": {"n": 1}, "priority": "critical", "ts": "2026-11-23T10:00:00Z", "sdk": "docs/1"});
+    let many = json!([{"client_id": "doc-writer", "type": "t"}, {"client_id": "doc-writer", "type": "u", "payload": [1, 2]}]);
+    let refused = json!({"client_id": "doc writer!", "type": "t"});
+    for (body, valid) in [(&one, true), (&many, true), (&refused, false)] {
+        assert_eq!(validator.is_valid(body), valid, "schema on {body}");
+        let answer = stack
+            .post(
+                &gateway,
+                "application/json",
+                serde_json::to_vec(body).unwrap(),
+            )
+            .await;
+        let status = answer.status().as_u16();
+        let content_type = answer.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let answer: Value = answer.json().await.unwrap();
+        assert_eq!(status == 202, valid, "gateway on {body}: {status} {answer}");
+        assert!(
+            content_type.starts_with(if valid {
+                "application/json"
+            } else {
+                "application/problem+json"
+            }),
+            "{content_type}"
+        );
+        assert_matches(&document, "/events", "post", status, &answer);
+    }
+
+    // NDJSON is documented and served; a wrong content type is a documented 415.
+    let ndjson = "{\"client_id\":\"doc-writer\",\"type\":\"t\"}\n{\"client_id\":\"doc-writer\",\"type\":\"t\"}\n";
+    assert!(
+        !document["paths"]["/events"]["post"]["requestBody"]["content"]["application/x-ndjson"]
+            .is_null()
+    );
+    let answer = stack.post(&gateway, "application/x-ndjson", ndjson).await;
+    assert_eq!(answer.status(), 202);
+    assert_matches(
+        &document,
+        "/events",
+        "post",
+        202,
+        &answer.json().await.unwrap(),
+    );
+    let answer = stack.post(&gateway, "text/plain", "hello").await;
+    assert_eq!(answer.status(), 415);
+    assert_matches(
+        &document,
+        "/events",
+        "post",
+        415,
+        &answer.json().await.unwrap(),
+    );
+}
