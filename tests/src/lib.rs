@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a failed set-up should fail the test loudly
 
 pub mod bench;
+mod browser;
 mod cluster;
 mod feeder;
 mod kafka;
@@ -17,6 +18,7 @@ mod private;
 mod services;
 mod sse;
 
+pub use browser::{Browser, BrowserError};
 pub use cluster::Cluster;
 pub use feeder::Feeder;
 pub use kafka::{header, KafkaAdmin};

@@ -327,7 +327,14 @@ impl Stack {
     /// Starts the query-service binary as its own process, with `query_settings()` on a free
     /// port, and waits until it is ready.
     pub async fn spawn_query_process(&self) -> QueryProcess {
-        QueryProcess::spawn(self).await
+        let listen = SocketAddr::from(([127, 0, 0, 1], crate::private::free_port()));
+        QueryProcess::spawn(self, listen).await
+    }
+
+    /// The same on a given address, e.g. where a killed one listened (a restart its clients
+    /// reconnect to).
+    pub async fn spawn_query_process_on(&self, listen: SocketAddr) -> QueryProcess {
+        QueryProcess::spawn(self, listen).await
     }
 
     /// Starts the producer-gateway binary as its own process, with `gateway_settings()` on a
@@ -666,14 +673,15 @@ impl GatewayProcess {
 
 /// query-service as a child process on a port of its own, ready when spawned.
 pub struct QueryProcess {
-    _process: ServiceProcess,
+    process: ServiceProcess,
     url: String,
+    listen: SocketAddr,
 }
 
 impl QueryProcess {
-    async fn spawn(stack: &Stack) -> Self {
+    async fn spawn(stack: &Stack, listen: SocketAddr) -> Self {
         let mut settings = stack.query_settings();
-        settings.listen = SocketAddr::from(([127, 0, 0, 1], crate::private::free_port()));
+        settings.listen = listen;
         let url = format!("http://{}", settings.listen);
         let process = ServiceProcess::spawn(stack, "query-service", &settings);
         let ready = format!("{url}/health/ready");
@@ -691,14 +699,25 @@ impl QueryProcess {
         )
         .await;
         QueryProcess {
-            _process: process,
+            process,
             url,
+            listen,
         }
     }
 
     /// Base URL, e.g. `http://127.0.0.1:41234`.
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The address it listens on.
+    pub fn listen(&self) -> SocketAddr {
+        self.listen
+    }
+
+    /// SIGKILL: open connections are cut without a goodbye.
+    pub async fn kill(mut self) {
+        self.process.kill().await;
     }
 }
 
