@@ -12,13 +12,14 @@ use axum::{
 };
 use chassis::problem::Problem;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
-use schemas::ReadToken;
+use schemas::{Priority, ReadToken};
 use serde::Serialize;
 use utoipa::OpenApi;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 use crate::{
+    admission::Admission,
     body::{self, Format},
     metrics,
     publish::{PublishError, Publisher},
@@ -29,6 +30,7 @@ use crate::{
 
 pub struct AppState {
     pub publisher: Publisher,
+    pub admission: Option<Arc<Admission>>,
     pub limits: Limits,
     pub rules: Rules,
     pub rate_limiter: Option<RateLimiter>,
@@ -132,6 +134,13 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
         )
         .with_errors(errors)
     })?;
+    if let Some(admission) = &state.admission {
+        let lanes: Vec<Priority> = [Priority::Normal, Priority::Critical]
+            .into_iter()
+            .filter(|lane| events.iter().any(|e| e.priority == *lane))
+            .collect();
+        admission.admit(&lanes)?;
+    }
     if let Some(limiter) = &state.rate_limiter {
         let mut per_client: HashMap<&str, usize> = HashMap::new();
         for event in &events {

@@ -5,6 +5,7 @@
 //! buckets, optional) → `publish` (Avro, keyed by client id, idempotent producer, wait for acks)
 //! → `202` with the events' positions and a read-your-writes token.
 
+mod admission;
 mod body;
 mod clock;
 mod http;
@@ -22,7 +23,7 @@ use chassis::{
     edge::{Edge, EdgeError},
     health::Readiness,
 };
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, DropGuard};
 use tracing::info;
 
 pub use clock::IngestClock;
@@ -35,10 +36,14 @@ pub enum GatewayError {
     Producer(#[from] ProducerError),
     #[error(transparent)]
     Edge(#[from] EdgeError),
+    #[error(transparent)]
+    Admission(#[from] admission::AdmissionError),
 }
 
 /// A gateway bound to its address, ready to serve.
 pub struct Gateway {
+    /// Stops admission's lag sampling when the gateway goes.
+    _sampling: DropGuard,
     edge: Edge,
     shutdown_timeout: Duration,
     state: Arc<http::AppState>,
@@ -72,8 +77,20 @@ impl Gateway {
             readiness: readiness.clone(),
         };
         let edge = Edge::bind(settings.listen).await?;
+        let sampling = CancellationToken::new();
+        let admission = admission::Admission::start(
+            &settings.admission,
+            &settings.kafka.brokers,
+            vec![
+                settings.kafka.topic.clone(),
+                settings.kafka.critical_topic.clone(),
+            ],
+            settings.limits.retry_after,
+            sampling.clone(),
+        )?;
         let state = Arc::new(http::AppState {
             publisher,
+            admission,
             limits: settings.limits.clone(),
             rules: validate::Rules {
                 max_payload_bytes: settings.limits.max_payload_bytes,
@@ -81,6 +98,7 @@ impl Gateway {
             rate_limiter: rate_limit::RateLimiter::new(&settings.rate_limit),
         });
         Ok(Gateway {
+            _sampling: sampling.drop_guard(),
             edge,
             shutdown_timeout: settings.shutdown_timeout,
             state,

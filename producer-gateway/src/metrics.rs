@@ -3,8 +3,8 @@
 use std::sync::LazyLock;
 
 use prometheus::{
-    register_histogram, register_int_counter, register_int_counter_vec, Histogram, IntCounter,
-    IntCounterVec,
+    register_gauge, register_histogram, register_int_counter, register_int_counter_vec,
+    register_int_gauge, Gauge, Histogram, IntCounter, IntCounterVec, IntGauge,
 };
 
 pub static REQUESTS: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -32,3 +32,55 @@ pub static PUBLISH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static ADMISSION_SHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gateway_admission_shed_total",
+        "Requests refused with 503 because the pipeline was behind, by the lane that was shed",
+        &["lane"]
+    )
+    .expect("metric registers once")
+});
+
+pub static ADMISSION_FAIL_OPEN: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "gateway_admission_fail_open_total",
+        "Lanes of requests admitted without a fresh lag sample (Kafka's admin side unreachable)"
+    )
+    .expect("metric registers once")
+});
+
+pub static ADMISSION_DEPTH: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "gateway_admission_depth",
+        "Events acknowledged and not yet stored, as admission last sampled it"
+    )
+    .expect("metric registers once")
+});
+
+pub static ADMISSION_OLDEST_AGE: LazyLock<Gauge> = LazyLock::new(|| {
+    register_gauge!(
+        "gateway_admission_oldest_age_seconds",
+        "Age of the oldest event not yet stored, as admission last sampled it"
+    )
+    .expect("metric registers once")
+});
+
+pub static ADMISSION_ENABLED: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "gateway_admission_enabled",
+        "1 when lag-aware admission is on"
+    )
+    .expect("metric registers once")
+});
+
+/// Creates the admission series at start, so dashboards and alerts see zeros, not gaps.
+pub fn init_admission(enabled: bool) {
+    ADMISSION_ENABLED.set(i64::from(enabled));
+    for lane in ["normal", "critical"] {
+        ADMISSION_SHED.with_label_values(&[lane]);
+    }
+    LazyLock::force(&ADMISSION_FAIL_OPEN);
+    LazyLock::force(&ADMISSION_DEPTH);
+    LazyLock::force(&ADMISSION_OLDEST_AGE);
+}

@@ -16,6 +16,57 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub limits: Limits,
     pub rate_limit: RateLimitSettings,
+    pub admission: AdmissionSettings,
+}
+
+/// Lag-aware admission (src/admission.rs): refuse a lane's events with 503 while db-writer is
+/// further behind than that lane's limits. Both lanes compare the pipeline's totals.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdmissionSettings {
+    /// Default false.
+    pub enabled: bool,
+    /// db-writer's consumer group, whose commits mark "stored". Default `db-writer`.
+    pub writer_group: String,
+    /// How often the lag is sampled from Kafka. Default 1s.
+    #[serde(with = "humantime_serde")]
+    pub sample_interval: Duration,
+    /// A sample older than this (Kafka's admin side unreachable) is not trusted: admission
+    /// fails open and counts `gateway_admission_fail_open_total`. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// Limits of the normal lane. Defaults: `max_depth` 1000000, `max_oldest_age` 60s.
+    pub normal: LaneLimits,
+    /// Limits of the critical lane, each at least the normal lane's (it sheds last); refused
+    /// at start otherwise. Defaults: 0 and 0s (never shed).
+    pub critical: LaneLimits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct LaneLimits {
+    /// Events acknowledged and not yet stored (both lanes) beyond which the lane sheds; 0 is
+    /// no limit.
+    pub max_depth: u64,
+    /// Age of the oldest event not yet stored beyond which the lane sheds; 0s is no limit.
+    #[serde(with = "humantime_serde")]
+    pub max_oldest_age: Duration,
+}
+
+impl Default for AdmissionSettings {
+    fn default() -> Self {
+        AdmissionSettings {
+            enabled: false,
+            writer_group: "db-writer".into(),
+            sample_interval: Duration::from_secs(1),
+            stale_after: Duration::from_secs(10),
+            normal: LaneLimits {
+                max_depth: 1_000_000,
+                max_oldest_age: Duration::from_secs(60),
+            },
+            critical: LaneLimits::default(),
+        }
+    }
 }
 
 /// Per-client token buckets. A request whose clients lack tokens answers 429.
@@ -101,6 +152,7 @@ impl Default for Settings {
             kafka: KafkaSettings::default(),
             limits: Limits::default(),
             rate_limit: RateLimitSettings::default(),
+            admission: AdmissionSettings::default(),
         }
     }
 }
