@@ -233,14 +233,14 @@ async fn the_dashboard_follows_the_pipeline_live_and_across_a_restart() {
                 .expect("GET /events");
             assert_eq!(answer.status(), 200);
         }
-        page_until(
+        // Several seconds of both lanes in the chart, not a single blip.
+        let shown = page_until(
             &mut browser,
             "both lanes' ingest, stored rows and batches",
             |p| {
                 lane_rate(p, "normal") > 0.0
                     && lane_rate(p, "critical") > 0.0
-                    // A few seconds of both lanes in the chart, not a single blip.
-                && p["charts"]["ingest"]["nonzero"].as_u64().unwrap_or(0) >= 8
+                    && p["charts"]["ingest"]["nonzero"].as_u64().unwrap_or(0) >= 8
                     && p["charts"]["shards"]["max"].as_f64().unwrap_or(0.0) > 0.0
                     && p["shards"]
                         .as_array()
@@ -250,7 +250,13 @@ async fn the_dashboard_follows_the_pipeline_live_and_across_a_restart() {
                     && f(&p["query_rate"]) > 0.0
             },
         )
-        .await
+        .await;
+        // While events still flow: what an operator sees of a busy pipeline.
+        browser
+            .screenshot(&screenshot_path("dashboard.png"))
+            .await
+            .expect("screenshot");
+        shown
     })
     .await;
     let ids = batch_ids(&live);
@@ -268,10 +274,6 @@ async fn the_dashboard_follows_the_pipeline_live_and_across_a_restart() {
         .as_array()
         .map_or(0.0, |b| b.iter().map(|b| f(&b["rows"])).sum());
     assert_eq!(listed_rows, posted_now, "{settled:#}");
-    browser
-        .screenshot(&screenshot_path("dashboard.png"))
-        .await
-        .expect("screenshot");
 
     // The service goes away: the page says so at once, keeps and greys the last figures.
     let last_seen = f(&settled["at_ms"]);
