@@ -39,6 +39,8 @@ pub enum StoreError {
     },
     #[error("stored row is not a valid event: {0}")]
     CorruptRow(String),
+    #[error("shard {shard}: this database was stamped as shard {claims}; the shard list is out of order (two URLs swapped or one left out?). Fix the list; `eventpipe-admin shards check` shows every position")]
+    Identity { shard: usize, claims: i32 },
 }
 
 impl StoreError {
@@ -47,7 +49,8 @@ impl StoreError {
             StoreError::Postgres { shard, .. }
             | StoreError::Pool { shard, .. }
             | StoreError::Config { shard, .. }
-            | StoreError::Migration { shard, .. } => Some(*shard),
+            | StoreError::Migration { shard, .. }
+            | StoreError::Identity { shard, .. } => Some(*shard),
             StoreError::CorruptRow(_) => None,
         }
     }
@@ -62,6 +65,7 @@ impl StoreError {
             StoreError::Pool { .. }
             | StoreError::Migration { .. }
             | StoreError::Config { .. }
+            | StoreError::Identity { .. }
             | StoreError::CorruptRow(_) => RetryHint::Retry,
         }
     }

@@ -3,6 +3,7 @@
 
 mod copies;
 mod error;
+mod identity;
 mod migrate;
 mod read;
 mod routing;
@@ -13,6 +14,7 @@ mod write;
 
 pub use copies::{CopyRank, RowOutcome};
 pub use error::{RetryHint, StoreError};
+pub use identity::{identity_of, Identity};
 pub use read::{ClientQuery, Direction, StoredCopy};
 pub use routing::ShardRouter;
 pub use settings::StoreSettings;

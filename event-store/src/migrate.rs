@@ -8,8 +8,9 @@ refinery::embed_migrations!("migrations");
 /// Serialises concurrent migrators (several services starting at once) on one shard.
 const MIGRATION_LOCK: i64 = 0x6576_656e_7473; // "events"
 
-/// Applies the versioned migrations in `migrations/` to one shard.
-pub(crate) async fn migrate_shard(shard: usize, url: &str) -> Result<(), StoreError> {
+/// Applies the versioned migrations in `migrations/` to one shard and stamps it as shard
+/// `shard` of `count` (`identity`).
+pub(crate) async fn migrate_shard(shard: usize, count: usize, url: &str) -> Result<(), StoreError> {
     let pg = |source| StoreError::Postgres { shard, source };
     let (mut client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
     let connection = tokio::spawn(connection);
@@ -21,10 +22,15 @@ pub(crate) async fn migrate_shard(shard: usize, url: &str) -> Result<(), StoreEr
         .run_async(&mut client)
         .await
         .map_err(|source| StoreError::Migration { shard, source });
+    let stamped = match &report {
+        Ok(_) => crate::identity::stamp(&client, shard, count).await,
+        Err(_) => Ok(()),
+    };
     // Dropping the client closes the session, which releases the advisory lock too.
     drop(client);
     let _ = connection.await;
     let applied = report?.applied_migrations().len();
+    stamped?;
     info!(shard, applied, "migrations up to date");
     Ok(())
 }
@@ -33,7 +39,7 @@ impl StoreSettings {
     /// Applies the migrations to every shard, in shard order.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         for (shard, url) in self.shards.iter().enumerate() {
-            migrate_shard(shard, url).await?;
+            migrate_shard(shard, self.shards.len(), url).await?;
         }
         Ok(())
     }

@@ -26,7 +26,7 @@ pub use ledger::Ledger;
 pub use poll::eventually;
 pub use private::{PrivateKafka, PrivateShard};
 pub use services::{
-    GatewayProcess, Posted, QueryProcess, Stack, WriterProcess, MAX_CLOCK_AHEAD_MS,
+    sibling_binary, GatewayProcess, Posted, QueryProcess, Stack, WriterProcess, MAX_CLOCK_AHEAD_MS,
 };
 pub use sse::{Block, SseReader, Streamed};
 

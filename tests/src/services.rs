@@ -722,7 +722,7 @@ impl QueryProcess {
 }
 
 /// A binary of this workspace, built next to the test executable (`target/<profile>/`).
-fn sibling_binary(name: &str) -> PathBuf {
+pub fn sibling_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let profile_dir = exe
         .parent()
