@@ -2,12 +2,17 @@
 //! service has (`/metrics`, `/livez`, `/readyz` and their aliases), and on shutdown stop
 //! accepting, turn not ready, and give in-flight requests a bounded time to finish.
 
-use std::{future::IntoFuture, io, net::SocketAddr, time::Duration};
+use std::{io, net::SocketAddr, time::Duration};
 
 use axum::Router;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
+};
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::health::Readiness;
 
@@ -19,8 +24,6 @@ const READY_NOT_STOPPING: &str = "not shutting down";
 pub enum EdgeError {
     #[error("cannot listen on {addr}: {source}")]
     Bind { addr: SocketAddr, source: io::Error },
-    #[error("HTTP server on {addr} failed: {source}")]
-    Serve { addr: SocketAddr, source: io::Error },
 }
 
 /// A bound listener, not yet serving (binding first lets a service fail fast on a taken port
@@ -28,7 +31,12 @@ pub enum EdgeError {
 pub struct Edge {
     listener: TcpListener,
     addr: SocketAddr,
+    header_timeout: Duration,
 }
+
+/// Default for [`Edge::header_timeout`].
+pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
 impl Edge {
     pub async fn bind(addr: SocketAddr) -> Result<Edge, EdgeError> {
@@ -36,11 +44,22 @@ impl Edge {
             .await
             .map_err(|source| EdgeError::Bind { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
-        Ok(Edge { listener, addr })
+        Ok(Edge {
+            listener,
+            addr,
+            header_timeout: DEFAULT_HEADER_TIMEOUT,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// How long a client may take to send a request's headers before the connection is
+    /// closed (slow-loris). Default [`DEFAULT_HEADER_TIMEOUT`].
+    pub fn header_timeout(mut self, timeout: Duration) -> Self {
+        self.header_timeout = timeout;
+        self
     }
 
     /// Serves `app` with the common routes until `shutdown`, then lets open requests finish
@@ -58,24 +77,44 @@ impl Edge {
         let app = app
             .merge(crate::metrics::router())
             .merge(crate::health::router(readiness.clone()));
-        let stopping = {
-            let shutdown = shutdown.clone();
-            async move {
-                shutdown.cancelled().await;
-                readiness.fail(READY_NOT_STOPPING, "shutting down");
-            }
-        };
-        let serving = axum::serve(self.listener, app)
-            .with_graceful_shutdown(stopping)
-            .into_future();
-        tokio::pin!(serving);
-        let deadline = async {
-            shutdown.cancelled().await;
-            tokio::time::sleep(drain).await;
-        };
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.header_timeout);
+        let connections = GracefulShutdown::new();
+        loop {
+            let (stream, _peer) = tokio::select! {
+                () = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: the listener stays, and
+                        // accepting resumes once connections close.
+                        warn!(%addr, error = %e, "accept failed");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            // Small answers (202s, pages) go out at once instead of waiting for Nagle.
+            let _ = stream.set_nodelay(true);
+            let service = TowerToHyperService::new(app.clone());
+            let connection = builder
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .into_owned();
+            let connection = connections.watch(connection);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    debug!(error = %e, "connection ended with an error");
+                }
+            });
+        }
+        readiness.fail(READY_NOT_STOPPING, "shutting down");
+        drop(self.listener);
         tokio::select! {
-            served = &mut serving => served.map_err(|source| EdgeError::Serve { addr, source }),
-            () = deadline => {
+            () = connections.shutdown() => Ok(()),
+            () = tokio::time::sleep(drain) => {
                 warn!(%addr, ?drain, "open requests did not finish within the drain deadline; dropped");
                 Ok(())
             }
@@ -191,6 +230,35 @@ mod tests {
             open.await.unwrap().contains("200"),
             "the open request finished"
         );
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_client_that_never_finishes_its_headers_is_cut_off() {
+        let edge = Edge::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap()
+            .header_timeout(Duration::from_millis(300));
+        let addr = edge.local_addr();
+        let shutdown = CancellationToken::new();
+        let served = tokio::spawn(edge.serve(
+            Router::new(),
+            Readiness::new(&[]),
+            shutdown.clone(),
+            Duration::from_secs(1),
+        ));
+        let mut slow = TcpStream::connect(addr).await.unwrap();
+        slow.write_all(b"GET /livez HTTP/1.1\r\nhost: x\r\n")
+            .await
+            .unwrap();
+        let started = tokio::time::Instant::now();
+        let mut rest = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), slow.read_to_end(&mut rest)).await;
+        assert!(read.is_ok(), "the server closed the connection");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Others are served meanwhile and after.
+        assert!(get_status(addr, "/livez").await.contains("200"));
+        shutdown.cancel();
         served.await.unwrap().unwrap();
     }
 

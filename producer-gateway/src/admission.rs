@@ -8,7 +8,13 @@
 //! backlog delays critical events' batches too. The critical lane's thresholds must be at least
 //! the normal lane's, so it sheds last.
 
-use std::{sync::Arc, time::Duration};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
 
 use axum::http::StatusCode;
 use chassis::problem::Problem;
@@ -16,7 +22,7 @@ use rdkafka::{consumer::BaseConsumer, error::KafkaError};
 use schemas::Priority;
 use tokio::{sync::watch, time::Instant};
 use tokio_util::sync::CancellationToken;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::{
     metrics,
@@ -39,6 +45,15 @@ pub enum AdmissionError {
         normal: String,
         critical: String,
     },
+    #[error("admission.stale_after ({stale_after:?}) must be longer than admission.sample_interval ({sample_interval:?}), or every sample goes stale before the next one and admission fails open")]
+    StaleBeforeNextSample {
+        stale_after: Duration,
+        sample_interval: Duration,
+    },
+    #[error(
+        "admission.writer_group is empty: it names db-writer's consumer group (its kafka.group_id)"
+    )]
+    NoWriterGroup,
     #[error("admission: cannot read the writer's lag from Kafka: {0}")]
     Kafka(#[from] KafkaError),
 }
@@ -54,8 +69,20 @@ pub enum Verdict {
     Shed(String),
 }
 
-/// Refuses `settings` whose critical limits are below the normal ones.
+/// Refuses `settings` whose critical limits are below the normal ones, and (when admission is
+/// on) a sampling that could never be trusted or a missing writer group.
 pub fn validate(settings: &AdmissionSettings) -> Result<(), AdmissionError> {
+    if settings.enabled {
+        if settings.stale_after <= settings.sample_interval {
+            return Err(AdmissionError::StaleBeforeNextSample {
+                stale_after: settings.stale_after,
+                sample_interval: settings.sample_interval,
+            });
+        }
+        if settings.writer_group.trim().is_empty() {
+            return Err(AdmissionError::NoWriterGroup);
+        }
+    }
     let (normal, critical) = (&settings.normal, &settings.critical);
     if below(normal.max_depth, critical.max_depth) {
         return Err(AdmissionError::CriticalBelowNormal {
@@ -123,6 +150,9 @@ pub struct Admission {
     settings: AdmissionSettings,
     latest: watch::Receiver<Option<Sample>>,
     retry_after: Duration,
+    /// Set while requests are admitted without a fresh sample, so the warning is logged once
+    /// per episode rather than once per request.
+    failing_open: AtomicBool,
 }
 
 impl Admission {
@@ -157,6 +187,7 @@ impl Admission {
             settings: settings.clone(),
             latest,
             retry_after,
+            failing_open: AtomicBool::new(false),
         })))
     }
 
@@ -170,7 +201,9 @@ impl Admission {
                 Priority::Normal => (&self.settings.normal, "normal"),
                 Priority::Critical => (&self.settings.critical, "critical"),
             };
-            match judge(limits, sample.as_ref(), now, self.settings.stale_after) {
+            let verdict = judge(limits, sample.as_ref(), now, self.settings.stale_after);
+            self.note_fail_open(&verdict, sample.as_ref(), now);
+            match verdict {
                 Verdict::Admit => {}
                 Verdict::FailOpen => {
                     metrics::ADMISSION_FAIL_OPEN.inc();
@@ -190,6 +223,27 @@ impl Admission {
             }
         }
         Ok(())
+    }
+
+    /// Logs when admission starts and stops failing open; the plain load keeps the common
+    /// case (a fresh sample, nothing to log) free of writes to a shared cache line.
+    fn note_fail_open(&self, verdict: &Verdict, sample: Option<&Sample>, now: Instant) {
+        let failing = *verdict == Verdict::FailOpen;
+        if self.failing_open.load(Ordering::Relaxed) == failing
+            || self.failing_open.swap(failing, Ordering::Relaxed) == failing
+        {
+            return;
+        }
+        if failing {
+            let age = sample.map(|s| now.saturating_duration_since(s.taken));
+            warn!(
+                sample_age = ?age,
+                stale_after = ?self.settings.stale_after,
+                "admission: no fresh lag sample, admitting every lane (failing open) until Kafka answers again"
+            );
+        } else {
+            info!("admission: lag samples are fresh again, limits apply");
+        }
     }
 }
 
@@ -235,7 +289,13 @@ async fn sample_until(
             _ = ticks.tick() => {}
         }
         let taking = sampler.clone();
-        match tokio::task::spawn_blocking(move || taking.take()).await {
+        // A sample can block for the lag crate's timeouts when Kafka is unreachable; shutdown
+        // does not wait for it (the blocking thread ends on its own timeout).
+        let taken = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            taken = tokio::task::spawn_blocking(move || taking.take()) => taken,
+        };
+        match taken {
             Ok(Ok(sample)) => {
                 metrics::ADMISSION_DEPTH.set(i64::try_from(sample.depth).unwrap_or(i64::MAX));
                 metrics::ADMISSION_OLDEST_AGE.set(sample.oldest_age.as_secs_f64());
@@ -341,5 +401,73 @@ mod tests {
         assert!(validate(&settings).is_err());
         settings.critical = limits(0, 0);
         assert!(validate(&settings).is_ok());
+    }
+
+    #[test]
+    fn the_defaults_are_valid_and_a_sample_must_outlive_the_interval() {
+        let mut settings = AdmissionSettings {
+            enabled: true,
+            ..AdmissionSettings::default()
+        };
+        assert!(validate(&settings).is_ok());
+        settings.stale_after = settings.sample_interval;
+        let error = validate(&settings).unwrap_err();
+        assert!(
+            matches!(error, AdmissionError::StaleBeforeNextSample { .. }),
+            "{error}"
+        );
+        assert!(error.to_string().contains("admission.stale_after"));
+        // Only judged when admission is on: an unused section does not stop a gateway.
+        settings.enabled = false;
+        assert!(validate(&settings).is_ok());
+        settings = AdmissionSettings {
+            enabled: true,
+            writer_group: " ".into(),
+            ..AdmissionSettings::default()
+        };
+        assert!(matches!(
+            validate(&settings),
+            Err(AdmissionError::NoWriterGroup)
+        ));
+    }
+
+    #[test]
+    fn a_request_is_refused_whole_when_one_of_its_lanes_sheds() {
+        let (publish, latest) = watch::channel(None);
+        let admission = Admission {
+            settings: AdmissionSettings {
+                enabled: true,
+                normal: limits(100, 0),
+                critical: limits(1_000, 0),
+                ..AdmissionSettings::default()
+            },
+            latest,
+            retry_after: Duration::from_secs(3),
+            failing_open: AtomicBool::new(false),
+        };
+        // No sample yet: every lane fails open.
+        assert!(admission.admit(&[Priority::Normal]).is_ok());
+        assert!(admission.failing_open.load(Ordering::Relaxed));
+        publish.send_replace(Some(sample(500, 0, Instant::now())));
+        assert!(admission.admit(&[Priority::Critical]).is_ok());
+        assert!(!admission.failing_open.load(Ordering::Relaxed));
+        let refused = admission
+            .admit(&[Priority::Critical, Priority::Normal])
+            .unwrap_err();
+        assert_eq!(refused.status, 503);
+        assert!(refused.problem_type.ends_with("pipeline-behind"));
+        assert_eq!(refused.retry_after, Some(Duration::from_secs(3)));
+        assert!(
+            refused.detail.contains("500") && refused.detail.contains("limit 100"),
+            "{}",
+            refused.detail
+        );
+        assert!(
+            refused.detail.contains("normal events"),
+            "{}",
+            refused.detail
+        );
+        publish.send_replace(Some(sample(5_000, 0, Instant::now())));
+        assert!(admission.admit(&[Priority::Critical]).is_err());
     }
 }

@@ -5,7 +5,7 @@ use std::{collections::HashMap, sync::Arc, time::Instant};
 use axum::{
     body::Body,
     extract::State,
-    http::{HeaderMap, StatusCode},
+    http::{header, HeaderMap, StatusCode},
     response::{IntoResponse, Response},
     routing::get,
     Json, Router,
@@ -21,6 +21,7 @@ use uuid::Uuid;
 use crate::{
     admission::Admission,
     body::{self, Format},
+    capacity::Capacity,
     metrics,
     publish::{PublishError, Publisher},
     rate_limit::RateLimiter,
@@ -30,6 +31,7 @@ use crate::{
 
 pub struct AppState {
     pub publisher: Publisher,
+    pub capacity: Capacity,
     pub admission: Option<Arc<Admission>>,
     pub limits: Limits,
     pub rules: Rules,
@@ -95,11 +97,12 @@ struct AcceptedEvent {
     responses(
         (status = 202, description = "Acknowledged by the brokers; positions and a read-your-writes token", body = Accepted),
         (status = 400, description = "Not JSON / NDJSON", body = Problem, content_type = "application/problem+json"),
+        (status = 408, description = "The body did not arrive within `limits.body_timeout`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body or event count over the limits", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither application/json nor application/x-ndjson", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid events, each bad field listed; nothing published", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "A client over its rate; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
-        (status = 503, description = "Brokers unavailable, queue full or pipeline behind; retry after `Retry-After` with the same event ids", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "Brokers unavailable, queue full, pipeline behind or the gateway at its request/byte bounds; retry after `Retry-After` with the same event ids", body = Problem, content_type = "application/problem+json"),
     ),
     tag = "events"
 )]
@@ -120,7 +123,28 @@ async fn post_events(
 
 async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, Problem> {
     let format = Format::of(headers)?;
-    let bytes = read_limited(body, state.limits.max_body_bytes).await?;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let limit = state.limits.max_body_bytes;
+    if declared.is_some_and(|length| length > limit) {
+        return Err(too_large(limit));
+    }
+    // Held until the request is answered: its body, then its events, are in memory.
+    let _held = state.capacity.admit(declared.unwrap_or(limit))?;
+    let bytes = tokio::time::timeout(state.limits.body_timeout, read_limited(body, limit))
+        .await
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body-timeout",
+                format!(
+                    "the request body did not arrive within {:?}; nothing was published",
+                    state.limits.body_timeout
+                ),
+            )
+        })??;
     let items = body::split(format, &bytes, state.limits.max_events)?;
     let single = format == Format::Json && items.len() == 1 && !is_array(&bytes);
     let Valid {
@@ -214,17 +238,18 @@ fn is_array(body: &[u8]) -> bool {
         .is_some_and(|b| *b == b'[')
 }
 
+fn too_large(limit: usize) -> Problem {
+    Problem::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body-too-large",
+        format!("request body exceeds {limit} bytes"),
+    )
+}
+
 async fn read_limited(body: Body, limit: usize) -> Result<bytes::Bytes, Problem> {
-    let too_large = || {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body-too-large",
-            format!("request body exceeds {limit} bytes"),
-        )
-    };
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(too_large(limit)),
         Err(e) => Err(Problem::new(
             StatusCode::BAD_REQUEST,
             "unreadable-body",

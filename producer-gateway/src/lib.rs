@@ -7,6 +7,7 @@
 
 mod admission;
 mod body;
+mod capacity;
 mod clock;
 mod http;
 mod metrics;
@@ -76,7 +77,9 @@ impl Gateway {
             ),
             readiness: readiness.clone(),
         };
-        let edge = Edge::bind(settings.listen).await?;
+        let edge = Edge::bind(settings.listen)
+            .await?
+            .header_timeout(settings.limits.header_timeout);
         let sampling = CancellationToken::new();
         let admission = admission::Admission::start(
             &settings.admission,
@@ -90,6 +93,11 @@ impl Gateway {
         )?;
         let state = Arc::new(http::AppState {
             publisher,
+            capacity: capacity::Capacity::new(
+                settings.limits.max_concurrent_requests,
+                settings.limits.max_buffered_bytes,
+                settings.limits.retry_after,
+            ),
             admission,
             limits: settings.limits.clone(),
             rules: validate::Rules {

@@ -83,4 +83,16 @@ pub fn init_admission(enabled: bool) {
     LazyLock::force(&ADMISSION_FAIL_OPEN);
     LazyLock::force(&ADMISSION_DEPTH);
     LazyLock::force(&ADMISSION_OLDEST_AGE);
+    for bound in ["requests", "buffered bytes"] {
+        OVERLOADED.with_label_values(&[bound]);
+    }
 }
+
+pub static OVERLOADED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gateway_overloaded_total",
+        "Requests refused with 503 because the gateway held its most requests or buffered bytes",
+        &["bound"]
+    )
+    .expect("metric registers once")
+});

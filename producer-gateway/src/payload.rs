@@ -41,8 +41,12 @@
 //!   `"\ud800\u0041"`. Accepted: `"\ud83d\ude00"`, `"\uD83D\uDE00"`, `"\udbff\udfff"`.
 //!   Other escapes are stored: `\u0001`–`\u001f`, `\u007f`, `\uffff`, `\ufffe`, `\/`, `\b`, …
 //!
-//! Nesting depth is not checked: serde_json's recursion limit (128) refuses deep JSON before
-//! this runs, and `jsonb` nests much deeper.
+//! * Nesting. PostgreSQL's JSON parser recurses and stops at `max_stack_depth` with "stack
+//!   depth limit exceeded" (SQLSTATE 54001) — not a data error, so db-writer would retry the
+//!   batch for ever and stall its partition. `body` does not bound depth either (serde_json's
+//!   `RawValue` skips nested values without its recursion limit: 30,000 levels pass). Payloads
+//!   nest at most [`MAX_DEPTH`] levels, serde_json's own limit for parsing into a `Value`, so
+//!   every consumer using it can read them back.
 
 /// At most this many digits before the decimal point (base-10000 weight ≤ 32767).
 const MAX_INTEGER_DIGITS: i64 = 131_072;
@@ -51,6 +55,9 @@ const MAX_FRACTION_DIGITS: i64 = 16_383;
 /// `numeric_in` refuses an exponent of this magnitude or more, whatever the digits.
 const EXPONENT_LIMIT: i64 = 1_073_741_823;
 
+/// Deepest nesting of arrays and objects accepted in a payload.
+pub const MAX_DEPTH: usize = 128;
+
 /// Checks that PostgreSQL's `jsonb` would store `raw`, which is valid JSON text.
 ///
 /// Linear in `raw.len()`, allocates only for the error, and never panics: text that is not
@@ -58,10 +65,24 @@ const EXPONENT_LIMIT: i64 = 1_073_741_823;
 pub fn storable(raw: &str) -> Result<(), String> {
     let bytes = raw.as_bytes();
     let mut at = 0;
+    let mut depth = 0usize;
     while let Some(&byte) = bytes.get(at) {
         at = match byte {
             b'"' => string_end(raw, at)?,
             b'-' | b'0'..=b'9' => number_end(raw, at)?,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!(
+                        "nests deeper than {MAX_DEPTH} levels of arrays and objects                          (at byte {at} of the payload)"
+                    ));
+                }
+                at + 1
+            }
+            b']' | b'}' => {
+                depth = depth.saturating_sub(1);
+                at + 1
+            }
             // Structure, whitespace and the letters of true/false/null: none can make jsonb
             // refuse, and none of them contains a digit, quote or minus.
             _ => at + 1,
@@ -266,6 +287,26 @@ mod tests {
             reason.contains("is beyond PostgreSQL's numeric range"),
             "{reason}"
         );
+    }
+
+    #[test]
+    fn nesting_stops_at_max_depth_and_brackets_in_strings_do_not_count() {
+        let nested = |depth: usize| format!("{}1{}", "[".repeat(depth), "]".repeat(depth));
+        assert!(storable(&nested(MAX_DEPTH)).is_ok());
+        let reason = storable(&nested(MAX_DEPTH + 1)).unwrap_err();
+        assert!(reason.contains("nests deeper than 128"), "{reason}");
+        assert!(storable(&nested(30_000)).is_err());
+        let objects = format!(
+            "{}{}",
+            r#"{"a":"#.repeat(MAX_DEPTH + 1),
+            "}".repeat(MAX_DEPTH + 1)
+        );
+        assert!(storable(&objects).is_err());
+        // Siblings do not add up, and brackets inside strings are text.
+        let wide = format!("[{}]", vec![nested(MAX_DEPTH - 1); 50].join(","));
+        assert!(storable(&wide).is_ok());
+        let text = format!(r#"{{"s":"{}"}}"#, "[{".repeat(1_000));
+        assert!(storable(&text).is_ok());
     }
 
     #[test]

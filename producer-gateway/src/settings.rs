@@ -142,6 +142,17 @@ pub struct Limits {
     /// `Retry-After` sent with 503 answers. Default 1s.
     #[serde(with = "humantime_serde")]
     pub retry_after: Duration,
+    /// `POST /events` requests in progress at once; more answer 503 at once. Default 4096.
+    pub max_concurrent_requests: usize,
+    /// Request body bytes held at once across requests (each counts its Content-Length, or
+    /// `max_body_bytes` without one); beyond it 503. Default 1073741824 (1 GiB).
+    pub max_buffered_bytes: usize,
+    /// Time to receive a request's body; a slower one answers 408. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub body_timeout: Duration,
+    /// Time to receive a request's headers; a slower client is disconnected. Default 10s.
+    #[serde(with = "humantime_serde")]
+    pub header_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -182,6 +193,10 @@ impl Default for Limits {
             max_events: 10_000,
             max_payload_bytes: 64 * 1024,
             retry_after: Duration::from_secs(1),
+            max_concurrent_requests: 4096,
+            max_buffered_bytes: 1024 * 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
         }
     }
 }

@@ -1,0 +1,352 @@
+//! A gateway that survives abuse: hostile bodies get a clear 4xx and publish nothing; slow
+//! clients are cut off (headers) or answered 408 (bodies); past the bounds on requests in
+//! progress and bytes buffered, requests get 503 at once while other clients keep being
+//! served.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on what it did not expect
+
+use std::time::{Duration, Instant};
+
+use pipeline_tests::Stack;
+use serde_json::Value;
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+};
+
+/// One POST on a connection of its own: a refused request's connection is closed by the
+/// gateway when it answers before reading the body, which a pooled client would reuse.
+async fn post(
+    gateway: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap()
+        .post(format!("{gateway}/events"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("gateway answers")
+}
+
+async fn answer(_stack: &Stack, gateway: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
+    let response = post(gateway, content_type, body).await;
+    let status = response.status().as_u16();
+    let problem_json = response
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("application/problem+json"));
+    let body: Value = response.json().await.unwrap();
+    if status >= 400 {
+        assert!(problem_json, "{status} is problem+json: {body}");
+    }
+    (status, body)
+}
+
+/// Answering 202 at once needs broker metadata: waits for it, so a probe is quick.
+async fn ready(stack: &Stack, gateway: &str) {
+    pipeline_tests::eventually(Duration::from_secs(30), "the gateway ready", || async {
+        let ready = stack
+            .http
+            .get(format!("{gateway}/readyz"))
+            .send()
+            .await
+            .ok()?;
+        (ready.status() == 200).then_some(())
+    })
+    .await;
+}
+
+fn deep(depth: usize) -> String {
+    format!(
+        r#"{{"client_id":"h","type":"t","payload":{}1{}}}"#,
+        "[".repeat(depth),
+        "]".repeat(depth)
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn hostile_bodies_get_a_clear_4xx_and_publish_nothing() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let max_body = stack.gateway_settings().limits.max_body_bytes;
+    // Ticks are records too: compare what the events alone add, through ids we can see.
+    let cases: Vec<(&str, &str, Vec<u8>, u16, &str)> = vec![
+        (
+            "invalid UTF-8",
+            "application/json",
+            b"{\"client_id\":\"h\",\"type\":\"\xff\xfe\"}".to_vec(),
+            400,
+            "malformed-json",
+        ),
+        (
+            "nesting deeper than 128 levels (PostgreSQL would stall on it)",
+            "application/json",
+            deep(30_000).into_bytes(),
+            422,
+            "invalid-events",
+        ),
+        (
+            "a number PostgreSQL cannot store",
+            "application/json",
+            br#"{"client_id":"h","type":"t","payload":{"n":1e999999}}"#.to_vec(),
+            422,
+            "invalid-events",
+        ),
+        (
+            "\\u0000 in the payload",
+            "application/json",
+            br#"{"client_id":"h","type":"t","payload":{"s":"a\u0000b"}}"#.to_vec(),
+            422,
+            "invalid-events",
+        ),
+        (
+            "\\u0000 in a field",
+            "application/json",
+            br#"{"client_id":"h","type":"t\u0000"}"#.to_vec(),
+            422,
+            "invalid-events",
+        ),
+        (
+            "duplicate keys in the event",
+            "application/json",
+            br#"{"client_id":"h","client_id":"other","type":"t"}"#.to_vec(),
+            422,
+            "invalid-events",
+        ),
+        (
+            "one event more than the limit",
+            "application/x-ndjson",
+            "{\"client_id\":\"h\",\"type\":\"t\"}\n"
+                .repeat(stack.gateway_settings().limits.max_events + 1)
+                .into_bytes(),
+            413,
+            "",
+        ),
+        (
+            "a body that is a string",
+            "application/json",
+            br#""events""#.to_vec(),
+            422,
+            "",
+        ),
+    ];
+    for (what, content_type, body, status, problem) in cases {
+        let started = Instant::now();
+        let (got, body) = answer(&stack, &gateway, content_type, body).await;
+        assert_eq!(got, status, "{what}: {body}");
+        assert!(
+            body["type"].as_str().unwrap().ends_with(problem),
+            "{what}: {body}"
+        );
+        assert!(
+            !body["detail"].as_str().unwrap().is_empty(),
+            "{what}: says why"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{what}: answered at once"
+        );
+    }
+    // Nothing of any refused request was published: a writer drains both lanes and stores
+    // no event.
+    let _writer = stack.start_writer().await;
+    stack.drained(Duration::from_secs(60)).await;
+    assert!(
+        stack.row_counts().await.is_empty(),
+        "a refused event was stored"
+    );
+
+    // An NDJSON line larger than the body limit: refused from its Content-Length, before a
+    // byte of it is read (a client that keeps sending would only see its connection closed).
+    let addr = gateway.trim_start_matches("http://").to_owned();
+    let mut huge = TcpStream::connect(&addr).await.unwrap();
+    huge.write_all(
+        format!(
+            "POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-ndjson\r\ncontent-length: {}\r\n\r\n{{\"client_id\":\"h\",\"type\":\"t\",\"payload\":{{\"s\":\"xxxx",
+            max_body * 2
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), huge.read(&mut head))
+        .await
+        .expect("answered before the body is sent")
+        .unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 413"), "{head}");
+    assert!(head.contains("body-too-large"), "{head}");
+
+    // At the limits, accepted: 10,000 tiny events in one request, a deep but legal payload.
+    let max_events = stack.gateway_settings().limits.max_events;
+    let tiny = "{\"client_id\":\"h\",\"type\":\"t\"}\n".repeat(max_events);
+    let (status, body) = answer(&stack, &gateway, "application/x-ndjson", tiny.into_bytes()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], max_events);
+    let (status, body) = answer(&stack, &gateway, "application/json", deep(100).into_bytes()).await;
+    assert_eq!(status, 202, "{body}");
+    assert!(stack.service_failures().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn slow_clients_are_cut_off_and_bounds_answer_503_while_others_are_served() {
+    let stack = Stack::new().await;
+    let mut settings = stack.gateway_settings();
+    settings.limits.header_timeout = Duration::from_millis(500);
+    settings.limits.body_timeout = Duration::from_millis(800);
+    let gateway = stack.start_gateway_with(settings).await;
+    let addr = gateway.trim_start_matches("http://").to_owned();
+    let event = br#"{"client_id":"ok","type":"t"}"#.to_vec();
+
+    // Slow-loris: headers never finished → the connection is closed.
+    let mut loris = TcpStream::connect(&addr).await.unwrap();
+    loris
+        .write_all(b"POST /events HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), loris.read_to_end(&mut rest))
+        .await
+        .expect("the gateway closes a connection whose headers never end")
+        .ok();
+    assert!(started.elapsed() < Duration::from_secs(5));
+
+    // A body that trickles: 408 after body_timeout, nothing published.
+    let mut slow = TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(
+        b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"client_id\":",
+    )
+    .await
+    .unwrap();
+    let mut answer_text = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer_text))
+        .await
+        .expect("answered")
+        .unwrap();
+    let answer_text = String::from_utf8_lossy(&answer_text[..n]).into_owned();
+    assert!(answer_text.starts_with("HTTP/1.1 408"), "{answer_text}");
+    assert!(answer_text.contains("body-timeout"), "{answer_text}");
+
+    // Two requests held open (bodies still coming, well within the body timeout of a gateway
+    // bounded at two): a third is refused at once with 503, and health keeps answering; once
+    // they end, requests pass again.
+    let mut bounded = stack.gateway_settings();
+    bounded.limits.max_concurrent_requests = 2;
+    let gateway = stack.start_gateway_with(bounded).await;
+    let addr = gateway.trim_start_matches("http://").to_owned();
+    ready(&stack, &gateway).await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut open = TcpStream::connect(&addr).await.unwrap();
+        open.write_all(
+            b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
+        )
+        .await
+        .unwrap();
+        held.push(open);
+    }
+    let refused =
+        pipeline_tests::eventually(Duration::from_secs(5), "a 503 at the bound", || async {
+            let response = post(&gateway, "application/json", event.clone()).await;
+            (response.status() == 503).then_some(response)
+        })
+        .await;
+    assert!(refused.headers().contains_key("retry-after"));
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["type"].as_str().unwrap().ends_with("overloaded"),
+        "{problem}"
+    );
+    let live = stack
+        .http
+        .get(format!("{gateway}/livez"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(live.status(), 200, "health is outside the bound");
+    drop(held);
+    pipeline_tests::eventually(
+        Duration::from_secs(10),
+        "202 once the held requests end",
+        || async {
+            let response = post(&gateway, "application/json", event.clone()).await;
+            (response.status() == 202).then_some(())
+        },
+    )
+    .await;
+    assert!(
+        stack
+            .metric(&gateway, "gateway_overloaded_total{bound=\"requests\"}")
+            .await
+            >= 1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn bytes_buffered_across_requests_are_bounded() {
+    let stack = Stack::new().await;
+    let mut settings = stack.gateway_settings();
+    settings.limits.max_buffered_bytes = 64 * 1024;
+    settings.limits.body_timeout = Duration::from_secs(5);
+    let gateway = stack.start_gateway_with(settings).await;
+    let addr = gateway.trim_start_matches("http://").to_owned();
+    ready(&stack, &gateway).await;
+    // One request announces 48 KiB and sends them slowly: another of 32 KiB does not fit.
+    let mut big = TcpStream::connect(&addr).await.unwrap();
+    big.write_all(
+        format!(
+            "POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n[",
+            48 * 1024
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let payload = format!(
+        r#"[{{"client_id":"b","type":"t","payload":{{"s":"{}"}}}}]"#,
+        "y".repeat(32 * 1024)
+    );
+    let refused = pipeline_tests::eventually(
+        Duration::from_secs(5),
+        "503 past the byte bound",
+        || async {
+            let response = post(&gateway, "application/json", payload.clone()).await;
+            (response.status() == 503).then_some(response)
+        },
+    )
+    .await;
+    let problem: Value = refused.json().await.unwrap();
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("buffered bytes"),
+        "{problem}"
+    );
+    // A small request still fits beside the big one.
+    let (status, body) = answer(
+        &stack,
+        &gateway,
+        "application/json",
+        br#"{"client_id":"b","type":"small"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    drop(big);
+    pipeline_tests::eventually(
+        Duration::from_secs(10),
+        "the big one fits once the other is gone",
+        || async {
+            let response = post(&gateway, "application/json", payload.clone()).await;
+            (response.status() == 202).then_some(())
+        },
+    )
+    .await;
+}
