@@ -32,7 +32,8 @@ pub struct AdmissionSettings {
     #[serde(with = "humantime_serde")]
     pub sample_interval: Duration,
     /// A sample older than this (Kafka's admin side unreachable) is not trusted: admission
-    /// fails open and counts `gateway_admission_fail_open_total`. Default 10s.
+    /// fails open and counts `gateway_admission_fail_open_total`. Must be longer than
+    /// `sample_interval` (refused at start otherwise). Default 10s.
     #[serde(with = "humantime_serde")]
     pub stale_after: Duration,
     /// Limits of the normal lane. Defaults: `max_depth` 1000000, `max_oldest_age` 60s.

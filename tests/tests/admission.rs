@@ -6,7 +6,7 @@
 
 #![allow(clippy::unwrap_used)] // a test fails loudly on what it did not expect
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use pipeline_tests::{eventually, Stack};
 use serde_json::{json, Value};
@@ -60,6 +60,8 @@ async fn the_normal_lane_sheds_while_the_writer_is_behind_and_critical_still_pas
     settings.admission.normal.max_depth = NORMAL_MAX_DEPTH;
     settings.admission.normal.max_oldest_age = Duration::ZERO;
     settings.admission.critical.max_depth = 100_000;
+    // Not the default, so the header is seen to come from the settings.
+    settings.limits.retry_after = Duration::from_secs(2);
     let gateway = stack.start_gateway_with(settings).await;
     let open_gateway = stack.start_gateway().await;
     let writer = stack.start_writer().await;
@@ -83,6 +85,7 @@ async fn the_normal_lane_sheds_while_the_writer_is_behind_and_critical_still_pas
 
     // The writer stops; normal events pile up until the gateway refuses them.
     writer.cancel();
+    let stopped = Instant::now();
     let shed = eventually(DEADLINE, "a 503 for normal events", || {
         let (batch, ids) = events("normal", 200);
         let (stack, gateway, stored, refused) = (&stack, &gateway, &stored, &refused);
@@ -110,7 +113,17 @@ async fn the_normal_lane_sheds_while_the_writer_is_behind_and_critical_still_pas
         "{}",
         shed.body
     );
-    assert!(shed.retry_after.is_some(), "503 carries Retry-After");
+    let to_shed = stopped.elapsed();
+    assert_eq!(
+        shed.retry_after.as_deref(),
+        Some("2"),
+        "503 carries Retry-After"
+    );
+    let detail = shed.body["detail"].as_str().unwrap();
+    assert!(
+        detail.contains(&format!("(limit {NORMAL_MAX_DEPTH})")),
+        "the detail names the depth and its limit: {detail}"
+    );
     assert!(
         stack.metric(&gateway, "gateway_admission_depth").await > NORMAL_MAX_DEPTH as f64,
         "shed only past the limit"
@@ -121,7 +134,12 @@ async fn the_normal_lane_sheds_while_the_writer_is_behind_and_critical_still_pas
     let (mixed, mixed_ids) = events("normal", 1);
     let (critical_one, critical_one_ids) = events("critical", 1);
     let mixed: Vec<Value> = mixed.into_iter().chain(critical_one).collect();
-    assert_eq!(post(&stack, &gateway, &mixed).await.status, 503);
+    let answer = post(&stack, &gateway, &mixed).await;
+    assert_eq!(answer.status, 503, "{}", answer.body);
+    assert!(answer.body["type"]
+        .as_str()
+        .unwrap()
+        .ends_with("pipeline-behind"));
     keep(
         &refused,
         mixed_ids.into_iter().chain(critical_one_ids).collect(),
@@ -148,6 +166,7 @@ async fn the_normal_lane_sheds_while_the_writer_is_behind_and_critical_still_pas
 
     // The writer is back: once the backlog is stored, normal events are accepted again.
     let _writer = stack.start_writer().await;
+    let restarted = Instant::now();
     eventually(DEADLINE, "normal events accepted again", || {
         let (batch, ids) = events("normal", 5);
         let (stack, gateway, stored) = (&stack, &gateway, &stored);
@@ -157,6 +176,7 @@ async fn the_normal_lane_sheds_while_the_writer_is_behind_and_critical_still_pas
         }
     })
     .await;
+    let to_recover = restarted.elapsed();
 
     stack.drained(DEADLINE).await;
     let counts = stack.row_counts().await;
@@ -168,7 +188,10 @@ async fn the_normal_lane_sheds_while_the_writer_is_behind_and_critical_still_pas
         assert_eq!(counts.get(id), None, "{id} refused: never stored");
     }
     println!(
-        "admission: {} stored once, {} refused and absent",
+        "admission: shed {:.1} s after the writer stopped, admitted again {:.1} s after it \
+         restarted; {} stored once, {} refused and absent",
+        to_shed.as_secs_f64(),
+        to_recover.as_secs_f64(),
         stored.len(),
         refused.len()
     );
@@ -184,4 +207,17 @@ async fn a_critical_limit_below_the_normal_one_is_refused_at_start() {
     let refused = producer_gateway::Gateway::bind(&settings).await;
     let error = refused.err().expect("refused at start").to_string();
     assert!(error.contains("critical.max_depth"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn samples_that_go_stale_before_the_next_one_are_refused_at_start() {
+    let stack = Stack::new().await;
+    let mut settings = stack.gateway_settings();
+    settings.admission.enabled = true;
+    settings.admission.writer_group = stack.writer_group.clone();
+    settings.admission.sample_interval = Duration::from_secs(5);
+    settings.admission.stale_after = Duration::from_secs(5);
+    let refused = producer_gateway::Gateway::bind(&settings).await;
+    let error = refused.err().expect("refused at start").to_string();
+    assert!(error.contains("admission.stale_after"), "{error}");
 }
