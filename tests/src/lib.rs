@@ -26,7 +26,8 @@ pub use ledger::Ledger;
 pub use poll::eventually;
 pub use private::{PrivateKafka, PrivateShard};
 pub use services::{
-    sibling_binary, GatewayProcess, Posted, QueryProcess, Stack, WriterProcess, MAX_CLOCK_AHEAD_MS,
+    post_via, sibling_binary, GatewayProcess, Posted, QueryProcess, Stack, WriterProcess,
+    MAX_CLOCK_AHEAD_MS,
 };
 pub use sse::{Block, SseReader, Streamed};
 

@@ -350,13 +350,7 @@ impl Stack {
         content_type: &str,
         body: impl Into<reqwest::Body>,
     ) -> reqwest::Response {
-        self.http
-            .post(format!("{gateway}/events"))
-            .header("content-type", content_type)
-            .body(body)
-            .send()
-            .await
-            .expect("gateway answers")
+        post_via(&self.http, gateway, content_type, body).await
     }
 
     /// POSTs events as one JSON array and expects 202.
@@ -719,6 +713,23 @@ impl QueryProcess {
     pub async fn kill(mut self) {
         self.process.kill().await;
     }
+}
+
+/// POSTs a body to the gateway's `/events` with `client` (e.g. one that never reuses a
+/// connection, for requests the gateway answers before reading their body).
+pub async fn post_via(
+    client: &reqwest::Client,
+    gateway: &str,
+    content_type: &str,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    client
+        .post(format!("{gateway}/events"))
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .expect("gateway answers")
 }
 
 /// A binary of this workspace, built next to the test executable (`target/<profile>/`).

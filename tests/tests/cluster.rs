@@ -11,6 +11,7 @@ use std::{
 
 use pipeline_tests::{eventually, Cluster, Feeder, Stack};
 use serde_json::{json, Value};
+use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -69,20 +70,54 @@ async fn settle(stack: &Stack, feeder: Feeder, query: &str, name: &str) {
         .await;
 }
 
+/// Waits until every partition of the stack's topics (and the offsets topic) has all three
+/// replicas in sync again.
+async fn healed(cluster: &Cluster, stack: &Stack) {
+    cluster
+        .fully_replicated(&replicated_topics(stack), DEADLINE)
+        .await;
+}
+
+/// A stack on the cluster with traffic flowing: a gateway (with `gateway` applied to its
+/// settings), a reader, a writer, and a feeder that already has 500 events acknowledged.
+struct Drill {
+    stack: Arc<Stack>,
+    gateway: String,
+    query: String,
+    feeder: Feeder,
+    _writer: CancellationToken,
+}
+
+async fn drill(cluster: &Cluster, gateway: impl FnOnce(&mut producer_gateway::Settings)) -> Drill {
+    let stack = Arc::new(Stack::on_brokers(cluster.bootstrap.clone()).await);
+    healed(cluster, &stack).await;
+    let mut settings = stack.gateway_settings();
+    gateway(&mut settings);
+    let gateway = stack.start_gateway_with(settings).await;
+    let query = stack.start_query().await;
+    let writer = stack.start_writer().await;
+    let feeder = Feeder::start_tolerant(stack.clone(), gateway.clone(), batch);
+    feeder.more(500, DEADLINE).await;
+    Drill {
+        stack,
+        gateway,
+        query,
+        feeder,
+        _writer: writer,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_leader_and_a_rolling_restart_lose_and_duplicate_nothing() {
     let _turn = Cluster::lock().await;
     let cluster = Cluster::local();
     let _back = AllBack(&cluster);
-    let stack = Arc::new(Stack::on_brokers(cluster.bootstrap.clone()).await);
-    cluster
-        .fully_replicated(&replicated_topics(&stack), DEADLINE)
-        .await;
-    let gateway = stack.start_gateway().await;
-    let query = stack.start_query().await;
-    let _writer = stack.start_writer().await;
-    let feeder = Feeder::start_tolerant(stack.clone(), gateway, batch);
-    feeder.more(500, DEADLINE).await;
+    let Drill {
+        stack,
+        query,
+        feeder,
+        ..
+    } = drill(&cluster, |_| {}).await;
 
     // A crash of the leader of a busy partition: the survivors take over its partitions.
     let victim = cluster.leader(&stack.topic, 0);
@@ -90,18 +125,14 @@ async fn a_killed_leader_and_a_rolling_restart_lose_and_duplicate_nothing() {
     cluster.node("kill", victim);
     feeder.more(2000, DEADLINE).await;
     cluster.node("start", victim);
-    cluster
-        .fully_replicated(&replicated_topics(&stack), DEADLINE)
-        .await;
+    healed(&cluster, &stack).await;
 
     // A rolling restart, one broker at a time, traffic flowing throughout.
     for node in 1..=cluster.brokers as i32 {
         cluster.node("stop", node);
         feeder.more(1000, DEADLINE).await;
         cluster.node("start", node);
-        cluster
-            .fully_replicated(&replicated_topics(&stack), DEADLINE)
-            .await;
+        healed(&cluster, &stack).await;
     }
     feeder.more(500, DEADLINE).await;
     settle(&stack, feeder, &query, "killed leader + rolling restart").await;
@@ -112,15 +143,12 @@ async fn a_broker_paused_past_its_session_timeout_loses_and_duplicates_nothing()
     let _turn = Cluster::lock().await;
     let cluster = Cluster::local();
     let _back = AllBack(&cluster);
-    let stack = Arc::new(Stack::on_brokers(cluster.bootstrap.clone()).await);
-    cluster
-        .fully_replicated(&replicated_topics(&stack), DEADLINE)
-        .await;
-    let gateway = stack.start_gateway().await;
-    let query = stack.start_query().await;
-    let _writer = stack.start_writer().await;
-    let feeder = Feeder::start_tolerant(stack.clone(), gateway, batch);
-    feeder.more(500, DEADLINE).await;
+    let Drill {
+        stack,
+        query,
+        feeder,
+        ..
+    } = drill(&cluster, |_| {}).await;
 
     // A hung broker: alive, silent. The cluster fences it once its session times out
     // (broker.session.timeout.ms, 9 s — longer than the writer's 6 s group session), and
@@ -137,9 +165,7 @@ async fn a_broker_paused_past_its_session_timeout_loses_and_duplicates_nothing()
     feeder.more(1000, DEADLINE).await;
     println!("broker {victim} paused for {:?}", paused_at.elapsed());
     cluster.node("resume", victim);
-    cluster
-        .fully_replicated(&replicated_topics(&stack), DEADLINE)
-        .await;
+    healed(&cluster, &stack).await;
     feeder.more(500, DEADLINE).await;
     settle(&stack, feeder, &query, "paused broker").await;
 }
@@ -149,18 +175,17 @@ async fn with_two_brokers_down_the_gateway_answers_503_in_time_and_recovers() {
     let _turn = Cluster::lock().await;
     let cluster = Cluster::local();
     let _back = AllBack(&cluster);
-    let stack = Arc::new(Stack::on_brokers(cluster.bootstrap.clone()).await);
-    cluster
-        .fully_replicated(&replicated_topics(&stack), DEADLINE)
-        .await;
-    let mut settings = stack.gateway_settings();
-    settings.kafka.delivery_timeout = Duration::from_secs(5);
-    let deadline = settings.kafka.delivery_timeout;
-    let gateway = stack.start_gateway_with(settings).await;
-    let query = stack.start_query().await;
-    let _writer = stack.start_writer().await;
-    let feeder = Feeder::start_tolerant(stack.clone(), gateway.clone(), batch);
-    feeder.more(500, DEADLINE).await;
+    let deadline = Duration::from_secs(5);
+    let Drill {
+        stack,
+        gateway,
+        query,
+        feeder,
+        ..
+    } = drill(&cluster, |settings| {
+        settings.kafka.delivery_timeout = deadline
+    })
+    .await;
 
     // One replica left of three, fewer than min.insync.replicas: nothing can be acknowledged.
     cluster.node("kill", 2);
@@ -232,9 +257,7 @@ async fn with_two_brokers_down_the_gateway_answers_503_in_time_and_recovers() {
     );
     feeder.more(500, DEADLINE).await;
     cluster.node("start", 3);
-    cluster
-        .fully_replicated(&replicated_topics(&stack), DEADLINE)
-        .await;
+    healed(&cluster, &stack).await;
     settle(&stack, feeder, &query, "two brokers down").await;
 }
 
@@ -258,9 +281,7 @@ async fn partitions_writers_and_readers_scaled_under_traffic_lose_and_duplicate_
     let cluster = Cluster::local();
     let _back = AllBack(&cluster);
     let stack = Arc::new(Stack::on_brokers(cluster.bootstrap.clone()).await);
-    cluster
-        .fully_replicated(&replicated_topics(&stack), DEADLINE)
-        .await;
+    healed(&cluster, &stack).await;
     let gateway = stack.start_gateway().await;
     let reader = stack.spawn_query_process().await;
     let mut writers = vec![stack.spawn_writer_process()];

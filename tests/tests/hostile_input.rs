@@ -21,16 +21,11 @@ async fn post(
     content_type: &str,
     body: impl Into<reqwest::Body>,
 ) -> reqwest::Response {
-    reqwest::Client::builder()
+    let unpooled = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .build()
-        .unwrap()
-        .post(format!("{gateway}/events"))
-        .header("content-type", content_type)
-        .body(body)
-        .send()
-        .await
-        .expect("gateway answers")
+        .unwrap();
+    pipeline_tests::post_via(&unpooled, gateway, content_type, body).await
 }
 
 async fn answer(_stack: &Stack, gateway: &str, content_type: &str, body: Vec<u8>) -> (u16, Value) {
