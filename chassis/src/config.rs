@@ -71,14 +71,73 @@ where
         .map_err(|e| ConfigError::Figment(Box::new(e)))
 }
 
-/// Renders settings as TOML for `--print-config`.
+/// Renders settings as TOML (a configuration file a service can read back).
 pub fn render<T: Serialize>(settings: &T) -> String {
     toml::to_string_pretty(settings).unwrap_or_else(|e| format!("# cannot render: {e}"))
+}
+
+/// `text` with the password of every `scheme://user:password@host` URL replaced by `***`:
+/// what `--print-config` shows, since its output ends up in terminals, tickets and logs.
+pub fn redact_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(scheme) = rest.find("://") {
+        let (before, after) = rest.split_at(scheme + 3);
+        out.push_str(before);
+        // The authority ends at the first '/', quote, whitespace or the end.
+        let end = after
+            .find(|c: char| c == '/' || c == '"' || c == '\'' || c.is_whitespace())
+            .unwrap_or(after.len());
+        let authority = &after[..end];
+        match authority
+            .rfind('@')
+            .map(|at| (&authority[..at], &authority[at..]))
+        {
+            Some((credentials, host)) => match credentials.split_once(':') {
+                Some((user, _password)) => {
+                    out.push_str(user);
+                    out.push_str(":***");
+                    out.push_str(host);
+                }
+                None => out.push_str(authority),
+            },
+            None => out.push_str(authority),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 #[cfg(test)]
 #[allow(clippy::result_large_err)] // figment::Jail's closure signature
 mod tests {
+    #[test]
+    fn passwords_in_urls_are_redacted_and_the_rest_kept() {
+        let text = r#"shards = [
+    "postgres://app:s3cr:et@db-0:5432/events",
+    "postgres://postgres@127.0.0.1:5433/events",
+]
+brokers = "kafka-1:9092"
+url = "https://user:pw@example.com"
+"#;
+        let redacted = super::redact_credentials(text);
+        assert!(
+            !redacted.contains("s3cr") && !redacted.contains("pw@"),
+            "{redacted}"
+        );
+        assert!(
+            redacted.contains(r#""postgres://app:***@db-0:5432/events""#),
+            "{redacted}"
+        );
+        assert!(redacted.contains(r#""postgres://postgres@127.0.0.1:5433/events""#));
+        assert!(
+            redacted.contains(r#""https://user:***@example.com""#),
+            "{redacted}"
+        );
+        assert!(redacted.contains(r#"brokers = "kafka-1:9092""#));
+    }
+
     use std::time::Duration;
 
     use serde::Deserialize;

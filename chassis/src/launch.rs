@@ -34,7 +34,7 @@ where
     let flags = ConfigArgs::from_arg_matches(&command.get_matches())?;
     let settings: S = config::load(service.env_prefix, &flags).context("loading configuration")?;
     if flags.print_config {
-        print!("{}", config::render(&settings));
+        print!("{}", config::redact_credentials(&config::render(&settings)));
         return Ok(());
     }
     crate::telemetry::init();
