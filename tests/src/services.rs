@@ -343,6 +343,16 @@ impl Stack {
         GatewayProcess::spawn(self).await
     }
 
+    /// Waits until the service at `url` answers `/readyz` with 200.
+    pub async fn ready(&self, url: &str, deadline: Duration) {
+        let ready = format!("{url}/readyz");
+        crate::eventually(deadline, &format!("{url} ready"), || {
+            let request = self.http.get(&ready).timeout(Duration::from_secs(1)).send();
+            async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
+        })
+        .await;
+    }
+
     /// POSTs a JSON body to the gateway.
     pub async fn post(
         &self,
@@ -635,16 +645,7 @@ impl GatewayProcess {
         settings.listen = SocketAddr::from(([127, 0, 0, 1], crate::private::free_port()));
         let url = format!("http://{}", settings.listen);
         let process = ServiceProcess::spawn(stack, "producer-gateway", &settings);
-        let ready = format!("{url}/health/ready");
-        crate::eventually(Duration::from_secs(30), "the gateway process ready", || {
-            let request = stack
-                .http
-                .get(&ready)
-                .timeout(Duration::from_secs(1))
-                .send();
-            async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
-        })
-        .await;
+        stack.ready(&url, Duration::from_secs(30)).await;
         GatewayProcess { process, url }
     }
 
@@ -678,20 +679,7 @@ impl QueryProcess {
         settings.listen = listen;
         let url = format!("http://{}", settings.listen);
         let process = ServiceProcess::spawn(stack, "query-service", &settings);
-        let ready = format!("{url}/health/ready");
-        crate::eventually(
-            Duration::from_secs(60),
-            "the query-service process ready",
-            || {
-                let request = stack
-                    .http
-                    .get(&ready)
-                    .timeout(Duration::from_secs(1))
-                    .send();
-                async move { request.await.ok().filter(|r| r.status() == 200).map(|_| ()) }
-            },
-        )
-        .await;
+        stack.ready(&url, Duration::from_secs(60)).await;
         QueryProcess {
             process,
             url,

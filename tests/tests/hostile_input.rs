@@ -42,20 +42,6 @@ async fn answer(_stack: &Stack, gateway: &str, content_type: &str, body: Vec<u8>
     (status, body)
 }
 
-/// Answering 202 at once needs broker metadata: waits for it, so a probe is quick.
-async fn ready(stack: &Stack, gateway: &str) {
-    pipeline_tests::eventually(Duration::from_secs(30), "the gateway ready", || async {
-        let ready = stack
-            .http
-            .get(format!("{gateway}/readyz"))
-            .send()
-            .await
-            .ok()?;
-        (ready.status() == 200).then_some(())
-    })
-    .await;
-}
-
 fn deep(depth: usize) -> String {
     format!(
         r#"{{"client_id":"h","type":"t","payload":{}1{}}}"#,
@@ -236,7 +222,8 @@ async fn slow_clients_are_cut_off_and_bounds_answer_503_while_others_are_served(
     bounded.limits.max_concurrent_requests = 2;
     let gateway = stack.start_gateway_with(bounded).await;
     let addr = gateway.trim_start_matches("http://").to_owned();
-    ready(&stack, &gateway).await;
+    // Answering 202 at once needs broker metadata: wait for it, so a probe is quick.
+    stack.ready(&gateway, Duration::from_secs(30)).await;
     let mut held = Vec::new();
     for _ in 0..2 {
         let mut open = TcpStream::connect(&addr).await.unwrap();
@@ -292,7 +279,8 @@ async fn bytes_buffered_across_requests_are_bounded() {
     settings.limits.body_timeout = Duration::from_secs(5);
     let gateway = stack.start_gateway_with(settings).await;
     let addr = gateway.trim_start_matches("http://").to_owned();
-    ready(&stack, &gateway).await;
+    // Answering 202 at once needs broker metadata: wait for it, so a probe is quick.
+    stack.ready(&gateway, Duration::from_secs(30)).await;
     // One request announces 48 KiB and sends them slowly: another of 32 KiB does not fit.
     let mut big = TcpStream::connect(&addr).await.unwrap();
     big.write_all(
