@@ -115,10 +115,14 @@ impl Decoder {
             partition: message.partition(),
             offset: message.offset(),
         };
-        let is_tick = message.headers().is_some_and(|h| {
-            h.iter()
-                .any(|h| h.key == headers::KIND && h.value == Some(headers::KIND_TICK.as_bytes()))
-        });
+        let has_header = |name: &str, value: &str| {
+            message.headers().is_some_and(|h| {
+                h.iter()
+                    .any(|h| h.key == name && h.value == Some(value.as_bytes()))
+            })
+        };
+        let is_tick = has_header(headers::KIND, headers::KIND_TICK);
+        let id_assigned = has_header(headers::ID_ORIGIN, headers::ID_ORIGIN_GATEWAY);
         let decoded = match message.payload() {
             None => Err(("empty", "message has no value".to_owned())),
             Some(value) if is_tick => self
@@ -140,6 +144,7 @@ impl Decoder {
                         event,
                         position,
                         ordered_at_micros,
+                        id_assigned,
                     },
                     raw: raw(message),
                 }

@@ -4,7 +4,8 @@
 //! partition's records) → `batch` (count, bytes, time since the first event) → `sink`:
 //! `route` (shard by client id) → `write` (bulk insert per shard concurrently, retry while
 //! paused, bisect) → `dead_letter` (refused records, original bytes) → `commit` (next offset
-//! and log clock per partition) → `notify` (a persisted notice, built by `notice`).
+//! and log clock per partition) → `notify` (a persisted notice, built by `notice`). Beside
+//! it, `partitions` keeps the shards' day partitions (made ahead, dropped past the retention).
 //!
 //! Delivery is at-least-once from Kafka and idempotent in PostgreSQL (one row per event id,
 //! the copy that comes first), so a crash or rebalance can repeat a write but never a row.
@@ -18,6 +19,7 @@ mod dead_letter;
 mod metrics;
 mod notice;
 mod notify;
+mod partitions;
 mod route;
 pub mod settings;
 mod sink;
@@ -154,6 +156,11 @@ impl DbWriter {
                 }
             });
         }
+        tokio::spawn(partitions::maintain(
+            writer.shards().clone(),
+            settings.partitions.clone(),
+            shutdown.clone(),
+        ));
         tokio::spawn(watch_readiness(
             readiness,
             writer.shards().clone(),

@@ -27,6 +27,10 @@ pub fn init(shards: usize, topics: &[&str]) {
         WRITE_SECONDS.with_label_values(&shard);
         WRITE_RETRIES.with_label_values(&shard);
         SHARD_PAUSED.with_label_values(&shard);
+        PARTITIONS.with_label_values(&shard);
+        PARTITIONS_DROPPED.with_label_values(&shard);
+        PARTITION_MAINTENANCE_FAILURES.with_label_values(&shard);
+        DEFAULT_PARTITION_ROWS.with_label_values(&shard);
     }
     for class in DEAD_LETTER_CLASSES {
         DEAD_LETTERS.with_label_values(&[class]);
@@ -135,6 +139,42 @@ pub static BATCH_FLUSH_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
         "Time to store one batch on every shard it touches (and dead-letter its poison), by topic (lane)",
         &["topic"],
         vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static PARTITIONS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "db_writer_partitions",
+        "Partitions of the events table (days, legacy and default) after the last maintenance pass, by shard",
+        &["shard"]
+    )
+    .expect("metric registers once")
+});
+
+pub static PARTITIONS_DROPPED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "db_writer_partitions_dropped_total",
+        "Partitions dropped because all their rows were older than the retention, by shard",
+        &["shard"]
+    )
+    .expect("metric registers once")
+});
+
+pub static PARTITION_MAINTENANCE_FAILURES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "db_writer_partition_maintenance_failures_total",
+        "Maintenance passes that failed or had a step postponed (lock not granted), by shard",
+        &["shard"]
+    )
+    .expect("metric registers once")
+});
+
+pub static DEFAULT_PARTITION_ROWS: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "db_writer_default_partition_rows",
+        "Rows (estimate) in the default partition after the last pass: days nobody had created a partition for",
+        &["shard"]
     )
     .expect("metric registers once")
 });

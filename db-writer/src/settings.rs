@@ -1,6 +1,6 @@
 use std::{net::SocketAddr, time::Duration};
 
-use event_store::StoreSettings;
+use event_store::{PartitionSettings, StoreSettings};
 use serde::{Deserialize, Serialize};
 
 /// Everything db-writer can be told. Environment variables use the prefix `DB_WRITER_`.
@@ -13,6 +13,8 @@ pub struct Settings {
     /// Batching of the critical lane: flushed within milliseconds.
     pub critical_batch: BatchSettings,
     pub store: StoreSettings,
+    /// Day partitions of `events` on every shard: made ahead, dropped past the retention.
+    pub partitions: PartitionSettings,
     pub retry: RetrySettings,
     /// Batches written at the same time (both lanes together), committed in order. More
     /// overlap consuming with writing; memory grows by one batch each. Default 2.
@@ -92,6 +94,7 @@ impl Default for Settings {
                 idle_wait: Duration::from_millis(200),
             },
             store: StoreSettings::default(),
+            partitions: PartitionSettings::default(),
             retry: RetrySettings::default(),
             max_in_flight_batches: 2,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),

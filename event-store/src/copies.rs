@@ -128,6 +128,7 @@ mod tests {
                 offset,
             },
             ordered_at_micros: at,
+            id_assigned: false,
         }
     }
 

@@ -1,10 +1,12 @@
 //! The PostgreSQL side of the pipeline: the shard a client lives on, the `events` table's
-//! migrations, bulk idempotent writes (db-writer) and ordered client reads (query-service).
+//! migrations, bulk idempotent writes (db-writer), ordered client reads (query-service) and
+//! the day partitions' upkeep (created ahead, dropped past the retention).
 
 mod copies;
 mod error;
 mod identity;
 mod migrate;
+mod partitions;
 mod read;
 mod routing;
 mod settings;
@@ -15,6 +17,7 @@ mod write;
 pub use copies::{CopyRank, RowOutcome};
 pub use error::{RetryHint, StoreError};
 pub use identity::{identity_of, Identity};
+pub use partitions::{MaintenanceReport, PartitionInfo, PartitionSettings};
 pub use read::{ClientQuery, Direction, StoredCopy};
 pub use routing::ShardRouter;
 pub use settings::StoreSettings;

@@ -1,3 +1,4 @@
+use deadpool_postgres::GenericClient;
 use schemas::{Event, OrderKey, Priority};
 use time::OffsetDateTime;
 use tokio_postgres::Row;
@@ -90,30 +91,43 @@ impl Shard {
         rows.iter().map(StoredEvent::try_from).collect()
     }
 
-    /// The stored copy of each of `ids` that exists on this shard (any client).
+    /// Where the stored copy of each of `ids` is, and whose it is: producer-chosen ids
+    /// only (`event_ids`); a gateway-assigned id has no copies to look for.
     pub async fn stored_copies(&self, ids: &[Uuid]) -> Result<Vec<StoredCopy>, StoreError> {
         let client = self.client().await?;
-        let statement = client
-            .prepare_cached(include_str!("sql/stored_copies.sql"))
-            .await
-            .map_err(self.pg())?;
-        let rows = client.query(&statement, &[&ids]).await.map_err(self.pg())?;
-        rows.iter()
-            .map(|row| {
-                let corrupt = |e: tokio_postgres::Error| StoreError::CorruptRow(e.to_string());
-                Ok(StoredCopy {
-                    event_id: row.try_get("event_id").map_err(corrupt)?,
-                    client_id: row.try_get("client_id").map_err(corrupt)?,
-                    rank: CopyRank {
-                        ordered_at_micros: to_micros(row.try_get("ordered_at").map_err(corrupt)?)?,
-                        topic: row.try_get("topic").map_err(corrupt)?,
-                        partition: row.try_get("kafka_partition").map_err(corrupt)?,
-                        offset: row.try_get("kafka_offset").map_err(corrupt)?,
-                    },
-                })
-            })
-            .collect()
+        copies_of(&client, self, ids).await
     }
+}
+
+/// [`Shard::stored_copies`] on a connection of the shard's, or in a transaction.
+pub(crate) async fn copies_of(
+    client: &impl GenericClient,
+    shard: &Shard,
+    ids: &[Uuid],
+) -> Result<Vec<StoredCopy>, StoreError> {
+    let statement = client
+        .prepare_cached(include_str!("sql/stored_copies.sql"))
+        .await
+        .map_err(shard.pg())?;
+    let rows = client
+        .query(&statement, &[&ids])
+        .await
+        .map_err(shard.pg())?;
+    rows.iter()
+        .map(|row| {
+            let corrupt = |e: tokio_postgres::Error| StoreError::CorruptRow(e.to_string());
+            Ok(StoredCopy {
+                event_id: row.try_get("event_id").map_err(corrupt)?,
+                client_id: row.try_get("client_id").map_err(corrupt)?,
+                rank: CopyRank {
+                    ordered_at_micros: to_micros(row.try_get("ordered_at").map_err(corrupt)?)?,
+                    topic: row.try_get("topic").map_err(corrupt)?,
+                    partition: row.try_get("kafka_partition").map_err(corrupt)?,
+                    offset: row.try_get("kafka_offset").map_err(corrupt)?,
+                },
+            })
+        })
+        .collect()
 }
 
 impl TryFrom<&Row> for StoredEvent {
@@ -142,6 +156,7 @@ impl TryFrom<&Row> for StoredEvent {
                 offset: row.try_get("kafka_offset").map_err(corrupt)?,
             },
             ordered_at_micros: to_micros(row.try_get("ordered_at").map_err(corrupt)?)?,
+            id_assigned: false,
         })
     }
 }

@@ -1,6 +1,10 @@
-use std::{collections::HashMap, pin::pin};
+use std::{
+    collections::{HashMap, HashSet},
+    pin::pin,
+};
 
 use bytes::{BufMut, BytesMut};
+use deadpool_postgres::Transaction;
 use schemas::{Event, OrderKey};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -13,6 +17,7 @@ use uuid::Uuid;
 
 use crate::{
     copies::{first_copies, RowOutcome},
+    read::copies_of,
     timestamps::from_micros,
     Shard, StoreError,
 };
@@ -48,6 +53,10 @@ pub struct StoredEvent {
     pub position: KafkaPosition,
     /// `ingested_at` raised to its partition's log time (`schemas::order`).
     pub ordered_at_micros: i64,
+    /// The gateway assigned the id (header `eventpipe-id-origin: gateway`): a fresh UUIDv7,
+    /// so the record has no copies but its own redeliveries. False for a producer's own id
+    /// and wherever the origin is unknown (rows read back), which is always safe.
+    pub id_assigned: bool,
 }
 
 impl StoredEvent {
@@ -60,8 +69,8 @@ impl StoredEvent {
 }
 
 impl Shard {
-    /// Stores `rows`, atomically: of the copies of one event (in the batch and in the table)
-    /// the first by `CopyRank` is kept. Returns what became of each row, in order.
+    /// Stores `rows` in one transaction: of the copies of one event (in the batch and in the
+    /// table) the first by `CopyRank` is kept. Returns what became of each row, in order.
     #[instrument(skip_all, fields(shard = self.index, rows = rows.len(), ?method), err)]
     pub async fn insert_events(
         &self,
@@ -69,66 +78,143 @@ impl Shard {
         method: InsertMethod,
     ) -> Result<Vec<RowOutcome>, StoreError> {
         let mut outcomes: Vec<Option<RowOutcome>> = vec![None; rows.len()];
-        let send = first_copies(rows, &mut outcomes);
+        let mut send = first_copies(rows, &mut outcomes);
         if send.is_empty() {
             return Ok(outcomes.into_iter().flatten().collect());
         }
-        let batch: Vec<&StoredEvent> = send.iter().map(|i| &rows[*i]).collect();
-        let returned = match method {
-            InsertMethod::Copy => self.insert_copy(&batch).await?,
-            InsertMethod::Unnest => self.insert_unnest(&batch).await?,
-        };
-        let mut stored: HashMap<Uuid, RowOutcome> = returned
-            .into_iter()
-            .map(|(id, inserted)| {
-                let outcome = if inserted {
-                    RowOutcome::Inserted
-                } else {
-                    RowOutcome::Replaced
-                };
-                (id, outcome)
-            })
-            .collect();
-        // Rows the statement skipped: a copy that comes first is stored, unless the id belongs
-        // to another client. Only redeliveries and retries get here, so the extra query is rare.
-        let skipped: Vec<&StoredEvent> = batch
+        // Rows in key order: two writers holding the same rows (during a rebalance) then lock
+        // them in the same order and wait for each other instead of deadlocking.
+        send.sort_unstable_by_key(|i| rows[*i].event.event_id);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(self.pg())?;
+        let chosen: Vec<&StoredEvent> = send
             .iter()
-            .filter(|row| !stored.contains_key(&row.event.event_id))
-            .copied()
+            .map(|i| &rows[*i])
+            .filter(|row| !row.id_assigned)
             .collect();
-        let owners = if skipped.is_empty() {
+        let guarded = if chosen.is_empty() {
             HashMap::new()
         } else {
-            let ids: Vec<Uuid> = skipped.iter().map(|r| r.event.event_id).collect();
-            self.stored_copies(&ids)
-                .await?
-                .into_iter()
-                .map(|copy| (copy.event_id, copy.client_id))
-                .collect()
+            self.guard_ids(&tx, &chosen).await?
         };
-        for row in skipped {
-            let id = row.event.event_id;
-            let outcome = match owners.get(&id) {
-                Some(owner) if *owner != row.event.client_id => RowOutcome::Taken,
-                _ => RowOutcome::Duplicate,
-            };
-            stored.insert(id, outcome);
-        }
+        let batch: Vec<&StoredEvent> = send
+            .iter()
+            .map(|i| &rows[*i])
+            .filter(|row| {
+                row.id_assigned
+                    || guarded
+                        .get(&row.event.event_id)
+                        .is_some_and(|outcome| outcome.is_stored())
+            })
+            .collect();
+        let inserted: HashSet<Uuid> = match method {
+            InsertMethod::Copy => self.insert_copy(&tx, &batch).await?,
+            InsertMethod::Unnest => self.insert_unnest(&tx, &batch).await?,
+        };
+        tx.commit().await.map_err(self.pg())?;
         Ok(outcomes
             .into_iter()
             .zip(rows)
             .map(|(settled, row)| {
                 settled.unwrap_or_else(|| {
-                    stored
-                        .get(&row.event.event_id)
-                        .copied()
-                        .unwrap_or(RowOutcome::Duplicate)
+                    let id = row.event.event_id;
+                    if !inserted.contains(&id) {
+                        // A redelivery of a stored record, or a copy the guard turned down.
+                        return guarded.get(&id).copied().unwrap_or(RowOutcome::Duplicate);
+                    }
+                    guarded.get(&id).copied().unwrap_or(RowOutcome::Inserted)
                 })
             })
             .collect())
     }
 
-    async fn insert_copy(&self, rows: &[&StoredEvent]) -> Result<Vec<(Uuid, bool)>, StoreError> {
+    /// Settles, in `event_ids`, which copy of each producer-chosen id is the event, and drops
+    /// the stored copies that an earlier one replaces. Ids the guard turned down come back as
+    /// `Duplicate` or `Taken`.
+    async fn guard_ids(
+        &self,
+        tx: &Transaction<'_>,
+        rows: &[&StoredEvent],
+    ) -> Result<HashMap<Uuid, RowOutcome>, StoreError> {
+        let n = rows.len();
+        let mut ids = Vec::<Uuid>::with_capacity(n);
+        let mut clients = Vec::<&str>::with_capacity(n);
+        let mut ordered = Vec::<OffsetDateTime>::with_capacity(n);
+        let mut topics = Vec::<&str>::with_capacity(n);
+        let mut partitions = Vec::<i32>::with_capacity(n);
+        let mut offsets = Vec::<i64>::with_capacity(n);
+        for row in rows {
+            ids.push(row.event.event_id);
+            clients.push(&row.event.client_id);
+            ordered.push(from_micros(row.ordered_at_micros));
+            topics.push(&row.position.topic);
+            partitions.push(row.position.partition);
+            offsets.push(row.position.offset);
+        }
+        let statement = tx
+            .prepare_cached(include_str!("sql/guard_ids.sql"))
+            .await
+            .map_err(self.pg())?;
+        let returned = tx
+            .query(
+                &statement,
+                &[&ids, &clients, &ordered, &topics, &partitions, &offsets],
+            )
+            .await
+            .map_err(self.pg())?;
+        let mut settled = HashMap::with_capacity(n);
+        let mut replaced = Vec::new();
+        for row in &returned {
+            let (id, inserted) = returned_row(row)?;
+            if inserted {
+                settled.insert(id, RowOutcome::Inserted);
+            } else {
+                settled.insert(id, RowOutcome::Replaced);
+                replaced.push(id);
+            }
+        }
+        if !replaced.is_empty() {
+            let statement = tx
+                .prepare_cached(include_str!("sql/drop_replaced.sql"))
+                .await
+                .map_err(self.pg())?;
+            tx.execute(&statement, &[&replaced])
+                .await
+                .map_err(self.pg())?;
+        }
+        // Turned down: a copy that comes first is stored, unless the id belongs to another
+        // client. Only redeliveries and retries get here, so the extra query is rare.
+        let skipped: Vec<Uuid> = ids
+            .iter()
+            .filter(|id| !settled.contains_key(id))
+            .copied()
+            .collect();
+        if !skipped.is_empty() {
+            let owners: HashMap<Uuid, String> = copies_of(tx, self, &skipped)
+                .await?
+                .into_iter()
+                .map(|copy| (copy.event_id, copy.client_id))
+                .collect();
+            for row in rows {
+                let id = row.event.event_id;
+                if settled.contains_key(&id) {
+                    continue;
+                }
+                let outcome = match owners.get(&id) {
+                    Some(owner) if *owner != row.event.client_id => RowOutcome::Taken,
+                    _ => RowOutcome::Duplicate,
+                };
+                settled.insert(id, outcome);
+            }
+        }
+        Ok(settled)
+    }
+
+    async fn insert_copy(
+        &self,
+        tx: &Transaction<'_>,
+        rows: &[&StoredEvent],
+    ) -> Result<HashSet<Uuid>, StoreError> {
         const TYPES: [Type; 12] = [
             Type::UUID,
             Type::TEXT,
@@ -143,8 +229,9 @@ impl Shard {
             Type::INT8,
             Type::TEXT,
         ];
-        let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(self.pg())?;
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
         tx.batch_execute(include_str!("sql/create_staging.sql"))
             .await
             .map_err(self.pg())?;
@@ -158,6 +245,7 @@ impl Shard {
                 event,
                 position,
                 ordered_at_micros,
+                id_assigned: _,
             } = row;
             let ts = event.ts_micros.map(from_micros);
             let ingested = from_micros(event.ingested_at_micros);
@@ -186,13 +274,19 @@ impl Shard {
             .prepare_cached(include_str!("sql/insert_from_staging.sql"))
             .await
             .map_err(self.pg())?;
-        let returned = tx.query(&statement, &[]).await.map_err(self.pg())?;
         // ON COMMIT DELETE ROWS empties the staging table for the connection's next batch.
-        tx.commit().await.map_err(self.pg())?;
-        returned.iter().map(returned_row).collect()
+        let returned = tx.query(&statement, &[]).await.map_err(self.pg())?;
+        returned.iter().map(returned_id).collect()
     }
 
-    async fn insert_unnest(&self, rows: &[&StoredEvent]) -> Result<Vec<(Uuid, bool)>, StoreError> {
+    async fn insert_unnest(
+        &self,
+        tx: &Transaction<'_>,
+        rows: &[&StoredEvent],
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
         let n = rows.len();
         let mut ids = Vec::<Uuid>::with_capacity(n);
         let mut clients = Vec::<&str>::with_capacity(n);
@@ -221,12 +315,11 @@ impl Shard {
             offsets.push(position.offset);
             sdks.push(event.sdk.as_deref());
         }
-        let client = self.client().await?;
-        let statement = client
+        let statement = tx
             .prepare_cached(include_str!("sql/insert_unnest.sql"))
             .await
             .map_err(self.pg())?;
-        let returned = client
+        let returned = tx
             .query(
                 &statement,
                 &[
@@ -246,8 +339,13 @@ impl Shard {
             )
             .await
             .map_err(self.pg())?;
-        returned.iter().map(returned_row).collect()
+        returned.iter().map(returned_id).collect()
     }
+}
+
+fn returned_id(row: &tokio_postgres::Row) -> Result<Uuid, StoreError> {
+    row.try_get("event_id")
+        .map_err(|e| StoreError::CorruptRow(e.to_string()))
 }
 
 fn returned_row(row: &tokio_postgres::Row) -> Result<(Uuid, bool), StoreError> {

@@ -230,6 +230,7 @@ mod tests {
                 offset: id as i64,
             },
             ordered_at_micros: at,
+            id_assigned: false,
         })
     }
 

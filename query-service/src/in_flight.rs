@@ -569,6 +569,7 @@ mod tests {
                 offset,
             },
             ordered_at_micros: at,
+            id_assigned: false,
         })
     }
 

@@ -282,6 +282,7 @@ impl World {
                                 offset: offset as i64,
                             },
                             ordered_at_micros,
+                            id_assigned: false,
                         }));
                     }
                 }
@@ -459,6 +460,7 @@ impl World {
                                 offset: offset as i64,
                             },
                             ordered_at_micros: clock.observe(event.ingested_at_micros),
+                            id_assigned: false,
                         };
                         if event.client_id != client {
                             continue;

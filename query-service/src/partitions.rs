@@ -128,6 +128,7 @@ impl Partitions {
                 offset,
             },
             ordered_at_micros,
+            id_assigned,
         });
         let (needs_check, change) = self.in_flight.insert(held.clone(), id_assigned);
         partition.held.push_back(held.clone());

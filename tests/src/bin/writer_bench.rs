@@ -140,6 +140,7 @@ fn generate(n: usize) -> Vec<StoredEvent> {
                 offset: (i / 6) as i64,
             },
             ordered_at_micros: base + i as i64,
+            id_assigned: true,
         })
         .collect()
 }

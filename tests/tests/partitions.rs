@@ -1,0 +1,461 @@
+//! The day-partitioned `events` table (migration V5, event_store::partitions): retention under
+//! traffic, the migration of an existing table, copies of one event on different days, and
+//! reads that touch only the days they ask for.
+
+#![allow(clippy::unwrap_used)] // a test fails loudly on what it did not expect
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use event_store::{
+    InsertMethod, KafkaPosition, PartitionSettings, RowOutcome, ShardSet, StoredEvent,
+};
+use pipeline_tests::{eventually, ids, Feeder, Ledger, Stack};
+use schemas::{Event, Priority};
+use serde_json::{json, Value};
+use time::OffsetDateTime;
+use tokio_postgres::{NoTls, Row};
+use uuid::Uuid;
+
+const DRAIN: Duration = Duration::from_secs(90);
+const DAY_MICROS: i64 = 86_400_000_000;
+
+fn now_micros() -> i64 {
+    (OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64
+}
+
+/// `events_pYYYYMMDD` of the UTC day `micros` falls on.
+fn day_partition(micros: i64) -> String {
+    let day = OffsetDateTime::from_unix_timestamp_nanos(i128::from(micros) * 1_000).unwrap();
+    format!(
+        "events_p{:04}{:02}{:02}",
+        day.year(),
+        u8::from(day.month()),
+        day.day()
+    )
+}
+
+async fn query(url: &str, sql: &str) -> Vec<Row> {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client.query(sql, &[]).await.unwrap()
+}
+
+/// Rows per partition of `events`, over every shard.
+async fn rows_per_partition(stack: &Stack) -> HashMap<String, i64> {
+    let mut counts = HashMap::new();
+    for url in &stack.shard_urls {
+        for row in query(
+            url,
+            "SELECT tableoid::regclass::text, count(*) FROM events GROUP BY 1",
+        )
+        .await
+        {
+            *counts.entry(row.get::<_, String>(0)).or_insert(0) += row.get::<_, i64>(1);
+        }
+    }
+    counts
+}
+
+/// Partition names of `events` on every shard.
+async fn partitions(stack: &Stack) -> Vec<Vec<String>> {
+    let mut all = Vec::new();
+    for url in &stack.shard_urls {
+        all.push(
+            query(
+                url,
+                "SELECT inhrelid::regclass::text FROM pg_inherits \
+                 WHERE inhparent = 'events'::regclass ORDER BY 1",
+            )
+            .await
+            .iter()
+            .map(|r| r.get(0))
+            .collect(),
+        );
+    }
+    all
+}
+
+async fn guarded_ids(stack: &Stack) -> Vec<Uuid> {
+    let mut all = Vec::new();
+    for url in &stack.shard_urls {
+        all.extend(
+            query(url, "SELECT event_id FROM event_ids")
+                .await
+                .iter()
+                .map(|r| r.get::<_, Uuid>(0)),
+        );
+    }
+    all
+}
+
+fn fast_upkeep(retention: Duration) -> PartitionSettings {
+    PartitionSettings {
+        retention,
+        interval: Duration::from_millis(300),
+        ..PartitionSettings::default()
+    }
+}
+
+/// Half the events carry their producer's own id (guarded in `event_ids`), half get the
+/// gateway's; every fifth request repeats the previous one with the same ids (a retry after
+/// a lost answer).
+fn mixed_batch(prefix: &'static str) -> impl Fn(usize) -> Vec<Value> + Send + 'static {
+    move |round| {
+        let round = if round % 5 == 4 { round - 1 } else { round };
+        (0..40)
+            .map(|n| {
+                let mut event = json!({
+                    "client_id": format!("{prefix}{}", n % 8),
+                    "type": "reading",
+                    "priority": if n % 10 == 0 { "critical" } else { "normal" },
+                    "payload": {"round": round, "n": n},
+                });
+                if n % 2 == 0 {
+                    event["event_id"] = json!(Uuid::from_u128(
+                        (u128::from(prefix.as_bytes()[0]) << 64)
+                            | ((round as u128) << 16)
+                            | n as u128
+                    ));
+                }
+                event
+            })
+            .collect()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn retention_drops_an_old_day_under_traffic_and_nothing_newer_is_lost() {
+    let stack = Arc::new(Stack::new().await);
+    let ten_days = 10 * DAY_MICROS;
+    let old_day = day_partition(now_micros() - ten_days);
+    let mut settings = stack.writer_settings();
+    settings.partitions = fast_upkeep(Duration::ZERO);
+    let (first_writer, _) = stack.start_writer_with(settings.clone()).await;
+
+    // A gateway whose clock is ten days behind: its events are ordered ten days ago, on a
+    // day nobody made a partition for. They land in the default partition and the next pass
+    // moves them into a partition of their own.
+    let (old_gateway, old_stop) = stack
+        .start_gateway_clocked(
+            stack.gateway_settings(),
+            producer_gateway::IngestClock::with_offset_micros(-ten_days),
+        )
+        .await;
+    let old = Ledger::default();
+    let old_batch = mixed_batch("old-");
+    for round in 0..4 {
+        let events = old_batch(round);
+        old.acknowledged(
+            &events,
+            &stack.post_events(&old_gateway, &events).await.event_ids,
+        );
+    }
+    old_stop.cancel();
+    stack.drained(DRAIN).await;
+    old.assert_stored(&stack).await;
+    let old_rows = old.len() as i64;
+    eventually(
+        DRAIN,
+        "the old day split out of the default partition",
+        || async {
+            let counts = rows_per_partition(&stack).await;
+            (counts.get(&old_day) == Some(&old_rows)).then_some(())
+        },
+    )
+    .await;
+    let old_guarded = guarded_ids(&stack).await;
+    assert_eq!(old_guarded.len(), 80, "the producers' own ids are guarded");
+
+    // Live traffic through a gateway with a true clock, then a writer with a 5-day retention.
+    let gateway = stack.start_gateway().await;
+    let query_service = stack.start_query().await;
+    let feeder = Feeder::start(stack.clone(), gateway, mixed_batch("live-"));
+    let live = feeder.ledger();
+    feeder.more(1000, DRAIN).await;
+    first_writer.cancel();
+    settings.partitions = fast_upkeep(Duration::from_secs(5 * 86_400));
+    let _second_writer = stack.start_writer_with(settings).await;
+    eventually(DRAIN, "the old day dropped on every shard", || async {
+        partitions(&stack)
+            .await
+            .iter()
+            .all(|names| !names.contains(&old_day))
+            .then_some(())
+    })
+    .await;
+    feeder.more(1000, DRAIN).await;
+    feeder.stop().await;
+    stack.drained(DRAIN).await;
+
+    // Everything acknowledged live is stored once and read once; the old day is gone, its
+    // guarded ids forgotten with it, and its clients read nothing.
+    println!("{}", live.assert_stored(&stack).await);
+    live.assert_readable(&stack, &query_service, |_| true, DRAIN)
+        .await;
+    let guarded = guarded_ids(&stack).await;
+    assert!(
+        old_guarded.iter().all(|id| !guarded.contains(id)),
+        "ids of dropped rows are forgotten"
+    );
+    assert!(!guarded.is_empty(), "live ids stay guarded");
+    for client in old.by_client().keys() {
+        assert!(stack.history(&query_service, client, 50).await.is_empty());
+    }
+    let today = day_partition(now_micros());
+    let counts = rows_per_partition(&stack).await;
+    assert!(
+        counts
+            .keys()
+            .all(|p| *p == today || p.starts_with("events_p")),
+        "live rows sit in day partitions: {counts:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_existing_table_is_migrated_read_as_before_and_retired_by_retention() {
+    let stack = Stack::new().await;
+    // The table as versions 1 to 4 made it, with three weeks old rows in it.
+    for migration in [
+        include_str!("../../event-store/migrations/V1__create_events.sql"),
+        include_str!("../../event-store/migrations/V2__add_sdk.sql"),
+        include_str!("../../event-store/migrations/V3__order_by_log_time.sql"),
+        include_str!("../../event-store/migrations/V4__shard_identity.sql"),
+    ] {
+        stack.on_shards(migration).await;
+    }
+    let retried = Uuid::now_v7();
+    let shard = event_store::ShardRouter::new(stack.shard_urls.len()).shard_for("legacy");
+    query(
+        &stack.shard_urls[shard],
+        &format!(
+            "INSERT INTO events (event_id, client_id, type, ingested_at, ordered_at, priority, \
+                                 payload, topic, kafka_partition, kafka_offset) \
+             SELECT CASE WHEN i = 1 THEN '{retried}'::uuid ELSE gen_random_uuid() END, \
+                    'legacy', 'old', now() - interval '21 days' + i * interval '1 ms', \
+                    now() - interval '21 days' + i * interval '1 ms', 'normal', \
+                    jsonb_build_object('i', i), 'events', 0, i \
+             FROM generate_series(1, 30) i"
+        ),
+    )
+    .await;
+
+    // The writer's start migrates: the old table becomes a partition, readable as before.
+    let mut settings = stack.writer_settings();
+    settings.partitions = fast_upkeep(Duration::ZERO);
+    let (writer, _) = stack.start_writer_with(settings.clone()).await;
+    let names = partitions(&stack).await;
+    assert!(
+        names[shard].contains(&"events_legacy".to_owned()),
+        "{names:?}"
+    );
+    let gateway = stack.start_gateway().await;
+    // A replica serves a page it cached for up to `cache.page_ttl`, dropped rows too.
+    let mut query_settings = stack.query_settings();
+    query_settings.cache.page_ttl = Duration::from_millis(500);
+    let (query_service, _) = stack.start_query_with(query_settings).await;
+    // (Once the release frontier is known: a replica answers nothing before it.)
+    let before = eventually(DRAIN, "the legacy rows readable", || async {
+        let history = stack.history(&query_service, "legacy", 7).await;
+        (history.len() == 30).then_some(history)
+    })
+    .await;
+    assert_eq!(before[0]["payload"], json!({"i": 1}));
+
+    // A device retries the legacy event with its id (three weeks later): still one event,
+    // the copy stored first. A new event goes to today's partition.
+    let retry = json!({"event_id": retried, "client_id": "legacy", "type": "old", "payload": {"i": "again"}});
+    let fresh = json!({"client_id": "legacy", "type": "new", "payload": {}});
+    let posted = stack.post_events(&gateway, &[retry, fresh]).await;
+    stack.drained(DRAIN).await;
+    let after = eventually(DRAIN, "the new event readable", || async {
+        let history = stack.history(&query_service, "legacy", 7).await;
+        (history.len() >= 31).then_some(history)
+    })
+    .await;
+    assert_eq!(after.len(), 31);
+    assert_eq!(ids(&after)[0], retried);
+    assert_eq!(after[0]["payload"], json!({"i": 1}), "the first copy stays");
+    assert_eq!(stack.row_counts().await[&retried], 1);
+    let counts = rows_per_partition(&stack).await;
+    assert_eq!(counts.get("events_legacy"), Some(&30));
+    assert_eq!(counts.get(&day_partition(now_micros())), Some(&1));
+    assert_eq!(ids(&after)[30], posted.event_ids[1]);
+
+    // With a two-week retention the legacy partition goes whole; today's row stays.
+    writer.cancel();
+    settings.partitions = fast_upkeep(Duration::from_secs(14 * 86_400));
+    let _writer = stack.start_writer_with(settings).await;
+    eventually(DRAIN, "the legacy partition dropped", || async {
+        partitions(&stack)
+            .await
+            .iter()
+            .all(|names| !names.contains(&"events_legacy".to_owned()))
+            .then_some(())
+    })
+    .await;
+    let fresh_only = vec![posted.event_ids[1]];
+    eventually(DRAIN, "only the new event left to read", || async {
+        let left = ids(&stack.history(&query_service, "legacy", 7).await);
+        (left == fresh_only).then_some(())
+    })
+    .await;
+    assert_eq!(stack.row_counts().await.len(), 1);
+    assert!(!guarded_ids(&stack).await.contains(&retried));
+}
+
+fn copy(id: Uuid, client: &str, at: i64, topic: &str, offset: i64) -> StoredEvent {
+    StoredEvent {
+        event: Event {
+            event_id: id,
+            client_id: client.into(),
+            event_type: "t".into(),
+            ts_micros: None,
+            ingested_at_micros: at,
+            priority: Priority::Normal,
+            payload: format!("{{\"offset\": {offset}}}"),
+            sdk: None,
+        },
+        position: KafkaPosition {
+            topic: topic.into(),
+            partition: 0,
+            offset,
+        },
+        ordered_at_micros: at,
+        id_assigned: false,
+    }
+}
+
+#[tokio::test]
+async fn copies_of_one_event_on_different_days_are_one_row_the_first_copy() {
+    let stack = Stack::new().await;
+    let shards = ShardSet::connect(&stack.store_settings()).await.unwrap();
+    let shard = shards.shard_for("c");
+    let today = now_micros();
+    let yesterday = today - DAY_MICROS;
+    shard
+        .maintain_partitions(&PartitionSettings::default(), OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let id = Uuid::new_v4();
+    for method in [InsertMethod::Unnest, InsertMethod::Copy] {
+        let id = if method == InsertMethod::Copy {
+            Uuid::new_v4()
+        } else {
+            id
+        };
+        let later = copy(id, "c", today, "events", 10);
+        let earlier = copy(id, "c", yesterday, "events-critical", 3);
+        let store = |rows: Vec<StoredEvent>| async move {
+            shard.insert_events(&rows, method).await.unwrap()
+        };
+        assert_eq!(store(vec![later.clone()]).await, vec![RowOutcome::Inserted]);
+        // The earlier copy arrives after the later one was stored: it replaces it, on
+        // another day's partition.
+        assert_eq!(
+            store(vec![earlier.clone()]).await,
+            vec![RowOutcome::Replaced]
+        );
+        // Redeliveries of both, together, change nothing; another client's event with the
+        // same id is refused.
+        assert_eq!(
+            store(vec![later.clone(), earlier.clone()]).await,
+            vec![RowOutcome::Duplicate, RowOutcome::Duplicate]
+        );
+        assert_eq!(
+            store(vec![copy(id, "d", yesterday - 1, "events", 1)]).await,
+            vec![RowOutcome::Taken]
+        );
+        let rows = query(
+            &stack.shard_urls[shard.index],
+            &format!(
+                "SELECT tableoid::regclass::text, kafka_offset FROM events WHERE event_id = '{id}'"
+            ),
+        )
+        .await;
+        assert_eq!(rows.len(), 1, "{method:?}: one row per event id");
+        assert_eq!(rows[0].get::<_, i64>(1), 3, "{method:?}: the first copy");
+        let placed: String = rows[0].get(0);
+        assert!(
+            placed == day_partition(yesterday) || placed == "events_default",
+            "{method:?}: stored on its own day, not today's: {placed}"
+        );
+    }
+    // A gateway-assigned id: its redelivery is absorbed by the key, without the guard.
+    let mut assigned = copy(Uuid::now_v7(), "c", today, "events", 11);
+    assigned.id_assigned = true;
+    let outcomes = shard
+        .insert_events(&[assigned.clone(), assigned.clone()], InsertMethod::Unnest)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![RowOutcome::Inserted, RowOutcome::Duplicate]);
+    let again = shard
+        .insert_events(&[assigned.clone()], InsertMethod::Copy)
+        .await
+        .unwrap();
+    assert_eq!(again, vec![RowOutcome::Duplicate]);
+    let guarded = guarded_ids(&stack).await;
+    assert!(!guarded.contains(&assigned.event.event_id));
+}
+
+#[tokio::test]
+async fn a_read_of_a_time_window_or_after_a_cursor_touches_only_its_days() {
+    let stack = Stack::new().await;
+    let shards = ShardSet::connect(&stack.store_settings()).await.unwrap();
+    let settings = PartitionSettings {
+        premake_days: 5,
+        ..PartitionSettings::default()
+    };
+    for shard in shards.shards() {
+        shard
+            .maintain_partitions(&settings, OffsetDateTime::now_utc())
+            .await
+            .unwrap();
+    }
+    let url = &stack.shard_urls[0];
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    // The statement query-service runs, planned once for every parameter value the way a
+    // prepared statement is reused.
+    client
+        .batch_execute(&format!(
+            "SET plan_cache_mode = force_generic_plan; PREPARE page AS {}",
+            include_str!("../../event-store/src/sql/client_events.sql")
+        ))
+        .await
+        .unwrap();
+    let plan = |sql: String| {
+        let client = &client;
+        async move {
+            client
+                .query(&sql, &[])
+                .await
+                .unwrap()
+                .iter()
+                .map(|r| r.get::<_, String>(0))
+                .collect::<Vec<_>>()
+                .join("\n")
+        }
+    };
+    let tomorrow = day_partition(now_micros() + DAY_MICROS);
+    let window = plan(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE page('c', '-infinity', \
+         '00000000-0000-0000-0000-000000000000', date_trunc('day', now(), 'UTC') + interval '1 day 1 hour', \
+         date_trunc('day', now(), 'UTC') + interval '1 day 2 hours', 10)"
+            .into(),
+    )
+    .await;
+    let scanned: Vec<&str> = window.lines().filter(|l| l.contains("Scan")).collect();
+    assert_eq!(scanned.len(), 1, "one day's partition: {window}");
+    assert!(scanned[0].contains(&tomorrow), "{window}");
+    // A page after a cursor four days ahead skips every day before it.
+    let after_cursor = plan(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE page('c', \
+         date_trunc('day', now(), 'UTC') + interval '4 days', '00000000-0000-0000-0000-000000000000', \
+         '-infinity', 'infinity', 10)"
+            .into(),
+    )
+    .await;
+    let scanned = after_cursor.lines().filter(|l| l.contains("Scan")).count();
+    // Days 4 and 5 ahead, and the default partition (any later day).
+    assert_eq!(scanned, 3, "{after_cursor}");
+}
