@@ -2,13 +2,15 @@
 //!
 //! `status` (the pipeline view as a table) · `migrate` (shard migrations without a writer) ·
 //! `dlq list` / `dlq replay` (the dead-letter topic) · `shards check` (writer and
-//! query-service agree on the shard list, and each database is the shard its position says).
+//! query-service agree on the shard list, and each database is the shard its position says) ·
+//! `partitions list` / `partitions maintain` (the day partitions of `events`).
 //!
 //! Exit codes: 0 ok, 1 a check failed, 2 usage or connection error.
 
 mod dlq;
 mod error;
 mod migrate;
+mod partitions;
 mod replay;
 mod services;
 mod shards;
@@ -51,6 +53,19 @@ enum Command {
     /// The shard lists of db-writer and query-service.
     #[command(subcommand)]
     Shards(ShardsCommand),
+    /// The day partitions of the shards' events tables.
+    #[command(subcommand)]
+    Partitions(PartitionsCommand),
+}
+
+#[derive(Subcommand)]
+enum PartitionsCommand {
+    /// Every shard's partitions with their ranges, row estimates and sizes.
+    List,
+    /// One maintenance pass on every shard with db-writer's `partitions` settings: days
+    /// made ahead, days found in the default partition split out, days past the retention
+    /// dropped. Exit 1 if a step had to be postponed (table lock not granted in time).
+    Maintain(partitions::MaintainArgs),
 }
 
 #[derive(Subcommand)]
@@ -82,6 +97,10 @@ async fn main() -> ExitCode {
         Command::Dlq(DlqCommand::List(args)) => dlq::run(&configs, args).await,
         Command::Dlq(DlqCommand::Replay(args)) => replay::run(&configs, args).await,
         Command::Shards(ShardsCommand::Check) => shards::run(&configs).await,
+        Command::Partitions(PartitionsCommand::List) => partitions::list(&configs).await,
+        Command::Partitions(PartitionsCommand::Maintain(args)) => {
+            partitions::maintain(&configs, args).await
+        }
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,6 +1,7 @@
 //! `dlq replay`: dead letters back to the topic they came from, with their original key,
 //! bytes and headers, through an idempotent producer. The store keeps one row per event id,
-//! so replaying an event that meanwhile got stored (or replaying twice) stores it once.
+//! so replaying an event that meanwhile got stored (or replaying twice) stores it once; the
+//! gateway's id-origin mark is left off, since a replay is a copy.
 
 use std::time::Duration;
 
@@ -73,7 +74,14 @@ pub async fn run(configs: &Configs, args: Args) -> Result<(), AdminError> {
             continue;
         }
         let mut headers = OwnedHeaders::new_with_capacity(letter.headers.len());
-        for (key, value) in &letter.headers {
+        // A replayed record is a copy of the refused one (a second replay, a copy of the
+        // first): without the gateway's id-origin mark, writers and readers check its id
+        // against the copies stored, as they do for a producer's own id.
+        for (key, value) in letter
+            .headers
+            .iter()
+            .filter(|(k, _)| k != schemas::headers::ID_ORIGIN)
+        {
             headers = headers.insert(Header {
                 key,
                 value: value.as_deref(),

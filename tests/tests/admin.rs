@@ -266,3 +266,79 @@ async fn dead_letters_are_listed_and_after_the_fix_replayed_and_stored_once() {
     }
     assert_eq!(counts.len(), legacy_ids.len() + fine_ids.len());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_are_listed_made_ahead_and_dropped_past_a_retention_given_on_the_command_line() {
+    let stack = Stack::new().await;
+    let mut writer = stack.writer_settings();
+    writer.store.migrate_on_start = false;
+    writer.partitions.premake_days = 2;
+    let configs = Configs::write(&writer, &stack.query_settings());
+    assert_eq!(configs.admin(&["migrate"]).await.code, 0);
+    let now = time::OffsetDateTime::now_utc();
+    let day = |offset: i64| {
+        let at = now + time::Duration::days(offset);
+        format!(
+            "events_p{:04}{:02}{:02}",
+            at.year(),
+            u8::from(at.month()),
+            at.day()
+        )
+    };
+
+    let first = configs.admin(&["partitions", "maintain"]).await;
+    assert_eq!(first.code, 0, "{}{}", first.stdout, first.stderr);
+    for offset in 0..=2 {
+        assert!(first.stdout.contains(&day(offset)), "{}", first.stdout);
+    }
+    assert!(!first.stdout.contains(&day(3)), "{}", first.stdout);
+    // A second pass has nothing to do; a row of a day without a partition (a device whose
+    // gateway clock was a week behind) waits in the default partition.
+    let again = configs.admin(&["partitions", "maintain"]).await;
+    assert!(again.stdout.contains("created []"), "{}", again.stdout);
+    stack
+        .on_shards(
+            "INSERT INTO events (event_id, client_id, type, ingested_at, ordered_at, priority, \
+                                 payload, topic, kafka_partition, kafka_offset) \
+             VALUES (gen_random_uuid(), 'c', 't', now() - interval '7 days', \
+                     now() - interval '7 days', 'normal', '{}', 'events', 0, 0)",
+        )
+        .await;
+    let listed = configs.admin(&["partitions", "list"]).await;
+    assert_eq!(listed.code, 0, "{}", listed.stderr);
+    assert!(
+        listed.stdout.contains("events_default"),
+        "{}",
+        listed.stdout
+    );
+    assert!(!listed.stdout.contains(&day(-7)), "{}", listed.stdout);
+
+    // With a 3-day retention for this pass: the old day is split out, then dropped whole.
+    let retired = configs
+        .admin(&["partitions", "maintain", "--retention", "3days"])
+        .await;
+    assert_eq!(retired.code, 0, "{}{}", retired.stdout, retired.stderr);
+    assert!(
+        retired
+            .stdout
+            .contains(&format!("created [\"{}\"]", day(-7))),
+        "{}",
+        retired.stdout
+    );
+    assert!(
+        retired
+            .stdout
+            .contains(&format!("dropped [\"{}\"]", day(-7))),
+        "{}",
+        retired.stdout
+    );
+    let listed = configs.admin(&["partitions", "list"]).await;
+    assert!(!listed.stdout.contains(&day(-7)), "{}", listed.stdout);
+    assert!(listed.stdout.contains(&day(2)), "{}", listed.stdout);
+    for url in &stack.shard_urls {
+        assert_eq!(
+            one_value(url, "SELECT count(*)::int FROM events").await,
+            Some(0)
+        );
+    }
+}
