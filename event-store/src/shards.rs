@@ -106,7 +106,7 @@ impl Shard {
     pub async fn truncate_for_benchmark(&self) -> Result<(), StoreError> {
         let client = self.client().await?;
         client
-            .batch_execute("TRUNCATE events")
+            .batch_execute("TRUNCATE events, event_ids")
             .await
             .map_err(self.pg())
     }

@@ -24,6 +24,10 @@ struct Args {
     /// Shard ports (as deploy/local's PIPELINE_PG_PORTS).
     #[arg(long, env = "PIPELINE_PG_PORTS", default_value = "5433 5434")]
     ports: String,
+    /// Who chose the ids: `gateway` (fresh UUIDv7s, stored on the partitioned key alone) and
+    /// `producer` (devices' own ids, each also kept in the `event_ids` guard).
+    #[arg(long, value_delimiter = ',', default_value = "gateway,producer")]
+    ids: Vec<String>,
     /// Where the results are appended.
     #[arg(long, default_value = "target/bench-results/db-writer.txt")]
     results: std::path::PathBuf,
@@ -52,14 +56,24 @@ async fn main() -> anyhow::Result<()> {
     let shards = ShardSet::connect(&settings)
         .await
         .context("connect shards")?;
+    // Today's partition exists, as db-writer makes it at start.
+    for shard in shards.shards() {
+        shard
+            .maintain_partitions(
+                &event_store::PartitionSettings::default(),
+                time::OffsetDateTime::now_utc(),
+            )
+            .await?;
+    }
     let events = generate(args.events);
     let bytes: usize = events.iter().map(|e| e.event.payload.len() + 100).sum();
 
     let mut report = format!(
-        "db-writer insert benchmark: {} events of ~{} bytes, {} shards written concurrently, UUIDv7 ids\n{:<8} {:>7} {:>12} {:>10}\n",
+        "db-writer insert benchmark: {} events of ~{} bytes, {} shards written concurrently, UUIDv7 ids, day-partitioned table\n{:<9} {:<8} {:>7} {:>12} {:>10}\n",
         args.events,
         bytes / args.events.max(1),
         shards.shards().len(),
+        "ids",
         "method",
         "batch",
         "rows/s",
@@ -69,7 +83,10 @@ async fn main() -> anyhow::Result<()> {
     // Methods alternate within each batch size so that WAL and checkpoint load, which grow
     // over the run, fall on both alike.
     for batch in &args.batches {
-        for method in [InsertMethod::Copy, InsertMethod::Unnest] {
+        for (ids, method) in args.ids.iter().flat_map(|ids| {
+            [InsertMethod::Copy, InsertMethod::Unnest].map(|method| (ids.clone(), method))
+        }) {
+            let assigned = ids != "producer";
             for shard in shards.shards() {
                 shard.truncate_for_benchmark().await?;
             }
@@ -77,7 +94,9 @@ async fn main() -> anyhow::Result<()> {
             for chunk in events.chunks(*batch) {
                 let mut per_shard = vec![Vec::new(); shards.shards().len()];
                 for e in chunk {
-                    per_shard[shards.router().shard_for(&e.event.client_id)].push(e.clone());
+                    let mut e = e.clone();
+                    e.id_assigned = assigned;
+                    per_shard[shards.router().shard_for(&e.event.client_id)].push(e);
                 }
                 try_join_all(
                     shards
@@ -90,7 +109,8 @@ async fn main() -> anyhow::Result<()> {
             }
             let seconds = started.elapsed().as_secs_f64();
             let line = format!(
-                "{:<8} {:>7} {:>12.0} {:>10.2}\n",
+                "{:<9} {:<8} {:>7} {:>12.0} {:>10.2}\n",
+                ids,
                 format!("{method:?}").to_lowercase(),
                 batch,
                 args.events as f64 / seconds,
@@ -118,7 +138,7 @@ async fn execute(url: &str, sql: &str) -> anyhow::Result<()> {
 
 /// ~320-byte events from 1000 clients with time-ordered ids, like the gateway makes.
 fn generate(n: usize) -> Vec<StoredEvent> {
-    let base = 1_763_000_000_000_000i64;
+    let base = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000) as i64;
     (0..n)
         .map(|i| StoredEvent {
             event: Event {
