@@ -9,10 +9,10 @@ use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaError,
-    message::{Headers, Message, OwnedMessage},
+    message::{Headers, Message, OwnedMessage, Timestamp},
     ClientContext,
 };
-use schemas::{headers, EventCodec, LogClock, TickCodec};
+use schemas::{contract, headers, EventCodec, LogClock, TickCodec};
 use tracing::info;
 
 use crate::{
@@ -120,17 +120,20 @@ impl Decoder {
                 .any(|h| h.key == headers::KIND && h.value == Some(headers::KIND_TICK.as_bytes()))
         });
         let decoded = match message.payload() {
-            None => Err(("empty", "message has no value".to_owned())),
+            None | Some([]) => Err(("empty", "message has no value".to_owned())),
             Some(value) if is_tick => self
                 .ticks
                 .decode(value)
                 .map(|tick| Err(tick.at))
                 .map_err(|e| ("undecodable", format!("tick: {e}"))),
-            Some(value) => self
-                .events
-                .decode(value)
-                .map(Ok)
-                .map_err(|e| ("undecodable", e.to_string())),
+            Some(value) => match self.events.decode(value) {
+                // Checked before anything of it is stored or moves the clock: query-service
+                // skips the same records (`contract`).
+                Ok(event) => contract::check_record(&event, message.key(), create_time(&message))
+                    .map(|()| Ok(event))
+                    .map_err(|v| (INVALID, v.to_string())),
+                Err(e) => Err(("undecodable", e.to_string())),
+            },
         };
         match decoded {
             Ok(Ok(event)) => {
@@ -158,6 +161,17 @@ impl Decoder {
                 clock: clock.latest(),
             },
         }
+    }
+}
+
+/// `dlq.error.class` of a record that decodes but breaks the topics' contract.
+pub const INVALID: &str = "invalid-record";
+
+/// The producer's time of the record; `None` when the topic stamps records itself.
+fn create_time(message: &OwnedMessage) -> Option<i64> {
+    match message.timestamp() {
+        Timestamp::CreateTime(ms) => Some(ms),
+        Timestamp::LogAppendTime(_) | Timestamp::NotAvailable => None,
     }
 }
 
