@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
 use std::{
-    collections::{BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
@@ -419,7 +419,7 @@ async fn answered(stack: &Stack, query: &str, client: &str) -> Vec<(Uuid, String
 async fn wait_for_exactly(
     stack: &Stack,
     query: &str,
-    good: &HashMap<&str, BTreeSet<Uuid>>,
+    good: &BTreeMap<&str, BTreeSet<Uuid>>,
     status: &str,
 ) {
     for (client, ids) in good {
@@ -451,7 +451,7 @@ async fn garbage_in_the_event_topics_is_dead_lettered_whole_and_good_events_arou
     let query = stack.start_query().await;
     stack.ready(&query, DEADLINE).await;
 
-    let mut good: HashMap<&str, BTreeSet<Uuid>> = HashMap::new();
+    let mut good: BTreeMap<&str, BTreeSet<Uuid>> = BTreeMap::new();
     let mut garbage_sent = Vec::new();
     for (n, (record, expected)) in garbage(&stack).into_iter().enumerate() {
         let client = CLIENTS[n % CLIENTS.len()];
