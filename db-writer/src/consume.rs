@@ -190,3 +190,94 @@ fn raw(message: OwnedMessage) -> Raw {
         headers,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use schemas::{Event, Priority};
+    use uuid::Uuid;
+
+    use super::*;
+
+    const AT: i64 = 1_763_000_000_123_456;
+
+    fn event(payload: &str, ingested_at_micros: i64) -> Event {
+        Event {
+            event_id: Uuid::now_v7(),
+            client_id: "c".into(),
+            event_type: "t".into(),
+            ts_micros: None,
+            ingested_at_micros,
+            priority: Priority::Normal,
+            payload: payload.into(),
+            sdk: None,
+        }
+    }
+
+    fn message(event: &Event, key: Option<&str>) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(EventCodec::new().encode(event).unwrap()),
+            key.map(|k| k.as_bytes().to_vec()),
+            "events".into(),
+            Timestamp::CreateTime(AT / 1_000),
+            0,
+            7,
+            None,
+        )
+    }
+
+    /// The class and message of a poison record, and the clock after it.
+    fn refused(message: OwnedMessage, clock: &mut LogClock) -> (&'static str, String) {
+        match Decoder::default().record(message, clock) {
+            Record::Poison { poison, .. } => (poison.error_class, poison.error),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_event_as_the_gateway_writes_it_is_taken() {
+        let mut clock = LogClock::default();
+        let record = Decoder::default().record(message(&event("{}", AT), Some("c")), &mut clock);
+        assert!(matches!(record, Record::Event { .. }), "{record:?}");
+        assert_eq!(clock.latest(), Some(AT));
+    }
+
+    /// Written around the gateway, each of these was stored, or stalled the writer on
+    /// PostgreSQL's stack depth error (54001, retried for ever), or held the partition's clock
+    /// in the year 9999.
+    #[test]
+    fn records_that_break_the_contract_are_refused_and_leave_the_clock_alone() {
+        let deep = format!("{}1{}", "[".repeat(30_000), "]".repeat(30_000));
+        for (message, reason) in [
+            (
+                message(&event(&deep, AT), Some("c")),
+                "payload: nests deeper",
+            ),
+            (message(&event("{}", AT), Some("d")), "key:"),
+            (message(&event("{}", AT), None), "key:"),
+            (
+                message(&event("{}", 253_402_300_799_000_000), Some("c")),
+                "ingested_at:",
+            ),
+        ] {
+            let mut clock = LogClock::resume(Some(AT - 1));
+            let (class, error) = refused(message, &mut clock);
+            assert_eq!(class, INVALID);
+            assert!(error.starts_with(reason), "{error}");
+            assert_eq!(clock.latest(), Some(AT - 1), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_empty_value_is_empty() {
+        let empty = OwnedMessage::new(
+            Some(Vec::new()),
+            None,
+            "events".into(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            None,
+        );
+        assert_eq!(refused(empty, &mut LogClock::default()).0, "empty");
+    }
+}

@@ -9,6 +9,9 @@
 //! not JSON), or push its partition's log clock (`crate::order`) far into the future, so that
 //! readers never release the events after it. db-writer dead-letters such a record and
 //! query-service never serves it: both call [`check_record`], so they agree on every record.
+//!
+//! The lane a record travels is a route, not part of the event: a `critical` event on the
+//! normal lane breaks nothing downstream and is stored as `critical`.
 
 use serde_json::value::RawValue;
 

@@ -134,6 +134,15 @@ fn good_record(topic: &str, event: &Event, bytes: Vec<u8>) -> Record {
     }
 }
 
+/// What a garbage record is, its key, value and headers, and what must become of it.
+type Case = (
+    &'static str,
+    Option<&'static str>,
+    Option<Vec<u8>>,
+    Vec<(&'static str, Vec<u8>)>,
+    Expected,
+);
+
 /// Every kind of garbage, each for a good client's key where it has one (so it shares the
 /// good events' partitions), alternating between the lanes.
 fn garbage(stack: &Stack) -> Vec<(Record, Expected)> {
@@ -167,13 +176,7 @@ fn garbage(stack: &Stack) -> Vec<(Record, Expected)> {
     );
     let tick_header = (headers::KIND, headers::KIND_TICK.as_bytes().to_vec());
     let far_future = invalid(|e| e.ingested_at_micros = 253_402_300_799_000_000);
-    let cases: Vec<(
-        &'static str,
-        Option<&str>,
-        Option<Vec<u8>>,
-        Vec<_>,
-        Expected,
-    )> = vec![
+    let cases: Vec<Case> = vec![
         (
             "no value at all",
             Some("good-a"),

@@ -312,7 +312,10 @@ async fn poison_records_go_to_the_dead_letter_topic_whole_and_the_rest_is_stored
         } else {
             assert_eq!(class, "invalid-record");
             let reason = header(message, "dlq.error.message").unwrap();
-            assert!(reason.contains(r"payload: \u0000 is not allowed"), "{reason}");
+            assert!(
+                reason.contains(r"payload: \u0000 is not allowed"),
+                "{reason}"
+            );
         }
     }
 
