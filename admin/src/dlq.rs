@@ -61,6 +61,9 @@ pub struct DeadLetter {
     pub error_class: Option<String>,
     pub sqlstate: Option<String>,
     pub error_message: Option<String>,
+    /// Size of the original value when the dead letter could not carry it (too large for the
+    /// dead-letter topic): the record is only at its source position.
+    pub value_omitted: Option<String>,
     pub event_id: Option<String>,
     pub client_id: Option<String>,
     #[serde(skip)]
@@ -101,6 +104,7 @@ impl DeadLetter {
             error_class: text("dlq.error.class"),
             sqlstate: text("dlq.error.sqlstate"),
             error_message: text("dlq.error.message"),
+            value_omitted: text("dlq.value.omitted"),
             event_id: event.as_ref().map(|e| e.event_id.to_string()),
             client_id: event.map(|e| e.client_id),
             key: message.key().map(<[u8]>::to_vec),

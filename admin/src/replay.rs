@@ -59,6 +59,14 @@ pub async fn run(configs: &Configs, args: Args) -> Result<(), AdminError> {
             );
             continue;
         };
+        if let Some(bytes) = &letter.value_omitted {
+            // Replaying the letter would publish a record without its value.
+            println!(
+                "{}:{} skipped: its {bytes}-byte value was too large for the dead-letter topic",
+                letter.partition, letter.offset
+            );
+            continue;
+        }
         println!(
             "{} {}:{} → {target} (event {})",
             if args.dry_run {

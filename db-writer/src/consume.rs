@@ -9,10 +9,10 @@ use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer},
     error::KafkaError,
-    message::{Headers, Message, OwnedMessage},
+    message::{Headers, Message, OwnedMessage, Timestamp},
     ClientContext,
 };
-use schemas::{headers, EventCodec, LogClock, TickCodec};
+use schemas::{contract, headers, EventCodec, LogClock, TickCodec};
 use tracing::info;
 
 use crate::{
@@ -124,17 +124,20 @@ impl Decoder {
         let is_tick = has_header(headers::KIND, headers::KIND_TICK);
         let id_assigned = has_header(headers::ID_ORIGIN, headers::ID_ORIGIN_GATEWAY);
         let decoded = match message.payload() {
-            None => Err(("empty", "message has no value".to_owned())),
+            None | Some([]) => Err(("empty", "message has no value".to_owned())),
             Some(value) if is_tick => self
                 .ticks
                 .decode(value)
                 .map(|tick| Err(tick.at))
                 .map_err(|e| ("undecodable", format!("tick: {e}"))),
-            Some(value) => self
-                .events
-                .decode(value)
-                .map(Ok)
-                .map_err(|e| ("undecodable", e.to_string())),
+            Some(value) => match self.events.decode(value) {
+                // Checked before anything of it is stored or moves the clock: query-service
+                // skips the same records (`contract`).
+                Ok(event) => contract::check_record(&event, message.key(), create_time(&message))
+                    .map(|()| Ok(event))
+                    .map_err(|v| (INVALID, v.to_string())),
+                Err(e) => Err(("undecodable", e.to_string())),
+            },
         };
         match decoded {
             Ok(Ok(event)) => {
@@ -166,6 +169,17 @@ impl Decoder {
     }
 }
 
+/// `dlq.error.class` of a record that decodes but breaks the topics' contract.
+pub const INVALID: &str = "invalid-record";
+
+/// The producer's time of the record; `None` when the topic stamps records itself.
+fn create_time(message: &OwnedMessage) -> Option<i64> {
+    match message.timestamp() {
+        Timestamp::CreateTime(ms) => Some(ms),
+        Timestamp::LogAppendTime(_) | Timestamp::NotAvailable => None,
+    }
+}
+
 fn raw(message: OwnedMessage) -> Raw {
     let headers = message
         .headers()
@@ -179,5 +193,96 @@ fn raw(message: OwnedMessage) -> Raw {
         key: message.key().map(<[u8]>::to_vec),
         value: message.payload().map(<[u8]>::to_vec),
         headers,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::{Event, Priority};
+    use uuid::Uuid;
+
+    use super::*;
+
+    const AT: i64 = 1_763_000_000_123_456;
+
+    fn event(payload: &str, ingested_at_micros: i64) -> Event {
+        Event {
+            event_id: Uuid::now_v7(),
+            client_id: "c".into(),
+            event_type: "t".into(),
+            ts_micros: None,
+            ingested_at_micros,
+            priority: Priority::Normal,
+            payload: payload.into(),
+            sdk: None,
+        }
+    }
+
+    fn message(event: &Event, key: Option<&str>) -> OwnedMessage {
+        OwnedMessage::new(
+            Some(EventCodec::new().encode(event).unwrap()),
+            key.map(|k| k.as_bytes().to_vec()),
+            "events".into(),
+            Timestamp::CreateTime(AT / 1_000),
+            0,
+            7,
+            None,
+        )
+    }
+
+    /// The class and message of a poison record, and the clock after it.
+    fn refused(message: OwnedMessage, clock: &mut LogClock) -> (&'static str, String) {
+        match Decoder::default().record(message, clock) {
+            Record::Poison { poison, .. } => (poison.error_class, poison.error),
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_event_as_the_gateway_writes_it_is_taken() {
+        let mut clock = LogClock::default();
+        let record = Decoder::default().record(message(&event("{}", AT), Some("c")), &mut clock);
+        assert!(matches!(record, Record::Event { .. }), "{record:?}");
+        assert_eq!(clock.latest(), Some(AT));
+    }
+
+    /// Written around the gateway, each of these was stored, or stalled the writer on
+    /// PostgreSQL's stack depth error (54001, retried for ever), or held the partition's clock
+    /// in the year 9999.
+    #[test]
+    fn records_that_break_the_contract_are_refused_and_leave_the_clock_alone() {
+        let deep = format!("{}1{}", "[".repeat(30_000), "]".repeat(30_000));
+        for (message, reason) in [
+            (
+                message(&event(&deep, AT), Some("c")),
+                "payload: nests deeper",
+            ),
+            (message(&event("{}", AT), Some("d")), "key:"),
+            (message(&event("{}", AT), None), "key:"),
+            (
+                message(&event("{}", 253_402_300_799_000_000), Some("c")),
+                "ingested_at:",
+            ),
+        ] {
+            let mut clock = LogClock::resume(Some(AT - 1));
+            let (class, error) = refused(message, &mut clock);
+            assert_eq!(class, INVALID);
+            assert!(error.starts_with(reason), "{error}");
+            assert_eq!(clock.latest(), Some(AT - 1), "{error}");
+        }
+    }
+
+    #[test]
+    fn an_empty_value_is_empty() {
+        let empty = OwnedMessage::new(
+            Some(Vec::new()),
+            None,
+            "events".into(),
+            Timestamp::NotAvailable,
+            0,
+            0,
+            None,
+        );
+        assert_eq!(refused(empty, &mut LogClock::default()).0, "empty");
     }
 }

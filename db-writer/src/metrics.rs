@@ -8,9 +8,10 @@ use prometheus::{
 };
 
 /// Every reason a record is dead-lettered (`dlq.error.class`).
-pub const DEAD_LETTER_CLASSES: [&str; 4] = [
+pub const DEAD_LETTER_CLASSES: [&str; 5] = [
     "undecodable",
     "empty",
+    crate::consume::INVALID,
     "rejected-by-database",
     "event-id-conflict",
 ];

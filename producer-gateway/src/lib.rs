@@ -1,8 +1,8 @@
 //! producer-gateway: HTTP in, Kafka out.
 //!
 //! request → `body` (content type, limits, JSON syntax) → `validate` (field rules, ids,
-//! ingest time; `payload`: nothing PostgreSQL's jsonb would refuse) → `rate_limit` (per-client
-//! buckets, optional) → `publish` (Avro, keyed by client id, idempotent producer, wait for acks)
+//! ingest time; the rules are `schemas::contract`, so nothing PostgreSQL's jsonb would refuse)
+//! → `rate_limit` (per-client buckets, optional) → `publish` (Avro, keyed by client id, idempotent producer, wait for acks)
 //! → `202` with the events' positions and a read-your-writes token.
 
 mod admission;
@@ -10,8 +10,9 @@ mod body;
 mod capacity;
 mod clock;
 mod http;
+#[cfg(test)]
+mod input_properties;
 mod metrics;
-mod payload;
 mod publish;
 mod rate_limit;
 pub mod settings;

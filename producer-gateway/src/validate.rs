@@ -7,11 +7,9 @@ use serde_json::{value::RawValue, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use uuid::Uuid;
 
-use crate::payload;
-
-const CLIENT_ID_MAX: usize = 128;
-const TYPE_MAX: usize = 64;
-const SDK_MAX: usize = 64;
+// The field rules are the topics' contract: db-writer and query-service check decoded
+// records against the same functions.
+use schemas::contract::{client_id_problem, payload_problem, sdk_problem, type_problem, SDK_MAX};
 
 /// An event as producers send it. Unknown fields are ignored so that newer SDKs can talk
 /// to older gateways; `null` counts as absent.
@@ -138,9 +136,9 @@ impl Rules {
                 ));
                 String::new()
             }
-            Some(raw) => match payload::storable(raw.get()) {
-                Ok(()) => raw.get().to_owned(),
-                Err(reason) => {
+            Some(raw) => match payload_problem(raw.get()) {
+                None => raw.get().to_owned(),
+                Some(reason) => {
                     errors.push(error("payload", reason));
                     String::new()
                 }
@@ -190,11 +188,13 @@ impl Rules {
             None => None,
             // A `text` column: PostgreSQL refuses NUL, and like `type` the rest of the control
             // characters have no place in a version string.
-            Some(Value::String(s)) if s.chars().any(char::is_control) => {
-                errors.push(error("sdk", "control characters are not allowed".into()));
-                None
-            }
-            Some(Value::String(s)) if (1..=SDK_MAX).contains(&s.chars().count()) => Some(s),
+            Some(Value::String(s)) => match sdk_problem(&s) {
+                None => Some(s),
+                Some(reason) => {
+                    errors.push(error("sdk", reason));
+                    None
+                }
+            },
             Some(_) => {
                 errors.push(error(
                     "sdk",
@@ -259,26 +259,6 @@ fn check(errors: &mut Vec<FieldError>, index: usize, field: &str, problem: Optio
             false
         }
     }
-}
-
-fn client_id_problem(id: &str) -> Option<String> {
-    if id.is_empty() || id.len() > CLIENT_ID_MAX {
-        return Some(format!("must be 1 to {CLIENT_ID_MAX} characters"));
-    }
-    id.chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
-        .map(|c| format!("character {c:?} is not allowed; use A-Z a-z 0-9 . _ : -"))
-}
-
-fn type_problem(event_type: &str) -> Option<String> {
-    let len = event_type.chars().count();
-    if len == 0 || len > TYPE_MAX {
-        return Some(format!("must be 1 to {TYPE_MAX} characters"));
-    }
-    event_type
-        .chars()
-        .any(char::is_control)
-        .then(|| "control characters are not allowed".to_owned())
 }
 
 #[cfg(test)]

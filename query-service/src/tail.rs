@@ -15,10 +15,10 @@ use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer, StreamConsumer},
     error::KafkaError,
-    message::{BorrowedMessage, Headers, Message},
+    message::{BorrowedMessage, Headers, Message, Timestamp},
     Offset, TopicPartitionList,
 };
-use schemas::{headers, EventCodec, TickCodec};
+use schemas::{contract, headers, EventCodec, TickCodec};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -286,8 +286,15 @@ impl Core {
                 None
             }
             Some(value) => match self.events.decode(value) {
-                Ok(event) => self.partitions.event(&slot, offset, event, id_assigned),
-                Err(_) => {
+                // db-writer dead-letters what breaks the contract: serving it in flight would
+                // show an event that is never stored (or one whose payload breaks the page).
+                Ok(event)
+                    if contract::check_record(&event, message.key(), create_time(message))
+                        .is_ok() =>
+                {
+                    self.partitions.event(&slot, offset, event, id_assigned)
+                }
+                Ok(_) | Err(_) => {
                     self.partitions.unreadable(&slot, offset);
                     None
                 }
@@ -375,5 +382,13 @@ impl Core {
             members: self.members.clone(),
             observed: observed.clone(),
         });
+    }
+}
+
+/// The producer's time of the record; `None` when the topic stamps records itself.
+fn create_time(message: &BorrowedMessage<'_>) -> Option<i64> {
+    match message.timestamp() {
+        Timestamp::CreateTime(ms) => Some(ms),
+        Timestamp::LogAppendTime(_) | Timestamp::NotAvailable => None,
     }
 }

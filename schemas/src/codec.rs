@@ -390,3 +390,132 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Any event the codec can be handed: any text (NUL, control characters, any script),
+    /// any times, either priority.
+    fn events() -> impl Strategy<Value = Event> {
+        let text = || {
+            prop_oneof![
+                any::<String>(),
+                "\\PC{0,30}",
+                prop::collection::vec(any::<char>(), 0..300).prop_map(String::from_iter),
+            ]
+        };
+        (
+            any::<u128>(),
+            text(),
+            text(),
+            proptest::option::of(any::<i64>()),
+            any::<i64>(),
+            any::<bool>(),
+            text(),
+            proptest::option::of(text()),
+        )
+            .prop_map(|(id, client, kind, ts, at, critical, payload, sdk)| Event {
+                event_id: Uuid::from_u128(id),
+                client_id: client,
+                event_type: kind,
+                ts_micros: ts,
+                ingested_at_micros: at,
+                priority: if critical {
+                    Priority::Critical
+                } else {
+                    Priority::Normal
+                },
+                payload,
+                sdk,
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn every_event_survives_encode_then_decode_in_both_versions(event in events()) {
+            let codec = EventCodec::new();
+            let bytes = codec.encode(&event).unwrap();
+            prop_assert_eq!(&codec.decode(&bytes).unwrap(), &event);
+            prop_assert_eq!(&codec.decode_as(&bytes, codec.latest()).unwrap(), &event);
+            let v1 = codec.version(1).unwrap();
+            let old = codec.encode_as(&event, v1).unwrap();
+            let without_sdk = Event { sdk: None, ..event };
+            prop_assert_eq!(&codec.decode(&old).unwrap(), &without_sdk);
+            prop_assert_eq!(&codec.decode_as(&old, codec.latest()).unwrap(), &without_sdk);
+        }
+
+        #[test]
+        fn arbitrary_bytes_are_refused_and_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..200)) {
+            let codec = EventCodec::new();
+            // Without a known header nothing is an event.
+            prop_assume!(!codec.versions().iter().any(|v| bytes.starts_with(v.header())));
+            prop_assert!(codec.decode(&bytes).is_err());
+            prop_assert!(codec.decode_as(&bytes, codec.latest()).is_err());
+            prop_assert!(crate::TickCodec::default().decode(&bytes).is_err());
+        }
+
+        #[test]
+        fn arbitrary_datums_behind_a_known_header_never_panic(
+            version in 1u32..=2,
+            datum in prop::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let codec = EventCodec::new();
+            let writer = codec.version(version).unwrap();
+            let mut bytes = writer.header().to_vec();
+            bytes.extend(&datum);
+            // Whatever is read back is what an encoder writes for it, read the same again.
+            if let Ok(event) = codec.decode(&bytes) {
+                let again = codec.encode_as(&event, writer).unwrap();
+                prop_assert_eq!(codec.decode(&again).unwrap(), event);
+            }
+            let _ = codec.decode_as(&bytes, codec.latest());
+        }
+    }
+}
+
+/// Fuzz target of everything that reads a Kafka value of the event topics. Under `cargo test`
+/// it runs a bounded number of random inputs; `cargo bolero test` runs it under libFuzzer
+/// (README, "Tests").
+#[cfg(test)]
+mod fuzz {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{contract, TickCodec};
+
+    #[test]
+    fn decode_any_value() {
+        let codec = EventCodec::new();
+        let ticks = TickCodec::default();
+        let headers: Vec<[u8; HEADER_LEN]> = codec
+            .versions()
+            .iter()
+            .map(|v| *v.header())
+            .chain([*ticks.version().header()])
+            .collect();
+        bolero::check!()
+            .with_type::<(u8, Vec<u8>)>()
+            .with_iterations(20_000)
+            .with_test_time(Duration::from_secs(3))
+            .for_each(|(prefix, rest)| {
+                // Mostly behind a header this build knows, or random bytes would only ever
+                // test the header check.
+                let mut bytes = headers
+                    .get(usize::from(*prefix) % (headers.len() + 1))
+                    .map(|h| h.to_vec())
+                    .unwrap_or_default();
+                bytes.extend(rest);
+                if let Ok(event) = codec.decode(&bytes) {
+                    let _ = contract::check_record(&event, Some(event.client_id.as_bytes()), None);
+                    let again = codec.encode(&event).expect("a decoded event encodes");
+                    let read = codec.decode(&again).expect("an encoded event decodes");
+                    assert_eq!(read, event);
+                }
+                let _ = codec.decode_as(&bytes, codec.latest());
+                let _ = ticks.decode(&bytes);
+            });
+    }
+}

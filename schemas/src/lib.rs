@@ -1,6 +1,7 @@
 //! The contract between the pipeline's services: the event as it travels through Kafka,
 //! its Avro schemas (`avro/*.avsc`), the single-object codec every service uses, the Kafka
-//! headers, and the order of a client's history.
+//! headers, the rules an event keeps beyond its schema (`contract`), and the order of a
+//! client's history.
 //!
 //! A Kafka value is Avro single-object encoded (`C3 01`, the writer schema's CRC-64-AVRO
 //! fingerprint, the datum), so a reader resolves the writer's schema from the fingerprint
@@ -8,10 +9,12 @@
 
 mod binary;
 mod codec;
+pub mod contract;
 mod event;
 mod fingerprint;
 pub mod headers;
 pub mod order;
+mod payload;
 mod persisted;
 mod read_token;
 mod tick;

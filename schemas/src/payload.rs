@@ -2,9 +2,11 @@
 //!
 //! A payload that is valid JSON can still be refused by `jsonb`; acknowledged with `202`, such
 //! an event would only be dead-lettered by db-writer later, where its producer never learns of
-//! it. So the gateway applies `jsonb`'s rules up front and answers `422` instead.
+//! it. So the gateway applies `jsonb`'s rules up front and answers `422` instead, and db-writer
+//! and query-service apply the same rules (`crate::contract`) to records that reached the
+//! topics some other way.
 //!
-//! `body` has already checked the JSON syntax (serde_json's `RawValue`), but that check lets
+//! The gateway's `body` stage has already checked the JSON syntax (serde_json's `RawValue`), but that check lets
 //! all of the following through: it neither bounds numbers nor decodes `\u` escapes. Parsing
 //! into `serde_json::Value` would be slow and would itself refuse numbers `jsonb` stores (any
 //! beyond `f64`), so this is a single pass over the raw text instead.
@@ -74,7 +76,8 @@ pub fn storable(raw: &str) -> Result<(), String> {
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Err(format!(
-                        "nests deeper than {MAX_DEPTH} levels of arrays and objects                          (at byte {at} of the payload)"
+                        "nests deeper than {MAX_DEPTH} levels of arrays and objects \
+                         (at byte {at} of the payload)"
                     ));
                 }
                 at + 1
