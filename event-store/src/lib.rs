@@ -4,6 +4,7 @@
 mod copies;
 mod error;
 mod identity;
+mod link;
 mod migrate;
 mod read;
 mod routing;
@@ -15,6 +16,7 @@ mod write;
 pub use copies::{CopyRank, RowOutcome};
 pub use error::{RetryHint, StoreError};
 pub use identity::{identity_of, Identity};
+pub use link::{ShardLink, TlsMode};
 pub use read::{ClientQuery, Direction, StoredCopy};
 pub use routing::ShardRouter;
 pub use settings::StoreSettings;
