@@ -138,26 +138,27 @@ pub fn parse_offsets(offsets: &[String]) -> Result<Vec<(i32, i64)>, AdminError> 
         .collect()
 }
 
-/// Brokers and topic from the flags, else from db-writer's configuration.
-pub fn source(configs: &Configs, select: &Selection) -> Result<(String, String), AdminError> {
-    if let (Some(brokers), Some(topic)) = (&select.brokers, &select.topic) {
-        return Ok((brokers.clone(), topic.clone()));
-    }
+/// Brokers and topic from the flags, else from db-writer's configuration; TLS and SASL
+/// always from db-writer's `kafka.security` (the tool reaches the brokers as the writer does).
+pub fn source(configs: &Configs, select: &Selection) -> Result<(ClientConfig, String), AdminError> {
     let writer = configs.writer()?;
-    Ok((
-        select.brokers.clone().unwrap_or(writer.kafka.brokers),
-        select
-            .topic
-            .clone()
-            .unwrap_or(writer.kafka.dead_letter_topic),
-    ))
+    let brokers = select.brokers.clone().unwrap_or(writer.kafka.brokers);
+    let topic = select
+        .topic
+        .clone()
+        .unwrap_or(writer.kafka.dead_letter_topic);
+    Ok((writer.kafka.security.client_config(&brokers)?, topic))
 }
 
 /// The selected dead letters, oldest first within each partition.
-pub fn read(brokers: &str, topic: &str, select: &Selection) -> Result<Vec<DeadLetter>, AdminError> {
+pub fn read(
+    kafka: &ClientConfig,
+    topic: &str,
+    select: &Selection,
+) -> Result<Vec<DeadLetter>, AdminError> {
     let offsets = parse_offsets(&select.offsets)?;
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+    let consumer: BaseConsumer = kafka
+        .clone()
         // Never used to commit: the tool only assigns partitions to itself.
         .set(
             "group.id",
@@ -224,9 +225,9 @@ pub fn read(brokers: &str, topic: &str, select: &Selection) -> Result<Vec<DeadLe
 }
 
 pub async fn run(configs: &Configs, args: ListArgs) -> Result<(), AdminError> {
-    let (brokers, topic) = source(configs, &args.select)?;
+    let (kafka, topic) = source(configs, &args.select)?;
     let select = args.select.clone();
-    let letters = tokio::task::spawn_blocking(move || read(&brokers, &topic, &select))
+    let letters = tokio::task::spawn_blocking(move || read(&kafka, &topic, &select))
         .await
         .map_err(|e| AdminError::Usage(e.to_string()))??;
     if args.json {

@@ -10,6 +10,8 @@ pub enum AdminError {
     #[error("kafka: {0}")]
     Kafka(#[from] KafkaError),
     #[error("{0}")]
+    KafkaSecurity(#[from] chassis::kafka_security::KafkaSecurityError),
+    #[error("{0}")]
     Store(#[from] event_store::StoreError),
     #[error("query-service at {url}: {reason}")]
     Query { url: String, reason: String },

@@ -12,12 +12,15 @@ pub struct Args {
 }
 
 pub async fn run(configs: &Configs, args: Args) -> Result<(), AdminError> {
+    // `--shard` replaces the list; TLS and the password file still come from db-writer's
+    // settings, so a URL with `sslmode=verify-full` finds its CA.
+    let writer = configs.writer()?.store;
     let store = if args.shards.is_empty() {
-        configs.writer()?.store
+        writer
     } else {
         StoreSettings {
             shards: args.shards,
-            ..StoreSettings::default()
+            ..writer
         }
     };
     store.migrate().await?;

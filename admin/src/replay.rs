@@ -6,7 +6,6 @@
 use std::time::Duration;
 
 use rdkafka::{
-    config::ClientConfig,
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
 };
@@ -35,15 +34,15 @@ pub async fn run(configs: &Configs, args: Args) -> Result<(), AdminError> {
             "select dead letters with --reason or --offset, or pass --all".into(),
         ));
     }
-    let (brokers, topic) = dlq::source(configs, &args.select)?;
+    let (kafka, topic) = dlq::source(configs, &args.select)?;
     let letters = {
-        let (brokers, topic, select) = (brokers.clone(), topic.clone(), args.select.clone());
-        tokio::task::spawn_blocking(move || dlq::read(&brokers, &topic, &select))
+        let (kafka, topic, select) = (kafka.clone(), topic.clone(), args.select.clone());
+        tokio::task::spawn_blocking(move || dlq::read(&kafka, &topic, &select))
             .await
             .map_err(|e| AdminError::Usage(e.to_string()))??
     };
-    let producer: FutureProducer = ClientConfig::new()
-        .set("bootstrap.servers", &brokers)
+    let producer: FutureProducer = kafka
+        .clone()
         .set("enable.idempotence", "true")
         .set("acks", "all")
         .set("message.timeout.ms", "30000")

@@ -5,8 +5,9 @@
 use crate::{error::AdminError, migrate::redact, services::Configs};
 
 pub async fn run(configs: &Configs) -> Result<(), AdminError> {
-    let writer = configs.writer()?.store.shards;
-    let query = configs.query()?.store.shards;
+    let writer_store = configs.writer()?.store;
+    let query_store = configs.query()?.store;
+    let (writer, query) = (&writer_store.shards, &query_store.shards);
     let mut problems = Vec::new();
     if writer != query {
         problems.push(format!(
@@ -18,9 +19,12 @@ pub async fn run(configs: &Configs) -> Result<(), AdminError> {
                 .collect::<Vec<_>>()
         ));
     }
-    for (service, list) in [("db-writer", &writer), ("query-service", &query)] {
-        for (index, url) in list.iter().enumerate() {
-            let line = match event_store::identity_of(index, url).await {
+    for (service, store) in [
+        ("db-writer", &writer_store),
+        ("query-service", &query_store),
+    ] {
+        for (index, url) in store.shards.iter().enumerate() {
+            let line = match event_store::identity_of(store, index, url).await {
                 Ok(Some(identity)) if identity.shard_index == index => {
                     format!(
                         "ok: stamped shard {} of {}",

@@ -1,10 +1,11 @@
 //! What every service of the pipeline needs at its edges, in one place: layered typed
 //! configuration, logging, Prometheus exposition, health and readiness routes, RFC 9457 problem responses and the
-//! shutdown signal.
+//! shutdown signal, and the security settings of every Kafka client.
 
 pub mod config;
 pub mod edge;
 pub mod health;
+pub mod kafka_security;
 pub mod launch;
 pub mod metrics;
 pub mod problem;

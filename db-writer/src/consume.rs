@@ -73,9 +73,13 @@ impl ConsumerContext for WriterContext {
 
 pub type WriterConsumer = StreamConsumer<WriterContext>;
 
-pub fn create(settings: &KafkaSettings) -> Result<Arc<WriterConsumer>, KafkaError> {
-    let consumer: WriterConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+/// `kafka`: the brokers and `kafka.security`, which every client starts from.
+pub fn create(
+    kafka: &ClientConfig,
+    settings: &KafkaSettings,
+) -> Result<Arc<WriterConsumer>, KafkaError> {
+    let consumer: WriterConsumer = kafka
+        .clone()
         .set("group.id", &settings.group_id)
         // Offsets are committed by hand, after the rows are in PostgreSQL.
         .set("enable.auto.commit", "false")

@@ -28,9 +28,10 @@ pub const HEADER_SQLSTATE: &str = "dlq.error.sqlstate";
 pub const HEADER_VALUE_OMITTED: &str = "dlq.value.omitted";
 
 impl DeadLetters {
-    pub fn new(brokers: &str, topic: &str) -> Result<Self, KafkaError> {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    /// `kafka`: the brokers and `kafka.security`, which every client starts from.
+    pub fn new(kafka: &ClientConfig, topic: &str) -> Result<Self, KafkaError> {
+        let producer = kafka
+            .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("message.timeout.ms", "30000")

@@ -63,6 +63,8 @@ pub enum WriterError {
     Edge(#[from] EdgeError),
     #[error("cannot start the offset committer: {0}")]
     Thread(std::io::Error),
+    #[error(transparent)]
+    KafkaSecurity(#[from] chassis::kafka_security::KafkaSecurityError),
 }
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -85,11 +87,15 @@ pub struct DbWriter {
 
 impl DbWriter {
     pub async fn connect(settings: Settings) -> Result<DbWriter, WriterError> {
+        let kafka = settings
+            .kafka
+            .security
+            .checked_client_config(&settings.kafka.brokers)
+            .await?;
         let shards = ShardSet::connect(&settings.store).await?;
-        let consumer = consume::create(&settings.kafka)?;
-        let dead_letters =
-            DeadLetters::new(&settings.kafka.brokers, &settings.kafka.dead_letter_topic)?;
-        let notifier = Notifier::new(&settings.kafka.brokers, &settings.kafka.persisted_topic)?;
+        let consumer = consume::create(&kafka, &settings.kafka)?;
+        let dead_letters = DeadLetters::new(&kafka, &settings.kafka.dead_letter_topic)?;
+        let notifier = Notifier::new(&kafka, &settings.kafka.persisted_topic)?;
         let metrics_edge = Edge::bind(settings.metrics_listen).await?;
         metrics::init(
             shards.shards().len(),

@@ -22,12 +22,13 @@ pub struct Notifier {
 
 impl Notifier {
     /// `None` when `topic` is empty: notifications are off.
-    pub fn new(brokers: &str, topic: &str) -> Result<Option<Self>, KafkaError> {
+    /// `kafka`: the brokers and `kafka.security`, which every client starts from.
+    pub fn new(kafka: &ClientConfig, topic: &str) -> Result<Option<Self>, KafkaError> {
         if topic.is_empty() {
             return Ok(None);
         }
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+        let producer = kafka
+            .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "1")

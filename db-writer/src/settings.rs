@@ -32,6 +32,9 @@ pub struct Settings {
 pub struct KafkaSettings {
     /// Bootstrap servers. Default `127.0.0.1:9092`.
     pub brokers: String,
+    /// TLS, SASL and extra librdkafka properties of every Kafka client of the writer
+    /// (`chassis::kafka_security`). Default plaintext.
+    pub security: chassis::kafka_security::KafkaSecurity,
     /// Consumer group; every db-writer process of one deployment shares it. Default `db-writer`.
     pub group_id: String,
     /// Topic of the normal lane. Default `events`.
@@ -107,6 +110,7 @@ impl Default for KafkaSettings {
     fn default() -> Self {
         KafkaSettings {
             brokers: "127.0.0.1:9092".into(),
+            security: Default::default(),
             group_id: "db-writer".into(),
             topic: "events".into(),
             critical_topic: "events-critical".into(),

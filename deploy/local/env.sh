@@ -53,12 +53,23 @@ PIPELINE_PG_DB="${PIPELINE_PG_DB:-events}"
 PIPELINE_PG_USER="${PIPELINE_PG_USER:-postgres}"
 PG_DIR="$PIPELINE_STATE_DIR/pg"
 
+# TLS mode (deploy/local/secure sets it): Kafka's client listener is SASL_SSL (SCRAM-SHA-512)
+# and the shards take TLS connections only (hostssl, scram-sha-256), with certificates signed by
+# a CA generated into $TLS_DIR. Certificates, keys and passwords stay in the state directory.
+PIPELINE_TLS="${PIPELINE_TLS:-0}"
+[[ "$PIPELINE_TLS" =~ ^[01]$ ]] || { printf '[local] error: PIPELINE_TLS must be 0 or 1\n' >&2; exit 2; }
+TLS_DIR="$PIPELINE_STATE_DIR/tls"
+# The SASL users created when Kafka's storage is formatted: the brokers' own and the services'.
+KAFKA_ADMIN_USER=admin
+KAFKA_PIPELINE_USER=pipeline
+
 # Topics.
 PIPELINE_PARTITIONS="${PIPELINE_PARTITIONS:-6}"
 PIPELINE_TOPICS="${PIPELINE_TOPICS:-events events-critical events-dlq events-persisted}"
 # How far a gateway's clock may run ahead of the brokers' before its records are refused.
 PIPELINE_MAX_CLOCK_AHEAD_MS="${PIPELINE_MAX_CLOCK_AHEAD_MS:-2000}"
 
+export PIPELINE_TLS
 export REPO PIPELINE_STATE_DIR KAFKA_VERSION KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_HEAP KAFKA_BOOTSTRAP \
   KAFKA_BROKERS KAFKA_REPLICATION KAFKA_MIN_ISR \
   PIPELINE_PG_PORTS PIPELINE_PG_DB PIPELINE_PG_USER PIPELINE_PARTITIONS PIPELINE_TOPICS PIPELINE_MAX_CLOCK_AHEAD_MS
@@ -126,6 +137,66 @@ LOG
     -Dlog4j2.configurationFile="$log_config" -cp "$KAFKA_LIB/*" "$@"
 }
 
+# kafka_client_tool <main-class> args...: an admin tool that talks to the brokers' client
+# listener (adds --bootstrap-server, and the SASL_SSL client settings in TLS mode).
+kafka_client_tool() {
+  local class=$1
+  shift
+  if [[ "$PIPELINE_TLS" == 1 ]]; then
+    kafka_tool "$class" --bootstrap-server "$KAFKA_BOOTSTRAP" --command-config "$TLS_DIR/kafka-admin.properties" "$@"
+  else
+    kafka_tool "$class" --bootstrap-server "$KAFKA_BOOTSTRAP" "$@"
+  fi
+}
+
+# tls_secret <name>: prints the password in $TLS_DIR/<name>.password, generating it once.
+tls_secret() {
+  local file="$TLS_DIR/$1.password"
+  [[ -s "$file" ]] || (umask 077 && openssl rand -hex 24 >"$file")
+  cat "$file"
+}
+
+# tls_setup: the CA, one server certificate for 127.0.0.1 and localhost (Kafka and every
+# shard), the passwords, Kafka's PKCS#12 keystore and the admin tools' client settings. Made
+# once; `reset` deletes them with the rest of the state.
+tls_setup() {
+  mkdir -p "$TLS_DIR"
+  chmod 700 "$TLS_DIR"
+  (
+    cd "$TLS_DIR"
+    umask 077
+    if [[ ! -f ca.pem ]]; then
+      openssl req -x509 -newkey rsa:2048 -nodes -days 825 -sha256 -subj "/CN=eventpipe local CA" \
+        -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign" \
+        -keyout ca.key -out ca.pem 2>/dev/null
+      rm -f server.pem
+      log "generated a CA in $TLS_DIR"
+    fi
+    if [[ ! -f server.pem ]]; then
+      openssl req -newkey rsa:2048 -nodes -sha256 -subj "/CN=localhost" -keyout server.key -out server.csr 2>/dev/null
+      printf '%s\n' "subjectAltName=DNS:localhost,IP:127.0.0.1" "basicConstraints=CA:FALSE" \
+        "keyUsage=critical,digitalSignature,keyEncipherment" "extendedKeyUsage=serverAuth" >server.ext
+      openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 825 -sha256 \
+        -extfile server.ext -out server.pem 2>/dev/null
+      rm -f server.csr server.ext kafka.p12
+    fi
+    if [[ ! -f kafka.p12 ]]; then
+      openssl pkcs12 -export -in server.pem -inkey server.key -certfile ca.pem -name kafka \
+        -passout "pass:$(tls_secret kafka-keystore)" -out kafka.p12
+    fi
+    cat >kafka-admin.properties <<PROPS
+security.protocol=SASL_SSL
+sasl.mechanism=SCRAM-SHA-512
+sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$KAFKA_ADMIN_USER" password="$(tls_secret kafka-admin)";
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+PROPS
+  )
+  # The services' passwords exist before anything reads them.
+  tls_secret kafka-pipeline >/dev/null
+  tls_secret pg >/dev/null
+}
+
 # pg_bindir: prints the newest /usr/lib/postgresql/<version>/bin that has initdb;
 # fails when there is none.
 pg_bindir() {
@@ -153,11 +224,8 @@ kafka_properties() {
 process.roles=broker,controller
 node.id=$i
 controller.quorum.voters=$voters
-listeners=PLAINTEXT://127.0.0.1:$(kafka_port "$i"),CONTROLLER://127.0.0.1:$(kafka_controller_port "$i")
-advertised.listeners=PLAINTEXT://127.0.0.1:$(kafka_port "$i")
+$(kafka_listener_properties "$i")
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 log.dirs=$dir/data
 num.partitions=$PIPELINE_PARTITIONS
 # Internal topics and new topics get every node's replica up to 3; an acknowledged write is
@@ -176,6 +244,33 @@ unclean.leader.election.enable=false
 auto.create.topics.enable=false
 # Consumers in tests and demos join at once instead of waiting 3 s for more members.
 group.initial.rebalance.delay.ms=0
+PROPS
+}
+
+# kafka_listener_properties <i>: node i's listeners: PLAINTEXT, or in TLS mode SASL_SSL with
+# SCRAM-SHA-512 for clients and between brokers. The controller listener stays PLAINTEXT on
+# 127.0.0.1 (nothing but the nodes themselves connects to it).
+kafka_listener_properties() {
+  local i=$1 listener=PLAINTEXT
+  [[ "$PIPELINE_TLS" == 1 ]] && listener=SASL_SSL
+  cat <<PROPS
+listeners=$listener://127.0.0.1:$(kafka_port "$i"),CONTROLLER://127.0.0.1:$(kafka_controller_port "$i")
+advertised.listeners=$listener://127.0.0.1:$(kafka_port "$i")
+inter.broker.listener.name=$listener
+listener.security.protocol.map=$listener:$listener,CONTROLLER:PLAINTEXT
+PROPS
+  [[ "$PIPELINE_TLS" == 1 ]] || return 0
+  cat <<PROPS
+sasl.enabled.mechanisms=SCRAM-SHA-512
+sasl.mechanism.inter.broker.protocol=SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username="$KAFKA_ADMIN_USER" password="$(tls_secret kafka-admin)";
+ssl.keystore.type=PKCS12
+ssl.keystore.location=$TLS_DIR/kafka.p12
+ssl.keystore.password=$(tls_secret kafka-keystore)
+ssl.key.password=$(tls_secret kafka-keystore)
+ssl.truststore.type=PEM
+ssl.truststore.location=$TLS_DIR/ca.pem
+ssl.client.auth=none
 PROPS
 }
 
@@ -223,12 +318,19 @@ kafka_start_node() {
   done
   dir=$(kafka_node_dir "$i")
   mkdir -p "$dir"
-  kafka_properties "$i" "$voters" >"$dir/server.properties"
+  (umask 077 && kafka_properties "$i" "$voters" >"$dir/server.properties")
   kafka_log_config "$dir" >"$dir/log4j2.properties"
   if [[ ! -f "$dir/data/meta.properties" ]]; then
     local cluster_id
     cluster_id=$(kafka_cluster_id)
-    kafka_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" >/dev/null
+    local scram=()
+    if [[ "$PIPELINE_TLS" == 1 ]]; then
+      # The SCRAM users exist from the first metadata record on: the brokers authenticate to
+      # each other with the first, the services with the second.
+      scram=(--add-scram "SCRAM-SHA-512=[name=$KAFKA_ADMIN_USER,password=$(tls_secret kafka-admin)]"
+        --add-scram "SCRAM-SHA-512=[name=$KAFKA_PIPELINE_USER,password=$(tls_secret kafka-pipeline)]")
+    fi
+    kafka_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${scram[@]}" >/dev/null
     log "formatted Kafka node $i storage (cluster $cluster_id)"
   fi
   # shellcheck disable=SC2086 # KAFKA_HEAP holds several JVM flags
@@ -241,7 +343,7 @@ kafka_start_node() {
 # kafka_all_brokers_up: every node is registered with the cluster and answers.
 kafka_all_brokers_up() {
   local count
-  count=$(kafka_tool org.apache.kafka.tools.BrokerApiVersionsCommand --bootstrap-server "$KAFKA_BOOTSTRAP" 2>/dev/null |
+  count=$(kafka_client_tool org.apache.kafka.tools.BrokerApiVersionsCommand 2>/dev/null |
     grep -c '^127.0.0.1:[0-9]* (id: ' || true)
   ((count == KAFKA_BROKERS))
 }

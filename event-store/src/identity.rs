@@ -3,9 +3,9 @@
 //! it was stamped with (two URLs swapped, a shard left out in the middle). Adding a shard at
 //! the end keeps every position and only updates the count.
 
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use crate::StoreError;
+use crate::{StoreError, StoreSettings};
 
 /// The stamp of one database.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,11 +39,14 @@ pub(crate) async fn stamp(client: &Client, shard: usize, count: usize) -> Result
     Err(StoreError::Identity { shard, claims })
 }
 
-/// The stamp of the database at `url`; `None` before its first migrate.
-pub async fn identity_of(shard: usize, url: &str) -> Result<Option<Identity>, StoreError> {
-    let pg = |source| StoreError::Postgres { shard, source };
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
-    let connection = tokio::spawn(connection);
+/// The stamp of the database at `url` (reached with `settings`' TLS and password); `None`
+/// before its first migrate.
+pub async fn identity_of(
+    settings: &StoreSettings,
+    shard: usize,
+    url: &str,
+) -> Result<Option<Identity>, StoreError> {
+    let (client, connection) = settings.connect(shard, url).await?;
     let identity = read(&client, shard).await;
     drop(client);
     let _ = connection.await;

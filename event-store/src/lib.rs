@@ -5,6 +5,7 @@
 mod copies;
 mod error;
 mod identity;
+mod link;
 mod migrate;
 mod partitions;
 mod read;
@@ -17,6 +18,7 @@ mod write;
 pub use copies::{CopyRank, RowOutcome};
 pub use error::{RetryHint, StoreError};
 pub use identity::{identity_of, Identity};
+pub use link::{ShardLink, TlsMode};
 pub use partitions::{MaintenanceReport, PartitionInfo, PartitionSettings};
 pub use read::{ClientQuery, Direction, StoredCopy};
 pub use routing::ShardRouter;

@@ -1,4 +1,3 @@
-use tokio_postgres::NoTls;
 use tracing::info;
 
 use crate::{StoreError, StoreSettings};
@@ -10,10 +9,14 @@ const MIGRATION_LOCK: i64 = 0x6576_656e_7473; // "events"
 
 /// Applies the versioned migrations in `migrations/` to one shard and stamps it as shard
 /// `shard` of `count` (`identity`).
-pub(crate) async fn migrate_shard(shard: usize, count: usize, url: &str) -> Result<(), StoreError> {
+pub(crate) async fn migrate_shard(
+    settings: &StoreSettings,
+    shard: usize,
+    url: &str,
+) -> Result<(), StoreError> {
+    let count = settings.shards.len();
     let pg = |source| StoreError::Postgres { shard, source };
-    let (mut client, connection) = tokio_postgres::connect(url, NoTls).await.map_err(pg)?;
-    let connection = tokio::spawn(connection);
+    let (mut client, connection) = settings.connect(shard, url).await?;
     client
         .execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK])
         .await
@@ -39,7 +42,7 @@ impl StoreSettings {
     /// Applies the migrations to every shard, in shard order.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         for (shard, url) in self.shards.iter().enumerate() {
-            migrate_shard(shard, self.shards.len(), url).await?;
+            migrate_shard(self, shard, url).await?;
         }
         Ok(())
     }

@@ -1,5 +1,4 @@
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use crate::{ShardRouter, StoreError, StoreSettings};
 
@@ -73,13 +72,10 @@ fn build_pool(index: usize, url: &str, settings: &StoreSettings) -> Result<Pool,
         shard: index,
         reason,
     };
-    let mut pg: tokio_postgres::Config = url
-        .parse()
-        .map_err(|e: tokio_postgres::Error| config_err(e.to_string()))?;
-    pg.connect_timeout(settings.connect_timeout);
+    let link = settings.link(index, url)?;
     let manager = Manager::from_config(
-        pg,
-        NoTls,
+        link.config,
+        link.tls,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },

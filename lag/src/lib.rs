@@ -18,9 +18,11 @@ use rdkafka::{config::ClientConfig, consumer::BaseConsumer, error::KafkaError};
 
 /// A client that reads `group`'s commits and peeks at records, never committing and never
 /// joining the group (it only assigns partitions to itself).
-pub fn observer(bootstrap: &str, group: &str) -> Result<BaseConsumer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
+/// `kafka`: the brokers and the service's `kafka.security`
+/// (`chassis::kafka_security::KafkaSecurity::client_config`).
+pub fn observer(kafka: &ClientConfig, group: &str) -> Result<BaseConsumer, KafkaError> {
+    kafka
+        .clone()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")

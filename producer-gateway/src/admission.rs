@@ -160,7 +160,7 @@ impl Admission {
     /// is off.
     pub fn start(
         settings: &AdmissionSettings,
-        brokers: &str,
+        kafka: &rdkafka::config::ClientConfig,
         topics: Vec<String>,
         retry_after: Duration,
         shutdown: CancellationToken,
@@ -170,8 +170,8 @@ impl Admission {
         if !settings.enabled {
             return Ok(None);
         }
-        let observer = Arc::new(lag::observer(brokers, &settings.writer_group)?);
-        let peeker = Arc::new(lag::observer(brokers, &settings.writer_group)?);
+        let observer = Arc::new(lag::observer(kafka, &settings.writer_group)?);
+        let peeker = Arc::new(lag::observer(kafka, &settings.writer_group)?);
         let (publish, latest) = watch::channel(None);
         tokio::spawn(sample_until(
             Sampler {

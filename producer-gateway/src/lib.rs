@@ -40,6 +40,8 @@ pub enum GatewayError {
     Edge(#[from] EdgeError),
     #[error(transparent)]
     Admission(#[from] admission::AdmissionError),
+    #[error(transparent)]
+    KafkaSecurity(#[from] chassis::kafka_security::KafkaSecurityError),
 }
 
 /// A gateway bound to its address, ready to serve.
@@ -64,7 +66,12 @@ impl Gateway {
         clock: IngestClock,
     ) -> Result<Gateway, GatewayError> {
         let clock = Arc::new(clock);
-        let publisher = publish::Publisher::new(&settings.kafka, clock.clone())?;
+        let kafka = settings
+            .kafka
+            .security
+            .checked_client_config(&settings.kafka.brokers)
+            .await?;
+        let publisher = publish::Publisher::new(&kafka, &settings.kafka, clock.clone())?;
         let readiness = Readiness::new(&[tick::READY_BROKERS]);
         let ticker = tick::Ticker {
             lanes: publisher.tick_lanes(),
@@ -84,7 +91,7 @@ impl Gateway {
         let sampling = CancellationToken::new();
         let admission = admission::Admission::start(
             &settings.admission,
-            &settings.kafka.brokers,
+            &kafka,
             vec![
                 settings.kafka.topic.clone(),
                 settings.kafka.critical_topic.clone(),

@@ -65,16 +65,21 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    pub fn new(settings: &KafkaSettings, clock: Arc<IngestClock>) -> Result<Self, ProducerError> {
+    /// `kafka`: the brokers and `kafka.security`, which every producer starts from.
+    pub fn new(
+        kafka: &ClientConfig,
+        settings: &KafkaSettings,
+        clock: Arc<IngestClock>,
+    ) -> Result<Self, ProducerError> {
         Ok(Publisher {
             normal: Lane {
                 topic: settings.topic.clone(),
-                producer: producer(settings, settings.linger)?,
+                producer: producer(kafka, settings, settings.linger)?,
                 activity: Arc::default(),
             },
             critical: Lane {
                 topic: settings.critical_topic.clone(),
-                producer: producer(settings, settings.critical_linger)?,
+                producer: producer(kafka, settings, settings.critical_linger)?,
                 activity: Arc::default(),
             },
             codec: EventCodec::new(),
@@ -195,9 +200,13 @@ fn request_timeout(delivery_timeout: Duration) -> Duration {
     (delivery_timeout / 2).max(Duration::from_millis(500))
 }
 
-fn producer(settings: &KafkaSettings, linger: Duration) -> Result<FutureProducer, KafkaError> {
-    ClientConfig::new()
-        .set("bootstrap.servers", &settings.brokers)
+fn producer(
+    kafka: &ClientConfig,
+    settings: &KafkaSettings,
+    linger: Duration,
+) -> Result<FutureProducer, KafkaError> {
+    kafka
+        .clone()
         // Exactly-once per partition from the producer: retries never duplicate or reorder.
         .set("enable.idempotence", "true")
         .set("acks", "all")

@@ -100,6 +100,9 @@ impl Default for RateLimitSettings {
 pub struct KafkaSettings {
     /// Bootstrap servers. Default `127.0.0.1:9092`.
     pub brokers: String,
+    /// TLS, SASL and extra librdkafka properties of every Kafka client of the gateway
+    /// (`chassis::kafka_security`). Default plaintext.
+    pub security: chassis::kafka_security::KafkaSecurity,
     /// Topic of `normal` events. Default `events`.
     pub topic: String,
     /// Topic of `critical` events. Default `events-critical`.
@@ -173,6 +176,7 @@ impl Default for KafkaSettings {
     fn default() -> Self {
         KafkaSettings {
             brokers: "127.0.0.1:9092".into(),
+            security: Default::default(),
             topic: "events".into(),
             critical_topic: "events-critical".into(),
             linger: Duration::from_millis(5),

@@ -46,6 +46,8 @@ pub enum QueryError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Edge(#[from] EdgeError),
+    #[error(transparent)]
+    KafkaSecurity(#[from] chassis::kafka_security::KafkaSecurityError),
 }
 
 /// A query-service tailing Kafka and bound to its address, ready to serve.
@@ -61,6 +63,11 @@ pub struct QueryService {
 
 impl QueryService {
     pub async fn bind(settings: &Settings) -> Result<QueryService, QueryError> {
+        let kafka = settings
+            .kafka
+            .security
+            .checked_client_config(&settings.kafka.brokers)
+            .await?;
         let shards = ShardSet::connect(&settings.store).await?;
         metrics::init(shards.shards().len());
         let in_flight = Arc::new(in_flight::InFlight::new(
@@ -81,6 +88,7 @@ impl QueryService {
             shutdown.clone(),
         );
         let tail = tail::Tail::start(
+            &kafka,
             &settings.kafka,
             &settings.order,
             tail::Wiring {
@@ -98,11 +106,8 @@ impl QueryService {
             },
         )
         .await?;
-        notices::follow(&settings.kafka, pipeline.clone(), shutdown.clone())?;
-        let peeker = Arc::new(lag::observer(
-            &settings.kafka.brokers,
-            &settings.kafka.writer_group,
-        )?);
+        notices::follow(&kafka, &settings.kafka, pipeline.clone(), shutdown.clone())?;
+        let peeker = Arc::new(lag::observer(&kafka, &settings.kafka.writer_group)?);
         let edge = Edge::bind(settings.listen).await?;
         let state = Arc::new(api::AppState {
             shards,

@@ -17,7 +17,9 @@ use tracing::warn;
 use crate::{pipeline::Pipeline, settings::KafkaSettings};
 
 /// Starts following the notices topic; `None` when notices are off (empty topic name).
+/// `base`: the brokers and `kafka.security`, which every client starts from.
 pub fn follow(
+    base: &ClientConfig,
     kafka: &KafkaSettings,
     pipeline: Arc<Pipeline>,
     shutdown: CancellationToken,
@@ -26,8 +28,8 @@ pub fn follow(
         return Ok(None);
     }
     // A group of its own that never commits: every replica sees every notice from now on.
-    let consumer: StreamConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &kafka.brokers)
+    let consumer: StreamConsumer = base
+        .clone()
         .set(
             "group.id",
             format!(

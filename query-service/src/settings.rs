@@ -24,6 +24,9 @@ pub struct Settings {
 pub struct KafkaSettings {
     /// Bootstrap servers. Default `127.0.0.1:9092`.
     pub brokers: String,
+    /// TLS, SASL and extra librdkafka properties of every Kafka client of the replica
+    /// (`chassis::kafka_security`). Default plaintext.
+    pub security: chassis::kafka_security::KafkaSecurity,
     /// Topics whose unpersisted tail is served. Default `["events", "events-critical"]`.
     pub topics: Vec<String>,
     /// The db-writer's consumer group: its committed offsets mark what is in PostgreSQL.
@@ -125,6 +128,7 @@ impl Default for KafkaSettings {
     fn default() -> Self {
         KafkaSettings {
             brokers: "127.0.0.1:9092".into(),
+            security: Default::default(),
             topics: vec!["events".into(), "events-critical".into()],
             writer_group: "db-writer".into(),
             group_prefix: "query-service".into(),

@@ -84,21 +84,23 @@ pub struct Wiring {
 
 impl Tail {
     /// Assigns every partition of the topics, each at the writer's committed offset.
+    /// `base`: the brokers and `kafka.security`, which every client starts from.
     pub async fn start(
+        base: &ClientConfig,
         kafka: &KafkaSettings,
         order: &OrderSettings,
         wiring: Wiring,
     ) -> Result<Tail, KafkaError> {
         let group = format!("{}-{}", kafka.group_prefix, uuid::Uuid::new_v4().simple());
-        let consumer: StreamConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &kafka.brokers)
+        let consumer: StreamConsumer = base
+            .clone()
             .set("group.id", &group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("queued.max.messages.kbytes", "65536")
             .create()?;
-        let observer = lag::observer(&kafka.brokers, &kafka.writer_group)?;
+        let observer = lag::observer(base, &kafka.writer_group)?;
         let Wiring {
             in_flight,
             progress,

@@ -13,20 +13,22 @@ use rdkafka::{
 const TIMEOUT: Duration = Duration::from_secs(10);
 
 pub struct KafkaAdmin {
-    brokers: String,
+    /// Brokers and security every client of the harness starts from.
+    base: ClientConfig,
     admin: AdminClient<DefaultClientContext>,
 }
 
 impl KafkaAdmin {
     pub fn new(brokers: &str) -> Self {
-        let admin = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
-            .create()
-            .expect("admin client");
-        KafkaAdmin {
-            brokers: brokers.to_owned(),
-            admin,
-        }
+        let mut base = ClientConfig::new();
+        base.set("bootstrap.servers", brokers);
+        KafkaAdmin::with_config(base)
+    }
+
+    /// Clients built on `base` (the brokers, TLS and SASL).
+    pub fn with_config(base: ClientConfig) -> Self {
+        let admin = base.create().expect("admin client");
+        KafkaAdmin { base, admin }
     }
 
     pub async fn create_topic(&self, name: &str, partitions: i32) {
@@ -70,8 +72,8 @@ impl KafkaAdmin {
     }
 
     fn consumer(&self, group: &str) -> BaseConsumer {
-        ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
+        self.base
+            .clone()
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .create()
@@ -174,10 +176,7 @@ impl KafkaAdmin {
         value: &[u8],
         headers: &[(&str, &str)],
     ) -> (i32, i64) {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", &self.brokers)
-            .create()
-            .expect("producer");
+        let producer: FutureProducer = self.base.create().expect("producer");
         let mut owned = OwnedHeaders::new();
         for (key, value) in headers {
             owned = owned.insert(Header {

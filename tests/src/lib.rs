@@ -15,6 +15,7 @@ mod kafka;
 mod ledger;
 mod poll;
 mod private;
+mod secure;
 mod services;
 mod sse;
 
@@ -25,8 +26,9 @@ pub use kafka::{header, KafkaAdmin};
 pub use ledger::Ledger;
 pub use poll::eventually;
 pub use private::{PrivateKafka, PrivateShard};
+pub use secure::SecureStack;
 pub use services::{
-    post_via, sibling_binary, GatewayProcess, Posted, QueryProcess, Stack, WriterProcess,
+    post_via, sibling_binary, GatewayProcess, Links, Posted, QueryProcess, Stack, WriterProcess,
     MAX_CLOCK_AHEAD_MS,
 };
 pub use sse::{Block, SseReader, Streamed};

@@ -10,7 +10,6 @@ use std::{
 use event_store::StoreSettings;
 use serde_json::Value;
 use tokio::process::{Child, Command};
-use tokio_postgres::NoTls;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -32,10 +31,87 @@ pub struct Stack {
     pub persisted_topic: String,
     pub writer_group: String,
     pub shard_urls: Vec<String>,
+    /// How the harness and the services it starts reach Kafka and the shards.
+    pub links: Links,
     pub http: reqwest::Client,
     shutdown: CancellationToken,
     /// Errors of services this stack runs in-process; a test that ends with any fails.
     failures: Arc<Mutex<Vec<String>>>,
+}
+
+/// How the harness and the services of a [`Stack`] reach Kafka and the shards: plaintext on
+/// the stack of `deploy/local/up` (the default), TLS and SASL on `deploy/local/secure`'s.
+#[derive(Clone)]
+pub struct Links {
+    /// Every service's `kafka.security`, and the harness's own Kafka clients'.
+    pub kafka: chassis::kafka_security::KafkaSecurity,
+    /// Host name in the shard URLs (the one their certificates are checked against).
+    pub pg_host: String,
+    /// Query of every shard URL, e.g. `?sslmode=verify-full`; empty for none.
+    pub pg_params: String,
+    /// `store.ssl_root_cert` of the services.
+    pub pg_root_cert: Option<PathBuf>,
+    /// `store.password_file` of the services (the URLs carry no password).
+    pub pg_password_file: Option<PathBuf>,
+    /// PostgreSQL ports, shard i on the i-th.
+    pub pg_ports: Vec<u16>,
+}
+
+impl Links {
+    /// The plaintext stack: `PIPELINE_PG_PORTS` (default `5433 5434`).
+    pub fn plaintext() -> Links {
+        let ports = std::env::var("PIPELINE_PG_PORTS").unwrap_or_else(|_| "5433 5434".into());
+        Links {
+            kafka: Default::default(),
+            pg_host: "127.0.0.1".into(),
+            pg_params: String::new(),
+            pg_root_cert: None,
+            pg_password_file: None,
+            pg_ports: ports
+                .split_whitespace()
+                .map(|p| p.parse().expect("PIPELINE_PG_PORTS: port numbers"))
+                .collect(),
+        }
+    }
+
+    /// The base of every Kafka client of the harness.
+    pub fn kafka_config(&self, brokers: &str) -> rdkafka::config::ClientConfig {
+        self.kafka
+            .client_config(brokers)
+            .expect("the harness's kafka.security")
+    }
+
+    /// Store settings of the services (TLS, password file) for these shard URLs.
+    pub fn store(&self, shards: Vec<String>) -> StoreSettings {
+        StoreSettings {
+            shards,
+            ssl_root_cert: self.pg_root_cert.clone(),
+            password_file: self.pg_password_file.clone(),
+            ..StoreSettings::default()
+        }
+    }
+
+    /// The URL of database `database` on shard server `port`.
+    pub fn shard_url(&self, port: u16, database: &str) -> String {
+        format!(
+            "postgres://postgres@{}:{port}/{database}{}",
+            self.pg_host, self.pg_params
+        )
+    }
+
+    /// One session to `url` the way the services open theirs.
+    pub async fn connect(&self, url: &str) -> tokio_postgres::Client {
+        let (client, _connection) = self
+            .store(vec![url.to_owned()])
+            .connect(0, url)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", redact(url)));
+        client
+    }
+}
+
+fn redact(url: &str) -> String {
+    chassis::config::redact_credentials(url)
 }
 
 /// What the gateway acknowledged for one request.
@@ -59,11 +135,16 @@ impl Stack {
 
     /// The same on another Kafka, e.g. a `PrivateKafka`.
     pub async fn on_brokers(brokers: String) -> Stack {
+        Stack::with_links(brokers, Links::plaintext()).await
+    }
+
+    /// The same reached through `links` (e.g. the secure stack's TLS and SASL).
+    pub async fn with_links(brokers: String, links: Links) -> Stack {
         if std::env::var_os("RUST_LOG").is_some() {
             chassis::telemetry::init();
         }
         let id = Uuid::new_v4().simple().to_string()[..12].to_owned();
-        let kafka = KafkaAdmin::new(&brokers);
+        let kafka = KafkaAdmin::with_config(links.kafka_config(&brokers));
         let topic = format!("events-{id}");
         let critical_topic = format!("events-critical-{id}");
         let dead_letter_topic = format!("events-dlq-{id}");
@@ -80,20 +161,20 @@ impl Stack {
         for t in [&dead_letter_topic, &persisted_topic] {
             kafka.create_topic(t, PARTITIONS).await;
         }
-        let ports = std::env::var("PIPELINE_PG_PORTS").unwrap_or_else(|_| "5433 5434".into());
         let database = format!("t_{id}");
         let mut shard_urls = Vec::new();
-        for port in ports.split_whitespace() {
-            let admin = format!("postgres://postgres@127.0.0.1:{port}/postgres");
-            let (client, connection) = tokio_postgres::connect(&admin, NoTls)
+        for &port in &links.pg_ports {
+            let admin = links.shard_url(port, "postgres");
+            let (client, _connection) = links
+                .store(vec![admin.clone()])
+                .connect(0, &admin)
                 .await
                 .unwrap_or_else(|e| panic!("shard on port {port} (run deploy/local/up): {e}"));
-            tokio::spawn(connection);
             client
                 .batch_execute(&format!("CREATE DATABASE {database}"))
                 .await
                 .expect("create test database");
-            shard_urls.push(format!("postgres://postgres@127.0.0.1:{port}/{database}"));
+            shard_urls.push(links.shard_url(port, &database));
         }
         Stack {
             writer_group: format!("db-writer-{id}"),
@@ -105,6 +186,7 @@ impl Stack {
             dead_letter_topic,
             persisted_topic,
             shard_urls,
+            links,
             http: reqwest::Client::new(),
             shutdown: CancellationToken::new(),
             failures: Arc::default(),
@@ -116,10 +198,7 @@ impl Stack {
     }
 
     pub fn store_settings(&self) -> StoreSettings {
-        StoreSettings {
-            shards: self.shard_urls.clone(),
-            ..StoreSettings::default()
-        }
+        self.links.store(self.shard_urls.clone())
     }
 
     pub fn gateway_settings(&self) -> producer_gateway::Settings {
@@ -128,6 +207,7 @@ impl Stack {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             kafka: producer_gateway::settings::KafkaSettings {
                 brokers: self.brokers.clone(),
+                security: self.links.kafka.clone(),
                 topic: self.topic.clone(),
                 critical_topic: self.critical_topic.clone(),
                 metadata_refresh: Duration::from_millis(500),
@@ -143,6 +223,7 @@ impl Stack {
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             kafka: db_writer::settings::KafkaSettings {
                 brokers: self.brokers.clone(),
+                security: self.links.kafka.clone(),
                 group_id: self.writer_group.clone(),
                 topic: self.topic.clone(),
                 critical_topic: self.critical_topic.clone(),
@@ -167,6 +248,7 @@ impl Stack {
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             kafka: query_service::settings::KafkaSettings {
                 brokers: self.brokers.clone(),
+                security: self.links.kafka.clone(),
                 topics: vec![self.topic.clone(), self.critical_topic.clone()],
                 writer_group: self.writer_group.clone(),
                 dead_letter_topic: self.dead_letter_topic.clone(),
@@ -270,8 +352,7 @@ impl Stack {
     /// Runs a statement on every shard's test database.
     pub async fn on_shards(&self, sql: &str) {
         for url in &self.shard_urls {
-            let (client, connection) = tokio_postgres::connect(url, NoTls).await.expect("shard");
-            tokio::spawn(connection);
+            let client = self.links.connect(url).await;
             client.batch_execute(sql).await.expect("statement on shard");
         }
     }
@@ -281,11 +362,14 @@ impl Stack {
     pub async fn on_shard_servers(&self, sql: &str) {
         for url in &self.shard_urls {
             let admin = match url.rsplit_once('/') {
-                Some((server, _)) => format!("{server}/postgres"),
+                Some((server, database)) => {
+                    let params = database.split_once('?').map_or("", |(_, p)| p);
+                    let separator = if params.is_empty() { "" } else { "?" };
+                    format!("{server}/postgres{separator}{params}")
+                }
                 None => url.clone(),
             };
-            let (client, connection) = tokio_postgres::connect(&admin, NoTls).await.expect("shard");
-            tokio::spawn(connection);
+            let client = self.links.connect(&admin).await;
             client
                 .batch_execute(sql)
                 .await
@@ -441,10 +525,7 @@ impl Stack {
 
     /// The same for one shard (the others may be down).
     pub async fn rows_on(&self, shard: usize) -> Vec<(usize, Uuid, String)> {
-        let (client, connection) = tokio_postgres::connect(&self.shard_urls[shard], NoTls)
-            .await
-            .expect("shard");
-        tokio::spawn(connection);
+        let client = self.links.connect(&self.shard_urls[shard]).await;
         let exists = client
             .query_one("SELECT to_regclass('events') IS NOT NULL", &[])
             .await
