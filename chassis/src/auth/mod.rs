@@ -9,6 +9,7 @@
 
 mod grant;
 mod keys;
+pub mod openapi;
 mod refusal;
 mod secret;
 mod settings;

@@ -16,9 +16,12 @@ use std::{
 use axum::{
     extract::{Query, State},
     http::{HeaderMap, StatusCode},
-    response::sse::{Event as SseEvent, KeepAlive, Sse},
+    response::{
+        sse::{Event as SseEvent, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
 };
-use chassis::problem::Problem;
+use chassis::{auth::Caller, problem::Problem};
 use event_store::{ClientQuery, Direction, StoredEvent};
 use futures::Stream;
 use schemas::{OrderKey, ReadToken};
@@ -66,6 +69,8 @@ pub struct Params {
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
         (status = 400, description = "A missing or invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "With `auth.enabled`: no credential, or one refused; `WWW-Authenticate: Bearer`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "With `auth.enabled`: `clientId` is outside the credential's read grant", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many streams on this replica (`api.max_streams`)", body = Problem, content_type = "application/problem+json"),
     ),
     tag = "events"
@@ -74,11 +79,32 @@ pub async fn stream_events(
     State(state): State<Arc<AppState>>,
     Query(params): Query<Params>,
     headers: HeaderMap,
+) -> Response {
+    match state.auth.authenticate(&headers) {
+        Err(refused) => refused.into_response(),
+        Ok(caller) => match open(state, &caller, params, &headers).await {
+            Ok(stream) => stream.into_response(),
+            Err(problem) => problem.into_response(),
+        },
+    }
+}
+
+/// The checks and set-up of a stream, up to its first event. The grant is checked once,
+/// here: an open stream outlives its token's `exp` (docs/security.md).
+async fn open(
+    state: Arc<AppState>,
+    caller: &Caller,
+    params: Params,
+    headers: &HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
     let client_id = params
         .client_id
         .filter(|c| !c.is_empty())
         .ok_or_else(|| bad_request("clientId is required".into()))?;
+    state
+        .auth
+        .check_read(caller, &client_id)
+        .map_err(|refused| refused.problem())?;
     let resume = params.cursor.or_else(|| {
         headers
             .get("last-event-id")
