@@ -776,3 +776,90 @@ fn free_addr() -> SocketAddr {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.local_addr().unwrap()
 }
+
+/// What the dashboard's header shows: its state, the token form and its message.
+const HEADER: &str = r#"(() => ({
+  state: document.querySelector('[data-testid=status]').dataset.state,
+  form: getComputedStyle(document.querySelector('[data-testid=token-form]')).display !== 'none',
+  message: document.querySelector('[data-testid=token-message]').textContent,
+  stored: sessionStorage.getItem('eventpipe.operator-token') !== null,
+  url: location.href,
+}))()"#;
+
+async fn header_until(
+    browser: &mut pipeline_tests::Browser,
+    what: &str,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let until = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let header = browser.evaluate(HEADER).await.expect("the page answers");
+        if check(&header) {
+            return header;
+        }
+        assert!(
+            tokio::time::Instant::now() < until,
+            "timed out waiting for the dashboard to show {what}; it shows {header}"
+        );
+        // Polled with a deadline, as the harness polls: the page redraws every second.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn paste_token(browser: &mut pipeline_tests::Browser, token: &str) {
+    let script = format!(
+        "document.getElementById('token').value = {}; \
+         document.getElementById('token-form').requestSubmit(); true",
+        serde_json::to_string(token).unwrap()
+    );
+    browser
+        .evaluate(&script)
+        .await
+        .expect("the page takes the token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_dashboard_asks_for_an_operator_token_and_then_goes_live() {
+    let keys = Keys::generate();
+    let stack = Stack::new().await;
+    let _writer = stack.start_writer().await;
+    let (query, _) = stack
+        .start_query_with(query_service::Settings {
+            auth: keys.settings(),
+            ..stack.query_settings()
+        })
+        .await;
+    let mut browser = pipeline_tests::Browser::launch(1200, 800)
+        .await
+        .expect("chromium starts");
+    browser
+        .navigate(&format!("{query}/dashboard"))
+        .await
+        .expect("the page loads");
+    header_until(&mut browser, "the token form", |h| {
+        h["state"] == "locked" && h["form"] == true
+    })
+    .await;
+
+    // A reader's token is not an operator's: refused, dropped, asked again.
+    paste_token(&mut browser, &keys.es(&claims(json!({"read": ["r-1"]})))).await;
+    let refused = header_until(&mut browser, "the refusal", |h| {
+        h["state"] == "locked"
+            && h["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("Not an operator")
+    })
+    .await;
+    assert_eq!(refused["stored"], false, "a refused token is not kept");
+
+    // An operator's key: live, the key in this tab's storage and nowhere in the URL.
+    paste_token(&mut browser, &keys.operator_api_key).await;
+    let live = header_until(&mut browser, "live data", |h| h["state"] == "live").await;
+    assert_eq!(live["form"], false);
+    assert_eq!(live["stored"], true);
+    assert!(!live["url"]
+        .as_str()
+        .unwrap()
+        .contains(&keys.operator_api_key));
+}

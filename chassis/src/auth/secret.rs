@@ -10,6 +10,8 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 /// `--print-config` and fed back must not run with `***` as its key.
 pub const REDACTED: &str = "***";
 
+const NOT_A_STRING: &str = "a secret must be a string (quote it if it looks like a number)";
+
 #[derive(Clone)]
 pub struct Secret(SecretString);
 
@@ -63,6 +65,20 @@ impl<'de> Deserialize<'de> for Secret {
                 }
                 Ok(Secret::new(value))
             }
+            // serde's own error for these would quote the value: a secret given unquoted
+            // in an environment variable would be printed at start.
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(E::custom(NOT_A_STRING))
+            }
         }
         deserializer.deserialize_str(Visit)
     }
@@ -88,5 +104,7 @@ mod tests {
         let err = serde_json::from_str::<Holder>(r#"{"key": "***"}"#).unwrap_err();
         assert!(err.to_string().contains("redacted"), "{err}");
         assert!(serde_json::from_str::<Holder>(r#"{"key": ""}"#).is_err());
+        let err = serde_json::from_str::<Holder>(r#"{"key": 8675309}"#).unwrap_err();
+        assert!(!err.to_string().contains("8675309"), "{err}");
     }
 }
