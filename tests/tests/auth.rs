@@ -187,11 +187,11 @@ impl Keys {
         )
     }
 
-    fn old(&self, claims: &Value) -> String {
+    fn signed_old(&self, claims: &Value) -> String {
         self.hs(Some("old"), &self.hs_old, claims)
     }
 
-    fn new(&self, claims: &Value) -> String {
+    fn signed_new(&self, claims: &Value) -> String {
         self.hs(Some("new"), &self.hs_new, claims)
     }
 
@@ -373,17 +373,17 @@ async fn the_gateway_publishes_only_what_a_valid_credential_may_write() {
     let bad = [
         (forged, "signature", "a wrong signature"),
         (
-            keys.old(&with(grant(), json!({"exp": now() - 3600}))),
+            keys.signed_old(&with(grant(), json!({"exp": now() - 3600}))),
             "expired",
             "an expired token",
         ),
         (
-            keys.old(&with(grant(), json!({"nbf": now() + 3600}))),
+            keys.signed_old(&with(grant(), json!({"nbf": now() + 3600}))),
             "not valid yet",
             "a token not valid yet (nbf)",
         ),
         (
-            keys.old(&with(grant(), json!({"aud": "another-api"}))),
+            keys.signed_old(&with(grant(), json!({"aud": "another-api"}))),
             "audience",
             "a wrong audience",
         ),
@@ -412,7 +412,7 @@ async fn the_gateway_publishes_only_what_a_valid_credential_may_write() {
     }
 
     // A valid token: its write grant decides, for the whole request.
-    let writer = client(&keys.new(&claims(
+    let writer = client(&keys.signed_new(&claims(
         json!({"write": ["dev-1", "fleet-7:*"], "read": ["dev-1"]}),
     )));
     let mixed = post_json(&writer, &gateway, &[event("dev-1"), event("dev-2")]).await;
@@ -651,8 +651,8 @@ async fn rotation_accepts_both_keys_until_the_old_one_is_removed() {
     let keys = Keys::generate();
     let stack = Stack::new().await;
     let grant = || claims(json!({"write": ["rot-*"]}));
-    let old = client(&keys.old(&grant()));
-    let new = client(&keys.new(&grant()));
+    let old = client(&keys.signed_old(&grant()));
+    let new = client(&keys.signed_new(&grant()));
     // A token without a kid is tried against each key of its algorithm.
     let unnamed = client(&keys.hs(None, &keys.hs_old, &grant()));
 

@@ -80,7 +80,9 @@ impl<'de> Deserialize<'de> for Secret {
                 Err(E::custom(NOT_A_STRING))
             }
         }
-        deserializer.deserialize_str(Visit)
+        // `any`, not `str`: deserializers answer a wrong type for `str` with an error that
+        // quotes the value; through `any` the visitor above words it.
+        deserializer.deserialize_any(Visit)
     }
 }
 
