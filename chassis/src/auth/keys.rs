@@ -57,9 +57,9 @@ impl KeySet {
     }
 
     /// The keys to try for a token with this header: those with its `kid` if it names one
-    /// some key has; otherwise every key of its algorithm without a `kid`. A key named for
-    /// another `kid` is never tried, so a retired key id cannot fall through to a new key
-    /// of the same secret, and one token costs at most a few verifications.
+    /// some key has; for a `kid` no key has, the keys of its algorithm without a `kid`; for a
+    /// token without `kid`, every key of its algorithm. A token naming a `kid` is never tried
+    /// against keys named otherwise: removing a key's entry refuses the tokens that name it.
     pub fn candidates(&self, header: &Header) -> Result<Vec<&Key>, NoKey> {
         if !matches!(
             header.alg,
