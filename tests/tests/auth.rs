@@ -863,3 +863,51 @@ async fn the_dashboard_asks_for_an_operator_token_and_then_goes_live() {
         .unwrap()
         .contains(&keys.operator_api_key));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_end_when_their_token_does() {
+    let keys = Keys::generate();
+    let stack = Stack::new().await;
+    let leeway = Duration::from_secs(1);
+    let (query, _) = stack
+        .start_query_with(query_service::Settings {
+            auth: AuthSettings {
+                leeway,
+                ..keys.settings()
+            },
+            ..stack.query_settings()
+        })
+        .await;
+    // Valid for two more seconds (plus the leeway): long enough to open both streams.
+    let short = |grant: Value| keys.signed_new(&with(claims(grant), json!({"exp": now() + 2})));
+    let reader = client(&short(json!({"read": ["s-1"]})));
+    let operator = client(&short(json!({"operator": true})));
+
+    let mut events = SseReader::open(&reader, &query, &[("clientId", "s-1")], None)
+        .await
+        .expect("the stream opens while the token holds");
+    let mut pipeline = operator
+        .get(format!("{query}/pipeline/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pipeline.status(), 200);
+
+    match events.next(DEADLINE).await {
+        pipeline_tests::Block::Error(message) => assert!(message.contains("expired"), "{message}"),
+        other => panic!("the stream goes on past its token: {other:?}"),
+    }
+    let mut text = String::new();
+    let until = tokio::time::Instant::now() + DEADLINE;
+    while !text.contains("event: error") {
+        let left = until.saturating_duration_since(tokio::time::Instant::now());
+        match tokio::time::timeout(left, pipeline.chunk()).await {
+            Ok(Ok(Some(chunk))) => text.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("the pipeline stream ended without an error event: {other:?}"),
+        }
+    }
+    assert!(text.contains("expired"));
+    // And the token opens nothing any more.
+    let again = get(&reader, format!("{query}/events/stream?clientId=s-1")).await;
+    assert_unauthenticated(&again, "expired", "", "an expired token");
+}

@@ -1,7 +1,10 @@
 //! From a request's `Authorization` header to a caller with a grant, and the checks of that
 //! grant. Every refusal is counted by reason.
 
-use std::collections::HashMap;
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
 
 use axum::http::{header, HeaderMap};
 use jsonwebtoken::{errors::ErrorKind, Algorithm, Validation};
@@ -25,8 +28,13 @@ use super::{
 pub enum Caller {
     /// Authentication is off: every request may do everything, as before auth existed.
     Anyone,
-    /// A verified credential: its name (token `sub` or API key name) and its grant.
-    Authenticated { name: String, grant: Grant },
+    /// A verified credential: its name (token `sub` or API key name), its grant, and until
+    /// when it holds (a token's `exp` plus the leeway; API keys have no end).
+    Authenticated {
+        name: String,
+        grant: Grant,
+        valid_until: Option<SystemTime>,
+    },
 }
 
 impl Caller {
@@ -34,6 +42,15 @@ impl Caller {
         match self {
             Caller::Anyone => true,
             Caller::Authenticated { grant, .. } => check(grant),
+        }
+    }
+
+    /// When the credential stops holding: a stream opened with it ends then, as a new
+    /// request with it would be refused.
+    pub fn valid_until(&self) -> Option<SystemTime> {
+        match self {
+            Caller::Anyone => None,
+            Caller::Authenticated { valid_until, .. } => *valid_until,
         }
     }
 
@@ -59,6 +76,9 @@ struct ApiKey {
 struct Claims {
     #[serde(default)]
     sub: Option<String>,
+    /// Validated by `jsonwebtoken`; kept to end streams when the token ends.
+    #[serde(default)]
+    exp: Option<u64>,
     #[serde(default)]
     eventpipe: Option<serde_json::Value>,
 }
@@ -69,6 +89,7 @@ pub struct Authenticator {
     keys: KeySet,
     validations: HashMap<Algorithm, Validation>,
     api_keys: Vec<ApiKey>,
+    leeway: Duration,
     refused: IntCounterVec,
 }
 
@@ -89,6 +110,7 @@ impl Authenticator {
                 keys: KeySet::load(&AuthSettings::default())?,
                 validations: HashMap::new(),
                 api_keys: Vec::new(),
+                leeway: settings.leeway,
                 refused,
             });
         }
@@ -143,6 +165,7 @@ impl Authenticator {
             keys,
             validations,
             api_keys,
+            leeway: settings.leeway,
             refused,
         })
     }
@@ -261,6 +284,7 @@ impl Authenticator {
         Ok(Caller::Authenticated {
             name: format!("api-key:{}", key.name),
             grant: key.grant.clone(),
+            valid_until: None,
         })
     }
 
@@ -294,7 +318,7 @@ impl Authenticator {
         let mut last = None;
         for key in candidates {
             match jsonwebtoken::decode::<Claims>(token, &key.decoding, validation) {
-                Ok(data) => return claims_to_caller(data.claims),
+                Ok(data) => return claims_to_caller(data.claims, self.leeway),
                 // The next key may be the one (rotation without kids).
                 Err(e) if *e.kind() == ErrorKind::InvalidSignature => last = Some(e),
                 // Claims are checked only after the signature verified: this key is the
@@ -309,7 +333,7 @@ impl Authenticator {
     }
 }
 
-fn claims_to_caller(claims: Claims) -> Result<Caller, Refused> {
+fn claims_to_caller(claims: Claims, leeway: Duration) -> Result<Caller, Refused> {
     let spec: GrantSpec = match claims.eventpipe {
         None => GrantSpec::default(),
         Some(value) => serde_json::from_value(value).map_err(|e| {
@@ -328,6 +352,11 @@ fn claims_to_caller(claims: Claims) -> Result<Caller, Refused> {
     Ok(Caller::Authenticated {
         name: claims.sub.unwrap_or_else(|| "token without sub".into()),
         grant,
+        // Verification compares whole seconds (a token is refused once now > exp + leeway):
+        // it holds until the end of that second.
+        valid_until: claims
+            .exp
+            .map(|exp| UNIX_EPOCH + Duration::from_secs(exp.saturating_add(1)) + leeway),
     })
 }
 

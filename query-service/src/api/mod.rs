@@ -55,6 +55,26 @@ impl AppState {
     }
 }
 
+/// What a stream sends as its last `error` event when the caller's credential ended.
+pub(crate) const CREDENTIAL_ENDED: &str = "the credential expired; reconnect with a valid one";
+
+/// When a stream opened by `caller` must end: its credential's end, on the runtime's clock.
+pub(crate) fn credential_ends(caller: &chassis::auth::Caller) -> Option<tokio::time::Instant> {
+    let until = caller.valid_until()?;
+    let left = until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(tokio::time::Instant::now() + left)
+}
+
+/// Resolves at `end`; never without one.
+pub(crate) async fn until(end: Option<tokio::time::Instant>) {
+    match end {
+        Some(end) => tokio::time::sleep_until(end).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The service's own routes, each documented in `GET /openapi.json` by the same
 /// annotations that route it; `chassis::edge` adds health and metrics.
 pub fn router(state: Arc<AppState>) -> Router {

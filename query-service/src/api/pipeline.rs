@@ -19,6 +19,7 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::AppState;
 use crate::pipeline::{BatchView, Snapshot, Update};
+use chassis::auth::Caller;
 
 #[derive(Serialize, utoipa::ToSchema)]
 #[schema(as = PipelineView)]
@@ -78,17 +79,23 @@ pub async fn get_pipeline(State(state): State<Arc<AppState>>, headers: HeaderMap
 pub async fn stream_pipeline(State(state): State<Arc<AppState>>, headers: HeaderMap) -> Response {
     match operator(&state, &headers) {
         Err(refused) => refused.into_response(),
-        Ok(()) => pipeline_events(&state).into_response(),
+        Ok(caller) => pipeline_events(&state, super::credential_ends(&caller)).into_response(),
     }
 }
 
 /// 401/403 unless the request carries an operator's credential (always passes with auth off).
-fn operator(state: &AppState, headers: &HeaderMap) -> Result<(), chassis::auth::Refused> {
+fn operator(state: &AppState, headers: &HeaderMap) -> Result<Caller, chassis::auth::Refused> {
     let caller = state.auth.authenticate(headers)?;
-    state.auth.check_operator(&caller)
+    state.auth.check_operator(&caller)?;
+    Ok(caller)
 }
 
-fn pipeline_events(state: &AppState) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
+/// The stream; it ends at `credential_ends` with an `error` event, as a new request with the
+/// credential would be refused then.
+fn pipeline_events(
+    state: &AppState,
+    credential_ends: Option<tokio::time::Instant>,
+) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let updates = state.pipeline.subscribe();
     let first = [
         // Browsers wait ~3 s before reconnecting by default; a restarted replica is back sooner.
@@ -96,11 +103,18 @@ fn pipeline_events(state: &AppState) -> Sse<impl Stream<Item = Result<SseEvent, 
         json_event("batches", &state.pipeline.batches()),
     ];
     let live = futures::stream::unfold(
-        (updates, state.shutdown.clone()),
-        |(mut updates, shutdown)| async move {
+        (updates, state.shutdown.clone(), false),
+        move |(mut updates, shutdown, ended)| async move {
+            if ended {
+                return None;
+            }
             let next = loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => break None,
+                    () = super::until(credential_ends) => {
+                        let last = SseEvent::default().event("error").data(super::CREDENTIAL_ENDED);
+                        return Some((last, (updates, shutdown, true)));
+                    }
                     update = updates.recv() => match update {
                         Ok(Update::Snapshot(s)) => break Some(json_event("snapshot", &s)),
                         Ok(Update::Batch(b)) => break Some(json_event("batch", &b)),
@@ -109,7 +123,7 @@ fn pipeline_events(state: &AppState) -> Sse<impl Stream<Item = Result<SseEvent, 
                     },
                 }
             };
-            next.map(|event| (event, (updates, shutdown)))
+            next.map(|event| (event, (updates, shutdown, false)))
         },
     );
     let stream = futures::stream::iter(first)

@@ -90,7 +90,7 @@ pub async fn stream_events(
 }
 
 /// The checks and set-up of a stream, up to its first event. The grant is checked once,
-/// here: an open stream outlives its token's `exp` (docs/security.md).
+/// here; the stream ends when the credential does (a token's `exp` plus the leeway).
 async fn open(
     state: Arc<AppState>,
     caller: &Caller,
@@ -156,6 +156,7 @@ async fn open(
     }
     let heartbeat = state.api.stream_heartbeat;
     let feed = Feed {
+        credential_ends: super::credential_ends(caller),
         state,
         client_id,
         last,
@@ -174,6 +175,8 @@ async fn open(
 
 /// The state of one stream, owned by its response body.
 struct Feed {
+    /// When the caller's credential stops holding, if it does.
+    credential_ends: Option<tokio::time::Instant>,
     state: Arc<AppState>,
     client_id: String,
     /// Position of the last event sent.
@@ -189,6 +192,16 @@ struct Feed {
 impl Feed {
     async fn next(&mut self) -> Option<SseEvent> {
         loop {
+            // Past the credential's end nothing more is sent, queued events included.
+            if !self.done
+                && self
+                    .credential_ends
+                    .is_some_and(|end| tokio::time::Instant::now() >= end)
+            {
+                self.done = true;
+                self.queue.clear();
+                return Some(error_event(super::CREDENTIAL_ENDED));
+            }
             if let Some(event) = self.queue.pop_front() {
                 return Some(event);
             }
@@ -209,6 +222,8 @@ impl Feed {
             let shutdown = self.state.shutdown.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => self.done = true,
+                // The loop's check above then ends the stream.
+                () = super::until(self.credential_ends) => {}
                 released = self.subscription.events.recv() => match released {
                     Some(event) => self.send(Status::InFlight, &event),
                     None => self.done = true,
