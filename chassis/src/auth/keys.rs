@@ -52,6 +52,10 @@ impl KeySet {
         Ok(KeySet { keys })
     }
 
+    pub fn empty() -> KeySet {
+        KeySet { keys: Vec::new() }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

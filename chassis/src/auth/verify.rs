@@ -105,9 +105,20 @@ impl Authenticator {
             refused.with_label_values(&[reason.label()]);
         }
         if !settings.enabled {
+            let configured = !settings.keys.is_empty()
+                || settings.jwks_file.is_some()
+                || !settings.api_keys.is_empty()
+                || settings.api_keys_file.is_some();
+            if configured {
+                // Keys without `enabled` look protected and are not: say so where it shows.
+                tracing::warn!(
+                    "auth keys are configured but auth.enabled is false: the API accepts \
+                     every request without a credential"
+                );
+            }
             return Ok(Authenticator {
                 enabled: false,
-                keys: KeySet::load(&AuthSettings::default())?,
+                keys: KeySet::empty(),
                 validations: HashMap::new(),
                 api_keys: Vec::new(),
                 leeway: settings.leeway,
