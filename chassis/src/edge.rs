@@ -32,6 +32,8 @@ pub struct Edge {
     listener: TcpListener,
     addr: SocketAddr,
     header_timeout: Duration,
+    /// Where `/metrics` and the health routes are served instead, if not here.
+    ops: Option<Box<Edge>>,
 }
 
 /// Default for [`Edge::header_timeout`].
@@ -48,7 +50,25 @@ impl Edge {
             listener,
             addr,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
+            ops: None,
         })
+    }
+
+    /// Binds `ops`, if given, as the listener of `/metrics`, `/livez` and `/readyz`, which
+    /// then are not served on this one: with authentication on, the API can face callers
+    /// while probes and scrapes stay on an address only the cluster reaches.
+    pub async fn with_ops_listener(mut self, ops: Option<SocketAddr>) -> Result<Edge, EdgeError> {
+        if let Some(addr) = ops {
+            let ops = Edge::bind(addr).await?.header_timeout(self.header_timeout);
+            self.ops = Some(Box::new(ops));
+        }
+        Ok(self)
+    }
+
+    /// The address of the `/metrics` and health listener (this one unless
+    /// [`Edge::with_ops_listener`] gave another).
+    pub fn ops_addr(&self) -> SocketAddr {
+        self.ops.as_ref().map_or(self.addr, |ops| ops.addr)
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -59,10 +79,13 @@ impl Edge {
     /// closed (slow-loris). Default [`DEFAULT_HEADER_TIMEOUT`].
     pub fn header_timeout(mut self, timeout: Duration) -> Self {
         self.header_timeout = timeout;
+        if let Some(ops) = self.ops.take() {
+            self.ops = Some(Box::new(ops.header_timeout(timeout)));
+        }
         self
     }
 
-    /// Serves `app` with the common routes until `shutdown`, then lets open requests finish
+    /// Serves `app` with the common routes (or them on the ops listener) until `shutdown`, then lets open requests finish
     /// for at most `drain`; past it, serving returns and connections still open (a stream
     /// that did not end, a client holding a request) end with the process.
     pub async fn serve(
@@ -72,53 +95,32 @@ impl Edge {
         shutdown: CancellationToken,
         drain: Duration,
     ) -> Result<(), EdgeError> {
-        let addr = self.addr;
         readiness.pass(READY_NOT_STOPPING);
-        let app = app
-            .merge(crate::metrics::router())
-            .merge(crate::health::router(readiness.clone()));
-        let mut builder = auto::Builder::new(TokioExecutor::new());
-        builder
-            .http1()
-            .timer(TokioTimer::new())
-            .header_read_timeout(self.header_timeout);
-        let connections = GracefulShutdown::new();
-        loop {
-            let (stream, _peer) = tokio::select! {
-                () = shutdown.cancelled() => break,
-                accepted = self.listener.accept() => match accepted {
-                    Ok(accepted) => accepted,
-                    Err(e) => {
-                        // Out of file descriptors and the like: the listener stays, and
-                        // accepting resumes once connections close.
-                        warn!(%addr, error = %e, "accept failed");
-                        tokio::time::sleep(ACCEPT_BACKOFF).await;
-                        continue;
-                    }
-                },
-            };
-            // Small answers (202s, pages) go out at once instead of waiting for Nagle.
-            let _ = stream.set_nodelay(true);
-            let service = TowerToHyperService::new(app.clone());
-            let connection = builder
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                .into_owned();
-            let connection = connections.watch(connection);
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    debug!(error = %e, "connection ended with an error");
-                }
-            });
-        }
-        readiness.fail(READY_NOT_STOPPING, "shutting down");
-        drop(self.listener);
-        tokio::select! {
-            () = connections.shutdown() => Ok(()),
-            () = tokio::time::sleep(drain) => {
-                warn!(%addr, ?drain, "open requests did not finish within the drain deadline; dropped");
-                Ok(())
+        let common = || {
+            Router::new()
+                .merge(crate::metrics::router())
+                .merge(crate::health::router(readiness.clone()))
+        };
+        let (app, ops) = match self.ops {
+            None => (app.merge(common()), None),
+            Some(ops) => {
+                info!(addr = %ops.addr, "metrics and health listening");
+                let ops = tokio::spawn(accept(
+                    *ops,
+                    common(),
+                    readiness.clone(),
+                    shutdown.clone(),
+                    drain,
+                ));
+                (app, Some(ops))
             }
+        };
+        let listener = Edge { ops: None, ..self };
+        let served = accept(listener, app, readiness, shutdown, drain).await;
+        if let Some(ops) = ops {
+            (Serving { task: ops }).join().await;
         }
+        served
     }
 
     /// [`Edge::serve`] on a task of its own, for a side listener (db-writer's metrics and
@@ -137,6 +139,60 @@ impl Edge {
             task: tokio::spawn(self.serve(app, readiness, stop, drain)),
         }
     }
+}
+
+/// Accepts connections on `edge` and serves `app` on them until `shutdown`; then turns not
+/// ready and lets open requests finish for at most `drain`.
+async fn accept(
+    edge: Edge,
+    app: Router,
+    readiness: Readiness,
+    shutdown: CancellationToken,
+    drain: Duration,
+) -> Result<(), EdgeError> {
+    let addr = edge.addr;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(edge.header_timeout);
+    let connections = GracefulShutdown::new();
+    loop {
+        let (stream, _peer) = tokio::select! {
+            () = shutdown.cancelled() => break,
+            accepted = edge.listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors and the like: the listener stays, and
+                    // accepting resumes once connections close.
+                    warn!(%addr, error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        // Small answers (202s, pages) go out at once instead of waiting for Nagle.
+        let _ = stream.set_nodelay(true);
+        let service = TowerToHyperService::new(app.clone());
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = connections.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    readiness.fail(READY_NOT_STOPPING, "shutting down");
+    drop(edge.listener);
+    tokio::select! {
+        () = connections.shutdown() => {}
+        () = tokio::time::sleep(drain) => {
+            warn!(%addr, ?drain, "open requests did not finish within the drain deadline; dropped");
+        }
+    }
+    Ok(())
 }
 
 /// A spawned edge; [`Serving::join`] waits for it after its stop token was cancelled.
@@ -230,6 +286,34 @@ mod tests {
             open.await.unwrap().contains("200"),
             "the open request finished"
         );
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn an_ops_listener_takes_metrics_and_health_off_the_api() {
+        let edge = Edge::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .await
+            .unwrap()
+            .with_ops_listener(Some(SocketAddr::from(([127, 0, 0, 1], 0))))
+            .await
+            .unwrap();
+        let (api, ops) = (edge.local_addr(), edge.ops_addr());
+        assert_ne!(api, ops);
+        let shutdown = CancellationToken::new();
+        let app = Router::new().route("/api", get(|| async { "api" }));
+        let served = tokio::spawn(edge.serve(
+            app,
+            Readiness::new(&[]),
+            shutdown.clone(),
+            Duration::from_secs(1),
+        ));
+        for path in ["/metrics", "/livez", "/readyz"] {
+            assert!(get_status(ops, path).await.contains("200"), "{path}");
+            assert!(get_status(api, path).await.contains("404"), "{path}");
+        }
+        assert!(get_status(api, "/api").await.contains("200"));
+        assert!(get_status(ops, "/api").await.contains("404"));
+        shutdown.cancel();
         served.await.unwrap().unwrap();
     }
 

@@ -1,7 +1,8 @@
 //! What every service of the pipeline needs at its edges, in one place: layered typed
-//! configuration, logging, Prometheus exposition, health and readiness routes, RFC 9457 problem responses and the
+//! configuration, logging, authentication and authorization of the HTTP APIs, Prometheus exposition, health and readiness routes, RFC 9457 problem responses and the
 //! shutdown signal, and the security settings of every Kafka client.
 
+pub mod auth;
 pub mod config;
 pub mod edge;
 pub mod health;

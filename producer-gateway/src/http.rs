@@ -10,7 +10,10 @@ use axum::{
     routing::get,
     Json, Router,
 };
-use chassis::problem::Problem;
+use chassis::{
+    auth::{Authenticator, Caller},
+    problem::Problem,
+};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use schemas::{Priority, ReadToken};
 use serde::Serialize;
@@ -36,15 +39,18 @@ pub struct AppState {
     pub limits: Limits,
     pub rules: Rules,
     pub rate_limiter: Option<RateLimiter>,
+    pub auth: Authenticator,
 }
 
 /// The gateway's own routes, documented in `GET /openapi.json` by the annotations that route
 /// them; `chassis::edge` adds health and metrics.
 pub fn router(state: Arc<AppState>) -> Router {
-    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let auth = state.auth.enabled();
+    let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(post_events))
         .with_state(state)
         .split_for_parts();
+    chassis::auth::openapi::document(&mut document, auth);
     let document = Arc::new(document);
     router.route("/openapi.json", get(move || async move { Json(document) }))
 }
@@ -97,6 +103,8 @@ struct AcceptedEvent {
     responses(
         (status = 202, description = "Acknowledged by the brokers; positions and a read-your-writes token", body = Accepted),
         (status = 400, description = "Not JSON / NDJSON", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "With `auth.enabled`: no credential, or one refused (bad signature, expired, not yet valid, wrong audience or issuer, unknown key, malformed); `WWW-Authenticate: Bearer`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "With `auth.enabled`: an event's `client_id` is outside the credential's write grant; nothing of the request is published", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within `limits.body_timeout`", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body or event count over the limits", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Neither application/json nor application/x-ndjson", body = Problem, content_type = "application/problem+json"),
@@ -111,9 +119,13 @@ async fn post_events(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let response = match accept(&state, &headers, body).await {
-        Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
-        Err(problem) => problem.into_response(),
+    // Before the body is read: an unauthenticated caller holds no capacity.
+    let response = match state.auth.authenticate(&headers) {
+        Err(refused) => refused.into_response(),
+        Ok(caller) => match accept(&state, &caller, &headers, body).await {
+            Ok(accepted) => (StatusCode::ACCEPTED, Json(accepted)).into_response(),
+            Err(problem) => problem.into_response(),
+        },
     };
     metrics::REQUESTS
         .with_label_values(&[response.status().as_str()])
@@ -121,7 +133,12 @@ async fn post_events(
     response
 }
 
-async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Accepted, Problem> {
+async fn accept(
+    state: &AppState,
+    caller: &Caller,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Accepted, Problem> {
     let format = Format::of(headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
@@ -158,6 +175,11 @@ async fn accept(state: &AppState, headers: &HeaderMap, body: Body) -> Result<Acc
         )
         .with_errors(errors)
     })?;
+    // One client id outside the grant refuses the whole request, as an invalid one does.
+    state
+        .auth
+        .check_write(caller, events.iter().map(|e| e.client_id.as_str()))
+        .map_err(|refused| refused.problem())?;
     if let Some(admission) = &state.admission {
         let lanes: Vec<Priority> = [Priority::Normal, Priority::Critical]
             .into_iter()

@@ -1,9 +1,11 @@
 //! producer-gateway: HTTP in, Kafka out.
 //!
-//! request → `body` (content type, limits, JSON syntax) → `validate` (field rules, ids,
-//! ingest time; the rules are `schemas::contract`, so nothing PostgreSQL's jsonb would refuse)
-//! → `rate_limit` (per-client buckets, optional) → `publish` (Avro, keyed by client id, idempotent producer, wait for acks)
-//! → `202` with the events' positions and a read-your-writes token.
+//! request → the caller's credential (`chassis::auth`, with `auth.enabled`) → `body` (content
+//! type, limits, JSON syntax) → `validate` (field rules, ids, ingest time; the rules are
+//! `schemas::contract`, so nothing PostgreSQL's jsonb would refuse) → the caller's write grant
+//! covers every client id → `rate_limit` (per-client buckets, optional) → `publish` (Avro,
+//! keyed by client id, idempotent producer, wait for acks) → `202` with the events'
+//! positions and a read-your-writes token.
 
 mod admission;
 mod body;
@@ -42,6 +44,8 @@ pub enum GatewayError {
     Admission(#[from] admission::AdmissionError),
     #[error(transparent)]
     KafkaSecurity(#[from] chassis::kafka_security::KafkaSecurityError),
+    #[error("auth: {0}")]
+    Auth(#[from] chassis::auth::AuthConfigError),
 }
 
 /// A gateway bound to its address, ready to serve.
@@ -65,6 +69,9 @@ impl Gateway {
         settings: &Settings,
         clock: IngestClock,
     ) -> Result<Gateway, GatewayError> {
+        // Before anything connects: a key that cannot be read stops the start.
+        let auth =
+            chassis::auth::Authenticator::new(&settings.auth, metrics::AUTH_REFUSED.clone())?;
         let clock = Arc::new(clock);
         let kafka = settings
             .kafka
@@ -86,6 +93,8 @@ impl Gateway {
             readiness: readiness.clone(),
         };
         let edge = Edge::bind(settings.listen)
+            .await?
+            .with_ops_listener(settings.metrics_listen)
             .await?
             .header_timeout(settings.limits.header_timeout);
         let sampling = CancellationToken::new();
@@ -112,6 +121,7 @@ impl Gateway {
                 max_payload_bytes: settings.limits.max_payload_bytes,
             },
             rate_limiter: rate_limit::RateLimiter::new(&settings.rate_limit),
+            auth,
         });
         Ok(Gateway {
             _sampling: sampling.drop_guard(),
@@ -125,6 +135,11 @@ impl Gateway {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.edge.local_addr()
+    }
+
+    /// Where `/metrics` and the health routes answer (`local_addr` unless `metrics_listen`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.edge.ops_addr()
     }
 
     /// Serves until `shutdown`, lets in-flight requests finish, ticks every partition once

@@ -96,3 +96,12 @@ pub static OVERLOADED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     )
     .expect("metric registers once")
 });
+
+pub static AUTH_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gateway_auth_refused_total",
+        "Requests refused by authentication (401) or authorization (403), by reason",
+        &["reason"]
+    )
+    .expect("metric registers once")
+});

@@ -1,5 +1,6 @@
 use std::{net::SocketAddr, time::Duration};
 
+use chassis::auth::AuthSettings;
 use serde::{Deserialize, Serialize};
 
 /// Everything producer-gateway can be told. See `chassis::config` for the layering;
@@ -9,6 +10,11 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// Address the HTTP API listens on. Default `127.0.0.1:8080`.
     pub listen: SocketAddr,
+    /// Address of `/metrics`, `/livez` and `/readyz` when they should not share `listen`
+    /// (with `auth.enabled`, the API can face callers while these stay on an address only
+    /// probes and scrapers reach). Default unset: served on `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// At SIGTERM: `/readyz` turns 503, open requests finish, every partition gets a last
     /// tick and the producers flush, all within this. Default 10s.
     #[serde(with = "humantime_serde")]
@@ -17,6 +23,8 @@ pub struct Settings {
     pub limits: Limits,
     pub rate_limit: RateLimitSettings,
     pub admission: AdmissionSettings,
+    /// Authentication and authorization of `POST /events` (docs/security.md). Default off.
+    pub auth: AuthSettings,
 }
 
 /// Lag-aware admission (src/admission.rs): refuse a lane's events with 503 while db-writer is
@@ -163,11 +171,13 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
             shutdown_timeout: Duration::from_secs(10),
             kafka: KafkaSettings::default(),
             limits: Limits::default(),
             rate_limit: RateLimitSettings::default(),
             admission: AdmissionSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }

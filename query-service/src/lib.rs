@@ -5,7 +5,8 @@
 //! (the unpersisted tail, evicted as the writer commits; copies of one event judged, producer
 //! ids checked by `verify`) → `release` (the frontier every partition has passed; delivery to
 //! `streams`) → `history` (one page: in-flight ⊕ shard, via `page_cache`) → `api`
-//! (`GET /events`, `GET /events/stream`), with `progress` for read-your-writes tokens.
+//! (`GET /events`, `GET /events/stream`), with `progress` for read-your-writes tokens; every
+//! route checks the caller's read or operator grant (`chassis::auth`, with `auth.enabled`).
 
 mod api;
 mod history;
@@ -48,6 +49,8 @@ pub enum QueryError {
     Edge(#[from] EdgeError),
     #[error(transparent)]
     KafkaSecurity(#[from] chassis::kafka_security::KafkaSecurityError),
+    #[error("auth: {0}")]
+    Auth(#[from] chassis::auth::AuthConfigError),
 }
 
 /// A query-service tailing Kafka and bound to its address, ready to serve.
@@ -63,6 +66,9 @@ pub struct QueryService {
 
 impl QueryService {
     pub async fn bind(settings: &Settings) -> Result<QueryService, QueryError> {
+        // Before anything connects: a key that cannot be read stops the start.
+        let auth =
+            chassis::auth::Authenticator::new(&settings.auth, metrics::AUTH_REFUSED.clone())?;
         let kafka = settings
             .kafka
             .security
@@ -108,7 +114,10 @@ impl QueryService {
         .await?;
         notices::follow(&kafka, &settings.kafka, pipeline.clone(), shutdown.clone())?;
         let peeker = Arc::new(lag::observer(&kafka, &settings.kafka.writer_group)?);
-        let edge = Edge::bind(settings.listen).await?;
+        let edge = Edge::bind(settings.listen)
+            .await?
+            .with_ops_listener(settings.metrics_listen)
+            .await?;
         let state = Arc::new(api::AppState {
             shards,
             in_flight,
@@ -123,6 +132,7 @@ impl QueryService {
             api: settings.api.clone(),
             shutdown: shutdown.clone(),
             pipeline,
+            auth,
         });
         Ok(QueryService {
             edge,
@@ -137,6 +147,11 @@ impl QueryService {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.edge.local_addr()
+    }
+
+    /// Where `/metrics` and the health routes answer (`local_addr` unless `metrics_listen`).
+    pub fn metrics_addr(&self) -> SocketAddr {
+        self.edge.ops_addr()
     }
 
     pub async fn serve(self, shutdown: CancellationToken) -> Result<(), QueryError> {

@@ -15,7 +15,7 @@ pub fn init(shards: usize) {
     for result in ["hit", "miss"] {
         PAGE_CACHE.with_label_values(&[result]);
     }
-    for status in ["200", "400", "503", "504"] {
+    for status in ["200", "400", "401", "403", "503", "504"] {
         QUERY_SECONDS.with_label_values(&[status]);
     }
     for shard in 0..shards {
@@ -223,6 +223,15 @@ pub static SHARD_UP: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         "eventpipe_shard_up",
         "1 when the shard answered the last check",
         &["shard"]
+    )
+    .expect("metric registers once")
+});
+
+pub static AUTH_REFUSED: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "query_auth_refused_total",
+        "Requests refused by authentication (401) or authorization (403), by reason",
+        &["reason"]
     )
     .expect("metric registers once")
 });

@@ -1,5 +1,6 @@
 use std::{net::SocketAddr, time::Duration};
 
+use chassis::auth::AuthSettings;
 use event_store::StoreSettings;
 use serde::{Deserialize, Serialize};
 
@@ -9,6 +10,11 @@ use serde::{Deserialize, Serialize};
 pub struct Settings {
     /// Address of the HTTP API. Default `127.0.0.1:8081`.
     pub listen: SocketAddr,
+    /// Address of `/metrics`, `/livez` and `/readyz` when they should not share `listen`
+    /// (with `auth.enabled`, the API can face callers while these stay on an address only
+    /// probes and scrapers reach). Default unset: served on `listen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_listen: Option<SocketAddr>,
     /// At SIGTERM, how long open requests may take to finish (streams end at once). Default 10s.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -17,6 +23,9 @@ pub struct Settings {
     pub cache: CacheSettings,
     pub order: OrderSettings,
     pub api: ApiSettings,
+    /// Authentication and authorization of the API (docs/security.md): reads only of the
+    /// client ids a caller's grant covers; `/pipeline*` for operators. Default off.
+    pub auth: AuthSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -114,12 +123,14 @@ impl Default for Settings {
     fn default() -> Self {
         Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
+            metrics_listen: None,
             shutdown_timeout: Duration::from_secs(10),
             kafka: KafkaSettings::default(),
             store: StoreSettings::default(),
             cache: CacheSettings::default(),
             order: OrderSettings::default(),
             api: ApiSettings::default(),
+            auth: AuthSettings::default(),
         }
     }
 }

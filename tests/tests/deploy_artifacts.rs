@@ -116,6 +116,17 @@ fn assert_applied(service: &str, env: &BTreeMap<String, String>, settings: &toml
                 .get(key)
                 .unwrap_or_else(|| panic!("{service}: {name} names no setting"));
         }
+        if let toml::Value::Array(items) = at {
+            if items.iter().any(toml::Value::is_table) {
+                let given: toml::Table = toml::from_str(&format!("v = {value}"))
+                    .unwrap_or_else(|e| panic!("{service}: {name} is not a TOML list: {e}"));
+                assert!(
+                    same_entries(at, &given["v"]),
+                    "{service}: {name} is read as {at}"
+                );
+                continue;
+            }
+        }
         let shown = match at {
             toml::Value::String(s) => s.clone(),
             toml::Value::Array(items) => format!(
@@ -346,8 +357,7 @@ fn k8s_containers(documents: &[Yaml]) -> Vec<Container> {
                             !var["valueFrom"]["secretKeyRef"].is_null(),
                             "{name}: value or secret"
                         );
-                        r#"["postgres://u:stand-in-secret@shard-0:5432/events", "postgres://u:stand-in-secret@shard-1:5432/events"]"#
-                            .to_owned()
+                        secret_stand_in(&name)
                     }
                 };
                 env.insert(name, value);
@@ -384,6 +394,39 @@ fn k8s_containers(documents: &[Yaml]) -> Vec<Container> {
         }
     }
     found
+}
+
+/// What the operator's Secret holds for `name`, with `stand-in-secret` where the secret is.
+fn secret_stand_in(name: &str) -> String {
+    if name.ends_with("__SHARDS") {
+        r#"["postgres://u:stand-in-secret@shard-0:5432/events", "postgres://u:stand-in-secret@shard-1:5432/events"]"#
+            .to_owned()
+    } else if name.ends_with("__API_KEYS") {
+        r#"[{name = "k8s", key = "stand-in-secret", read = ["fleet-7:*"]}]"#.to_owned()
+    } else if name.ends_with("__KEYS") {
+        r#"[{kid = "k8s", algorithm = "HS256", secret = "stand-in-secret"}]"#.to_owned()
+    } else {
+        panic!("{name}: no stand-in for this secret")
+    }
+}
+
+/// A setting given as a list of tables (keys, API keys) shows with the same entries, its
+/// secrets as `***`.
+fn same_entries(shown: &toml::Value, given: &toml::Value) -> bool {
+    match (shown, given) {
+        (toml::Value::String(shown), toml::Value::String(given))
+            if shown == chassis::auth::REDACTED =>
+        {
+            given.contains("stand-in-secret")
+        }
+        (toml::Value::Array(shown), toml::Value::Array(given)) => {
+            shown.len() == given.len() && shown.iter().zip(given).all(|(s, g)| same_entries(s, g))
+        }
+        (toml::Value::Table(shown), toml::Value::Table(given)) => given
+            .iter()
+            .all(|(key, g)| shown.get(key).is_some_and(|s| same_entries(s, g))),
+        (shown, given) => shown == given,
+    }
 }
 
 #[test]

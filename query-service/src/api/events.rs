@@ -7,11 +7,11 @@ use std::{
 
 use axum::{
     extract::{Query, State},
-    http::{HeaderValue, StatusCode},
+    http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
 };
-use chassis::problem::Problem;
+use chassis::{auth::Caller, problem::Problem};
 use event_store::ClientQuery;
 use schemas::ReadToken;
 use serde::{Deserialize, Serialize};
@@ -73,6 +73,8 @@ pub struct Answer<'a> {
     responses(
         (status = 200, description = "A page", body = Answer),
         (status = 400, description = "A missing or invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "With `auth.enabled`: no credential, or one refused (bad signature, expired, not yet valid, wrong audience or issuer, unknown key, malformed); `WWW-Authenticate: Bearer`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "With `auth.enabled`: `clientId` is outside the credential's read grant (operators read every client)", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Shards unreachable; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 504, description = "The `after` token was not visible within `wait_ms`", body = Problem, content_type = "application/problem+json"),
     ),
@@ -81,11 +83,15 @@ pub struct Answer<'a> {
 pub async fn get_events(
     State(state): State<Arc<AppState>>,
     Query(params): Query<Params>,
+    headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
-    let response = match answer(&state, params).await {
-        Ok(response) => response,
-        Err(problem) => problem.into_response(),
+    let response = match state.auth.authenticate(&headers) {
+        Err(refused) => refused.into_response(),
+        Ok(caller) => match answer(&state, &caller, params).await {
+            Ok(response) => response,
+            Err(problem) => problem.into_response(),
+        },
     };
     let seconds = started.elapsed().as_secs_f64();
     metrics::QUERY_SECONDS
@@ -95,11 +101,15 @@ pub async fn get_events(
     response
 }
 
-async fn answer(state: &AppState, params: Params) -> Result<Response, Problem> {
+async fn answer(state: &AppState, caller: &Caller, params: Params) -> Result<Response, Problem> {
     let client_id = params
         .client_id
         .filter(|c| !c.is_empty())
         .ok_or_else(|| bad_request("clientId is required".into()))?;
+    state
+        .auth
+        .check_read(caller, &client_id)
+        .map_err(|refused| refused.problem())?;
     let limit = match params.limit {
         None => state.api.default_limit,
         Some(l) => l

@@ -10,6 +10,7 @@ mod view;
 use std::sync::Arc;
 
 use axum::{response::Redirect, routing::get, Json, Router};
+use chassis::auth::Authenticator;
 use event_store::ShardSet;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -35,6 +36,7 @@ pub struct AppState {
     /// Ends open streams when the service stops.
     pub shutdown: CancellationToken,
     pub pipeline: Arc<Pipeline>,
+    pub auth: Authenticator,
 }
 
 impl AppState {
@@ -53,10 +55,31 @@ impl AppState {
     }
 }
 
+/// What a stream sends as its last `error` event when the caller's credential ended.
+pub(crate) const CREDENTIAL_ENDED: &str = "the credential expired; reconnect with a valid one";
+
+/// When a stream opened by `caller` must end: its credential's end, on the runtime's clock.
+pub(crate) fn credential_ends(caller: &chassis::auth::Caller) -> Option<tokio::time::Instant> {
+    let until = caller.valid_until()?;
+    let left = until
+        .duration_since(std::time::SystemTime::now())
+        .unwrap_or_default();
+    Some(tokio::time::Instant::now() + left)
+}
+
+/// Resolves at `end`; never without one.
+pub(crate) async fn until(end: Option<tokio::time::Instant>) {
+    match end {
+        Some(end) => tokio::time::sleep_until(end).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The service's own routes, each documented in `GET /openapi.json` by the same
 /// annotations that route it; `chassis::edge` adds health and metrics.
 pub fn router(state: Arc<AppState>) -> Router {
-    let (router, document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let auth = state.auth.enabled();
+    let (router, mut document) = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(events::get_events))
         .routes(routes!(stream::stream_events))
         .routes(routes!(pipeline::get_pipeline))
@@ -64,6 +87,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .routes(routes!(pipeline::dashboard))
         .with_state(state)
         .split_for_parts();
+    chassis::auth::openapi::document(&mut document, auth);
     let document = Arc::new(document);
     router
         .route("/openapi.json", get(move || async move { Json(document) }))

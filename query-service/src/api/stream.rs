@@ -16,9 +16,12 @@ use std::{
 use axum::{
     extract::{Query, State},
     http::{HeaderMap, StatusCode},
-    response::sse::{Event as SseEvent, KeepAlive, Sse},
+    response::{
+        sse::{Event as SseEvent, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
 };
-use chassis::problem::Problem;
+use chassis::{auth::Caller, problem::Problem};
 use event_store::{ClientQuery, Direction, StoredEvent};
 use futures::Stream;
 use schemas::{OrderKey, ReadToken};
@@ -66,6 +69,8 @@ pub struct Params {
     responses(
         (status = 200, description = "An event stream", content_type = "text/event-stream", body = String),
         (status = 400, description = "A missing or invalid parameter", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "With `auth.enabled`: no credential, or one refused; `WWW-Authenticate: Bearer`", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "With `auth.enabled`: `clientId` is outside the credential's read grant", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Too many streams on this replica (`api.max_streams`)", body = Problem, content_type = "application/problem+json"),
     ),
     tag = "events"
@@ -74,11 +79,32 @@ pub async fn stream_events(
     State(state): State<Arc<AppState>>,
     Query(params): Query<Params>,
     headers: HeaderMap,
+) -> Response {
+    match state.auth.authenticate(&headers) {
+        Err(refused) => refused.into_response(),
+        Ok(caller) => match open(state, &caller, params, &headers).await {
+            Ok(stream) => stream.into_response(),
+            Err(problem) => problem.into_response(),
+        },
+    }
+}
+
+/// The checks and set-up of a stream, up to its first event. The grant is checked once,
+/// here; the stream ends when the credential does (a token's `exp` plus the leeway).
+async fn open(
+    state: Arc<AppState>,
+    caller: &Caller,
+    params: Params,
+    headers: &HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
     let client_id = params
         .client_id
         .filter(|c| !c.is_empty())
         .ok_or_else(|| bad_request("clientId is required".into()))?;
+    state
+        .auth
+        .check_read(caller, &client_id)
+        .map_err(|refused| refused.problem())?;
     let resume = params.cursor.or_else(|| {
         headers
             .get("last-event-id")
@@ -130,6 +156,7 @@ pub async fn stream_events(
     }
     let heartbeat = state.api.stream_heartbeat;
     let feed = Feed {
+        credential_ends: super::credential_ends(caller),
         state,
         client_id,
         last,
@@ -148,6 +175,8 @@ pub async fn stream_events(
 
 /// The state of one stream, owned by its response body.
 struct Feed {
+    /// When the caller's credential stops holding, if it does.
+    credential_ends: Option<tokio::time::Instant>,
     state: Arc<AppState>,
     client_id: String,
     /// Position of the last event sent.
@@ -163,6 +192,16 @@ struct Feed {
 impl Feed {
     async fn next(&mut self) -> Option<SseEvent> {
         loop {
+            // Past the credential's end nothing more is sent, queued events included.
+            if !self.done
+                && self
+                    .credential_ends
+                    .is_some_and(|end| tokio::time::Instant::now() >= end)
+            {
+                self.done = true;
+                self.queue.clear();
+                return Some(error_event(super::CREDENTIAL_ENDED));
+            }
             if let Some(event) = self.queue.pop_front() {
                 return Some(event);
             }
@@ -183,6 +222,8 @@ impl Feed {
             let shutdown = self.state.shutdown.clone();
             tokio::select! {
                 _ = shutdown.cancelled() => self.done = true,
+                // The loop's check above then ends the stream.
+                () = super::until(self.credential_ends) => {}
                 released = self.subscription.events.recv() => match released {
                     Some(event) => self.send(Status::InFlight, &event),
                     None => self.done = true,
