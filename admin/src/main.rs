@@ -63,8 +63,8 @@ enum PartitionsCommand {
     /// Every shard's partitions with their ranges, row estimates and sizes.
     List,
     /// One maintenance pass on every shard with db-writer's `partitions` settings: days
-    /// made ahead, days found in the default partition split out, days past the retention
-    /// dropped. Exit 1 if a step had to be postponed (table lock not granted in time).
+    /// made ahead, days past the retention dropped (and the default partition's rows past it
+    /// deleted). Exit 1 if a step had to be postponed (table lock not granted in time).
     Maintain(partitions::MaintainArgs),
 }
 

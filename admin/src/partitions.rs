@@ -61,8 +61,14 @@ pub async fn maintain(configs: &Configs, args: MaintainArgs) -> Result<(), Admin
             continue;
         }
         println!(
-            "shard {}: created {:?} (moved {} rows from default), dropped {:?}, forgot {} ids",
-            shard.index, report.created, report.moved_rows, report.dropped, report.forgotten_ids
+            "shard {}: created {:?}, kept in the default partition {:?}, dropped {:?}, \
+             deleted {} expired rows of the default partition, forgot {} ids",
+            shard.index,
+            report.created,
+            report.kept_in_default,
+            report.dropped,
+            report.expired_rows,
+            report.forgotten_ids
         );
         postponed.extend(
             report

@@ -101,6 +101,7 @@ impl DbWriter {
             shards.shards().len(),
             &[&settings.kafka.topic, &settings.kafka.critical_topic],
         );
+        partitions::pass(&shards, &settings.partitions).await;
         Ok(DbWriter {
             writer: ShardWriter::new(shards, settings.retry.clone(), settings.store.insert_method),
             settings,

@@ -1,5 +1,6 @@
-//! Keeps every shard's day partitions (event_store::partitions): a pass at start, then one
-//! every `partitions.interval`, beside the write loop and never in its way — a failed pass is
+//! Keeps every shard's day partitions (event_store::partitions): a pass at start, before
+//! anything is consumed (so today's partition is not created while its rows arrive), then one
+//! every `partitions.interval` beside the write loop and never in its way — a failed pass is
 //! logged, counted and tried again at the next interval.
 
 use std::time::Duration;
@@ -11,18 +12,32 @@ use tracing::warn;
 
 use crate::metrics;
 
-/// Runs passes until `shutdown`.
+/// Runs a pass every `interval` until `shutdown` (the first one after an interval: the
+/// writer ran one at start).
 pub async fn maintain(shards: ShardSet, settings: PartitionSettings, shutdown: CancellationToken) {
     // Never a busy loop, whatever the configuration says.
-    let interval = settings.interval.max(Duration::from_secs(1));
+    let interval = settings.interval.max(Duration::from_millis(100));
     loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = pass(&shards, &settings) => {}
+        }
+    }
+}
+
+/// One pass over every shard; failures are logged and counted, never returned.
+pub async fn pass(shards: &ShardSet, settings: &PartitionSettings) {
+    {
         for shard in shards.shards() {
             let label = shard.index.to_string();
             let label = [label.as_str()];
-            let pass = tokio::select! {
-                _ = shutdown.cancelled() => return,
-                pass = shard.maintain_partitions(&settings, OffsetDateTime::now_utc()) => pass,
-            };
+            let pass = shard
+                .maintain_partitions(settings, OffsetDateTime::now_utc())
+                .await;
             match pass {
                 Ok(report) => {
                     metrics::PARTITIONS_DROPPED
@@ -56,10 +71,6 @@ pub async fn maintain(shards: ShardSet, settings: PartitionSettings, shutdown: C
                     .with_label_values(&label)
                     .set(default_rows);
             }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(interval) => {}
         }
     }
 }

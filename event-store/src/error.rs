@@ -58,6 +58,11 @@ impl StoreError {
     pub fn retry_hint(&self) -> RetryHint {
         match self {
             StoreError::Postgres { source, .. } => match source.code() {
+                // Not the data: an insert routed to the default partition just before a day's
+                // partition was attached (its partition check fails); retried, it goes there.
+                Some(_) if source.as_db_error().is_some_and(is_partition_change) => {
+                    RetryHint::Retry
+                }
                 Some(code) if is_data_error(code) => RetryHint::DeadLetter,
                 // No SQLSTATE (the connection broke) or any other class.
                 _ => RetryHint::Retry,
@@ -77,6 +82,14 @@ impl StoreError {
             _ => None,
         }
     }
+}
+
+/// "new row for relation events_default violates partition constraint": a check violation
+/// without a named constraint, on the default partition.
+fn is_partition_change(db: &tokio_postgres::error::DbError) -> bool {
+    *db.code() == SqlState::CHECK_VIOLATION
+        && db.constraint().is_none()
+        && db.table() == Some("events_default")
 }
 
 /// SQLSTATE classes that describe the data: 22 data exception (bad value, out of range,

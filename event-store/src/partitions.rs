@@ -1,9 +1,14 @@
-//! Day partitions of `events` (migration V5): created ahead of time, split out of the
-//! default partition when rows landed there, and dropped whole once older than the retention.
+//! Day partitions of `events` (migration V5): created ahead of time and dropped whole once
+//! older than the retention.
 //!
-//! Every shard runs this under an advisory lock, so several writers (or a writer and
-//! `eventpipe-admin partitions maintain`) never race on the same table. Days are UTC days of
-//! `ordered_at`.
+//! Rows are never moved between partitions: a read planned just before a move would miss the
+//! moved rows, and an insert routed to the default partition just before a day is attached
+//! fails its partition check. So a day is only created while nothing of it is stored (ahead of
+//! time, or while the default partition holds none of it), and rows that did land in the
+//! default partition (a gateway clock far behind, or days nobody created) stay there until
+//! the retention deletes them row by row. Every shard runs this under an advisory lock, so
+//! several writers (or a writer and `eventpipe-admin partitions maintain`) never race on the
+//! same table. Days are UTC days of `ordered_at`.
 
 use std::time::Duration;
 
@@ -20,24 +25,22 @@ use crate::{
 const DAY_MICROS: i64 = 86_400_000_000;
 /// Serialises maintenance on one shard across processes.
 const MAINTENANCE_LOCK: i64 = 0x6576_5f70_6172_7473; // "ev_parts"
-/// Days found in the default partition that one pass moves out, at the most.
-const MAX_SPLITS_PER_PASS: i64 = 64;
-/// Rows of `event_ids` deleted per statement, and statements per pass: forgetting a
-/// backlog of ids takes several passes instead of one long transaction.
-const FORGET_BATCH: i64 = 10_000;
-const FORGET_STATEMENTS_PER_PASS: usize = 100;
+/// Rows deleted per statement (expired rows of the default partition, forgotten ids), and
+/// statements per pass: a backlog takes several passes instead of one long transaction.
+const DELETE_BATCH: i64 = 10_000;
+const DELETE_STATEMENTS_PER_PASS: usize = 100;
 
 /// How the day partitions are kept. db-writer runs the maintenance; the admin tool can too.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PartitionSettings {
     /// Days after today that have their partition ready. Rows of a day without one land in
-    /// the default partition (never refused) and are moved out by the next pass. Default 3.
+    /// the default partition (never refused) and stay there. Default 3.
     pub premake_days: u32,
     /// Rows ordered longer ago than this are dropped, a whole day's partition at a time once
-    /// its last row is older (the `events_legacy` partition of a migrated table too), and
-    /// their producer-chosen ids forgotten: a copy arriving after that is stored as new.
-    /// `0s` keeps everything. Default 0s.
+    /// its last row is older (the `events_legacy` partition of a migrated table too; rows in
+    /// the default partition one by one), and their producer-chosen ids forgotten: a copy
+    /// arriving after that is stored as new. `0s` keeps everything. Default 0s.
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     /// How often db-writer runs a pass (the first at start). Default 1h.
@@ -81,9 +84,11 @@ pub struct MaintenanceReport {
     /// Another process held the shard's maintenance lock; nothing was done.
     pub skipped: bool,
     pub created: Vec<String>,
-    /// Rows moved out of the default partition into the partitions created for them.
-    pub moved_rows: u64,
+    /// Days not created because the default partition holds rows of them (they stay there).
+    pub kept_in_default: Vec<String>,
     pub dropped: Vec<String>,
+    /// Rows of the default partition deleted because they were past the retention.
+    pub expired_rows: u64,
     /// Producer-chosen ids forgotten with their rows.
     pub forgotten_ids: u64,
     /// Steps left to the next pass because the table lock was not granted in time.
@@ -97,9 +102,9 @@ impl Shard {
         list(&client, self).await
     }
 
-    /// One maintenance pass at `now`: partitions for today and `premake_days` after it, the
-    /// days found in the default partition split out, partitions past the retention dropped
-    /// with their ids.
+    /// One maintenance pass at `now`: partitions for today and `premake_days` after it (those
+    /// the default partition holds nothing of), partitions past the retention dropped and the
+    /// default partition's expired rows deleted, with their ids.
     pub async fn maintain_partitions(
         &self,
         settings: &PartitionSettings,
@@ -131,8 +136,9 @@ impl Shard {
             info!(
                 shard = self.index,
                 created = ?report.created,
-                moved_rows = report.moved_rows,
+                kept_in_default = ?report.kept_in_default,
                 dropped = ?report.dropped,
+                expired_rows = report.expired_rows,
                 forgotten_ids = report.forgotten_ids,
                 postponed = ?report.postponed,
                 "partitions maintained"
@@ -150,12 +156,7 @@ impl Shard {
         let mut report = MaintenanceReport::default();
         let now_micros = to_micros(now)?;
         let today = now_micros.div_euclid(DAY_MICROS) * DAY_MICROS;
-        let mut days: Vec<i64> = (0..=i64::from(settings.premake_days))
-            .map(|ahead| today + ahead * DAY_MICROS)
-            .collect();
-        days.extend(self.days_in_default(client).await?);
-        days.sort_unstable();
-        days.dedup();
+        let days = (0..=i64::from(settings.premake_days)).map(|ahead| today + ahead * DAY_MICROS);
         let mut existing = list(client, self).await?;
         for day in days {
             if covered(&existing, day) {
@@ -163,11 +164,11 @@ impl Shard {
             }
             let name = day_partition_name(day);
             match self.create_day(client, settings, &name, day).await {
-                Ok(moved) => {
-                    report.moved_rows += moved;
+                Ok(true) => {
                     report.created.push(name);
                     existing = list(client, self).await?;
                 }
+                Ok(false) => report.kept_in_default.push(name),
                 Err(e) if lock_not_granted(&e) => report.postponed.push(format!("create {name}")),
                 Err(e) => return Err(e),
             }
@@ -191,79 +192,59 @@ impl Shard {
                 Err(e) => return Err(e),
             }
         }
+        report.expired_rows = delete_in_batches(
+            client,
+            self,
+            "DELETE FROM events_default WHERE ctid IN \
+             (SELECT ctid FROM events_default WHERE ordered_at < $1 LIMIT $2)",
+            from_micros(cutoff),
+        )
+        .await?;
         let remaining = list(client, self).await?;
         report.forgotten_ids = self.forget_ids(client, &remaining, cutoff).await?;
         Ok(report)
     }
 
-    /// UTC days that have rows in the default partition, oldest first.
-    async fn days_in_default(
-        &self,
-        client: &deadpool_postgres::Object,
-    ) -> Result<Vec<i64>, StoreError> {
-        let rows = client
-            .query(
-                "SELECT DISTINCT date_trunc('day', ordered_at, 'UTC') AS day \
-                 FROM events_default ORDER BY 1 LIMIT $1",
-                &[&MAX_SPLITS_PER_PASS],
-            )
-            .await
-            .map_err(self.pg())?;
-        rows.iter()
-            .map(|row| {
-                let day: OffsetDateTime = row
-                    .try_get("day")
-                    .map_err(|e| StoreError::CorruptRow(e.to_string()))?;
-                to_micros(day)
-            })
-            .collect()
-    }
-
-    /// Creates the partition of one day, moving that day's rows out of the default
-    /// partition in the same transaction. Returns how many rows moved.
+    /// Creates the partition of one day unless the default partition holds rows of it
+    /// (then the day stays in the default partition: `false`). The lock on the default
+    /// partition keeps inserts of that day out until the day exists.
     async fn create_day(
         &self,
         client: &mut deadpool_postgres::Object,
         settings: &PartitionSettings,
         name: &str,
         day: i64,
-    ) -> Result<u64, StoreError> {
+    ) -> Result<bool, StoreError> {
         let (from, to) = (from_micros(day), from_micros(day + DAY_MICROS));
         let tx = client.transaction().await.map_err(self.pg())?;
         tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}",
+            "SET LOCAL lock_timeout = {}; LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE",
             settings.lock_timeout.as_millis().max(1)
         ))
         .await
         .map_err(self.pg())?;
-        // Inserts routed to the default partition wait for the move; other days go on.
-        tx.batch_execute(&format!(
-            "LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE; \
-             CREATE TABLE {name} (LIKE events INCLUDING DEFAULTS INCLUDING CONSTRAINTS)"
-        ))
-        .await
-        .map_err(self.pg())?;
-        let moved = tx
-            .execute(
-                &format!(
-                    "WITH moved AS (DELETE FROM events_default \
-                     WHERE ordered_at >= $1 AND ordered_at < $2 RETURNING *) \
-                     INSERT INTO {name} SELECT * FROM moved"
-                ),
+        let held: bool = tx
+            .query_one(
+                "SELECT EXISTS (SELECT 1 FROM events_default \
+                 WHERE ordered_at >= $1 AND ordered_at < $2)",
                 &[&from, &to],
             )
             .await
-            .map_err(self.pg())?;
+            .map_err(self.pg())?
+            .get(0);
+        if held {
+            return Ok(false);
+        }
         // Bounds as literals: DDL takes no parameters. Micros in UTC are exact.
         tx.batch_execute(&format!(
-            "ALTER TABLE events ATTACH PARTITION {name} FOR VALUES FROM ('{}') TO ('{}')",
+            "CREATE TABLE {name} PARTITION OF events FOR VALUES FROM ('{}') TO ('{}')",
             literal(day),
             literal(day + DAY_MICROS)
         ))
         .await
         .map_err(self.pg())?;
         tx.commit().await.map_err(self.pg())?;
-        Ok(moved)
+        Ok(true)
     }
 
     async fn drop_partition(
@@ -307,24 +288,37 @@ impl Shard {
         if let Some(oldest) = oldest_default {
             below = below.min(to_micros(oldest)?);
         }
-        let below = from_micros(below);
-        let mut forgotten = 0;
-        for _ in 0..FORGET_STATEMENTS_PER_PASS {
-            let deleted = client
-                .execute(
-                    "DELETE FROM event_ids WHERE event_id IN \
-                     (SELECT event_id FROM event_ids WHERE ordered_at < $1 LIMIT $2)",
-                    &[&below, &FORGET_BATCH],
-                )
-                .await
-                .map_err(self.pg())?;
-            forgotten += deleted;
-            if deleted < FORGET_BATCH as u64 {
-                break;
-            }
-        }
-        Ok(forgotten)
+        delete_in_batches(
+            client,
+            self,
+            "DELETE FROM event_ids WHERE event_id IN \
+             (SELECT event_id FROM event_ids WHERE ordered_at < $1 LIMIT $2)",
+            from_micros(below),
+        )
+        .await
     }
+}
+
+/// Runs `sql` (parameters: a time bound and the batch size) until it deletes less than a
+/// batch, at most `DELETE_STATEMENTS_PER_PASS` times. Returns the rows deleted.
+async fn delete_in_batches(
+    client: &deadpool_postgres::Object,
+    shard: &Shard,
+    sql: &str,
+    below: OffsetDateTime,
+) -> Result<u64, StoreError> {
+    let mut deleted = 0;
+    for _ in 0..DELETE_STATEMENTS_PER_PASS {
+        let n = client
+            .execute(sql, &[&below, &DELETE_BATCH])
+            .await
+            .map_err(shard.pg())?;
+        deleted += n;
+        if n < DELETE_BATCH as u64 {
+            break;
+        }
+    }
+    Ok(deleted)
 }
 
 async fn list(
