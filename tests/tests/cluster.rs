@@ -15,6 +15,25 @@ use tokio_util::sync::CancellationToken;
 
 const DEADLINE: Duration = Duration::from_secs(120);
 
+/// Prints how long each step of a drill took, so a slow suite shows where its time goes.
+struct Steps {
+    name: &'static str,
+    started: Instant,
+}
+
+impl Steps {
+    fn new(name: &'static str) -> Steps {
+        Steps {
+            name,
+            started: Instant::now(),
+        }
+    }
+
+    fn done(&self, step: &str) {
+        println!("{}: {step} done at {:.1?}", self.name, self.started.elapsed());
+    }
+}
+
 fn batch(round: usize) -> Vec<Value> {
     (0..20)
         .map(|i| {
@@ -110,6 +129,7 @@ async fn drill(cluster: &Cluster, gateway: impl FnOnce(&mut producer_gateway::Se
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_leader_and_a_rolling_restart_lose_and_duplicate_nothing() {
     let _turn = Cluster::lock().await;
+    let steps = Steps::new("killed leader");
     let cluster = Cluster::local();
     let _back = AllBack(&cluster);
     let Drill {
@@ -118,29 +138,38 @@ async fn a_killed_leader_and_a_rolling_restart_lose_and_duplicate_nothing() {
         feeder,
         ..
     } = drill(&cluster, |_| {}).await;
+    steps.done("stack and first traffic");
 
     // A crash of the leader of a busy partition: the survivors take over its partitions.
     let victim = cluster.leader(&stack.topic, 0);
     assert!(victim > 0, "partition 0 has a leader");
     cluster.node("kill", victim);
-    feeder.more(2000, DEADLINE).await;
+    feeder.more(600, DEADLINE).await;
+    steps.done("traffic with the leader killed");
     cluster.node("start", victim);
     healed(&cluster, &stack).await;
+    steps.done("leader back in sync");
 
-    // A rolling restart, one broker at a time, traffic flowing throughout.
-    for node in 1..=cluster.brokers as i32 {
+    // A rolling restart of the others, one broker at a time, traffic flowing throughout:
+    // every broker has been restarted once, the first by a crash.
+    for node in (1..=cluster.brokers as i32).filter(|n| *n != victim) {
         cluster.node("stop", node);
-        feeder.more(1000, DEADLINE).await;
+        steps.done(&format!("broker {node} stopped"));
+        feeder.more(300, DEADLINE).await;
+        steps.done("traffic");
         cluster.node("start", node);
         healed(&cluster, &stack).await;
+        steps.done(&format!("broker {node} back in sync"));
     }
     feeder.more(500, DEADLINE).await;
     settle(&stack, feeder, &query, "killed leader + rolling restart").await;
+    steps.done("settled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_paused_past_its_session_timeout_loses_and_duplicates_nothing() {
     let _turn = Cluster::lock().await;
+    let steps = Steps::new("paused broker");
     let cluster = Cluster::local();
     let _back = AllBack(&cluster);
     let Drill {
@@ -149,6 +178,7 @@ async fn a_broker_paused_past_its_session_timeout_loses_and_duplicates_nothing()
         feeder,
         ..
     } = drill(&cluster, |_| {}).await;
+    steps.done("stack and first traffic");
 
     // A hung broker: alive, silent. The cluster fences it once its session times out
     // (broker.session.timeout.ms, 9 s — longer than the writer's 6 s group session), and
@@ -162,17 +192,20 @@ async fn a_broker_paused_past_its_session_timeout_loses_and_duplicates_nothing()
         (leader > 0 && leader != victim).then_some(())
     })
     .await;
-    feeder.more(1000, DEADLINE).await;
+    feeder.more(300, DEADLINE).await;
     println!("broker {victim} paused for {:?}", paused_at.elapsed());
     cluster.node("resume", victim);
     healed(&cluster, &stack).await;
+    steps.done("paused broker back in sync");
     feeder.more(500, DEADLINE).await;
     settle(&stack, feeder, &query, "paused broker").await;
+    steps.done("settled");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn with_two_brokers_down_the_gateway_answers_503_in_time_and_recovers() {
     let _turn = Cluster::lock().await;
+    let steps = Steps::new("two brokers down");
     let cluster = Cluster::local();
     let _back = AllBack(&cluster);
     let deadline = Duration::from_secs(5);
@@ -186,6 +219,7 @@ async fn with_two_brokers_down_the_gateway_answers_503_in_time_and_recovers() {
         settings.kafka.delivery_timeout = deadline
     })
     .await;
+    steps.done("stack and first traffic");
 
     // One replica left of three, fewer than min.insync.replicas: nothing can be acknowledged.
     cluster.node("kill", 2);
@@ -258,7 +292,9 @@ async fn with_two_brokers_down_the_gateway_answers_503_in_time_and_recovers() {
     feeder.more(500, DEADLINE).await;
     cluster.node("start", 3);
     healed(&cluster, &stack).await;
+    steps.done("both brokers back in sync");
     settle(&stack, feeder, &query, "two brokers down").await;
+    steps.done("settled");
 }
 
 /// The members of the writer group as a reader's pipeline view shows them.
@@ -278,6 +314,7 @@ async fn writers_seen(stack: &Stack, query: &str) -> Option<usize> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitions_writers_and_readers_scaled_under_traffic_lose_and_duplicate_nothing() {
     let _turn = Cluster::lock().await;
+    let steps = Steps::new("scaled");
     let cluster = Cluster::local();
     let _back = AllBack(&cluster);
     let stack = Arc::new(Stack::on_brokers(cluster.bootstrap.clone()).await);
@@ -287,6 +324,7 @@ async fn partitions_writers_and_readers_scaled_under_traffic_lose_and_duplicate_
     let mut writers = vec![stack.spawn_writer_process()];
     let feeder = Feeder::start_tolerant(stack.clone(), gateway, batch);
     feeder.more(500, DEADLINE).await;
+    steps.done("stack and first traffic");
 
     // Both lanes 6 → 12 partitions: keys move, new partitions fill.
     stack.kafka.add_partitions(&stack.topic, 12).await;
@@ -298,6 +336,7 @@ async fn partitions_writers_and_readers_scaled_under_traffic_lose_and_duplicate_
         grown.range(6..).any(|(_, end)| *end > 0),
         "the new partitions receive events"
     );
+    steps.done("partitions added");
 
     // Writers 1 → 3.
     writers.push(stack.spawn_writer_process());
@@ -307,10 +346,12 @@ async fn partitions_writers_and_readers_scaled_under_traffic_lose_and_duplicate_
     })
     .await;
     feeder.more(1500, DEADLINE).await;
+    steps.done("writers added");
 
     // A second reader, which reads every partition from the writer's commits.
     let second_reader = stack.spawn_query_process().await;
     feeder.more(1000, DEADLINE).await;
+    steps.done("second reader");
 
     // Writers 3 → 1, by SIGTERM (each flushes and commits what it holds).
     for writer in writers.drain(1..) {
@@ -321,6 +362,7 @@ async fn partitions_writers_and_readers_scaled_under_traffic_lose_and_duplicate_
     })
     .await;
     feeder.more(1000, DEADLINE).await;
+    steps.done("writers removed");
 
     let ledger = feeder.ledger();
     let refused = feeder.refused();
@@ -328,9 +370,11 @@ async fn partitions_writers_and_readers_scaled_under_traffic_lose_and_duplicate_
     stack.drained(DEADLINE).await;
     let line = ledger.assert_stored(&stack).await;
     println!("scaled partitions, writers and readers: {line} refused-requests={refused}");
+    steps.done("stored checked");
     for query in [reader.url(), second_reader.url()] {
         ledger
             .assert_readable(&stack, query, |_| true, DEADLINE)
             .await;
     }
+    steps.done("read checked");
 }
