@@ -30,7 +30,11 @@ impl Steps {
     }
 
     fn done(&self, step: &str) {
-        println!("{}: {step} done at {:.1?}", self.name, self.started.elapsed());
+        println!(
+            "{}: {step} done at {:.1?}",
+            self.name,
+            self.started.elapsed()
+        );
     }
 }
 

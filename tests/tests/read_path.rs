@@ -317,7 +317,14 @@ async fn a_full_in_flight_set_is_reported_not_hidden() {
     let _writer = stack.start_writer().await;
     let page = eventually(DRAIN, "complete again", || async {
         let (status, page, _) = stack
-            .get(&query, &[("clientId", "r0"), ("after", &posted.token), ("wait_ms", "500")])
+            .get(
+                &query,
+                &[
+                    ("clientId", "r0"),
+                    ("after", &posted.token),
+                    ("wait_ms", "500"),
+                ],
+            )
             .await;
         (status == 200 && page["complete"] == true).then_some(page)
     })
