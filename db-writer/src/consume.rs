@@ -28,6 +28,8 @@ pub struct WriterContext {
     revoked: Mutex<Vec<(String, i32)>>,
     /// Set once the group has handed this member an assignment (possibly empty).
     joined: AtomicBool,
+    /// Set by every assignment, until the run loop has seen it.
+    assigned: AtomicBool,
 }
 
 impl WriterContext {
@@ -36,6 +38,11 @@ impl WriterContext {
             .lock()
             .map(|mut r| std::mem::take(&mut *r))
             .unwrap_or_default()
+    }
+
+    /// Whether partitions were assigned since the last call.
+    pub fn take_assigned(&self) -> bool {
+        self.assigned.swap(false, Ordering::Relaxed)
     }
 
     pub fn joined(&self) -> bool {
@@ -67,6 +74,7 @@ impl ConsumerContext for WriterContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Assign(_) = rebalance {
             self.joined.store(true, Ordering::Relaxed);
+            self.assigned.store(true, Ordering::Relaxed);
         }
     }
 }

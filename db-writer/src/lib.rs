@@ -181,57 +181,57 @@ impl DbWriter {
             "db-writer consuming"
         );
 
-        // One batcher per lane: critical events never wait for a large normal batch's timer.
+        // Each lane batches, stores and commits on its own: a critical batch never waits for
+        // a normal batch's timer, write slot or commit (offsets of different topics never
+        // cover each other), and a normal lane that cannot keep up pauses its partitions
+        // instead of stopping the consumer, so critical records keep coming.
         let mut lanes = [
             Lane::new(&settings.kafka.topic, &settings.batch),
             Lane::new(&settings.kafka.critical_topic, &settings.critical_batch),
         ];
         let mut clocks = PartitionClocks::default();
         let decoder = Decoder::default();
-        // Batches being stored, oldest first. Up to `max_in_flight_batches` are written at
-        // once so that consuming and decoding overlap with the database; they are committed
-        // strictly in the order they were taken, so a commit never covers an unstored record.
+        // Batches being stored per lane, oldest first. Up to `max_in_flight_batches` are
+        // written at once so that consuming and decoding overlap with the database; each
+        // lane commits strictly in the order it took them, so a commit never covers an
+        // unstored record.
         let depth = settings.max_in_flight_batches.max(1);
-        let mut storing = FuturesOrdered::new();
-        // Whether each batch in `storing` writes rows. Only those count against `depth`: a
-        // batch of ticks alone writes nothing, and letting it take a slot behind a batch
-        // stuck on a down shard would stop the other shards' rows too.
-        let mut writes: VecDeque<bool> = VecDeque::new();
-        // Once a batch is abandoned (shutdown while its shard was down), no later batch may
-        // commit: its offsets would cover the abandoned records.
-        let mut committing = true;
-        // Commits made and not yet acknowledged, oldest first.
+        let mut storing = [FuturesOrdered::new(), FuturesOrdered::new()];
+        // Commits made and not yet acknowledged, oldest first (both lanes: the committer
+        // answers in the order commits were made).
         let mut awaiting: VecDeque<sink::Committing> = VecDeque::new();
         loop {
             let now = tokio::time::Instant::now();
-            for lane in &mut lanes {
+            for (lane, storing) in lanes.iter_mut().zip(storing.iter_mut()) {
                 let due =
                     lane.batcher.is_full() || lane.batcher.deadline().is_some_and(|d| d <= now);
-                if due && free(&writes, depth) {
+                if due && free(&lane.writes, depth) {
                     let batch = lane.batcher.take();
-                    writes.push_back(
+                    lane.writes.push_back(
                         batch
                             .iter()
                             .any(|r| matches!(r, batch::Record::Event { .. })),
                     );
                     storing.push_back(sinks.store(batch, &shutdown));
                 }
+                // A full batch that cannot start yet pauses its lane: memory stays bounded.
+                lane.pause_while_full(&consumer);
             }
-            // A full batch that cannot start yet stops consumption: memory stays bounded.
-            let blocked = lanes.iter().any(|l| l.batcher.is_full());
+            let consuming = lanes.iter().any(|l| !l.paused);
             let deadline = lanes
                 .iter()
+                .filter(|l| free(&l.writes, depth))
                 .filter_map(|l| l.batcher.deadline())
-                .min()
-                .filter(|_| free(&writes, depth));
+                .min();
+            let [normal_storing, critical_storing] = &mut storing;
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
-                Some(outcome) = storing.next() => {
-                    writes.pop_front();
-                    let (still, commit) = sinks.settle(outcome?, committing);
-                    committing = still;
-                    awaiting.extend(commit);
+                Some(outcome) = critical_storing.next() => {
+                    lanes[1].settle(&sinks, outcome?, &mut awaiting);
+                }
+                Some(outcome) = normal_storing.next() => {
+                    lanes[0].settle(&sinks, outcome?, &mut awaiting);
                 }
                 Some(result) = commit_results.recv() => {
                     if let Some(commit) = awaiting.pop_front() {
@@ -239,8 +239,13 @@ impl DbWriter {
                     }
                 }
                 _ = tokio::time::sleep_until(deadline.unwrap_or(now)), if deadline.is_some() => {}
-                message = consumer.recv(), if !blocked => {
+                message = consumer.recv(), if consuming => {
                     forget_revoked(&consumer, &mut lanes, &mut clocks);
+                    if consumer.context().take_assigned() {
+                        for lane in &mut lanes {
+                            lane.reapply_pause(&consumer);
+                        }
+                    }
                     let message = match message {
                         Ok(message) => message.detach(),
                         Err(e) => {
@@ -255,7 +260,12 @@ impl DbWriter {
                     let record = decoder.record(message, clock);
                     let topic = record.position().topic.as_str();
                     if let Some(lane) = lanes.iter_mut().find(|l| l.topic == topic) {
+                        // A paused lane still takes what a rebalance handed over before it
+                        // was paused too (bounded by the prefetch), and pauses that as well.
                         lane.batcher.push(record, bytes);
+                        if lane.paused {
+                            lane.reapply_pause(&consumer);
+                        }
                     }
                 }
             }
@@ -265,18 +275,16 @@ impl DbWriter {
         // is committed and the next owner re-reads), all within the shutdown deadline.
         let deadline = settings.shutdown_timeout;
         let last = async {
-            while let Some(outcome) = storing.next().await {
-                let (still, commit) = sinks.settle(outcome?, committing);
-                committing = still;
-                awaiting.extend(commit);
+            for (lane, storing) in lanes.iter_mut().zip(storing.iter_mut()) {
+                while let Some(outcome) = storing.next().await {
+                    lane.settle(&sinks, outcome?, &mut awaiting);
+                }
             }
             forget_revoked(&consumer, &mut lanes, &mut clocks);
             let drain = CancellationToken::new();
             for lane in &mut lanes {
                 let outcome = sinks.store(lane.batcher.take(), &drain).await?;
-                let (still, commit) = sinks.settle(outcome, committing);
-                committing = still;
-                awaiting.extend(commit);
+                lane.settle(&sinks, outcome, &mut awaiting);
             }
             // The acknowledgements come while the consumer is polled; what it delivers now
             // stays uncommitted, for the next owner.
@@ -313,8 +321,8 @@ impl DbWriter {
     }
 }
 
-/// Batches of ticks alone queued behind a stuck batch, at most: their commits wait for it,
-/// and memory stays bounded (a tick-only batch forms about every `idle_wait`).
+/// Batches of ticks alone queued behind a stuck batch of their lane, at most: their commits
+/// wait for it, and memory stays bounded (a tick-only batch forms about every `idle_wait`).
 const MAX_QUEUED_TICK_BATCHES: usize = 256;
 
 /// Whether another batch may start: fewer than `depth` batches that write rows, and the queue
@@ -434,10 +442,19 @@ async fn watch_readiness(
     }
 }
 
-/// A topic and the batch being built from it.
+/// A topic, the batch being built from it, and its batches being stored.
 struct Lane {
     topic: String,
     batcher: Batcher,
+    /// Whether each batch being stored writes rows. Only those count against the depth: a
+    /// batch of ticks alone writes nothing, and letting it take a slot behind a batch stuck
+    /// on a down shard would stop the other shards' rows too.
+    writes: VecDeque<bool>,
+    /// Once a batch is abandoned (shutdown while its shard was down), no later batch of the
+    /// lane may commit: its offsets would cover the abandoned records.
+    committing: bool,
+    /// The lane's partitions are paused (its batch is full and cannot start yet).
+    paused: bool,
 }
 
 impl Lane {
@@ -445,6 +462,66 @@ impl Lane {
         Lane {
             topic: topic.to_owned(),
             batcher: Batcher::new(settings),
+            writes: VecDeque::new(),
+            committing: true,
+            paused: false,
+        }
+    }
+
+    /// A batch of the lane is stored: commits it (in the lane's order) while allowed.
+    fn settle(
+        &mut self,
+        sinks: &sink::Sinks<'_>,
+        outcome: sink::Outcome,
+        awaiting: &mut VecDeque<sink::Committing>,
+    ) {
+        self.writes.pop_front();
+        let (still, commit) = sinks.settle(outcome, self.committing);
+        self.committing = still;
+        awaiting.extend(commit);
+    }
+
+    /// Pauses the lane's assigned partitions while its batch is full (librdkafka drops what
+    /// it prefetched for them and fetches again from the next undelivered offset on
+    /// resume), and resumes them once it is not.
+    fn pause_while_full(&mut self, consumer: &WriterConsumer) {
+        let full = self.batcher.is_full();
+        if full != self.paused {
+            self.apply_pause(consumer, full);
+        }
+    }
+
+    /// Applies the lane's state again to everything assigned now: a partition paused, revoked
+    /// and assigned back stays paused in librdkafka, and a newly assigned one starts resumed.
+    fn reapply_pause(&mut self, consumer: &WriterConsumer) {
+        self.apply_pause(consumer, self.paused);
+    }
+
+    fn apply_pause(&mut self, consumer: &WriterConsumer, full: bool) {
+        let assigned = match consumer.assignment() {
+            Ok(assigned) => assigned,
+            Err(e) => {
+                warn!(topic = %self.topic, error = %e, "cannot read the assignment");
+                return;
+            }
+        };
+        let mut mine = rdkafka::TopicPartitionList::new();
+        for element in assigned.elements_for_topic(&self.topic) {
+            mine.add_partition(element.topic(), element.partition());
+        }
+        let changed = if full {
+            consumer.pause(&mine)
+        } else {
+            consumer.resume(&mine)
+        };
+        match changed {
+            Ok(()) => {
+                self.paused = full;
+                metrics::LANE_PAUSED
+                    .with_label_values(&[&self.topic])
+                    .set(i64::from(full));
+            }
+            Err(e) => warn!(topic = %self.topic, error = %e, "cannot pause or resume the lane"),
         }
     }
 }

@@ -39,6 +39,7 @@ pub fn init(shards: usize, topics: &[&str]) {
     for topic in topics {
         BATCH_RECORDS.with_label_values(&[topic]);
         BATCH_FLUSH_SECONDS.with_label_values(&[topic]);
+        LANE_PAUSED.with_label_values(&[topic]);
     }
     LazyLock::force(&BATCHES_COMMITTED);
     LazyLock::force(&NOTICES_LOST);
@@ -114,6 +115,15 @@ pub static SHARD_PAUSED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         &["shard"]
     )
     .expect("metric registers once")
+});
+
+pub static LANE_PAUSED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "db_writer_lane_paused",
+        "1 while a lane's partitions are paused: its batch is full and its write slots busy (the other lane keeps consuming)",
+        &["topic"]
+    )
+    .expect("metric registers")
 });
 
 pub static EVENT_ID_CONFLICTS: LazyLock<IntCounter> = LazyLock::new(|| {

@@ -16,8 +16,9 @@ pub struct Settings {
     /// Day partitions of `events` on every shard: made ahead, dropped past the retention.
     pub partitions: PartitionSettings,
     pub retry: RetrySettings,
-    /// Batches written at the same time (both lanes together), committed in order. More
-    /// overlap consuming with writing; memory grows by one batch each. Default 2.
+    /// Batches written at the same time per lane, each lane committing its own in order (a
+    /// critical batch never waits for a normal one). More overlap consuming with writing;
+    /// memory grows by one batch each. Default 2.
     pub max_in_flight_batches: usize,
     /// Address of `/metrics`, `/livez` and `/readyz` (ready: every shard answers
     /// and the group has assigned this member). Default `127.0.0.1:9101`.

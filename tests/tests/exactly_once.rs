@@ -237,6 +237,8 @@ async fn an_event_retried_with_its_id_is_one_event_everywhere_before_and_after_s
     // A retry long after, seen by a replica that never saw the first copy: still one event,
     // and a stream does not send it again.
     let (fresh, _stop) = stack.start_query_with(stack.query_settings()).await;
+    // A replica refuses streams (503, retry) until it has caught up after its start.
+    stack.ready(&fresh, LIVE).await;
     let mut fresh_stream = SseReader::open(&stack.http, &fresh, &[("clientId", "r")], None)
         .await
         .unwrap();

@@ -167,6 +167,83 @@ async fn critical_events_take_their_own_lane_to_the_same_table() {
     .await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn critical_events_are_stored_while_the_normal_lane_is_stuck() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let mut settings = stack.writer_settings();
+    settings.batch.max_rows = 10;
+    settings.max_in_flight_batches = 1;
+    let (_writer, writer_url) = stack.start_writer_with(settings).await;
+    // Producer-chosen ids pass the shards' id guard; a session holding it locks every
+    // normal batch of them out, so the normal lane's one write slot and its batch fill up.
+    let mut guards = Vec::new();
+    for url in &stack.shard_urls {
+        let guard = stack.links.connect(url).await;
+        guard
+            .batch_execute("BEGIN; LOCK TABLE event_ids IN EXCLUSIVE MODE")
+            .await
+            .unwrap();
+        guards.push(guard);
+    }
+    let normal: Vec<Value> = (0..50)
+        .map(|n| {
+            let mut e = event(&format!("slow-{}", n % 5), n);
+            e["event_id"] = Uuid::now_v7().to_string().into();
+            e
+        })
+        .collect();
+    let normal_ids = stack.post_events(&gateway, &normal).await.event_ids;
+    eventually(DRAIN, "the normal lane paused", || async {
+        let paused = stack
+            .metric(
+                &writer_url,
+                &format!("db_writer_lane_paused{{topic=\"{}\"}}", stack.topic),
+            )
+            .await;
+        (paused == 1.0).then_some(())
+    })
+    .await;
+
+    // Critical events (ids from the gateway, no guard) are stored all the same.
+    let critical: Vec<Value> = (0..5)
+        .map(|n| {
+            let mut e = event(&format!("urgent-{n}"), n);
+            e["priority"] = "critical".into();
+            e
+        })
+        .collect();
+    let critical_ids = stack.post_events(&gateway, &critical).await.event_ids;
+    eventually(
+        DRAIN,
+        "critical events stored past the stuck lane",
+        || async {
+            let rows = stack.row_counts().await;
+            critical_ids
+                .iter()
+                .all(|id| rows.get(id) == Some(&1))
+                .then_some(())
+        },
+    )
+    .await;
+    let rows = stack.row_counts().await;
+    assert!(
+        normal_ids.iter().all(|id| !rows.contains_key(id)),
+        "the normal lane was stuck throughout"
+    );
+
+    // Released, the normal lane resumes where it paused: everything once.
+    for guard in &guards {
+        guard.batch_execute("COMMIT").await.unwrap();
+    }
+    stack.drained(DRAIN).await;
+    let rows = stack.row_counts().await;
+    for id in normal_ids.iter().chain(&critical_ids) {
+        assert_eq!(rows.get(id), Some(&1), "{id} stored once");
+    }
+    assert_eq!(rows.len(), normal_ids.len() + critical_ids.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_w3c_traceparent_travels_with_each_event_in_kafka_headers() {
     let stack = Stack::new().await;

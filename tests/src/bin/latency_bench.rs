@@ -1,0 +1,334 @@
+//! Create-to-persist latency per lane: one event per POST at a fixed open-loop rate, a share
+//! of them critical, and for every critical event and a sample of normal ones the time from
+//! the POST being sent until its row is visible in its PostgreSQL shard (found by polling
+//! the shard by event id). Prints p50/p90/p99/max per lane and rate and appends them to the
+//! results file.
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use clap::Parser;
+use event_store::ShardRouter;
+use pipeline_tests::bench::{append_results, percentile_ms};
+use tokio::sync::{mpsc, Semaphore};
+use uuid::Uuid;
+
+#[derive(Parser, Clone)]
+#[command(about = "POST → row visible in PostgreSQL, per lane, at fixed rates")]
+struct Args {
+    /// Gateway base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8080")]
+    gateway: String,
+    /// The shards, in routing order (as db-writer is configured).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "postgres://postgres@127.0.0.1:5433/events,postgres://postgres@127.0.0.1:5434/events"
+    )]
+    shards: Vec<String>,
+    /// Offered rates in events (= requests) per second, one run each.
+    #[arg(long, value_delimiter = ',', default_value = "2000,10000")]
+    rates: Vec<u64>,
+    /// How long each rate is offered.
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    duration: Duration,
+    /// Share of events sent as critical.
+    #[arg(long, default_value_t = 0.2)]
+    critical_share: f64,
+    /// Share of normal events whose persistence is timed (every critical one is).
+    #[arg(long, default_value_t = 0.1)]
+    normal_sample: f64,
+    /// Requests in flight at most; past it the generator falls behind (reported).
+    #[arg(long, default_value_t = 256)]
+    concurrency: usize,
+    /// Distinct client ids.
+    #[arg(long, default_value_t = 10_000)]
+    clients: usize,
+    /// How often each shard is asked for the timed events not seen yet: the resolution.
+    #[arg(long, default_value = "2ms", value_parser = humantime::parse_duration)]
+    poll: Duration,
+    /// Payload padding in bytes.
+    #[arg(long, default_value_t = 200)]
+    payload_bytes: usize,
+    /// Where the summary lines are appended.
+    #[arg(long, default_value = "target/bench-results/latency_bench.txt")]
+    results: std::path::PathBuf,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Lane {
+    Normal,
+    Critical,
+}
+
+impl Lane {
+    fn name(self) -> &'static str {
+        match self {
+            Lane::Normal => "normal",
+            Lane::Critical => "critical",
+        }
+    }
+}
+
+/// An acknowledged event to time: its id, lane and when its POST was sent.
+struct Timed {
+    id: Uuid,
+    lane: Lane,
+    sent: Instant,
+}
+
+#[derive(Default)]
+struct Samples {
+    ack: HashMap<Lane, Vec<Duration>>,
+    persisted: HashMap<Lane, Vec<Duration>>,
+    unseen: HashMap<Lane, usize>,
+}
+
+/// How long a timed event may stay unseen before it counts as not persisted.
+const GIVE_UP: Duration = Duration::from_secs(30);
+/// Ids asked for in one statement, at most.
+const POLL_BATCH: usize = 2_000;
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(args.concurrency)
+        .build()
+        .context("http client")?;
+    let mut shards = Vec::new();
+    for url in &args.shards {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connect {url}"))?;
+        tokio::spawn(connection);
+        shards.push(Arc::new(client));
+    }
+    let router = ShardRouter::new(shards.len());
+    println!(
+        "| offered | achieved | lane | acknowledged | timed | ack p50 / p99 ms | persisted p50 / p90 / p99 / max ms | not seen | refused |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    for &rate in &args.rates {
+        run_rate(&args, &http, &shards, &router, rate).await?;
+    }
+    Ok(())
+}
+
+async fn run_rate(
+    args: &Args,
+    http: &reqwest::Client,
+    shards: &[Arc<tokio_postgres::Client>],
+    router: &ShardRouter,
+    rate: u64,
+) -> anyhow::Result<()> {
+    // One poller per shard, fed the acknowledged events to time.
+    let mut feeds = Vec::new();
+    let mut pollers = Vec::new();
+    for shard in shards {
+        let (tx, rx) = mpsc::unbounded_channel::<Timed>();
+        feeds.push(tx);
+        pollers.push(tokio::spawn(poll_shard(shard.clone(), rx, args.poll)));
+    }
+    let slots = Arc::new(Semaphore::new(args.concurrency));
+    let refused = Arc::new(AtomicU64::new(0));
+    let behind = Arc::new(AtomicU64::new(0));
+    let acks: Arc<std::sync::Mutex<Samples>> = Arc::default();
+    let padding = "x".repeat(args.payload_bytes);
+    let started = Instant::now();
+    let interval = Duration::from_secs_f64(1.0 / rate as f64);
+    let total = (rate as f64 * args.duration.as_secs_f64()) as u64;
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ rate;
+    for n in 0..total {
+        // Open loop: request n leaves at n / rate, whatever the earlier ones are doing.
+        let due = started + interval.mul_f64(n as f64);
+        tokio::time::sleep_until(due.into()).await;
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            behind.fetch_add(1, Ordering::Relaxed);
+            continue;
+        };
+        seed = seed
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        let draw = (seed >> 11) as f64 / (1u64 << 53) as f64;
+        let lane = if draw < args.critical_share {
+            Lane::Critical
+        } else {
+            Lane::Normal
+        };
+        let timed = lane == Lane::Critical
+            || (draw - args.critical_share) / (1.0 - args.critical_share) < args.normal_sample;
+        let client = format!("lat-{}", (seed >> 33) as usize % args.clients);
+        let priority = match lane {
+            Lane::Critical => r#","priority":"critical""#,
+            Lane::Normal => "",
+        };
+        let body = format!(
+            r#"{{"client_id":"{client}","type":"reading"{priority},"payload":{{"n":{n},"pad":"{padding}"}}}}"#
+        );
+        let feed = feeds[router.shard_for(&client)].clone();
+        let (http, url, refused, acks) = (
+            http.clone(),
+            format!("{}/events", args.gateway),
+            refused.clone(),
+            acks.clone(),
+        );
+        tasks.spawn(async move {
+            let _slot = slot;
+            let sent = Instant::now();
+            let answer = http
+                .post(url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await;
+            let acked = sent.elapsed();
+            let id = match answer {
+                Ok(r) if r.status().as_u16() == 202 => r
+                    .json::<serde_json::Value>()
+                    .await
+                    .ok()
+                    .and_then(|b| b["events"][0]["event_id"].as_str()?.parse::<Uuid>().ok()),
+                _ => None,
+            };
+            let Some(id) = id else {
+                refused.fetch_add(1, Ordering::Relaxed);
+                return;
+            };
+            if let Ok(mut acks) = acks.lock() {
+                acks.ack.entry(lane).or_default().push(acked);
+            }
+            if timed {
+                let _ = feed.send(Timed { id, lane, sent });
+            }
+        });
+        // Finished requests are reaped as we go: the set stays at the concurrency bound.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    let elapsed = started.elapsed();
+    drop(feeds);
+    let mut samples = match Arc::try_unwrap(acks) {
+        Ok(acks) => acks.into_inner().unwrap_or_default(),
+        Err(_) => Samples::default(),
+    };
+    for poller in pollers {
+        let found = poller.await.context("poller")??;
+        for (lane, mut seen) in found.persisted {
+            samples.persisted.entry(lane).or_default().append(&mut seen);
+        }
+        for (lane, count) in found.unseen {
+            *samples.unseen.entry(lane).or_default() += count;
+        }
+    }
+    let acknowledged: usize = samples.ack.values().map(Vec::len).sum();
+    let achieved = acknowledged as f64 / elapsed.as_secs_f64();
+    let refused = refused.load(Ordering::Relaxed);
+    let behind = behind.load(Ordering::Relaxed);
+    for lane in [Lane::Critical, Lane::Normal] {
+        let mut ack = samples.ack.remove(&lane).unwrap_or_default();
+        let mut persisted = samples.persisted.remove(&lane).unwrap_or_default();
+        ack.sort();
+        persisted.sort();
+        let p = |v: &[Duration], q| percentile_ms(v, q);
+        let row = format!(
+            "| {rate}/s | {achieved:.0}/s | {} | {} | {} | {:.1} / {:.1} | {:.1} / {:.1} / {:.1} / {:.1} | {} | {refused} |",
+            lane.name(),
+            ack.len(),
+            persisted.len(),
+            p(&ack, 0.5),
+            p(&ack, 0.99),
+            p(&persisted, 0.5),
+            p(&persisted, 0.9),
+            p(&persisted, 0.99),
+            p(&persisted, 1.0),
+            samples.unseen.get(&lane).copied().unwrap_or(0),
+        );
+        println!("{row}");
+        append_results(
+            &args.results,
+            &format!(
+                "latency_bench: offered={rate}/s achieved={achieved:.0}/s lane={} acknowledged={} timed={} ack_ms p50={:.2} p99={:.2} persisted_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} not_seen={} refused={refused} generator_behind={behind} poll={:?}",
+                lane.name(),
+                ack.len(),
+                persisted.len(),
+                p(&ack, 0.5),
+                p(&ack, 0.99),
+                p(&persisted, 0.5),
+                p(&persisted, 0.9),
+                p(&persisted, 0.99),
+                p(&persisted, 1.0),
+                samples.unseen.get(&lane).copied().unwrap_or(0),
+                args.poll,
+            ),
+        )?;
+    }
+    if behind > 0 {
+        println!(
+            "note: {behind} requests not sent at {rate}/s: {} already in flight",
+            args.concurrency
+        );
+    }
+    Ok(())
+}
+
+/// Asks one shard every `every` which timed events are stored now, until the feed ends and
+/// everything was seen or given up on.
+async fn poll_shard(
+    shard: Arc<tokio_postgres::Client>,
+    mut feed: mpsc::UnboundedReceiver<Timed>,
+    every: Duration,
+) -> anyhow::Result<Samples> {
+    let statement = shard
+        .prepare("SELECT event_id FROM events WHERE event_id = ANY($1)")
+        .await
+        .context("prepare")?;
+    let mut pending: HashMap<Uuid, (Lane, Instant)> = HashMap::new();
+    let mut samples = Samples::default();
+    let mut open = true;
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while open || !pending.is_empty() {
+        tick.tick().await;
+        loop {
+            match feed.try_recv() {
+                Ok(t) => {
+                    pending.insert(t.id, (t.lane, t.sent));
+                }
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    open = false;
+                    break;
+                }
+            }
+        }
+        if pending.is_empty() {
+            continue;
+        }
+        let ids: Vec<Uuid> = pending.keys().take(POLL_BATCH).copied().collect();
+        let rows = shard.query(&statement, &[&ids]).await.context("poll")?;
+        let now = Instant::now();
+        for row in rows {
+            let id: Uuid = row.get(0);
+            if let Some((lane, sent)) = pending.remove(&id) {
+                samples.persisted.entry(lane).or_default().push(now - sent);
+            }
+        }
+        pending.retain(|_, (lane, sent)| {
+            let keep = now - *sent < GIVE_UP;
+            if !keep {
+                *samples.unseen.entry(*lane).or_default() += 1;
+            }
+            keep
+        });
+    }
+    Ok(samples)
+}
