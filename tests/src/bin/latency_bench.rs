@@ -239,35 +239,19 @@ async fn run_rate(
         ack.sort();
         persisted.sort();
         let p = |v: &[Duration], q| percentile_ms(v, q);
-        let row = format!(
-            "| {rate}/s | {achieved:.0}/s | {} | {} | {} | {:.1} / {:.1} | {:.1} / {:.1} / {:.1} / {:.1} | {} | {refused} |",
-            lane.name(),
-            ack.len(),
-            persisted.len(),
-            p(&ack, 0.5),
-            p(&ack, 0.99),
-            p(&persisted, 0.5),
-            p(&persisted, 0.9),
-            p(&persisted, 0.99),
-            p(&persisted, 1.0),
-            samples.unseen.get(&lane).copied().unwrap_or(0),
+        let (ack_p50, ack_p99) = (p(&ack, 0.5), p(&ack, 0.99));
+        let stored = [0.5, 0.9, 0.99, 1.0].map(|q| p(&persisted, q));
+        let unseen = samples.unseen.get(&lane).copied().unwrap_or(0);
+        let (name, acked, timed) = (lane.name(), ack.len(), persisted.len());
+        println!(
+            "| {rate}/s | {achieved:.0}/s | {name} | {acked} | {timed} | {ack_p50:.1} / {ack_p99:.1} | {:.1} / {:.1} / {:.1} / {:.1} | {unseen} | {refused} |",
+            stored[0], stored[1], stored[2], stored[3],
         );
-        println!("{row}");
         append_results(
             &args.results,
             &format!(
-                "latency_bench: offered={rate}/s achieved={achieved:.0}/s lane={} acknowledged={} timed={} ack_ms p50={:.2} p99={:.2} persisted_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} not_seen={} refused={refused} generator_behind={behind} poll={:?}",
-                lane.name(),
-                ack.len(),
-                persisted.len(),
-                p(&ack, 0.5),
-                p(&ack, 0.99),
-                p(&persisted, 0.5),
-                p(&persisted, 0.9),
-                p(&persisted, 0.99),
-                p(&persisted, 1.0),
-                samples.unseen.get(&lane).copied().unwrap_or(0),
-                args.poll,
+                "latency_bench: offered={rate}/s achieved={achieved:.0}/s lane={name} acknowledged={acked} timed={timed} ack_ms p50={ack_p50:.2} p99={ack_p99:.2} persisted_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} not_seen={unseen} refused={refused} generator_behind={behind} poll={:?}",
+                stored[0], stored[1], stored[2], stored[3], args.poll,
             ),
         )?;
     }
