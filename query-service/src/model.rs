@@ -26,6 +26,11 @@ use crate::{
 };
 
 const PARTITIONS: usize = 3;
+/// Attempts of a page read with forced races, then without, before it counts as stuck.
+const ATTEMPTS_WITH_RACES: usize = 8;
+const ATTEMPTS_SETTLED: usize = 100;
+/// Pages one reader may read in a run: far more than a run's events at two per page.
+const MAX_PAGES: usize = 100_000;
 const CLIENTS: [&str; 2] = ["a", "b"];
 
 #[derive(Debug, Clone)]
@@ -187,6 +192,8 @@ struct Reader {
     client: &'static str,
     last: Option<OrderKey>,
     seen: Vec<Uuid>,
+    /// Pages read so far (bounded: a reader that never reaches the end is a bug).
+    pages: usize,
 }
 
 struct Stream {
@@ -334,7 +341,17 @@ impl World {
         race: u8,
         direction: Direction,
     ) -> Page {
-        loop {
+        // Like `history::page`, a read that keeps racing gives up; here it then reads again
+        // without forcing races, and one that cannot settle even so is a bug, not a hang.
+        let mut race = race;
+        for attempt in 0.. {
+            if attempt == ATTEMPTS_WITH_RACES {
+                race = 0;
+            }
+            assert!(
+                attempt < ATTEMPTS_WITH_RACES + ATTEMPTS_SETTLED,
+                "a page of {client} from {from:?} never settled"
+            );
             let probe = ClientQuery {
                 client_id: client,
                 from,
@@ -396,9 +413,18 @@ impl World {
                 return assemble(&query, snapshot, &rows, &verdicts);
             }
         }
+        unreachable!("the attempts are bounded above")
     }
 
     fn read_page(&mut self, reader: &mut Reader, race: u8) -> bool {
+        reader.pages += 1;
+        assert!(
+            reader.pages <= MAX_PAGES,
+            "{} kept paging: {} pages, {} events seen",
+            reader.client,
+            reader.pages,
+            reader.seen.len()
+        );
         let page = self.page(reader.client, reader.last, 2, race);
         for (_, event) in &page.events {
             if trace() {
@@ -489,6 +515,7 @@ fn run(events: Vec<Planned>, skew: i64, schedule: Vec<u8>) {
             client,
             last: None,
             seen: Vec::new(),
+            pages: 0,
         })
         .collect();
     let subscribe = |world: &World, client: &'static str| Stream {
@@ -496,6 +523,7 @@ fn run(events: Vec<Planned>, skew: i64, schedule: Vec<u8>) {
             client,
             last: None,
             seen: Vec::new(),
+            pages: 0,
         },
         subscription: world.streams.subscribe(client, 10_000),
         replayed: false,
@@ -557,6 +585,7 @@ fn run(events: Vec<Planned>, skew: i64, schedule: Vec<u8>) {
         client: "a",
         last: None,
         seen: Vec::new(),
+        pages: 0,
     };
     while world.read_page(&mut again, 0) {}
     assert_eq!(again.seen, world.expected("a"));
@@ -565,14 +594,17 @@ fn run(events: Vec<Planned>, skew: i64, schedule: Vec<u8>) {
     // And newest first, the same events the other way round.
     let mut newest_first = Vec::new();
     let mut from = None;
-    loop {
+    let mut ended = false;
+    for _ in 0..MAX_PAGES {
         let page = world.page_towards("a", from, 2, 0, Direction::Backward);
         newest_first.extend(page.events.iter().map(|(_, e)| e.event.event_id));
         if page.next.is_none() {
+            ended = true;
             break;
         }
         from = page.resume;
     }
+    assert!(ended, "newest first kept paging");
     newest_first.reverse();
     assert_eq!(newest_first, world.expected("a"), "newest first");
 }
