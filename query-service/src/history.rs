@@ -111,6 +111,8 @@ async fn attempt(
         }
     };
     let Ok(verdicts) = sources.in_flight.judge(client, &rows, snapshot.clock) else {
+        // A cached page would be stale on every retry until its TTL: read the shard again.
+        sources.cache.forget(&probe).await;
         return Ok(None);
     };
     Ok(Some(assemble(query, snapshot, &rows, &verdicts)))

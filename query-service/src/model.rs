@@ -412,6 +412,8 @@ impl World {
                 let query = ClientQuery { limit, ..probe };
                 return assemble(&query, snapshot, &rows, &verdicts);
             }
+            // As `history::attempt`: stale rows are not served from the cache again.
+            self.cache.remove(&(client.to_owned(), from));
         }
         unreachable!("the attempts are bounded above")
     }

@@ -68,6 +68,11 @@ impl PageCache {
         (page.read_at >= rows_changed_at).then(|| page.rows.clone())
     }
 
+    /// Forgets a page whose rows turned out stale (an earlier copy replaced one of them).
+    pub async fn forget(&self, query: &ClientQuery<'_>) {
+        self.pages.invalidate(&PageKey::of(query)).await;
+    }
+
     pub async fn put(&self, query: &ClientQuery<'_>, rows: Rows, read_at: u64) {
         self.pages
             .insert(PageKey::of(query), Arc::new(CachedPage { rows, read_at }))
