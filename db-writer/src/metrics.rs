@@ -123,7 +123,7 @@ pub static LANE_PAUSED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
         "1 while a lane's partitions are paused: its batch is full and its write slots busy (the other lane keeps consuming)",
         &["topic"]
     )
-    .expect("metric registers")
+    .expect("metric registers once")
 });
 
 pub static EVENT_ID_CONFLICTS: LazyLock<IntCounter> = LazyLock::new(|| {

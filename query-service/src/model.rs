@@ -344,14 +344,10 @@ impl World {
         // Like `history::page`, a read that keeps racing gives up; here it then reads again
         // without forcing races, and one that cannot settle even so is a bug, not a hang.
         let mut race = race;
-        for attempt in 0.. {
+        for attempt in 0..ATTEMPTS_WITH_RACES + ATTEMPTS_SETTLED {
             if attempt == ATTEMPTS_WITH_RACES {
                 race = 0;
             }
-            assert!(
-                attempt < ATTEMPTS_WITH_RACES + ATTEMPTS_SETTLED,
-                "a page of {client} from {from:?} never settled"
-            );
             let probe = ClientQuery {
                 client_id: client,
                 from,
@@ -415,7 +411,7 @@ impl World {
             // As `history::attempt`: stale rows are not served from the cache again.
             self.cache.remove(&(client.to_owned(), from));
         }
-        unreachable!("the attempts are bounded above")
+        panic!("a page of {client} from {from:?} never settled")
     }
 
     fn read_page(&mut self, reader: &mut Reader, race: u8) -> bool {
