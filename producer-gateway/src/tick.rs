@@ -1,8 +1,9 @@
 //! Ticks: a record without an event into every partition that received nothing from this
 //! gateway for a tick interval, so every partition's log time keeps moving and readers can
-//! release events in their stable order within milliseconds (`schemas::order`). A final tick
-//! into every partition at shutdown lets readers release this gateway's last events without
-//! waiting for another gateway.
+//! release events in their stable order within milliseconds (`schemas::order`). A gateway
+//! that acknowledged nothing for a few intervals ticks only every idle interval: its events
+//! are released already. A final tick into every partition at shutdown lets readers release
+//! this gateway's last events without waiting for another gateway.
 
 use std::{
     sync::{
@@ -26,16 +27,33 @@ use crate::clock::IngestClock;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readiness check: the producers have broker metadata for both lanes.
 pub const READY_BROKERS: &str = "brokers";
+/// Tick intervals after its last acknowledged event during which a gateway keeps ticking
+/// every interval. A partition that had an event within the last interval is skipped in a
+/// round, so the round after next is the first that surely passes the last event in every
+/// partition; one more for a round delayed by a busy runtime.
+pub const ACTIVE_ROUNDS: i64 = 3;
 
 /// When this gateway last produced to each partition of one topic (host clock, micros).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Activity {
     last: RwLock<Vec<AtomicI64>>,
+    /// The latest of `last`, whatever the partition.
+    latest: AtomicI64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            last: RwLock::default(),
+            latest: AtomicI64::new(i64::MIN),
+        }
+    }
 }
 
 impl Activity {
     /// Called for every acknowledged event.
     pub fn produced(&self, partition: i32, at_micros: i64) {
+        self.latest.fetch_max(at_micros, Ordering::Relaxed);
         let Ok(last) = self.last.read() else {
             return;
         };
@@ -67,6 +85,25 @@ impl Activity {
     fn partitions(&self) -> usize {
         self.last.read().map_or(0, |l| l.len())
     }
+
+    fn latest(&self) -> i64 {
+        self.latest.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether a round of ticks is due at `now_micros`: every interval while this gateway is
+/// active (an event acknowledged within [`ACTIVE_ROUNDS`] intervals), every idle interval
+/// otherwise. `last_round_micros` is when the last round ticked, `None` before the first.
+fn round_due(
+    latest_ack_micros: i64,
+    last_round_micros: Option<i64>,
+    now_micros: i64,
+    interval_micros: i64,
+    idle_interval_micros: i64,
+) -> bool {
+    let active = latest_ack_micros >= now_micros.saturating_sub(ACTIVE_ROUNDS * interval_micros);
+    active
+        || last_round_micros.is_none_or(|at| now_micros.saturating_sub(at) >= idle_interval_micros)
 }
 
 /// One lane's topic, producer and activity.
@@ -81,6 +118,8 @@ pub struct Ticker {
     pub lanes: Vec<TickLane>,
     pub clock: Arc<IngestClock>,
     pub interval: Duration,
+    /// How often a round is ticked while this gateway is idle (see [`round_due`]).
+    pub idle_interval: Duration,
     pub metadata_refresh: Duration,
     pub gateway: String,
     pub readiness: Readiness,
@@ -94,6 +133,10 @@ impl Ticker {
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut metadata_due = tokio::time::Instant::now();
         let interval_micros = i64::try_from(self.interval.as_micros()).unwrap_or(i64::MAX);
+        let idle_interval_micros = i64::try_from(self.idle_interval.as_micros())
+            .unwrap_or(i64::MAX)
+            .max(interval_micros);
+        let mut last_round = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -110,6 +153,22 @@ impl Ticker {
                 }
             }
             let host_now = host_micros();
+            let latest_ack = self
+                .lanes
+                .iter()
+                .map(|lane| lane.activity.latest())
+                .max()
+                .unwrap_or(i64::MIN);
+            if !round_due(
+                latest_ack,
+                last_round,
+                host_now,
+                interval_micros,
+                idle_interval_micros,
+            ) {
+                continue;
+            }
+            last_round = Some(host_now);
             for lane in &self.lanes {
                 for partition in lane.activity.quiet_since(host_now - interval_micros) {
                     self.tick(&codec, lane, partition);
@@ -183,4 +242,44 @@ impl Ticker {
 pub fn host_micros() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000)
         .unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: i64 = 1_000;
+
+    #[test]
+    fn ticks_every_interval_while_active_and_every_idle_interval_after() {
+        let (interval, idle) = (20 * MS, 1_000 * MS);
+        let due =
+            |latest_ack, last_round, now| round_due(latest_ack, last_round, now, interval, idle);
+        // Never acknowledged anything: the first round ticks, then once per idle interval.
+        assert!(due(i64::MIN, None, 5_000 * MS));
+        assert!(!due(i64::MIN, Some(5_000 * MS), 5_020 * MS));
+        assert!(!due(i64::MIN, Some(5_000 * MS), 5_999 * MS));
+        assert!(due(i64::MIN, Some(5_000 * MS), 6_000 * MS));
+        // An event acknowledged: every round ticks for three intervals after it...
+        let ack = 6_010 * MS;
+        for now in [6_020, 6_040, 6_060, 6_070] {
+            assert!(due(ack, Some((now - 20) * MS), now * MS), "at {now} ms");
+        }
+        // ...then idle again: the next round one idle interval after the last one.
+        assert!(!due(ack, Some(6_070 * MS), 6_090 * MS));
+        assert!(due(ack, Some(6_070 * MS), 7_070 * MS));
+    }
+
+    #[test]
+    fn activity_remembers_the_latest_acknowledgement_of_any_partition() {
+        let activity = Activity::default();
+        assert_eq!(activity.latest(), i64::MIN);
+        // Before metadata: no partition slots yet, the latest still counts.
+        activity.produced(3, 10);
+        activity.resize(4);
+        activity.produced(1, 30);
+        activity.produced(2, 20);
+        assert_eq!(activity.latest(), 30);
+        assert_eq!(activity.quiet_since(25), vec![0, 2, 3]);
+    }
 }
