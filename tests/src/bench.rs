@@ -1,6 +1,9 @@
-//! What the benchmark programs share: percentiles and the results file.
+//! What the benchmark programs share: percentiles, the results file, and the outcomes
+//! `tests/bench` gathers into one table (`bench_table`).
 
-use std::{io::Write, path::Path, time::Duration};
+use std::{fmt, io::Write, path::Path, time::Duration};
+
+use serde::{Deserialize, Serialize};
 
 /// The `p`-th percentile (0.0–1.0, nearest rank) of ascending `sorted`, in milliseconds;
 /// 0 when there is nothing.
@@ -24,6 +27,166 @@ pub fn append_results(path: &Path, report: &str) -> std::io::Result<()> {
     writeln!(file, "{report}")
 }
 
+/// The sum of every sample of metric `name` (all label sets) on a service's `/metrics`.
+pub async fn metric_sum(http: &reqwest::Client, base: &str, name: &str) -> reqwest::Result<f64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            let metric = series.split('{').next()?;
+            (metric == name)
+                .then(|| value.parse::<f64>().ok())
+                .flatten()
+        })
+        .sum())
+}
+
+/// What the shards hold against a ledger of what was posted (`Ledger::stored_counts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct StoredCounts {
+    /// Rows over all shards.
+    pub rows: usize,
+    pub acknowledged: usize,
+    /// Acknowledged events with no row.
+    pub lost: usize,
+    /// Events with more than one row.
+    pub duplicated: usize,
+    /// Events whose POST failed or was not answered: stored at most once.
+    pub maybe: usize,
+    pub failed_but_stored: usize,
+    /// Rows of events nobody posted.
+    pub unexpected: usize,
+}
+
+/// What a measured number must reach.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    AtLeast(f64),
+    AtMost(f64),
+}
+
+impl Target {
+    pub fn met_by(self, value: f64) -> bool {
+        match self {
+            Target::AtLeast(bound) => value >= bound,
+            Target::AtMost(bound) => value <= bound,
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::AtLeast(bound) => write!(f, "≥ {}", number(*bound)),
+            Target::AtMost(bound) => write!(f, "≤ {}", number(*bound)),
+        }
+    }
+}
+
+/// One measured number of one scenario, with the target it is held to (if any): a line of
+/// the table `tests/bench` prints.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Outcome {
+    pub scenario: String,
+    pub measure: String,
+    pub value: f64,
+    pub unit: String,
+    pub target: Option<Target>,
+}
+
+impl Outcome {
+    pub fn new(scenario: &str, measure: &str, value: f64, unit: &str) -> Self {
+        Outcome {
+            scenario: scenario.to_owned(),
+            measure: measure.to_owned(),
+            value,
+            unit: unit.to_owned(),
+            target: None,
+        }
+    }
+
+    pub fn target(mut self, target: Target) -> Self {
+        self.target = Some(target);
+        self
+    }
+
+    /// `None` when the number is reported without a target.
+    pub fn met(&self) -> Option<bool> {
+        self.target.map(|t| t.met_by(self.value))
+    }
+}
+
+/// Appends outcomes as JSON lines to `path` (a program run without `--summary` writes none).
+pub fn record_outcomes(path: Option<&Path>, outcomes: &[Outcome]) -> std::io::Result<()> {
+    let Some(path) = path else {
+        return Ok(());
+    };
+    let lines: Vec<String> = outcomes
+        .iter()
+        .map(|o| serde_json::to_string(o).map_err(std::io::Error::other))
+        .collect::<Result<_, _>>()?;
+    append_results(path, &lines.join("\n"))
+}
+
+/// The outcomes as a Markdown table: scenario, measure, value, target, met.
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut out = String::from(
+        "| scenario | measure | value | target | met |\n| --- | --- | --- | --- | --- |\n",
+    );
+    for o in outcomes {
+        let target = o
+            .target
+            .map(|t| format!("{t} {}", o.unit))
+            .unwrap_or_default();
+        let met = match o.met() {
+            Some(true) => "yes",
+            Some(false) => "**no**",
+            None => "",
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} {} | {target} | {met} |\n",
+            o.scenario,
+            o.measure,
+            number(o.value),
+            o.unit
+        ));
+    }
+    out
+}
+
+/// Three significant digits at most below 1,000; whole numbers with thousands separators above.
+fn number(value: f64) -> String {
+    if value.abs() >= 1000.0 {
+        let whole = format!("{:.0}", value.abs());
+        let mut grouped = String::new();
+        for (i, digit) in whole.chars().enumerate() {
+            if i > 0 && (whole.len() - i) % 3 == 0 {
+                grouped.push(',');
+            }
+            grouped.push(digit);
+        }
+        if value < 0.0 {
+            grouped.insert(0, '-');
+        }
+        grouped
+    } else if value.fract() == 0.0 || value.abs() >= 100.0 {
+        format!("{value:.0}")
+    } else if value.abs() >= 10.0 {
+        format!("{value:.1}")
+    } else {
+        format!("{value:.2}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -35,5 +198,50 @@ mod tests {
         assert_eq!(percentile_ms(&ms, 0.99), 99.0);
         assert_eq!(percentile_ms(&ms, 1.0), 100.0);
         assert_eq!(percentile_ms(&[], 0.5), 0.0);
+    }
+
+    #[test]
+    fn targets_judge_their_side_and_the_table_says_so() {
+        let rate = Outcome::new("single POST", "acknowledged", 20_600.4, "events/s")
+            .target(Target::AtLeast(30_000.0));
+        let p99 = Outcome::new("single POST", "p99", 7.25, "ms").target(Target::AtMost(8.0));
+        let bare = Outcome::new("fleet", "SSE events", 12.0, "events");
+        assert_eq!(rate.met(), Some(false));
+        assert_eq!(p99.met(), Some(true));
+        assert_eq!(bare.met(), None);
+        let table = table(&[rate, p99, bare]);
+        assert!(
+            table.contains(
+                "| single POST | acknowledged | 20,600 events/s | ≥ 30,000 events/s | **no** |"
+            ),
+            "{table}"
+        );
+        assert!(
+            table.contains("| single POST | p99 | 7.25 ms | ≤ 8 ms | yes |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| fleet | SSE events | 12 events |  |  |"),
+            "{table}"
+        );
+    }
+
+    #[test]
+    fn outcomes_survive_their_json_lines() {
+        let dir = std::env::temp_dir().join(format!("outcomes-{}", uuid::Uuid::new_v4().simple()));
+        let path = dir.join("summary.jsonl");
+        let written = vec![
+            Outcome::new("a", "p99", 1.5, "ms").target(Target::AtMost(3.0)),
+            Outcome::new("b", "rate", 10.0, "events/s"),
+        ];
+        record_outcomes(Some(&path), &written).expect("written");
+        record_outcomes(None, &written).expect("nothing to write");
+        let read: Vec<Outcome> = std::fs::read_to_string(&path)
+            .expect("read")
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("an outcome"))
+            .collect();
+        assert_eq!(read, written);
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

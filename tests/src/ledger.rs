@@ -141,6 +141,32 @@ impl Ledger {
         }
     }
 
+    /// The checks of `assert_stored`, counted instead of asserted.
+    pub async fn stored_counts(&self, stack: &Stack) -> crate::bench::StoredCounts {
+        let counts = stack.row_counts().await;
+        let entries = self.entries.lock().expect("ledger");
+        crate::bench::StoredCounts {
+            rows: counts.values().sum(),
+            acknowledged: entries.acknowledged.len(),
+            lost: entries
+                .acknowledged
+                .keys()
+                .filter(|id| !counts.contains_key(id))
+                .count(),
+            duplicated: counts.values().filter(|n| **n > 1).count(),
+            maybe: entries.maybe.len(),
+            failed_but_stored: entries
+                .maybe
+                .keys()
+                .filter(|id| counts.contains_key(id))
+                .count(),
+            unexpected: counts
+                .keys()
+                .filter(|id| entries.posted(id).is_none())
+                .count(),
+        }
+    }
+
     /// Every acknowledged event stored exactly once, every maybe at most once; returns the
     /// ledger line a fault test prints: acknowledged, lost, duplicated, failed-but-stored.
     pub async fn assert_stored(&self, stack: &Stack) -> String {

@@ -804,9 +804,13 @@ pub async fn post_via(
 /// A binary of this workspace, built next to the test executable (`target/<profile>/`).
 pub fn sibling_binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>/deps");
+    let dir = exe.parent().expect("the executable's folder");
+    // Test executables live in `target/<profile>/deps`, the benchmark bins of this crate
+    // in `target/<profile>` itself, next to the services.
+    let profile_dir = if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>/deps")
+    } else {
+        dir
+    };
     profile_dir.join(name)
 }

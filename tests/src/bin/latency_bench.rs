@@ -1,8 +1,9 @@
 //! Create-to-persist latency per lane: one event per POST at a fixed open-loop rate, a share
 //! of them critical, and for every critical event and a sample of normal ones the time from
 //! the POST being sent until its row is visible in its PostgreSQL shard (found by polling
-//! the shard by event id). Prints p50/p90/p99/max per lane and rate and appends them to the
-//! results file.
+//! the shard by event id), and for a smaller sample the time until a GET without a token
+//! (query-service) answers it. Prints p50/p90/p99/max per lane and rate and appends them to
+//! the results file.
 
 use std::{
     collections::HashMap,
@@ -16,7 +17,7 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use event_store::ShardRouter;
-use pipeline_tests::bench::{append_results, percentile_ms};
+use pipeline_tests::bench::{append_results, percentile_ms, record_outcomes, Outcome, Target};
 use tokio::sync::{mpsc, Semaphore};
 use uuid::Uuid;
 
@@ -62,6 +63,25 @@ struct Args {
     /// Where the summary lines are appended.
     #[arg(long, default_value = "target/bench-results/latency_bench.txt")]
     results: std::path::PathBuf,
+    /// query-service base URL, for the time until a GET without a token answers an event.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    query: String,
+    /// Share of timed events also watched through GET (each watch polls its client's newest
+    /// page every `--poll`, so this is a cost too).
+    #[arg(long, default_value_t = 0.05)]
+    visible_sample: f64,
+    /// Watches through GET at once, at most; past it an event is not watched.
+    #[arg(long, default_value_t = 32)]
+    max_watches: usize,
+    /// Outcomes appended here as JSON lines, for `bench_table`.
+    #[arg(long)]
+    summary: Option<std::path::PathBuf>,
+    /// Target: the critical lane's p99 (stored, and visible in GET) at most this (ms).
+    #[arg(long, default_value_t = 20.0)]
+    critical_p99_target_ms: f64,
+    /// Target: the normal lane's p99 at most this (ms).
+    #[arg(long, default_value_t = 100.0)]
+    normal_p99_target_ms: f64,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -91,6 +111,8 @@ struct Samples {
     ack: HashMap<Lane, Vec<Duration>>,
     persisted: HashMap<Lane, Vec<Duration>>,
     unseen: HashMap<Lane, usize>,
+    /// POST sent → the event in its client's GET answer.
+    visible: HashMap<Lane, Vec<Duration>>,
 }
 
 /// How long a timed event may stay unseen before it counts as not persisted.
@@ -115,9 +137,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let router = ShardRouter::new(shards.len());
     println!(
-        "| offered | achieved | lane | acknowledged | timed | ack p50 / p99 ms | persisted p50 / p90 / p99 / max ms | not seen | refused |"
+        "| offered | achieved | lane | acknowledged | timed | ack p50 / p99 ms | persisted p50 / p90 / p99 / max ms | visible in GET p50 / p90 / p99 / max ms (watched) | not seen | refused |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for &rate in &args.rates {
         run_rate(&args, &http, &shards, &router, rate).await?;
     }
@@ -140,6 +162,7 @@ async fn run_rate(
         pollers.push(tokio::spawn(poll_shard(shard.clone(), rx, args.poll)));
     }
     let slots = Arc::new(Semaphore::new(args.concurrency));
+    let watches = Arc::new(Semaphore::new(args.max_watches));
     let refused = Arc::new(AtomicU64::new(0));
     let behind = Arc::new(AtomicU64::new(0));
     let acks: Arc<std::sync::Mutex<Samples>> = Arc::default();
@@ -168,6 +191,13 @@ async fn run_rate(
         };
         let timed = lane == Lane::Critical
             || (draw - args.critical_share) / (1.0 - args.critical_share) < args.normal_sample;
+        // A second draw, so the watched share is independent of the lane.
+        let watched = timed && ((seed >> 3) & 0xffff) as f64 / 65_536.0 < args.visible_sample;
+        let watch = if watched {
+            watches.clone().try_acquire_owned().ok()
+        } else {
+            None
+        };
         let client = format!("lat-{}", (seed >> 33) as usize % args.clients);
         let priority = match lane {
             Lane::Critical => r#","priority":"critical""#,
@@ -183,8 +213,12 @@ async fn run_rate(
             refused.clone(),
             acks.clone(),
         );
+        let history = format!(
+            "{}/events?clientId={client}&order=desc&limit=20",
+            args.query
+        );
+        let poll = args.poll;
         tasks.spawn(async move {
-            let _slot = slot;
             let sent = Instant::now();
             let answer = http
                 .post(url)
@@ -211,6 +245,14 @@ async fn run_rate(
             if timed {
                 let _ = feed.send(Timed { id, lane, sent });
             }
+            drop(slot);
+            if let Some(_watch) = watch {
+                if let Some(visible) = watch_visible(&http, &history, id, sent, poll).await {
+                    if let Ok(mut acks) = acks.lock() {
+                        acks.visible.entry(lane).or_default().push(visible);
+                    }
+                }
+            }
         });
         // Finished requests are reaped as we go: the set stays at the concurrency bound.
         while tasks.try_join_next().is_some() {}
@@ -235,25 +277,57 @@ async fn run_rate(
     let achieved = acknowledged as f64 / elapsed.as_secs_f64();
     let refused = refused.load(Ordering::Relaxed);
     let behind = behind.load(Ordering::Relaxed);
+    let scenario = format!("single POST at {rate}/s");
+    let mut outcomes = vec![Outcome::new(
+        &scenario,
+        "acknowledged",
+        achieved,
+        "events/s",
+    )];
     for lane in [Lane::Critical, Lane::Normal] {
         let mut ack = samples.ack.remove(&lane).unwrap_or_default();
         let mut persisted = samples.persisted.remove(&lane).unwrap_or_default();
+        let mut visible = samples.visible.remove(&lane).unwrap_or_default();
         ack.sort();
         persisted.sort();
+        visible.sort();
         let p = |v: &[Duration], q| percentile_ms(v, q);
         let (ack_p50, ack_p99) = (p(&ack, 0.5), p(&ack, 0.99));
         let stored = [0.5, 0.9, 0.99, 1.0].map(|q| p(&persisted, q));
         let unseen = samples.unseen.get(&lane).copied().unwrap_or(0);
         let (name, acked, timed) = (lane.name(), ack.len(), persisted.len());
+        let seen = [0.5, 0.9, 0.99, 1.0].map(|q| p(&visible, q));
         println!(
-            "| {rate}/s | {achieved:.0}/s | {name} | {acked} | {timed} | {ack_p50:.1} / {ack_p99:.1} | {:.1} / {:.1} / {:.1} / {:.1} | {unseen} | {refused} |",
-            stored[0], stored[1], stored[2], stored[3],
+            "| {rate}/s | {achieved:.0}/s | {name} | {acked} | {timed} | {ack_p50:.1} / {ack_p99:.1} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} / {:.1} ({}) | {unseen} | {refused} |",
+            stored[0], stored[1], stored[2], stored[3], seen[0], seen[1], seen[2], seen[3], visible.len(),
+        );
+        let target = Target::AtMost(match lane {
+            Lane::Critical => args.critical_p99_target_ms,
+            Lane::Normal => args.normal_p99_target_ms,
+        });
+        outcomes.push(Outcome::new(
+            &scenario,
+            &format!("{name} ack p99"),
+            ack_p99,
+            "ms",
+        ));
+        outcomes.push(
+            Outcome::new(&scenario, &format!("{name} stored p99"), stored[2], "ms").target(target),
+        );
+        outcomes.push(
+            Outcome::new(
+                &scenario,
+                &format!("{name} visible in GET p99"),
+                seen[2],
+                "ms",
+            )
+            .target(target),
         );
         append_results(
             &args.results,
             &format!(
-                "latency_bench: offered={rate}/s achieved={achieved:.0}/s lane={name} acknowledged={acked} timed={timed} ack_ms p50={ack_p50:.2} p99={ack_p99:.2} persisted_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} not_seen={unseen} refused={refused} generator_behind={behind} poll={:?}",
-                stored[0], stored[1], stored[2], stored[3], args.poll,
+                "latency_bench: offered={rate}/s achieved={achieved:.0}/s lane={name} acknowledged={acked} timed={timed} ack_ms p50={ack_p50:.2} p99={ack_p99:.2} persisted_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} visible_in_get_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} watched={} not_seen={unseen} refused={refused} generator_behind={behind} poll={:?}",
+                stored[0], stored[1], stored[2], stored[3], seen[0], seen[1], seen[2], seen[3], visible.len(), args.poll,
             ),
         )?;
     }
@@ -263,7 +337,45 @@ async fn run_rate(
             args.concurrency
         );
     }
+    outcomes.push(Outcome::new(
+        &scenario,
+        "not sent (generator behind)",
+        behind as f64,
+        "requests",
+    ));
+    record_outcomes(args.summary.as_deref(), &outcomes)?;
     Ok(())
+}
+
+/// Asks for the client's newest page every `every` until it holds `id`: the time from the
+/// POST until a reader without a token sees the event; `None` if it never did within
+/// [`GIVE_UP`].
+async fn watch_visible(
+    http: &reqwest::Client,
+    history: &str,
+    id: Uuid,
+    sent: Instant,
+    every: Duration,
+) -> Option<Duration> {
+    let wanted = id.to_string();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while sent.elapsed() < GIVE_UP {
+        tick.tick().await;
+        let Ok(answer) = http.get(history).send().await else {
+            continue;
+        };
+        let Ok(page) = answer.json::<serde_json::Value>().await else {
+            continue;
+        };
+        let found = page["events"]
+            .as_array()
+            .is_some_and(|events| events.iter().any(|e| e["event_id"] == wanted.as_str()));
+        if found {
+            return Some(sent.elapsed());
+        }
+    }
+    None
 }
 
 /// Asks one shard every `every` which timed events are stored now, until the feed ends and

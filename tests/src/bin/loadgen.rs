@@ -11,7 +11,9 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use pipeline_tests::bench::{append_results, percentile_ms};
+use pipeline_tests::bench::{
+    append_results, metric_sum, percentile_ms, record_outcomes, Outcome, Target,
+};
 use tokio::sync::Mutex;
 
 #[derive(Parser, Clone)]
@@ -44,6 +46,28 @@ struct Args {
     /// Where the summary line is appended.
     #[arg(long, default_value = "target/bench-results/loadgen.txt")]
     results: std::path::PathBuf,
+    /// db-writer's metrics base URL: after sending, wait until its rows inserted grew by the
+    /// accepted events and report the end-to-end rate (POST sent → row stored).
+    #[arg(long)]
+    stored_by: Option<String>,
+    /// How long to wait for db-writer to store what was accepted.
+    #[arg(long, default_value = "180s", value_parser = humantime::parse_duration)]
+    store_deadline: Duration,
+    /// The scenario's name in the outcomes (`--summary`).
+    #[arg(long, default_value = "loadgen")]
+    scenario: String,
+    /// Outcomes appended here as JSON lines, for `bench_table`.
+    #[arg(long)]
+    summary: Option<std::path::PathBuf>,
+    /// Target: acknowledged events/s at least this.
+    #[arg(long)]
+    min_rate: Option<f64>,
+    /// Target: request p99 at most this many milliseconds.
+    #[arg(long)]
+    max_p99_ms: Option<f64>,
+    /// Target: end-to-end events/s at least this (with `--stored-by`).
+    #[arg(long)]
+    min_stored_rate: Option<f64>,
 }
 
 #[tokio::main]
@@ -53,6 +77,14 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .build()
         .context("http client")?;
+    let stored_before = match &args.stored_by {
+        Some(url) => Some(
+            metric_sum(&client, url, "db_writer_rows_inserted_total")
+                .await
+                .context("db-writer metrics")?,
+        ),
+        None => None,
+    };
     let sent = Arc::new(AtomicU64::new(0));
     let accepted = Arc::new(AtomicU64::new(0));
     let refused = Arc::new(AtomicU64::new(0));
@@ -137,19 +169,88 @@ async fn main() -> anyhow::Result<()> {
     lat.sort();
     let pct = |p| percentile_ms(&lat, p);
     let ok = accepted.load(Ordering::Relaxed);
-    let report = format!(
+    let rate = ok as f64 / elapsed.as_secs_f64();
+    let stored_rate = match (&args.stored_by, stored_before) {
+        (Some(url), Some(before)) => {
+            Some(stored_rate(&client, url, before, ok, started, args.store_deadline).await?)
+        }
+        _ => None,
+    };
+    let mut report = format!(
         "loadgen: batch={} concurrency={} accepted={ok} refused={} requests={} elapsed={:.2}s rate={:.0} events/s request_ms p50={:.2} p99={:.2} max={:.2}",
         args.batch,
         args.concurrency,
         refused.load(Ordering::Relaxed),
         lat.len(),
         elapsed.as_secs_f64(),
-        ok as f64 / elapsed.as_secs_f64(),
+        rate,
         pct(0.5),
         pct(0.99),
         pct(1.0),
     );
+    if let Some(stored) = stored_rate {
+        report.push_str(&format!(" end_to_end={stored:.0} events/s"));
+    }
     println!("{report}");
     append_results(&args.results, &report)?;
+    let scenario = args.scenario.as_str();
+    let mut outcomes = vec![
+        with_target(
+            Outcome::new(scenario, "acknowledged", rate, "events/s"),
+            args.min_rate.map(Target::AtLeast),
+        ),
+        Outcome::new(scenario, "request p50", pct(0.5), "ms"),
+        with_target(
+            Outcome::new(scenario, "request p99", pct(0.99), "ms"),
+            args.max_p99_ms.map(Target::AtMost),
+        ),
+        Outcome::new(
+            scenario,
+            "refused",
+            refused.load(Ordering::Relaxed) as f64,
+            "events",
+        ),
+    ];
+    if let Some(stored) = stored_rate {
+        outcomes.push(with_target(
+            Outcome::new(scenario, "end to end (stored)", stored, "events/s"),
+            args.min_stored_rate.map(Target::AtLeast),
+        ));
+    }
+    record_outcomes(args.summary.as_deref(), &outcomes)?;
     Ok(())
+}
+
+fn with_target(outcome: Outcome, target: Option<Target>) -> Outcome {
+    match target {
+        Some(target) => outcome.target(target),
+        None => outcome,
+    }
+}
+
+/// Polls db-writer until its rows inserted grew by `accepted` since `before`: events per
+/// second from the first POST until the last one was stored.
+async fn stored_rate(
+    http: &reqwest::Client,
+    url: &str,
+    before: f64,
+    accepted: u64,
+    started: Instant,
+    deadline: Duration,
+) -> anyhow::Result<f64> {
+    let until = Instant::now() + deadline;
+    loop {
+        let now = metric_sum(http, url, "db_writer_rows_inserted_total")
+            .await
+            .context("db-writer metrics")?;
+        if now - before >= accepted as f64 {
+            return Ok(accepted as f64 / started.elapsed().as_secs_f64());
+        }
+        anyhow::ensure!(
+            Instant::now() < until,
+            "db-writer stored {} of {accepted} accepted events within {deadline:?}",
+            now - before
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

@@ -1,7 +1,8 @@
 //! GET /events latency while ingest runs: cache-hot (a few clients read over and over) and
 //! cold (a different client each time), at a fixed request rate. Needs the services running
-//! (deploy/local/demo, or the release binaries). Prints percentiles and appends them to a
-//! results file.
+//! (deploy/local/demo, or the release binaries). Before the reads, an ingest-only phase
+//! measures query-service's CPU per consumed event (every replica consumes every event).
+//! Prints percentiles and appends them to a results file.
 
 use std::{
     sync::{
@@ -13,7 +14,9 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use pipeline_tests::bench::{append_results, percentile_ms};
+use pipeline_tests::bench::{
+    append_results, metric_sum, percentile_ms, record_outcomes, Outcome, Target,
+};
 
 #[derive(Parser)]
 struct Args {
@@ -39,6 +42,24 @@ struct Args {
     heavy_client_events: usize,
     #[arg(long, default_value = "target/bench-results/query.txt")]
     results: std::path::PathBuf,
+    /// query-service's metrics base URL (its `process_cpu_seconds_total`).
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    query_metrics: String,
+    /// Length of the ingest-only phase that measures CPU per consumed event (0 skips it).
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    cpu_phase: Duration,
+    /// Outcomes appended here as JSON lines, for `bench_table`.
+    #[arg(long)]
+    summary: Option<std::path::PathBuf>,
+    /// Target: cache-hot GET p99 at most this (ms).
+    #[arg(long)]
+    hot_p99_target_ms: Option<f64>,
+    /// Target: cold GET p99 at most this (ms).
+    #[arg(long)]
+    cold_p99_target_ms: Option<f64>,
+    /// Target: query-service CPU per consumed event at most this (µs).
+    #[arg(long)]
+    cpu_per_event_target_us: Option<f64>,
 }
 
 #[tokio::main]
@@ -135,12 +156,56 @@ async fn main() -> anyhow::Result<()> {
         "GET /events?limit=100 latency, {} GET/s per phase for {:?}, background ingest {} events/s, heavy client {} events\n",
         args.get_rate, args.duration, args.ingest_rate, args.heavy_client_events
     );
+    let scenario = format!("GET at {}/s, ingest {}/s", args.get_rate, args.ingest_rate);
+    let mut outcomes = Vec::new();
+    if !args.cpu_phase.is_zero() {
+        let per_event = cpu_per_event(&http, &args, &ingested).await?;
+        let line = format!(
+            "query-service CPU per consumed event: {per_event:.2} µs (ingest only, {:?})",
+            args.cpu_phase
+        );
+        println!("{line}");
+        report.push_str(&line);
+        report.push('\n');
+        let outcome = Outcome::new(
+            &format!("ingest {}/s", args.ingest_rate),
+            "query-service CPU per event",
+            per_event,
+            "µs",
+        );
+        outcomes.push(match args.cpu_per_event_target_us {
+            Some(bound) => outcome.target(Target::AtMost(bound)),
+            None => outcome,
+        });
+    }
     let mut phases = vec![("cache-hot", Phase::Hot), ("cold", Phase::Cold)];
     if args.heavy_client_events > 0 {
         phases.push(("heavy", Phase::Heavy));
     }
     for (phase, kind) in phases {
-        let latencies = run_phase(&http, &args, kind).await;
+        let mut latencies = run_phase(&http, &args, kind).await;
+        latencies.sort();
+        let target = match kind {
+            Phase::Hot => args.hot_p99_target_ms,
+            Phase::Cold => args.cold_p99_target_ms,
+            Phase::Heavy => None,
+        };
+        let p99 = Outcome::new(
+            &scenario,
+            &format!("{phase} p99"),
+            percentile_ms(&latencies, 0.99),
+            "ms",
+        );
+        outcomes.push(Outcome::new(
+            &scenario,
+            &format!("{phase} p50"),
+            percentile_ms(&latencies, 0.5),
+            "ms",
+        ));
+        outcomes.push(match target {
+            Some(bound) => p99.target(Target::AtMost(bound)),
+            None => p99,
+        });
         let line = summarize(phase, &latencies);
         println!("{line}");
         report.push_str(&line);
@@ -155,7 +220,24 @@ async fn main() -> anyhow::Result<()> {
     println!("{line}");
     report.push_str(&line);
     append_results(&args.results, &format!("{report}\n"))?;
+    record_outcomes(args.summary.as_deref(), &outcomes)?;
     Ok(())
+}
+
+/// query-service's CPU seconds over the events ingested meanwhile, in microseconds: with no
+/// reads running, what it spends consuming (every replica consumes every event).
+async fn cpu_per_event(
+    http: &reqwest::Client,
+    args: &Args,
+    ingested: &AtomicU64,
+) -> anyhow::Result<f64> {
+    let cpu = || metric_sum(http, &args.query_metrics, "process_cpu_seconds_total");
+    let (cpu_before, events_before) = (cpu().await?, ingested.load(Ordering::Relaxed));
+    tokio::time::sleep(args.cpu_phase).await;
+    let (cpu_after, events_after) = (cpu().await?, ingested.load(Ordering::Relaxed));
+    let events = events_after.saturating_sub(events_before);
+    anyhow::ensure!(events > 0, "nothing was ingested during the CPU phase");
+    Ok((cpu_after - cpu_before) * 1e6 / events as f64)
 }
 
 #[derive(Clone, Copy)]

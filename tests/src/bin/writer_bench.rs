@@ -8,7 +8,7 @@ use anyhow::Context;
 use clap::Parser;
 use event_store::{InsertMethod, KafkaPosition, ShardSet, StoreSettings, StoredEvent};
 use futures::future::try_join_all;
-use pipeline_tests::bench::append_results;
+use pipeline_tests::bench::{append_results, record_outcomes, Outcome, Target};
 use schemas::{Event, Priority};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
@@ -28,9 +28,18 @@ struct Args {
     /// `producer` (devices' own ids, each also kept in the `event_ids` guard).
     #[arg(long, value_delimiter = ',', default_value = "gateway,producer")]
     ids: Vec<String>,
+    /// Insert methods to try.
+    #[arg(long, value_delimiter = ',', default_value = "copy,unnest")]
+    methods: Vec<String>,
     /// Where the results are appended.
     #[arg(long, default_value = "target/bench-results/db-writer.txt")]
     results: std::path::PathBuf,
+    /// Outcomes appended here as JSON lines, for `bench_table`.
+    #[arg(long)]
+    summary: Option<std::path::PathBuf>,
+    /// Target: rows/s at least this, for every run.
+    #[arg(long)]
+    min_rows_per_s: Option<f64>,
 }
 
 #[tokio::main]
@@ -65,7 +74,19 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
     }
+    let methods = args
+        .methods
+        .iter()
+        .map(|m| match m.as_str() {
+            "copy" => Ok(InsertMethod::Copy),
+            "unnest" => Ok(InsertMethod::Unnest),
+            other => Err(anyhow::anyhow!(
+                "unknown insert method {other:?}: copy or unnest"
+            )),
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let events = generate(args.events);
+    let mut outcomes = Vec::new();
     let bytes: usize = events.iter().map(|e| e.event.payload.len() + 100).sum();
 
     let mut report = format!(
@@ -83,9 +104,11 @@ async fn main() -> anyhow::Result<()> {
     // Methods alternate within each batch size so that WAL and checkpoint load, which grow
     // over the run, fall on both alike.
     for batch in &args.batches {
-        for (ids, method) in args.ids.iter().flat_map(|ids| {
-            [InsertMethod::Copy, InsertMethod::Unnest].map(|method| (ids.clone(), method))
-        }) {
+        for (ids, method) in args
+            .ids
+            .iter()
+            .flat_map(|ids| methods.iter().map(|method| (ids.clone(), *method)))
+        {
             let assigned = ids != "producer";
             for shard in shards.shards() {
                 shard.truncate_for_benchmark().await?;
@@ -118,6 +141,20 @@ async fn main() -> anyhow::Result<()> {
             );
             print!("{line}");
             report.push_str(&line);
+            let shards_written = shards.shards().len();
+            let outcome = Outcome::new(
+                &format!(
+                    "store into {shards_written} shard{}",
+                    if shards_written == 1 { "" } else { "s" }
+                ),
+                &format!("{ids} ids, {method:?}, batch {batch}").to_lowercase(),
+                args.events as f64 / seconds,
+                "rows/s",
+            );
+            outcomes.push(match args.min_rows_per_s {
+                Some(bound) => outcome.target(Target::AtLeast(bound)),
+                None => outcome,
+            });
         }
     }
     drop(shards);
@@ -125,6 +162,7 @@ async fn main() -> anyhow::Result<()> {
         execute(admin, &format!("DROP DATABASE {database} WITH (FORCE)")).await?;
     }
     append_results(&args.results, &report)?;
+    record_outcomes(args.summary.as_deref(), &outcomes)?;
     println!("results appended to {}", args.results.display());
     Ok(())
 }
