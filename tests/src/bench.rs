@@ -1,9 +1,18 @@
 //! What the benchmark programs share: percentiles, the results file, and the outcomes
 //! `tests/bench` gathers into one table (`bench_table`).
 
-use std::{fmt, io::Write, path::Path, time::Duration};
+use std::{
+    collections::HashSet,
+    fmt,
+    io::Write,
+    path::Path,
+    time::{Duration, Instant},
+};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// The `p`-th percentile (0.0–1.0, nearest rank) of ascending `sorted`, in milliseconds;
 /// 0 when there is nothing.
@@ -47,6 +56,100 @@ pub async fn metric_sum(http: &reqwest::Client, base: &str, name: &str) -> reqwe
                 .flatten()
         })
         .sum())
+}
+
+/// An acknowledged event whose arrival in its shard is timed.
+#[derive(Debug, Clone, Copy)]
+pub struct Timed {
+    pub id: Uuid,
+    pub critical: bool,
+    /// When its request was (first) sent.
+    pub sent: Instant,
+}
+
+/// What [`watch_stored`] saw, per lane (index 0 normal, 1 critical).
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// Request sent → row visible, for each event found.
+    pub after: [Vec<Duration>; 2],
+    /// Events not found within the give-up time.
+    pub gave_up: [usize; 2],
+}
+
+/// Ids asked for in one poll statement, at most.
+const POLL_BATCH: usize = 2_000;
+
+/// Polls one shard every `every` for the timed events fed to it until it has seen each or
+/// given it up (`give_up` after its send), and no more will come: the feed closed or `done`
+/// cancelled. Oldest first, one statement per tick over the next [`POLL_BATCH`] ids, so a
+/// backlog costs the shard no more than that and no id waits behind one that is slow to
+/// appear: each is asked at least every `pending / POLL_BATCH` ticks (the resolution then).
+/// At most `max_pending` are held; the rest wait in the feed.
+pub async fn watch_stored(
+    shard: &tokio_postgres::Client,
+    mut feed: mpsc::Receiver<Timed>,
+    every: Duration,
+    give_up: Duration,
+    max_pending: usize,
+    done: CancellationToken,
+) -> Result<Stored, tokio_postgres::Error> {
+    // The time bound keeps the probe to the newest day partitions (pruned at execution): the
+    // poll must not load the shard it measures.
+    let statement = shard
+        .prepare(
+            "SELECT event_id FROM events WHERE event_id = ANY($1) \
+             AND ordered_at > now() - interval '10 minutes'",
+        )
+        .await?;
+    let (mut pending, mut cursor) = (Vec::<Timed>::new(), 0);
+    let mut stored = Stored::default();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        // Read before draining the feed: nothing is fed after `done`, so an empty feed then
+        // stays empty.
+        let mut ended = done.is_cancelled();
+        while pending.len() < max_pending {
+            match feed.try_recv() {
+                Ok(t) => pending.push(t),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if pending.is_empty() {
+            if ended {
+                return Ok(stored);
+            }
+            continue;
+        }
+        let start = if cursor < pending.len() { cursor } else { 0 };
+        let end = (start + POLL_BATCH).min(pending.len());
+        let ids: Vec<Uuid> = pending[start..end].iter().map(|t| t.id).collect();
+        let rows = shard.query(&statement, &[&ids]).await?;
+        let found: HashSet<Uuid> = rows.iter().map(|row| row.get(0)).collect();
+        let (now, mut index) = (Instant::now(), 0);
+        cursor = 0;
+        pending.retain(|t| {
+            let (lane, age) = (usize::from(t.critical), now - t.sent);
+            let keep = if found.contains(&t.id) {
+                stored.after[lane].push(age);
+                false
+            } else if age >= give_up {
+                stored.gave_up[lane] += 1;
+                false
+            } else {
+                true
+            };
+            // The next statement starts after what this one asked.
+            cursor += usize::from(keep && index < end);
+            index += 1;
+            keep
+        });
+    }
 }
 
 /// What the shards hold against a ledger of what was posted (`Ledger::stored_counts`).

@@ -20,7 +20,7 @@ use anyhow::Context;
 use clap::Parser;
 use event_store::ShardRouter;
 use pipeline_tests::{
-    bench::{append_results, percentile_ms, record_outcomes, Outcome, Target},
+    bench::{append_results, percentile_ms, record_outcomes, watch_stored, Outcome, Target, Timed},
     Block, Ledger, SseReader, Stack, WriterProcess,
 };
 use serde_json::{json, Value};
@@ -96,8 +96,6 @@ const MAX_ATTEMPTS: usize = 10;
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Timed events waiting to be seen per shard, at most; more are counted as dropped.
 const MAX_PENDING: usize = 200_000;
-/// Ids asked for in one poll statement, at most.
-const POLL_BATCH: usize = 2_000;
 /// A timed event unseen for this long counts as not persisted.
 const GIVE_UP: Duration = Duration::from_secs(60);
 /// Bounds of the end: SSE readers catching up, db-writer draining, a service starting.
@@ -150,13 +148,6 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Relaxed);
 }
 
-/// An acknowledged event to time: its id, lane and when its request was first sent.
-struct Timed {
-    id: Uuid,
-    critical: bool,
-    sent: Instant,
-}
-
 /// What the devices, readers and streams share.
 struct Fleet {
     args: Args,
@@ -194,7 +185,10 @@ async fn main() -> anyhow::Result<()> {
         let (shard, _session) = store.connect(0, url).await.context("a shard to poll")?;
         let (tx, rx) = mpsc::channel(MAX_PENDING);
         feeds.push(tx);
-        pollers.spawn(poll_shard(shard, rx, args.shard_poll, devices_done.clone()));
+        let (every, done) = (args.shard_poll, devices_done.clone());
+        pollers.spawn(
+            async move { watch_stored(&shard, rx, every, GIVE_UP, MAX_PENDING, done).await },
+        );
     }
     let fleet = Arc::new(Fleet {
         http: reqwest::Client::builder()
@@ -290,10 +284,11 @@ async fn main() -> anyhow::Result<()> {
     }
     let (mut persisted, mut unseen) = ([Vec::new(), Vec::new()], [0usize; 2]);
     while let Some(done) = pollers.join_next().await {
-        let ([normal, critical], gave_up) = done.context("a shard poller")??;
+        let found = done.context("a shard poller")??;
+        let [normal, critical] = found.after;
         persisted[0].extend(normal);
         persisted[1].extend(critical);
-        unseen = [unseen[0] + gave_up[0], unseen[1] + gave_up[1]];
+        unseen = [unseen[0] + found.gave_up[0], unseen[1] + found.gave_up[1]];
     }
     let stored = fleet.ledger.stored_counts(&stack).await;
     let mut writer_exits = Vec::new();
@@ -681,72 +676,4 @@ async fn rolling_restart(
         next.push(new);
     }
     (next, log.join("; "))
-}
-
-/// Polls one shard every `every` for the timed events not seen yet, until the devices are
-/// done and everything was seen or given up on. Returns durations and give-ups per lane
-/// (index 1 critical, 0 normal).
-async fn poll_shard(
-    shard: tokio_postgres::Client,
-    mut feed: mpsc::Receiver<Timed>,
-    every: Duration,
-    devices_done: CancellationToken,
-) -> anyhow::Result<([Vec<Duration>; 2], [usize; 2])> {
-    // The time bound keeps the probe to the newest day partitions (pruned at execution).
-    let statement = shard
-        .prepare(
-            "SELECT event_id FROM events WHERE event_id = ANY($1) \
-             AND ordered_at > now() - interval '10 minutes'",
-        )
-        .await
-        .context("prepare the shard poll")?;
-    // Oldest first; one statement per tick over the next POLL_BATCH after `cursor`, so a
-    // backlog (the restart) costs the shard no more and no id waits behind a stuck one:
-    // each is asked at least every len / POLL_BATCH ticks (the resolution then).
-    let (mut pending, mut cursor) = (Vec::<Timed>::new(), 0);
-    let (mut seen, mut gave_up) = ([Vec::new(), Vec::new()], [0usize; 2]);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        // Devices are done before the flag is set, so an empty feed after it stays empty.
-        let done = devices_done.is_cancelled();
-        // Bounded: past MAX_PENDING the feed fills and the devices count drops.
-        while pending.len() < MAX_PENDING {
-            let Ok(t) = feed.try_recv() else { break };
-            pending.push(t);
-        }
-        if pending.is_empty() {
-            if done {
-                return Ok((seen, gave_up));
-            }
-            continue;
-        }
-        let start = if cursor < pending.len() { cursor } else { 0 };
-        let end = (start + POLL_BATCH).min(pending.len());
-        let ids: Vec<Uuid> = pending[start..end].iter().map(|t| t.id).collect();
-        let rows = shard
-            .query(&statement, &[&ids])
-            .await
-            .context("shard poll")?;
-        let found: HashSet<Uuid> = rows.iter().map(|row| row.get(0)).collect();
-        let (now, mut index) = (Instant::now(), 0);
-        cursor = 0;
-        pending.retain(|t| {
-            let (lane, age) = (usize::from(t.critical), now - t.sent);
-            let keep = if found.contains(&t.id) {
-                seen[lane].push(age);
-                false
-            } else if age >= GIVE_UP {
-                gave_up[lane] += 1;
-                false
-            } else {
-                true
-            };
-            // The next statement starts after what this one asked.
-            cursor += usize::from(keep && index < end);
-            index += 1;
-            keep
-        });
-    }
 }

@@ -17,8 +17,11 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use event_store::ShardRouter;
-use pipeline_tests::bench::{append_results, percentile_ms, record_outcomes, Outcome, Target};
+use pipeline_tests::bench::{
+    append_results, percentile_ms, record_outcomes, watch_stored, Outcome, Target, Timed,
+};
 use tokio::sync::{mpsc, Semaphore};
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[derive(Parser, Clone)]
@@ -99,13 +102,6 @@ impl Lane {
     }
 }
 
-/// An acknowledged event to time: its id, lane and when its POST was sent.
-struct Timed {
-    id: Uuid,
-    lane: Lane,
-    sent: Instant,
-}
-
 #[derive(Default)]
 struct Samples {
     ack: HashMap<Lane, Vec<Duration>>,
@@ -117,8 +113,8 @@ struct Samples {
 
 /// How long a timed event may stay unseen before it counts as not persisted.
 const GIVE_UP: Duration = Duration::from_secs(30);
-/// Ids asked for in one statement, at most.
-const POLL_BATCH: usize = 2_000;
+/// Timed events waiting to be seen per shard, at most; past it an event is not timed.
+const MAX_PENDING: usize = 200_000;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -157,9 +153,13 @@ async fn run_rate(
     let mut feeds = Vec::new();
     let mut pollers = Vec::new();
     for shard in shards {
-        let (tx, rx) = mpsc::unbounded_channel::<Timed>();
+        let (tx, rx) = mpsc::channel::<Timed>(MAX_PENDING);
         feeds.push(tx);
-        pollers.push(tokio::spawn(poll_shard(shard.clone(), rx, args.poll)));
+        let (shard, every) = (shard.clone(), args.poll);
+        pollers.push(tokio::spawn(async move {
+            let ends_with_the_feed = CancellationToken::new();
+            watch_stored(&shard, rx, every, GIVE_UP, MAX_PENDING, ends_with_the_feed).await
+        }));
     }
     let slots = Arc::new(Semaphore::new(args.concurrency));
     let watches = Arc::new(Semaphore::new(args.max_watches));
@@ -243,7 +243,8 @@ async fn run_rate(
                 acks.ack.entry(lane).or_default().push(acked);
             }
             if timed {
-                let _ = feed.send(Timed { id, lane, sent });
+                let critical = lane == Lane::Critical;
+                let _ = feed.try_send(Timed { id, critical, sent });
             }
             drop(slot);
             if let Some(_watch) = watch {
@@ -265,12 +266,14 @@ async fn run_rate(
         Err(_) => Samples::default(),
     };
     for poller in pollers {
-        let found = poller.await.context("poller")??;
-        for (lane, mut seen) in found.persisted {
-            samples.persisted.entry(lane).or_default().append(&mut seen);
-        }
-        for (lane, count) in found.unseen {
-            *samples.unseen.entry(lane).or_default() += count;
+        let found = poller.await.context("poller")?.context("shard poll")?;
+        for (lane, index) in [(Lane::Normal, 0), (Lane::Critical, 1)] {
+            samples
+                .persisted
+                .entry(lane)
+                .or_default()
+                .extend(&found.after[index]);
+            *samples.unseen.entry(lane).or_default() += found.gave_up[index];
         }
     }
     let acknowledged: usize = samples.ack.values().map(Vec::len).sum();
@@ -376,62 +379,4 @@ async fn watch_visible(
         }
     }
     None
-}
-
-/// Asks one shard every `every` which timed events are stored now, until the feed ends and
-/// everything was seen or given up on.
-async fn poll_shard(
-    shard: Arc<tokio_postgres::Client>,
-    mut feed: mpsc::UnboundedReceiver<Timed>,
-    every: Duration,
-) -> anyhow::Result<Samples> {
-    let statement = shard
-        // The time bound keeps the probes to the newest day partitions (pruned at execution):
-        // the poll itself must not load the shard it measures.
-        .prepare(
-            "SELECT event_id FROM events WHERE event_id = ANY($1) \
-             AND ordered_at > now() - interval '10 minutes'",
-        )
-        .await
-        .context("prepare")?;
-    let mut pending: HashMap<Uuid, (Lane, Instant)> = HashMap::new();
-    let mut samples = Samples::default();
-    let mut open = true;
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    while open || !pending.is_empty() {
-        tick.tick().await;
-        loop {
-            match feed.try_recv() {
-                Ok(t) => {
-                    pending.insert(t.id, (t.lane, t.sent));
-                }
-                Err(mpsc::error::TryRecvError::Empty) => break,
-                Err(mpsc::error::TryRecvError::Disconnected) => {
-                    open = false;
-                    break;
-                }
-            }
-        }
-        if pending.is_empty() {
-            continue;
-        }
-        let ids: Vec<Uuid> = pending.keys().take(POLL_BATCH).copied().collect();
-        let rows = shard.query(&statement, &[&ids]).await.context("poll")?;
-        let now = Instant::now();
-        for row in rows {
-            let id: Uuid = row.get(0);
-            if let Some((lane, sent)) = pending.remove(&id) {
-                samples.persisted.entry(lane).or_default().push(now - sent);
-            }
-        }
-        pending.retain(|_, (lane, sent)| {
-            let keep = now - *sent < GIVE_UP;
-            if !keep {
-                *samples.unseen.entry(*lane).or_default() += 1;
-            }
-            keep
-        });
-    }
-    Ok(samples)
 }
