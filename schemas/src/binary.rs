@@ -104,30 +104,7 @@ mod tests {
     use super::*;
 
     fn events() -> impl Strategy<Value = Event> {
-        (
-            any::<u128>(),
-            "\\PC{0,20}",
-            "\\PC{0,10}",
-            proptest::option::of(any::<i64>()),
-            any::<i64>(),
-            any::<bool>(),
-            "\\PC{0,40}",
-            proptest::option::of("\\PC{0,10}"),
-        )
-            .prop_map(|(id, client, kind, ts, at, critical, payload, sdk)| Event {
-                event_id: Uuid::from_u128(id),
-                client_id: client,
-                event_type: kind,
-                ts_micros: ts,
-                ingested_at_micros: at,
-                priority: if critical {
-                    Priority::Critical
-                } else {
-                    Priority::Normal
-                },
-                payload,
-                sdk,
-            })
+        crate::event::arbitrary_events("\\PC{0,40}")
     }
 
     proptest! {

@@ -400,37 +400,11 @@ mod properties {
     /// Any event the codec can be handed: any text (NUL, control characters, any script),
     /// any times, either priority.
     fn events() -> impl Strategy<Value = Event> {
-        let text = || {
-            prop_oneof![
-                any::<String>(),
-                "\\PC{0,30}",
-                prop::collection::vec(any::<char>(), 0..300).prop_map(String::from_iter),
-            ]
-        };
-        (
-            any::<u128>(),
-            text(),
-            text(),
-            proptest::option::of(any::<i64>()),
-            any::<i64>(),
-            any::<bool>(),
-            text(),
-            proptest::option::of(text()),
-        )
-            .prop_map(|(id, client, kind, ts, at, critical, payload, sdk)| Event {
-                event_id: Uuid::from_u128(id),
-                client_id: client,
-                event_type: kind,
-                ts_micros: ts,
-                ingested_at_micros: at,
-                priority: if critical {
-                    Priority::Critical
-                } else {
-                    Priority::Normal
-                },
-                payload,
-                sdk,
-            })
+        crate::event::arbitrary_events(prop_oneof![
+            any::<String>(),
+            "\\PC{0,30}",
+            prop::collection::vec(any::<char>(), 0..300).prop_map(String::from_iter),
+        ])
     }
 
     proptest! {

@@ -65,3 +65,37 @@ impl FromStr for Priority {
         }
     }
 }
+
+/// Events of any shape for the property tests: `text` for every string field, any id, any
+/// times, either priority.
+#[cfg(test)]
+pub(crate) fn arbitrary_events<T>(text: T) -> impl proptest::strategy::Strategy<Value = Event>
+where
+    T: proptest::strategy::Strategy<Value = String> + Clone,
+{
+    use proptest::prelude::*;
+    (
+        any::<u128>(),
+        text.clone(),
+        text.clone(),
+        proptest::option::of(any::<i64>()),
+        any::<i64>(),
+        any::<bool>(),
+        text.clone(),
+        proptest::option::of(text),
+    )
+        .prop_map(|(id, client, kind, ts, at, critical, payload, sdk)| Event {
+            event_id: Uuid::from_u128(id),
+            client_id: client,
+            event_type: kind,
+            ts_micros: ts,
+            ingested_at_micros: at,
+            priority: if critical {
+                Priority::Critical
+            } else {
+                Priority::Normal
+            },
+            payload,
+            sdk,
+        })
+}
