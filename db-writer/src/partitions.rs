@@ -31,46 +31,44 @@ pub async fn maintain(shards: ShardSet, settings: PartitionSettings, shutdown: C
 
 /// One pass over every shard; failures are logged and counted, never returned.
 pub async fn pass(shards: &ShardSet, settings: &PartitionSettings) {
-    {
-        for shard in shards.shards() {
-            let label = shard.index.to_string();
-            let label = [label.as_str()];
-            let pass = shard
-                .maintain_partitions(settings, OffsetDateTime::now_utc())
-                .await;
-            match pass {
-                Ok(report) => {
-                    metrics::PARTITIONS_DROPPED
-                        .with_label_values(&label)
-                        .inc_by(report.dropped.len() as u64);
-                    if !report.postponed.is_empty() {
-                        metrics::PARTITION_MAINTENANCE_FAILURES
-                            .with_label_values(&label)
-                            .inc();
-                        warn!(shard = shard.index, postponed = ?report.postponed,
-                            "partition steps postponed: the table lock was not granted in time");
-                    }
-                }
-                Err(e) => {
+    for shard in shards.shards() {
+        let label = shard.index.to_string();
+        let label = [label.as_str()];
+        let pass = shard
+            .maintain_partitions(settings, OffsetDateTime::now_utc())
+            .await;
+        match pass {
+            Ok(report) => {
+                metrics::PARTITIONS_DROPPED
+                    .with_label_values(&label)
+                    .inc_by(report.dropped.len() as u64);
+                if !report.postponed.is_empty() {
                     metrics::PARTITION_MAINTENANCE_FAILURES
                         .with_label_values(&label)
                         .inc();
-                    warn!(shard = shard.index, error = %e, "partition maintenance failed; next pass at the next interval");
+                    warn!(shard = shard.index, postponed = ?report.postponed,
+                        "partition steps postponed: the table lock was not granted in time");
                 }
             }
-            if let Ok(partitions) = shard.partitions().await {
-                metrics::PARTITIONS
+            Err(e) => {
+                metrics::PARTITION_MAINTENANCE_FAILURES
                     .with_label_values(&label)
-                    .set(partitions.len() as i64);
-                let default_rows = partitions
-                    .iter()
-                    .filter(|p| p.is_default)
-                    .map(|p| p.rows_estimate.max(0))
-                    .sum();
-                metrics::DEFAULT_PARTITION_ROWS
-                    .with_label_values(&label)
-                    .set(default_rows);
+                    .inc();
+                warn!(shard = shard.index, error = %e, "partition maintenance failed; next pass at the next interval");
             }
+        }
+        if let Ok(partitions) = shard.partitions().await {
+            metrics::PARTITIONS
+                .with_label_values(&label)
+                .set(partitions.len() as i64);
+            let default_rows = partitions
+                .iter()
+                .filter(|p| p.is_default)
+                .map(|p| p.rows_estimate.max(0))
+                .sum();
+            metrics::DEFAULT_PARTITION_ROWS
+                .with_label_values(&label)
+                .set(default_rows);
         }
     }
 }
