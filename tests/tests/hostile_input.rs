@@ -276,7 +276,10 @@ async fn bytes_buffered_across_requests_are_bounded() {
     let stack = Stack::new().await;
     let mut settings = stack.gateway_settings();
     settings.limits.max_buffered_bytes = 64 * 1024;
-    settings.limits.body_timeout = Duration::from_secs(5);
+    // The slow request holds its bytes until its body times out: that is the window in which
+    // the probes below must be refused, so it is far longer than their deadline (a loaded
+    // machine can take seconds to parse the slow request's head).
+    settings.limits.body_timeout = Duration::from_secs(60);
     let gateway = stack.start_gateway_with(settings).await;
     let addr = gateway.trim_start_matches("http://").to_owned();
     // Answering 202 at once needs broker metadata: wait for it, so a probe is quick.
@@ -297,7 +300,7 @@ async fn bytes_buffered_across_requests_are_bounded() {
         "y".repeat(32 * 1024)
     );
     let refused = pipeline_tests::eventually(
-        Duration::from_secs(5),
+        Duration::from_secs(30),
         "503 past the byte bound",
         || async {
             let response = post(&gateway, "application/json", payload.clone()).await;
