@@ -698,6 +698,9 @@ async fn rotation_accepts_both_keys_until_the_old_one_is_removed() {
 
     let anonymous = reqwest::Client::new();
     let ops = format!("http://{ops}");
+    // Ready once the gateway's first metadata refresh of both lanes passed, which may come
+    // after its first acknowledgement on a loaded machine.
+    stack.ready(&ops, Duration::from_secs(30)).await;
     for path in ["/metrics", "/readyz", "/livez"] {
         assert_eq!(
             get(&anonymous, format!("{ops}{path}")).await.status,
