@@ -217,8 +217,13 @@ impl Outcome {
         }
     }
 
-    pub fn target(mut self, target: Target) -> Self {
-        self.target = Some(target);
+    pub fn target(self, target: Target) -> Self {
+        self.target_if(Some(target))
+    }
+
+    /// The same for a target a flag may leave unset.
+    pub fn target_if(mut self, target: Option<Target>) -> Self {
+        self.target = target;
         self
     }
 

@@ -195,15 +195,11 @@ async fn main() -> anyhow::Result<()> {
     append_results(&args.results, &report)?;
     let scenario = args.scenario.as_str();
     let mut outcomes = vec![
-        with_target(
-            Outcome::new(scenario, "acknowledged", rate, "events/s"),
-            args.min_rate.map(Target::AtLeast),
-        ),
+        Outcome::new(scenario, "acknowledged", rate, "events/s")
+            .target_if(args.min_rate.map(Target::AtLeast)),
         Outcome::new(scenario, "request p50", pct(0.5), "ms"),
-        with_target(
-            Outcome::new(scenario, "request p99", pct(0.99), "ms"),
-            args.max_p99_ms.map(Target::AtMost),
-        ),
+        Outcome::new(scenario, "request p99", pct(0.99), "ms")
+            .target_if(args.max_p99_ms.map(Target::AtMost)),
         Outcome::new(
             scenario,
             "refused",
@@ -212,20 +208,13 @@ async fn main() -> anyhow::Result<()> {
         ),
     ];
     if let Some(stored) = stored_rate {
-        outcomes.push(with_target(
-            Outcome::new(scenario, "end to end (stored)", stored, "events/s"),
-            args.min_stored_rate.map(Target::AtLeast),
-        ));
+        outcomes.push(
+            Outcome::new(scenario, "end to end (stored)", stored, "events/s")
+                .target_if(args.min_stored_rate.map(Target::AtLeast)),
+        );
     }
     record_outcomes(args.summary.as_deref(), &outcomes)?;
     Ok(())
-}
-
-fn with_target(outcome: Outcome, target: Option<Target>) -> Outcome {
-    match target {
-        Some(target) => outcome.target(target),
-        None => outcome,
-    }
 }
 
 /// Polls db-writer until its rows inserted grew by `accepted` since `before`: events per

@@ -173,10 +173,7 @@ async fn main() -> anyhow::Result<()> {
             per_event,
             "µs",
         );
-        outcomes.push(match args.cpu_per_event_target_us {
-            Some(bound) => outcome.target(Target::AtMost(bound)),
-            None => outcome,
-        });
+        outcomes.push(outcome.target_if(args.cpu_per_event_target_us.map(Target::AtMost)));
     }
     let mut phases = vec![("cache-hot", Phase::Hot), ("cold", Phase::Cold)];
     if args.heavy_client_events > 0 {
@@ -202,10 +199,7 @@ async fn main() -> anyhow::Result<()> {
             percentile_ms(&latencies, 0.5),
             "ms",
         ));
-        outcomes.push(match target {
-            Some(bound) => p99.target(Target::AtMost(bound)),
-            None => p99,
-        });
+        outcomes.push(p99.target_if(target.map(Target::AtMost)));
         let line = summarize(phase, &latencies);
         println!("{line}");
         report.push_str(&line);

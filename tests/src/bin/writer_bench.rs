@@ -151,10 +151,7 @@ async fn main() -> anyhow::Result<()> {
                 args.events as f64 / seconds,
                 "rows/s",
             );
-            outcomes.push(match args.min_rows_per_s {
-                Some(bound) => outcome.target(Target::AtLeast(bound)),
-                None => outcome,
-            });
+            outcomes.push(outcome.target_if(args.min_rows_per_s.map(Target::AtLeast)));
         }
     }
     drop(shards);
