@@ -152,23 +152,6 @@ pub async fn watch_stored(
     }
 }
 
-/// What the shards hold against a ledger of what was posted (`Ledger::stored_counts`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-pub struct StoredCounts {
-    /// Rows over all shards.
-    pub rows: usize,
-    pub acknowledged: usize,
-    /// Acknowledged events with no row.
-    pub lost: usize,
-    /// Events with more than one row.
-    pub duplicated: usize,
-    /// Events whose POST failed or was not answered: stored at most once.
-    pub maybe: usize,
-    pub failed_but_stored: usize,
-    /// Rows of events nobody posted.
-    pub unexpected: usize,
-}
-
 /// What a measured number must reach.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

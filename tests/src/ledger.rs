@@ -44,6 +44,23 @@ pub struct Ledger {
     entries: Arc<Mutex<Entries>>,
 }
 
+/// What the shards hold against a ledger of what was posted (`Ledger::stored_counts`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct StoredCounts {
+    /// Rows over all shards.
+    pub rows: usize,
+    pub acknowledged: usize,
+    /// Acknowledged events with no row.
+    pub lost: usize,
+    /// Events with more than one row.
+    pub duplicated: usize,
+    /// Events whose POST failed or was not answered: stored at most once.
+    pub maybe: usize,
+    pub failed_but_stored: usize,
+    /// Rows of events nobody posted.
+    pub unexpected: usize,
+}
+
 impl Ledger {
     pub fn acknowledged(&self, events: &[Value], ids: &[Uuid]) {
         let mut entries = self.entries.lock().expect("ledger");
@@ -142,10 +159,10 @@ impl Ledger {
     }
 
     /// The checks of `assert_stored`, counted instead of asserted.
-    pub async fn stored_counts(&self, stack: &Stack) -> crate::bench::StoredCounts {
+    pub async fn stored_counts(&self, stack: &Stack) -> StoredCounts {
         let counts = stack.row_counts().await;
         let entries = self.entries.lock().expect("ledger");
-        crate::bench::StoredCounts {
+        StoredCounts {
             rows: counts.values().sum(),
             acknowledged: entries.acknowledged.len(),
             lost: entries
