@@ -75,6 +75,11 @@ impl StoreError {
         }
     }
 
+    /// A unique key refused a row (SQLSTATE 23505).
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, StoreError::Postgres { source, .. } if source.code() == Some(&SqlState::UNIQUE_VIOLATION))
+    }
+
     /// The SQLSTATE, when the server sent one: for logs and dead-letter headers.
     pub fn sqlstate(&self) -> Option<&str> {
         match self {

@@ -28,7 +28,8 @@ pub struct StoreSettings {
     pub connect_timeout: Duration,
     /// Run the versioned migrations against every shard at service start. Default true.
     pub migrate_on_start: bool,
-    /// How db-writer bulk-inserts: `unnest` or `copy` (docs/benchmarks.md). Default `unnest`.
+    /// How db-writer bulk-inserts: `direct_copy`, `unnest` or `copy` (docs/benchmarks.md).
+    /// Default `direct_copy`.
     pub insert_method: crate::InsertMethod,
 }
 

@@ -22,18 +22,35 @@ use crate::{
     Shard, StoreError,
 };
 
-/// How a batch reaches its shard. Both keep one row per event id (`copies`); see
-/// docs/benchmarks.md for how they compare.
+/// How a batch's rows reach `events` once the id guard has settled the producer-chosen ids.
+/// Each keeps one row per event id (`copies`); docs/benchmarks.md compares them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum InsertMethod {
     /// Binary `COPY` into a per-connection staging table, then one
-    /// `INSERT … SELECT … ON CONFLICT DO UPDATE … WHERE`, in one transaction.
+    /// `INSERT … SELECT … ON CONFLICT DO NOTHING`, in one transaction.
     Copy,
-    /// One `INSERT … SELECT FROM unnest($1, …) ON CONFLICT DO UPDATE … WHERE` with array parameters:
+    /// One `INSERT … SELECT FROM unnest($1, …) ON CONFLICT DO NOTHING` with array parameters:
     /// one round trip; as fast as `Copy` from 5000 rows and faster below.
-    #[default]
     Unnest,
+    /// Binary `COPY` straight into `events` under a savepoint (`Unnest` below 128 rows, where
+    /// round trips dominate). The rows are new unless a redelivery (after a restart or a
+    /// rebalance) brings back a stored record; the key then refuses the COPY as a whole and
+    /// the batch goes through `Unnest` from the savepoint. Spares the server a second write
+    /// of every row and the conflict checks.
+    #[default]
+    DirectCopy,
+}
+
+impl InsertMethod {
+    /// The name in `store.insert_method`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InsertMethod::Copy => "copy",
+            InsertMethod::Unnest => "unnest",
+            InsertMethod::DirectCopy => "direct_copy",
+        }
+    }
 }
 
 /// Where an event sits in Kafka: kept with the row so a reader can tell which records the
@@ -110,6 +127,7 @@ impl Shard {
         let inserted: HashSet<Uuid> = match method {
             InsertMethod::Copy => self.insert_copy(&tx, &batch).await?,
             InsertMethod::Unnest => self.insert_unnest(&tx, &batch).await?,
+            InsertMethod::DirectCopy => self.insert_direct_copy(&tx, &batch).await?,
         };
         tx.commit().await.map_err(self.pg())?;
         Ok(outcomes
@@ -215,6 +233,68 @@ impl Shard {
         tx: &Transaction<'_>,
         rows: &[&StoredEvent],
     ) -> Result<HashSet<Uuid>, StoreError> {
+        if rows.is_empty() {
+            return Ok(HashSet::new());
+        }
+        tx.batch_execute(include_str!("sql/create_staging.sql"))
+            .await
+            .map_err(self.pg())?;
+        self.copy_rows(tx, include_str!("sql/copy_staging.sql"), rows)
+            .await?;
+        let statement = tx
+            .prepare_cached(include_str!("sql/insert_from_staging.sql"))
+            .await
+            .map_err(self.pg())?;
+        // ON COMMIT DELETE ROWS empties the staging table for the connection's next batch.
+        let returned = tx.query(&statement, &[]).await.map_err(self.pg())?;
+        returned.iter().map(returned_id).collect()
+    }
+
+    async fn insert_direct_copy(
+        &self,
+        tx: &Transaction<'_>,
+        rows: &[&StoredEvent],
+    ) -> Result<HashSet<Uuid>, StoreError> {
+        // Below this, the COPY's extra round trips (savepoint, copy start) cost more than the
+        // conflict checks it saves (writer_bench: unnest faster at 10 and 100 rows, COPY from
+        // 200; docs/benchmarks.md): the critical lane's small batches stay on `unnest`.
+        const MIN_ROWS: usize = 128;
+        if rows.len() < MIN_ROWS {
+            return self.insert_unnest(tx, rows).await;
+        }
+        tx.batch_execute("SAVEPOINT direct_copy")
+            .await
+            .map_err(self.pg())?;
+        match self
+            .copy_rows(tx, include_str!("sql/copy_events.sql"), rows)
+            .await
+        {
+            // The commit that follows releases the savepoint: no round trip for it here.
+            Ok(copied) if copied == rows.len() as u64 => {
+                Ok(rows.iter().map(|row| row.event.event_id).collect())
+            }
+            Ok(copied) => Err(StoreError::CorruptRow(format!(
+                "COPY stored {copied} of {} rows",
+                rows.len()
+            ))),
+            Err(e) if e.is_unique_violation() => {
+                tx.batch_execute("ROLLBACK TO SAVEPOINT direct_copy")
+                    .await
+                    .map_err(self.pg())?;
+                self.insert_unnest(tx, rows).await
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Binary COPY of `rows` with `statement` (the twelve columns of `events`, in its order);
+    /// the number of rows the server took.
+    async fn copy_rows(
+        &self,
+        tx: &Transaction<'_>,
+        statement: &str,
+        rows: &[&StoredEvent],
+    ) -> Result<u64, StoreError> {
         const TYPES: [Type; 12] = [
             Type::UUID,
             Type::TEXT,
@@ -229,16 +309,7 @@ impl Shard {
             Type::INT8,
             Type::TEXT,
         ];
-        if rows.is_empty() {
-            return Ok(HashSet::new());
-        }
-        tx.batch_execute(include_str!("sql/create_staging.sql"))
-            .await
-            .map_err(self.pg())?;
-        let sink = tx
-            .copy_in(include_str!("sql/copy_staging.sql"))
-            .await
-            .map_err(self.pg())?;
+        let sink = tx.copy_in(statement).await.map_err(self.pg())?;
         let mut writer = pin!(BinaryCopyInWriter::new(sink, &TYPES));
         for row in rows {
             let StoredEvent {
@@ -269,14 +340,7 @@ impl Shard {
                 .await
                 .map_err(self.pg())?;
         }
-        writer.as_mut().finish().await.map_err(self.pg())?;
-        let statement = tx
-            .prepare_cached(include_str!("sql/insert_from_staging.sql"))
-            .await
-            .map_err(self.pg())?;
-        // ON COMMIT DELETE ROWS empties the staging table for the connection's next batch.
-        let returned = tx.query(&statement, &[]).await.map_err(self.pg())?;
-        returned.iter().map(returned_id).collect()
+        writer.as_mut().finish().await.map_err(self.pg())
     }
 
     async fn insert_unnest(

@@ -345,8 +345,12 @@ async fn copies_of_one_event_on_different_days_are_one_row_the_first_copy() {
         .await
         .unwrap();
     let id = Uuid::new_v4();
-    for method in [InsertMethod::Unnest, InsertMethod::Copy] {
-        let id = if method == InsertMethod::Copy {
+    for method in [
+        InsertMethod::Unnest,
+        InsertMethod::Copy,
+        InsertMethod::DirectCopy,
+    ] {
+        let id = if method != InsertMethod::Unnest {
             Uuid::new_v4()
         } else {
             id
@@ -401,6 +405,41 @@ async fn copies_of_one_event_on_different_days_are_one_row_the_first_copy() {
         .await
         .unwrap();
     assert_eq!(again, vec![RowOutcome::Duplicate]);
+    // A direct COPY (a batch large enough for one) that meets a stored record, a redelivery
+    // among new ones, is refused by the key as a whole and goes through the
+    // conflict-checking insert instead: the new rows stored, the stored one left alone.
+    let mut batch: Vec<StoredEvent> = (0..300)
+        .map(|n| {
+            let mut fresh = copy(Uuid::now_v7(), "c", today, "events", 100 + n);
+            fresh.id_assigned = true;
+            fresh
+        })
+        .collect();
+    batch.insert(150, assigned.clone());
+    let outcomes = shard
+        .insert_events(&batch, InsertMethod::DirectCopy)
+        .await
+        .unwrap();
+    let mut expected = vec![RowOutcome::Inserted; 301];
+    expected[150] = RowOutcome::Duplicate;
+    assert_eq!(outcomes, expected);
+    let ids: Vec<String> = batch
+        .iter()
+        .map(|e| format!("'{}'", e.event.event_id))
+        .collect();
+    let stored = query(
+        &stack.shard_urls[shard.index],
+        &format!(
+            "SELECT count(*), count(DISTINCT event_id) FROM events WHERE event_id IN ({})",
+            ids.join(",")
+        ),
+    )
+    .await;
+    assert_eq!(
+        (stored[0].get::<_, i64>(0), stored[0].get::<_, i64>(1)),
+        (301, 301),
+        "each once"
+    );
     let guarded = guarded_ids(&stack).await;
     assert!(!guarded.contains(&assigned.event.event_id));
 }

@@ -29,7 +29,7 @@ struct Args {
     #[arg(long, value_delimiter = ',', default_value = "gateway,producer")]
     ids: Vec<String>,
     /// Insert methods to try.
-    #[arg(long, value_delimiter = ',', default_value = "copy,unnest")]
+    #[arg(long, value_delimiter = ',', default_value = "direct_copy,copy,unnest")]
     methods: Vec<String>,
     /// Where the results are appended.
     #[arg(long, default_value = "target/bench-results/db-writer.txt")]
@@ -80,8 +80,9 @@ async fn main() -> anyhow::Result<()> {
         .map(|m| match m.as_str() {
             "copy" => Ok(InsertMethod::Copy),
             "unnest" => Ok(InsertMethod::Unnest),
+            "direct_copy" => Ok(InsertMethod::DirectCopy),
             other => Err(anyhow::anyhow!(
-                "unknown insert method {other:?}: copy or unnest"
+                "unknown insert method {other:?}: copy, unnest or direct_copy"
             )),
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
@@ -90,7 +91,7 @@ async fn main() -> anyhow::Result<()> {
     let bytes: usize = events.iter().map(|e| e.event.payload.len() + 100).sum();
 
     let mut report = format!(
-        "db-writer insert benchmark: {} events of ~{} bytes, {} shards written concurrently, UUIDv7 ids, day-partitioned table\n{:<9} {:<8} {:>7} {:>12} {:>10}\n",
+        "db-writer insert benchmark: {} events of ~{} bytes, {} shards written concurrently, UUIDv7 ids, day-partitioned table\n{:<9} {:<11} {:>7} {:>12} {:>10}\n",
         args.events,
         bytes / args.events.max(1),
         shards.shards().len(),
@@ -132,9 +133,9 @@ async fn main() -> anyhow::Result<()> {
             }
             let seconds = started.elapsed().as_secs_f64();
             let line = format!(
-                "{:<9} {:<8} {:>7} {:>12.0} {:>10.2}\n",
+                "{:<9} {:<11} {:>7} {:>12.0} {:>10.2}\n",
                 ids,
-                format!("{method:?}").to_lowercase(),
+                method.as_str(),
                 batch,
                 args.events as f64 / seconds,
                 seconds
@@ -147,7 +148,7 @@ async fn main() -> anyhow::Result<()> {
                     "store into {shards_written} shard{}",
                     if shards_written == 1 { "" } else { "s" }
                 ),
-                &format!("{ids} ids, {method:?}, batch {batch}").to_lowercase(),
+                &format!("{ids} ids, {}, batch {batch}", method.as_str()),
                 args.events as f64 / seconds,
                 "rows/s",
             );
