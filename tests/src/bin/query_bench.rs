@@ -65,8 +65,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // A request unanswered after 10 s counts as not answered, not as a 10 s latency.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
+        .timeout(Duration::from_secs(10))
         .build()?;
 
     // Seed every client with some history, then keep ingesting in the background.
@@ -180,7 +182,7 @@ async fn main() -> anyhow::Result<()> {
         phases.push(("heavy", Phase::Heavy));
     }
     for (phase, kind) in phases {
-        let mut latencies = run_phase(&http, &args, kind).await;
+        let (mut latencies, failed) = run_phase(&http, &args, kind).await;
         latencies.sort();
         let target = match kind {
             Phase::Hot => args.hot_p99_target_ms,
@@ -200,7 +202,13 @@ async fn main() -> anyhow::Result<()> {
             "ms",
         ));
         outcomes.push(p99.target_if(target.map(Target::AtMost)));
-        let line = summarize(phase, &latencies);
+        // The latencies are of 200 answers: a phase that answered 503s fast would otherwise
+        // look quick.
+        outcomes.push(
+            Outcome::new(&scenario, &format!("{phase} not answered 200"), failed as f64, "GETs")
+                .target(Target::AtMost(0.0)),
+        );
+        let line = format!("{} failed={failed}", summarize(phase, &latencies));
         println!("{line}");
         report.push_str(&line);
         report.push('\n');
@@ -244,7 +252,9 @@ enum Phase {
     Heavy,
 }
 
-async fn run_phase(http: &reqwest::Client, args: &Args, phase: Phase) -> Vec<Duration> {
+/// The latencies of the GETs answered 200, and how many were not (an error status, a
+/// refused connection or a timeout).
+async fn run_phase(http: &reqwest::Client, args: &Args, phase: Phase) -> (Vec<Duration>, usize) {
     let interval = Duration::from_secs_f64(1.0 / args.get_rate.max(1) as f64);
     let mut tick = tokio::time::interval(interval);
     let until = Instant::now() + args.duration;
@@ -269,12 +279,14 @@ async fn run_phase(http: &reqwest::Client, args: &Args, phase: Phase) -> Vec<Dur
         }));
     }
     let mut latencies = Vec::with_capacity(handles.len());
+    let mut failed = 0;
     for handle in handles {
-        if let Ok(Some(latency)) = handle.await {
-            latencies.push(latency);
+        match handle.await {
+            Ok(Some(latency)) => latencies.push(latency),
+            _ => failed += 1,
         }
     }
-    latencies
+    (latencies, failed)
 }
 
 fn summarize(phase: &str, latencies: &[Duration]) -> String {
