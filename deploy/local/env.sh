@@ -19,6 +19,10 @@ KAFKA_VERSION="${KAFKA_VERSION:-4.1.1}"
 KAFKA_PORT="${KAFKA_PORT:-9092}"
 KAFKA_CONTROLLER_PORT="${KAFKA_CONTROLLER_PORT:-9093}"
 KAFKA_HEAP="${KAFKA_HEAP:--Xms512m -Xmx1g}"
+# The collector flags of Kafka's own start script (kafka-run-class.sh). G1's default 200 ms
+# pause goal gave young pauses of 40-65 ms here, each one stalling every acknowledgement; with
+# a 20 ms goal they were ~10 ms, more often (docs/benchmarks.md). Pauses go to gc.log.
+KAFKA_GC="${KAFKA_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent}"
 KAFKA_DIR="$PIPELINE_STATE_DIR/kafka"
 KAFKA_LIB="${KAFKA_LIB:-$KAFKA_DIR/lib-$KAFKA_VERSION}"
 # Cluster mode: KAFKA_BROKERS=3 runs three combined broker+controller nodes; node i listens
@@ -333,8 +337,9 @@ kafka_start_node() {
     kafka_tool kafka.tools.StorageTool format -t "$cluster_id" -c "$dir/server.properties" "${scram[@]}" >/dev/null
     log "formatted Kafka node $i storage (cluster $cluster_id)"
   fi
-  # shellcheck disable=SC2086 # KAFKA_HEAP holds several JVM flags
-  setsid nohup java $KAFKA_HEAP -XX:+UseG1GC -cp "$KAFKA_LIB/*" \
+  # shellcheck disable=SC2086 # KAFKA_HEAP and KAFKA_GC hold several JVM flags
+  setsid nohup java $KAFKA_HEAP $KAFKA_GC -Xlog:gc:file="$dir/gc.log":uptime:filecount=3,filesize=10M \
+    -cp "$KAFKA_LIB/*" \
     -Dlog4j2.configurationFile="$dir/log4j2.properties" \
     kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 </dev/null &
   echo $! >"$dir/kafka.pid"
