@@ -99,6 +99,11 @@ impl Tail {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("queued.max.messages.kbytes", "65536")
+            .set("fetch.min.bytes", kafka.fetch_min_bytes.to_string())
+            .set(
+                "fetch.wait.max.ms",
+                kafka.fetch_wait.as_millis().to_string(),
+            )
             .create()?;
         let observer = lag::observer(base, &kafka.writer_group)?;
         let Wiring {

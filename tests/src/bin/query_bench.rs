@@ -205,8 +205,13 @@ async fn main() -> anyhow::Result<()> {
         // The latencies are of 200 answers: a phase that answered 503s fast would otherwise
         // look quick.
         outcomes.push(
-            Outcome::new(&scenario, &format!("{phase} not answered 200"), failed as f64, "GETs")
-                .target(Target::AtMost(0.0)),
+            Outcome::new(
+                &scenario,
+                &format!("{phase} not answered 200"),
+                failed as f64,
+                "GETs",
+            )
+            .target(Target::AtMost(0.0)),
         );
         let line = format!("{} failed={failed}", summarize(phase, &latencies));
         println!("{line}");
