@@ -26,6 +26,8 @@ pub fn register_process_metrics() {
 /// fifth of a core with ±50 % error and `rate()` over a minute with steps of 1.7 %.
 struct PreciseCpu(ProcessCollector);
 
+const CPU_SECONDS: &str = "process_cpu_seconds_total";
+
 impl Collector for PreciseCpu {
     fn desc(&self) -> Vec<&Desc> {
         self.0.desc()
@@ -34,10 +36,7 @@ impl Collector for PreciseCpu {
     fn collect(&self) -> Vec<MetricFamily> {
         let mut families = self.0.collect();
         if let Some(seconds) = cpu_seconds() {
-            for family in families
-                .iter_mut()
-                .filter(|f| f.name() == "process_cpu_seconds_total")
-            {
+            for family in families.iter_mut().filter(|f| f.name() == CPU_SECONDS) {
                 for metric in family.mut_metric() {
                     let mut counter = Counter::default();
                     counter.set_value(seconds);
@@ -75,13 +74,14 @@ mod tests {
 
     use super::*;
 
-    fn collected_cpu(collector: &PreciseCpu) -> f64 {
-        let families = collector.collect();
-        let family = families
+    /// The one `process_cpu_seconds_total` among `families`.
+    fn cpu_in(families: &[MetricFamily]) -> f64 {
+        let found: Vec<_> = families
             .iter()
-            .find(|f| f.name() == "process_cpu_seconds_total")
-            .expect("process_cpu_seconds_total collected");
-        family.get_metric()[0].get_counter().get_value()
+            .filter(|f| f.name() == CPU_SECONDS)
+            .collect();
+        assert_eq!(found.len(), 1, "one {CPU_SECONDS}");
+        found[0].get_metric()[0].get_counter().get_value()
     }
 
     #[test]
@@ -96,13 +96,7 @@ mod tests {
         {
             spin = std::hint::black_box(spin.wrapping_add(1));
         }
-        let rendered = prometheus::gather();
-        let families: Vec<_> = rendered
-            .iter()
-            .filter(|f| f.name() == "process_cpu_seconds_total")
-            .collect();
-        assert_eq!(families.len(), 1, "one process_cpu_seconds_total");
-        let seconds = families[0].get_metric()[0].get_counter().get_value();
+        let seconds = cpu_in(&prometheus::gather());
         let own = cpu_seconds().expect("this process's stat");
         // Rendered just before `own` was read: at most that, and not whole seconds.
         assert!(
@@ -114,14 +108,14 @@ mod tests {
     #[test]
     fn cpu_seconds_count_fractions_of_a_second() {
         let collector = PreciseCpu(ProcessCollector::for_self());
-        let before = collected_cpu(&collector);
+        let before = cpu_in(&collector.collect());
         let start = cpu_seconds().expect("this process's stat");
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut spin = 0u64;
         while cpu_seconds().expect("stat") - start < 0.25 && Instant::now() < deadline {
             spin = std::hint::black_box(spin.wrapping_add(1));
         }
-        let used = collected_cpu(&collector) - before;
+        let used = cpu_in(&collector.collect()) - before;
         // Whole seconds would show 0 or 1 here.
         assert!((0.25..0.9).contains(&used), "{used} s of CPU collected");
     }

@@ -43,6 +43,12 @@ pub enum InsertMethod {
 }
 
 impl InsertMethod {
+    pub const ALL: [InsertMethod; 3] = [
+        InsertMethod::Copy,
+        InsertMethod::Unnest,
+        InsertMethod::DirectCopy,
+    ];
+
     /// The name in `store.insert_method`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,6 +56,23 @@ impl InsertMethod {
             InsertMethod::Unnest => "unnest",
             InsertMethod::DirectCopy => "direct_copy",
         }
+    }
+}
+
+impl std::str::FromStr for InsertMethod {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        InsertMethod::ALL
+            .into_iter()
+            .find(|m| m.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = InsertMethod::ALL.iter().map(|m| m.as_str()).collect();
+                format!(
+                    "unknown insert method {name:?}: one of {}",
+                    known.join(", ")
+                )
+            })
     }
 }
 
@@ -441,4 +464,20 @@ impl ToSql for JsonbText<'_> {
     }
 
     to_sql_checked!();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_methods_parse_from_the_names_the_config_takes() {
+        for method in InsertMethod::ALL {
+            let configured = serde_json::to_value(method).expect("serializes");
+            assert_eq!(configured, method.as_str(), "{method:?}");
+            assert_eq!(method.as_str().parse::<InsertMethod>(), Ok(method));
+        }
+        let refused = "bulk".parse::<InsertMethod>().unwrap_err();
+        assert!(refused.contains("copy, unnest, direct_copy"), "{refused}");
+    }
 }

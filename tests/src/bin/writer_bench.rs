@@ -77,14 +77,7 @@ async fn main() -> anyhow::Result<()> {
     let methods = args
         .methods
         .iter()
-        .map(|m| match m.as_str() {
-            "copy" => Ok(InsertMethod::Copy),
-            "unnest" => Ok(InsertMethod::Unnest),
-            "direct_copy" => Ok(InsertMethod::DirectCopy),
-            other => Err(anyhow::anyhow!(
-                "unknown insert method {other:?}: copy, unnest or direct_copy"
-            )),
-        })
+        .map(|m| m.parse::<InsertMethod>().map_err(anyhow::Error::msg))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let events = generate(args.events);
     let mut outcomes = Vec::new();
