@@ -405,16 +405,45 @@ async fn copies_of_one_event_on_different_days_are_one_row_the_first_copy() {
         .await
         .unwrap();
     assert_eq!(again, vec![RowOutcome::Duplicate]);
-    // A direct COPY (a batch large enough for one) that meets a stored record, a redelivery
-    // among new ones, is refused by the key as a whole and goes through the
-    // conflict-checking insert instead: the new rows stored, the stored one left alone.
-    let mut batch: Vec<StoredEvent> = (0..300)
-        .map(|n| {
-            let mut fresh = copy(Uuid::now_v7(), "c", today, "events", 100 + n);
-            fresh.id_assigned = true;
-            fresh
-        })
-        .collect();
+    let fresh = |count: i64, first_offset: i64| -> Vec<StoredEvent> {
+        (0..count)
+            .map(|n| {
+                let mut fresh = copy(Uuid::now_v7(), "c", today, "events", first_offset + n);
+                fresh.id_assigned = true;
+                fresh
+            })
+            .collect()
+    };
+    let stored_once = |batch: &[StoredEvent]| {
+        let ids: Vec<String> = batch
+            .iter()
+            .map(|e| format!("'{}'", e.event.event_id))
+            .collect();
+        let url = stack.shard_urls[shard.index].clone();
+        async move {
+            let stored = query(
+                &url,
+                &format!(
+                    "SELECT count(*), count(DISTINCT event_id) FROM events WHERE event_id IN ({})",
+                    ids.join(",")
+                ),
+            )
+            .await;
+            (stored[0].get::<_, i64>(0), stored[0].get::<_, i64>(1))
+        }
+    };
+    // A batch of new rows large enough for a direct COPY is stored by it, every row once.
+    let new_rows = fresh(200, 1_000);
+    let outcomes = shard
+        .insert_events(&new_rows, InsertMethod::DirectCopy)
+        .await
+        .unwrap();
+    assert_eq!(outcomes, vec![RowOutcome::Inserted; 200]);
+    assert_eq!(stored_once(&new_rows).await, (200, 200), "each once");
+    // A direct COPY that meets a stored record, a redelivery among new ones, is refused by
+    // the key as a whole and goes through the conflict-checking insert instead: the new rows
+    // stored, the stored one left alone.
+    let mut batch = fresh(300, 100);
     batch.insert(150, assigned.clone());
     let outcomes = shard
         .insert_events(&batch, InsertMethod::DirectCopy)
@@ -423,23 +452,7 @@ async fn copies_of_one_event_on_different_days_are_one_row_the_first_copy() {
     let mut expected = vec![RowOutcome::Inserted; 301];
     expected[150] = RowOutcome::Duplicate;
     assert_eq!(outcomes, expected);
-    let ids: Vec<String> = batch
-        .iter()
-        .map(|e| format!("'{}'", e.event.event_id))
-        .collect();
-    let stored = query(
-        &stack.shard_urls[shard.index],
-        &format!(
-            "SELECT count(*), count(DISTINCT event_id) FROM events WHERE event_id IN ({})",
-            ids.join(",")
-        ),
-    )
-    .await;
-    assert_eq!(
-        (stored[0].get::<_, i64>(0), stored[0].get::<_, i64>(1)),
-        (301, 301),
-        "each once"
-    );
+    assert_eq!(stored_once(&batch).await, (301, 301), "each once");
     let guarded = guarded_ids(&stack).await;
     assert!(!guarded.contains(&assigned.event.event_id));
 }
