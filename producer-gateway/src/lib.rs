@@ -84,6 +84,7 @@ impl Gateway {
             lanes: publisher.tick_lanes(),
             clock,
             interval: settings.kafka.tick_interval,
+            normal_interval: settings.kafka.normal_tick_interval,
             idle_interval: settings.kafka.idle_tick_interval,
             metadata_refresh: settings.kafka.metadata_refresh,
             gateway: format!(

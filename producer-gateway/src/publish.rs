@@ -91,9 +91,10 @@ impl Publisher {
     /// The lanes as the ticker sees them: the same producers, so a tick follows the events
     /// this gateway queued before it in each partition.
     pub fn tick_lanes(&self) -> Vec<TickLane> {
-        [&self.normal, &self.critical]
+        [(&self.normal, false), (&self.critical, true)]
             .into_iter()
-            .map(|lane| TickLane {
+            .map(|(lane, urgent)| TickLane {
+                urgent,
                 topic: lane.topic.clone(),
                 producer: lane.producer.clone(),
                 activity: lane.activity.clone(),

@@ -137,14 +137,21 @@ pub struct KafkaSettings {
     pub metadata_refresh: Duration,
     /// A partition that received no event from this gateway for this long gets a tick, so
     /// readers can release events in their stable order (docs/design.md, "Ordering"): the
-    /// delay a live reader sees is about this plus a broker round trip. Default 20ms.
+    /// delay a live reader sees is about this plus a broker round trip. This cadence holds
+    /// while the gateway acknowledges critical events. Default 20ms.
     #[serde(with = "humantime_serde")]
     pub tick_interval: Duration,
+    /// The cadence while it acknowledges only normal events: their release may wait up to
+    /// this, and every round is a produce request per quiet partition that every consumer
+    /// group fetches (docs/benchmarks.md, "Tick cadence"). Rounds fall on multiples of `tick_interval`; at least that.
+    /// Default 40ms.
+    #[serde(with = "humantime_serde")]
+    pub normal_tick_interval: Duration,
     /// While this gateway acknowledged no event for [`crate::tick::ACTIVE_ROUNDS`] tick
     /// intervals, it ticks its partitions this often instead: its own events are released
     /// already, and every round of ticks costs the brokers and every consumer group (a
     /// quarter of a core of an idle broker here at 20 ms). An idle pipeline's release
-    /// frontier then trails by up to this. At least `tick_interval`. Default 1s.
+    /// frontier then trails by up to this. At least `normal_tick_interval`. Default 1s.
     #[serde(with = "humantime_serde")]
     pub idle_tick_interval: Duration,
 }
@@ -204,6 +211,7 @@ impl Default for KafkaSettings {
             compression: "lz4".into(),
             metadata_refresh: Duration::from_secs(30),
             tick_interval: Duration::from_millis(20),
+            normal_tick_interval: Duration::from_millis(40),
             idle_tick_interval: Duration::from_secs(1),
         }
     }

@@ -1,7 +1,10 @@
 //! Ticks: a record without an event into every partition that received nothing from this
 //! gateway for a tick interval, so every partition's log time keeps moving and readers can
-//! release events in their stable order within milliseconds (`schemas::order`). A gateway
-//! that acknowledged nothing for a few intervals ticks only every idle interval: its events
+//! release events in their stable order within milliseconds (`schemas::order`). Rounds of
+//! ticks come every tick interval while the gateway acknowledges critical events, every normal
+//! tick interval while it acknowledges only normal ones (their release may take a little
+//! longer, and each round is a produce request per quiet partition, which every consumer group
+//! fetches), and every idle interval once it acknowledged nothing for a few rounds: its events
 //! are released already. A final tick into every partition at shutdown lets readers release
 //! this gateway's last events without waiting for another gateway.
 
@@ -27,10 +30,10 @@ use crate::clock::IngestClock;
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readiness check: the producers have broker metadata for both lanes.
 pub const READY_BROKERS: &str = "brokers";
-/// Tick intervals after its last acknowledged event during which a gateway keeps ticking
-/// every interval. A partition that had an event within the last interval is skipped in a
-/// round, so the round after next is the first that surely passes the last event in every
-/// partition; one more for a round delayed by a busy runtime.
+/// Rounds of a lane's cadence after its last acknowledged event during which a gateway keeps
+/// ticking at that cadence. A partition that had an event within the last round's interval is
+/// skipped in a round, so the round after next is the first that surely passes the last event
+/// in every partition; one more for a round delayed by a busy runtime.
 pub const ACTIVE_ROUNDS: i64 = 3;
 
 /// When this gateway last produced to each partition of one topic (host clock, micros).
@@ -91,24 +94,47 @@ impl Activity {
     }
 }
 
-/// Whether a round of ticks is due at `now_micros`: every interval while this gateway is
-/// active (an event acknowledged within [`ACTIVE_ROUNDS`] intervals), every idle interval
-/// otherwise. `last_round_micros` is when the last round ticked, `None` before the first.
+/// The interval between rounds of ticks at `now_micros`: while a lane has acknowledged an
+/// event within [`ACTIVE_ROUNDS`] of its cadence, that lane's cadence (the shortest of such
+/// lanes), otherwise `idle_interval_micros`. `lanes`: each lane's latest acknowledgement and
+/// cadence, in micros.
+fn round_interval(
+    lanes: impl IntoIterator<Item = (i64, i64)>,
+    now_micros: i64,
+    idle_interval_micros: i64,
+) -> i64 {
+    lanes
+        .into_iter()
+        .filter(|&(latest_ack, cadence)| {
+            latest_ack >= now_micros.saturating_sub(ACTIVE_ROUNDS.saturating_mul(cadence))
+        })
+        .map(|(_, cadence)| cadence)
+        .min()
+        .unwrap_or(idle_interval_micros)
+}
+
+/// Whether a round is due at `now_micros`: `interval_micros` after the last one
+/// (`last_round_micros`, `None` before the first), give or take half of the ticker's wake-up
+/// period `wake_micros`, the granularity of its rounds.
 fn round_due(
-    latest_ack_micros: i64,
+    interval_micros: i64,
     last_round_micros: Option<i64>,
     now_micros: i64,
-    interval_micros: i64,
-    idle_interval_micros: i64,
+    wake_micros: i64,
 ) -> bool {
-    let active = latest_ack_micros >= now_micros.saturating_sub(ACTIVE_ROUNDS * interval_micros);
-    active
-        || last_round_micros.is_none_or(|at| now_micros.saturating_sub(at) >= idle_interval_micros)
+    last_round_micros.is_none_or(|at| {
+        now_micros
+            .saturating_sub(at)
+            .saturating_add(wake_micros / 2)
+            >= interval_micros
+    })
 }
 
 /// One lane's topic, producer and activity.
 #[derive(Clone)]
 pub struct TickLane {
+    /// The critical lane: while it is active, rounds come every `Ticker::interval`.
+    pub urgent: bool,
     pub topic: String,
     pub producer: FutureProducer,
     pub activity: Arc<Activity>,
@@ -117,8 +143,12 @@ pub struct TickLane {
 pub struct Ticker {
     pub lanes: Vec<TickLane>,
     pub clock: Arc<IngestClock>,
+    /// How often the ticker wakes, and the cadence of rounds while critical events are
+    /// being acknowledged.
     pub interval: Duration,
-    /// How often a round is ticked while this gateway is idle (see [`round_due`]).
+    /// The cadence while only normal events are (see [`round_interval`]).
+    pub normal_interval: Duration,
+    /// The cadence while this gateway is idle.
     pub idle_interval: Duration,
     pub metadata_refresh: Duration,
     pub gateway: String,
@@ -132,10 +162,10 @@ impl Ticker {
         let mut every = tokio::time::interval(self.interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut metadata_due = tokio::time::Instant::now();
-        let interval_micros = i64::try_from(self.interval.as_micros()).unwrap_or(i64::MAX);
-        let idle_interval_micros = i64::try_from(self.idle_interval.as_micros())
-            .unwrap_or(i64::MAX)
-            .max(interval_micros);
+        let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
+        let wake_micros = micros(self.interval);
+        let normal_micros = micros(self.normal_interval).max(wake_micros);
+        let idle_interval_micros = micros(self.idle_interval).max(normal_micros);
         let mut last_round = None;
         loop {
             tokio::select! {
@@ -153,19 +183,19 @@ impl Ticker {
                 }
             }
             let host_now = host_micros();
-            let latest_ack = self
-                .lanes
-                .iter()
-                .map(|lane| lane.activity.latest())
-                .max()
-                .unwrap_or(i64::MIN);
-            if !round_due(
-                latest_ack,
-                last_round,
+            let interval_micros = round_interval(
+                self.lanes.iter().map(|lane| {
+                    let cadence = if lane.urgent {
+                        wake_micros
+                    } else {
+                        normal_micros
+                    };
+                    (lane.activity.latest(), cadence)
+                }),
                 host_now,
-                interval_micros,
                 idle_interval_micros,
-            ) {
+            );
+            if !round_due(interval_micros, last_round, host_now, wake_micros) {
                 continue;
             }
             last_round = Some(host_now);
@@ -251,23 +281,41 @@ mod tests {
     const MS: i64 = 1_000;
 
     #[test]
-    fn ticks_every_interval_while_active_and_every_idle_interval_after() {
-        let (interval, idle) = (20 * MS, 1_000 * MS);
-        let due =
-            |latest_ack, last_round, now| round_due(latest_ack, last_round, now, interval, idle);
-        // Never acknowledged anything: the first round ticks, then once per idle interval.
-        assert!(due(i64::MIN, None, 5_000 * MS));
-        assert!(!due(i64::MIN, Some(5_000 * MS), 5_020 * MS));
-        assert!(!due(i64::MIN, Some(5_000 * MS), 5_999 * MS));
-        assert!(due(i64::MIN, Some(5_000 * MS), 6_000 * MS));
-        // An event acknowledged: every round ticks for three intervals after it...
-        let ack = 6_010 * MS;
-        for now in [6_020, 6_040, 6_060, 6_070] {
-            assert!(due(ack, Some((now - 20) * MS), now * MS), "at {now} ms");
+    fn rounds_follow_the_most_urgent_active_lane_then_the_idle_interval() {
+        let (wake, normal, idle) = (20 * MS, 40 * MS, 1_000 * MS);
+        let interval = |normal_ack: i64, critical_ack: i64, now: i64| {
+            round_interval([(normal_ack, normal), (critical_ack, wake)], now * MS, idle)
+        };
+        let due = |interval, last: Option<i64>, now: i64| {
+            round_due(interval, last.map(|l| l * MS), now * MS, wake)
+        };
+        // Nothing acknowledged yet: the first round ticks, then one per idle interval.
+        assert_eq!(interval(i64::MIN, i64::MIN, 5_000), idle);
+        assert!(due(idle, None, 5_000));
+        assert!(!due(idle, Some(5_000), 5_020));
+        assert!(!due(idle, Some(5_000), 5_980));
+        assert!(due(idle, Some(5_000), 6_000));
+        // Normal events: the normal cadence for three of its rounds after the last one...
+        let normal_ack = 6_010 * MS;
+        for now in [6_020, 6_090, 6_130] {
+            assert_eq!(interval(normal_ack, i64::MIN, now), normal, "at {now} ms");
         }
-        // ...then idle again: the next round one idle interval after the last one.
-        assert!(!due(ack, Some(6_070 * MS), 6_090 * MS));
-        assert!(due(ack, Some(6_070 * MS), 7_070 * MS));
+        assert_eq!(interval(normal_ack, i64::MIN, 6_131), idle);
+        // ...every other wake-up, one a little early included.
+        assert!(!due(normal, Some(6_020), 6_040));
+        assert!(due(normal, Some(6_020), 6_059));
+        assert!(due(normal, Some(6_020), 6_060));
+        // A critical event: every wake-up for three of its rounds, whatever the normal lane
+        // does; then the normal cadence while normal events keep coming.
+        let critical_ack = 6_200 * MS;
+        for now in [6_210, 6_260] {
+            assert_eq!(interval(6_250 * MS, critical_ack, now), wake, "at {now} ms");
+            assert_eq!(interval(i64::MIN, critical_ack, now), wake, "at {now} ms");
+        }
+        assert!(due(wake, Some(6_200), 6_211));
+        assert!(due(wake, Some(6_200), 6_220));
+        assert_eq!(interval(6_250 * MS, critical_ack, 6_261), normal);
+        assert_eq!(interval(i64::MIN, critical_ack, 6_261), idle);
     }
 
     #[test]
