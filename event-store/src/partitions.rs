@@ -165,8 +165,17 @@ impl Shard {
             let name = day_partition_name(day);
             match self.create_day(client, settings, &name, day).await {
                 Ok(true) => {
+                    // The maintenance lock keeps other passes out: the list stays true
+                    // without reading it again.
+                    existing.push(PartitionInfo {
+                        name: name.clone(),
+                        from_micros: Some(day),
+                        to_micros: Some(day + DAY_MICROS),
+                        is_default: false,
+                        rows_estimate: 0,
+                        bytes: 0,
+                    });
                     report.created.push(name);
-                    existing = list(client, self).await?;
                 }
                 Ok(false) => report.kept_in_default.push(name),
                 Err(e) if lock_not_granted(&e) => report.postponed.push(format!("create {name}")),
@@ -200,8 +209,8 @@ impl Shard {
             from_micros(cutoff),
         )
         .await?;
-        let remaining = list(client, self).await?;
-        report.forgotten_ids = self.forget_ids(client, &remaining, cutoff).await?;
+        existing.retain(|p| !report.dropped.contains(&p.name));
+        report.forgotten_ids = self.forget_ids(client, &existing, cutoff).await?;
         Ok(report)
     }
 
