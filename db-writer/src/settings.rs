@@ -18,7 +18,8 @@ pub struct Settings {
     pub retry: RetrySettings,
     /// Batches written at the same time per lane, each lane committing its own in order (a
     /// critical batch never waits for a normal one). More overlap consuming with writing;
-    /// memory grows by one batch each. Default 2.
+    /// memory grows by one batch each. NDJSON end to end (1M events, two shards): 2 →
+    /// 33,685 / 36,234 events/s, 4 → 62,991 / 61,542, 8 → 65,386. Default 4.
     pub max_in_flight_batches: usize,
     /// Address of `/metrics`, `/livez` and `/readyz` (ready: every shard answers
     /// and the group has assigned this member). Default `127.0.0.1:9101`.
@@ -100,7 +101,7 @@ impl Default for Settings {
             store: StoreSettings::default(),
             partitions: PartitionSettings::default(),
             retry: RetrySettings::default(),
-            max_in_flight_batches: 2,
+            max_in_flight_batches: 4,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
             shutdown_timeout: Duration::from_secs(15),
         }
