@@ -45,6 +45,21 @@ impl SchemaVersion {
         &self.header
     }
 
+    /// `bytes` read through apache-avro's generic reader with this version's schema: what
+    /// the direct readers of `binary` must match.
+    #[cfg(test)]
+    pub(crate) fn decode_generic<T: serde::de::DeserializeOwned>(
+        &self,
+        bytes: &[u8],
+    ) -> Result<T, DecodeError> {
+        let mut datum = self.strip_header(bytes)?;
+        let value = from_avro_datum(&self.schema, &mut datum, None)?;
+        if !datum.is_empty() {
+            return Err(DecodeError::TrailingBytes(datum.len()));
+        }
+        Ok(apache_avro::from_value(&value)?)
+    }
+
     /// The datum after this version's header, or why `bytes` do not start with it.
     pub(crate) fn strip_header<'b>(&self, bytes: &'b [u8]) -> Result<&'b [u8], DecodeError> {
         if bytes.len() < HEADER_LEN {

@@ -62,12 +62,7 @@ impl PersistedCodec {
     /// The same through apache-avro's generic reader, which the direct one must match.
     #[cfg(test)]
     pub(crate) fn decode_generic(&self, bytes: &[u8]) -> Result<PersistedBatch, DecodeError> {
-        let mut datum = self.version.strip_header(bytes)?;
-        let value = apache_avro::from_avro_datum(&self.version.schema, &mut datum, None)?;
-        if !datum.is_empty() {
-            return Err(DecodeError::TrailingBytes(datum.len()));
-        }
-        Ok(apache_avro::from_value(&value)?)
+        self.version.decode_generic(bytes)
     }
 }
 
