@@ -238,9 +238,20 @@ pub fn weight(event: &StoredEvent) -> usize {
 
 impl InFlight {
     pub fn new(max_events: usize, max_bytes: usize, recent: usize) -> Self {
+        Self::with_hasher(max_events, max_bytes, recent, ahash::RandomState::new())
+    }
+
+    /// A set whose clients land on lock shards fixed by `hasher`: tests choose whether two
+    /// clients share a shard (and so its bounded memory of evicted events).
+    pub(crate) fn with_hasher(
+        max_events: usize,
+        max_bytes: usize,
+        recent: usize,
+        hasher: ahash::RandomState,
+    ) -> Self {
         InFlight {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            hasher: ahash::RandomState::new(),
+            hasher,
             clock: AtomicU64::new(1),
             events: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
@@ -250,8 +261,12 @@ impl InFlight {
         }
     }
 
+    pub(crate) fn shard_of(&self, client_id: &str) -> usize {
+        (self.hasher.hash_one(client_id) as usize) % SHARDS
+    }
+
     fn shard(&self, client_id: &str) -> MutexGuard<'_, Shard> {
-        let index = (self.hasher.hash_one(client_id) as usize) % SHARDS;
+        let index = self.shard_of(client_id);
         // A panic while holding the lock leaves plain data behind; keep serving it.
         self.shards[index]
             .lock()
@@ -526,13 +541,18 @@ impl InFlight {
             .map(|row| {
                 let id = row.event.event_id;
                 let rank = row.copy_rank();
+                // The row is the first copy the shard held when it was read, which this set
+                // may not know of: a copy consumed after the stored one's eviction was
+                // forgotten (or before the writer stored it) still awaits its check. So the
+                // row stands unless a copy known here comes before it.
                 if let Some(copies) = client.and_then(|c| c.ids.get(&id)) {
                     return match copies.winner() {
-                        Winner::Held(h) if h.copy_rank() == rank => Ok(Verdict::Keep),
-                        Winner::Stored(s) if *s == rank => Ok(Verdict::Keep),
+                        Winner::Held(h) if h.copy_rank() < rank => Ok(Verdict::Hide),
+                        Winner::Held(_) => Ok(Verdict::Keep),
                         // The row was read before an earlier copy replaced it.
                         Winner::Stored(s) if *s < rank => Err(Stale),
-                        _ => Ok(Verdict::Hide),
+                        Winner::Stored(_) => Ok(Verdict::Keep),
+                        Winner::Nobody => Ok(Verdict::Hide),
                     };
                 }
                 match shard.recent.get(&id) {
@@ -656,6 +676,33 @@ mod tests {
         let (check, change) = set.insert(copy("a", 1, 300, "events", 9), false);
         assert!(!check && change.shown.is_none());
         assert!(all(&set, "a").is_empty());
+    }
+
+    #[test]
+    fn a_stored_row_stands_while_a_copy_arriving_after_its_memory_is_checked() {
+        let set = InFlight::new(100, 1 << 20, 0);
+        let stored = copy("a", 1, 100, "events", 1);
+        set.insert(stored.clone(), false);
+        set.evict(&stored);
+        // Enough evictions on the same client push the stored copy out of the memory.
+        for n in 2..40 {
+            let other = copy("a", n, 100 + n as i64, "events", n as i64);
+            set.insert(other.clone(), true);
+            set.evict(&other);
+        }
+        let clock = set.snapshot(&query("a"), OrderKey::MAX).clock;
+        let (check, _) = set.insert(copy("a", 1, 500, "events-critical", 7), false);
+        assert!(check, "nothing here says the id was stored");
+        assert_eq!(
+            set.judge("a", std::slice::from_ref(&stored), clock)
+                .unwrap(),
+            vec![Verdict::Keep],
+            "the shard's earlier copy stands for the event until the check says so too"
+        );
+        assert!(
+            all(&set, "a").is_empty(),
+            "the retried copy is not answered"
+        );
     }
 
     #[test]

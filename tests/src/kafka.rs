@@ -1,16 +1,37 @@
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::BTreeMap,
+    time::{Duration, Instant},
+};
 
 use rdkafka::{
     admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication},
     client::DefaultClientContext,
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer},
+    error::KafkaResult,
     message::{Header, Headers, Message, OwnedHeaders, OwnedMessage},
     producer::{FutureProducer, FutureRecord},
     Offset, TopicPartitionList,
 };
 
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a harness read keeps asking a cluster that answers with errors.
+const SETTLED: Duration = Duration::from_secs(60);
+
+/// `ask` until it succeeds; panics naming `what` and the last error once `SETTLED` passed.
+fn retried<T>(what: &str, mut ask: impl FnMut() -> KafkaResult<T>) -> T {
+    let deadline = Instant::now() + SETTLED;
+    loop {
+        match ask() {
+            Ok(value) => return value,
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("{what}: {e}; asking again");
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            Err(e) => panic!("{what}: {e} for {SETTLED:?}"),
+        }
+    }
+}
 
 pub struct KafkaAdmin {
     /// Brokers and security every client of the harness starts from.
@@ -80,22 +101,22 @@ impl KafkaAdmin {
             .expect("consumer")
     }
 
-    /// High watermark of every partition of `topic`.
+    /// High watermark of every partition of `topic`. A cluster that is moving leaders (a
+    /// broker just resumed or restarted) answers with retriable errors for a while, so this
+    /// asks again until `SETTLED` has passed.
     pub fn end_offsets(&self, topic: &str) -> BTreeMap<i32, i64> {
         let consumer = self.consumer("end-offsets-probe");
-        let metadata = consumer
-            .fetch_metadata(Some(topic), TIMEOUT)
-            .expect("metadata");
-        let mut ends = BTreeMap::new();
-        for t in metadata.topics() {
-            for p in t.partitions() {
-                let (_, high) = consumer
-                    .fetch_watermarks(topic, p.id(), TIMEOUT)
-                    .expect("watermarks");
-                ends.insert(p.id(), high);
+        retried(&format!("end offsets of {topic}"), || {
+            let metadata = consumer.fetch_metadata(Some(topic), TIMEOUT)?;
+            let mut ends = BTreeMap::new();
+            for t in metadata.topics() {
+                for p in t.partitions() {
+                    let (_, high) = consumer.fetch_watermarks(topic, p.id(), TIMEOUT)?;
+                    ends.insert(p.id(), high);
+                }
             }
-        }
-        ends
+            Ok(ends)
+        })
     }
 
     /// Offsets `group` committed for every partition of `topic` (0 where none).
@@ -105,9 +126,9 @@ impl KafkaAdmin {
         for partition in self.end_offsets(topic).keys() {
             tpl.add_partition(topic, *partition);
         }
-        let committed = consumer
-            .committed_offsets(tpl, TIMEOUT)
-            .expect("committed offsets");
+        let committed = retried(&format!("offsets {group} committed on {topic}"), || {
+            consumer.committed_offsets(tpl.clone(), TIMEOUT)
+        });
         committed
             .elements()
             .iter()
