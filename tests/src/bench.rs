@@ -126,9 +126,9 @@ pub async fn watch_stored(
             }
             continue;
         }
-        let start = if cursor < pending.len() { cursor } else { 0 };
-        let end = (start + POLL_BATCH).min(pending.len());
-        let ids: Vec<Uuid> = pending[start..end].iter().map(|t| t.id).collect();
+        let asked = poll_window(pending.len(), cursor, POLL_BATCH);
+        let end = asked.end;
+        let ids: Vec<Uuid> = pending[asked].iter().map(|t| t.id).collect();
         let rows = shard.query(&statement, &[&ids]).await?;
         let found: HashSet<Uuid> = rows.iter().map(|row| row.get(0)).collect();
         let (now, mut index) = (Instant::now(), 0);
@@ -150,6 +150,19 @@ pub async fn watch_stored(
             keep
         });
     }
+}
+
+/// The pending ids (`len` of them, oldest first) one poll asks for: all while they fit in
+/// one statement, or else the next `batch` after `cursor` (wrapping to the oldest), so a
+/// backlog is walked through in turns. Asking only from the cursor when everything fits
+/// skipped the oldest unseen ids for several polls, which added tens of ms to the slowest
+/// measurements (a critical p99 of 75 ms whose rows the shards had committed within 8 ms).
+fn poll_window(len: usize, cursor: usize, batch: usize) -> std::ops::Range<usize> {
+    if len <= batch {
+        return 0..len;
+    }
+    let start = if cursor < len { cursor } else { 0 };
+    start..(start + batch).min(len)
 }
 
 /// What a measured number must reach.
@@ -281,6 +294,19 @@ fn number(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_poll_asks_every_pending_id_while_they_fit_and_walks_a_backlog_in_turns() {
+        // Fitting: every poll asks all of them, whatever the cursor says.
+        for cursor in [0, 3, 10, 99] {
+            assert_eq!(poll_window(10, cursor, 2_000), 0..10);
+        }
+        // A backlog: turns of `batch` from the cursor, back to the oldest past the end.
+        assert_eq!(poll_window(5_000, 0, 2_000), 0..2_000);
+        assert_eq!(poll_window(5_000, 2_000, 2_000), 2_000..4_000);
+        assert_eq!(poll_window(5_000, 4_000, 2_000), 4_000..5_000);
+        assert_eq!(poll_window(5_000, 5_000, 2_000), 0..2_000);
+    }
 
     #[test]
     fn percentiles_by_nearest_rank() {
