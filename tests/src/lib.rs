@@ -12,6 +12,7 @@ mod browser;
 mod cluster;
 mod feeder;
 mod kafka;
+pub mod keep_alive;
 mod ledger;
 mod poll;
 mod private;

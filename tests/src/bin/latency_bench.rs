@@ -15,11 +15,13 @@ use std::{
 };
 
 use anyhow::Context;
+use bytes::Bytes;
 use clap::Parser;
 use event_store::ShardRouter;
 use pipeline_tests::bench::{
     append_results, percentile_ms, record_outcomes, watch_stored, Outcome, Target, Timed,
 };
+use pipeline_tests::keep_alive::KeepAlive;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -161,7 +163,13 @@ async fn run_rate(
             watch_stored(&shard, rx, every, GIVE_UP, MAX_PENDING, ends_with_the_feed).await
         }));
     }
-    let slots = Arc::new(Semaphore::new(args.concurrency));
+    // Idle kept-open connections: a request takes one or, when all are busy, is skipped.
+    let (idle_tx, mut idle) = mpsc::channel::<KeepAlive>(args.concurrency);
+    for _ in 0..args.concurrency {
+        idle_tx
+            .try_send(KeepAlive::new(&args.gateway).context("gateway address")?)
+            .context("idle connections")?;
+    }
     let watches = Arc::new(Semaphore::new(args.max_watches));
     let refused = Arc::new(AtomicU64::new(0));
     let behind = Arc::new(AtomicU64::new(0));
@@ -176,7 +184,7 @@ async fn run_rate(
         // Open loop: request n leaves at n / rate, whatever the earlier ones are doing.
         let due = started + interval.mul_f64(n as f64);
         tokio::time::sleep_until(due.into()).await;
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
+        let Ok(mut connection) = idle.try_recv() else {
             behind.fetch_add(1, Ordering::Relaxed);
             continue;
         };
@@ -207,12 +215,8 @@ async fn run_rate(
             r#"{{"client_id":"{client}","type":"reading"{priority},"payload":{{"n":{n},"pad":"{padding}"}}}}"#
         );
         let feed = feeds[router.shard_for(&client)].clone();
-        let (http, url, refused, acks) = (
-            http.clone(),
-            format!("{}/events", args.gateway),
-            refused.clone(),
-            acks.clone(),
-        );
+        let (http, idle_tx, refused, acks) =
+            (http.clone(), idle_tx.clone(), refused.clone(), acks.clone());
         let history = format!(
             "{}/events?clientId={client}&order=desc&limit=20",
             args.query
@@ -220,17 +224,14 @@ async fn run_rate(
         let poll = args.poll;
         tasks.spawn(async move {
             let sent = Instant::now();
-            let answer = http
-                .post(url)
-                .header("content-type", "application/json")
-                .body(body)
-                .send()
+            let answer = connection
+                .post("/events", "application/json", Bytes::from(body))
                 .await;
             let acked = sent.elapsed();
+            // Back for the next request; the channel holds every connection, so never full.
+            let _ = idle_tx.try_send(connection);
             let id = match answer {
-                Ok(r) if r.status().as_u16() == 202 => r
-                    .json::<serde_json::Value>()
-                    .await
+                Ok(a) if a.status == 202 => serde_json::from_slice::<serde_json::Value>(&a.body)
                     .ok()
                     .and_then(|b| b["events"][0]["event_id"].as_str()?.parse::<Uuid>().ok()),
                 _ => None,
@@ -246,7 +247,6 @@ async fn run_rate(
                 let critical = lane == Lane::Critical;
                 let _ = feed.try_send(Timed { id, critical, sent });
             }
-            drop(slot);
             if let Some(_watch) = watch {
                 if let Some(visible) = watch_visible(&http, &history, id, sent, poll).await {
                     if let Ok(mut acks) = acks.lock() {

@@ -2,6 +2,7 @@
 //! request, from a pool of clients, for a bounded time and count. Prints what it achieved.
 
 use std::{
+    fmt::Write,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -10,9 +11,11 @@ use std::{
 };
 
 use anyhow::Context;
+use bytes::Bytes;
 use clap::Parser;
-use pipeline_tests::bench::{
-    append_results, metric_sum, percentile_ms, record_outcomes, Outcome, Target,
+use pipeline_tests::{
+    bench::{append_results, metric_sum, percentile_ms, record_outcomes, Outcome, Target},
+    keep_alive::KeepAlive,
 };
 use tokio::sync::Mutex;
 
@@ -73,10 +76,8 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()
-        .context("http client")?;
+    // For db-writer's metrics; the POSTs go over one kept-open connection per worker.
+    let client = reqwest::Client::new();
     let stored_before = match &args.stored_by {
         Some(url) => Some(
             metric_sum(&client, url, "db_writer_rows_inserted_total")
@@ -94,55 +95,52 @@ async fn main() -> anyhow::Result<()> {
     let padding = "x".repeat(args.payload_bytes);
     let mut workers = Vec::new();
     for worker in 0..args.concurrency {
-        let (args, client, sent, accepted, refused, latencies, padding) = (
+        let (args, sent, accepted, refused, latencies, padding) = (
             args.clone(),
-            client.clone(),
             sent.clone(),
             accepted.clone(),
             refused.clone(),
             latencies.clone(),
             padding.clone(),
         );
+        let mut connection = KeepAlive::new(&args.gateway).context("gateway address")?;
         workers.push(tokio::spawn(async move {
             let per_worker_rate = args.rate as f64 / args.concurrency as f64;
             let mut n: u64 = worker as u64;
             let mut local = Vec::new();
+            let content_type = if args.batch == 1 {
+                "application/json"
+            } else {
+                "application/x-ndjson"
+            };
+            let mut body = String::new();
             while Instant::now() < deadline {
                 let start = sent.fetch_add(args.batch as u64, Ordering::Relaxed);
                 if start >= args.events {
                     break;
                 }
                 let count = (args.events - start).min(args.batch as u64) as usize;
-                let mut body = String::with_capacity(count * (args.payload_bytes + 120));
+                body.clear();
                 for _ in 0..count {
                     n = n.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
                     let client_id = (n >> 33) as usize % args.clients;
-                    body.push_str(&format!(
+                    let _ = writeln!(
+                        body,
                         r#"{{"client_id":"device-{client_id}","type":"reading","payload":{{"seq":{start},"pad":"{padding}"}}}}"#
-                    ));
-                    body.push('\n');
+                    );
                 }
-                let content_type = if args.batch == 1 { "application/json" } else { "application/x-ndjson" };
                 let t0 = Instant::now();
-                let result = client
-                    .post(format!("{}/events", args.gateway))
-                    .header("content-type", content_type)
-                    .body(body)
-                    .send()
+                let result = connection
+                    .post("/events", content_type, Bytes::copy_from_slice(body.as_bytes()))
                     .await;
                 local.push(t0.elapsed());
                 match result {
-                    Ok(r) if r.status().as_u16() == 202 => {
+                    Ok(answer) if answer.status == 202 => {
                         accepted.fetch_add(count as u64, Ordering::Relaxed);
                     }
-                    Ok(r) => {
+                    Ok(answer) => {
                         refused.fetch_add(count as u64, Ordering::Relaxed);
-                        let retry = r
-                            .headers()
-                            .get("retry-after")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse::<u64>().ok());
-                        if let Some(secs) = retry {
+                        if let Some(secs) = answer.retry_after {
                             tokio::time::sleep(Duration::from_secs(secs.min(5))).await;
                         }
                     }
