@@ -100,6 +100,10 @@ pub fn create(
             settings.session_timeout.as_millis().to_string(),
         )
         .set(
+            "heartbeat.interval.ms",
+            settings.heartbeat_interval.as_millis().to_string(),
+        )
+        .set(
             "topic.metadata.refresh.interval.ms",
             settings.metadata_refresh.as_millis().to_string(),
         )

@@ -65,6 +65,8 @@ pub enum WriterError {
     Thread(std::io::Error),
     #[error(transparent)]
     KafkaSecurity(#[from] chassis::kafka_security::KafkaSecurityError),
+    #[error("settings: {0}")]
+    Settings(String),
 }
 
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
@@ -87,6 +89,7 @@ pub struct DbWriter {
 
 impl DbWriter {
     pub async fn connect(settings: Settings) -> Result<DbWriter, WriterError> {
+        settings.kafka.check().map_err(WriterError::Settings)?;
         let kafka = settings
             .kafka
             .security

@@ -78,28 +78,46 @@ impl KeepAlive {
     }
 
     /// POSTs `body` to `path` and reads the whole answer (so the connection can carry the
-    /// next request). A connection the server closed is opened again once.
+    /// next request).
     pub async fn post(
         &mut self,
         path: &str,
         content_type: &'static str,
         body: Bytes,
     ) -> Result<Answer, KeepAliveError> {
+        self.send(Method::POST, path, Some(content_type), body)
+            .await
+    }
+
+    /// GETs `path` and reads the whole answer.
+    pub async fn get(&mut self, path: &str) -> Result<Answer, KeepAliveError> {
+        self.send(Method::GET, path, None, Bytes::new()).await
+    }
+
+    /// One request and its whole answer. A connection the server closed is opened again once.
+    async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&'static str>,
+        body: Bytes,
+    ) -> Result<Answer, KeepAliveError> {
         for attempt in 0..2 {
-            let sender = match self.sender.take() {
+            let mut sender = match self.sender.take() {
                 Some(s) if !s.is_closed() => s,
                 _ => self.open().await?,
             };
-            let mut sender = sender;
             if sender.ready().await.is_err() && attempt == 0 {
                 continue;
             }
-            let request = Request::builder()
-                .method(Method::POST)
+            let mut request = Request::builder()
+                .method(method.clone())
                 .uri(path)
-                .header(header::HOST, &self.authority)
-                .header(header::CONTENT_TYPE, content_type)
-                .body(Full::new(body.clone()))?;
+                .header(header::HOST, &self.authority);
+            if let Some(content_type) = content_type {
+                request = request.header(header::CONTENT_TYPE, content_type);
+            }
+            let request = request.body(Full::new(body.clone()))?;
             let response = match sender.send_request(request).await {
                 Ok(response) => response,
                 // Closed between requests (an idle timeout): nothing was processed.

@@ -232,6 +232,7 @@ impl Stack {
                 // Partitions of a killed writer move on quickly.
                 session_timeout: Duration::from_secs(6),
                 metadata_refresh: Duration::from_millis(500),
+                ..defaults.kafka.clone()
             },
             store: self.store_settings(),
             retry: db_writer::settings::RetrySettings {

@@ -14,9 +14,13 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use pipeline_tests::bench::{
-    append_results, metric_sum, percentile_ms, record_outcomes, Outcome, Target,
+use pipeline_tests::{
+    bench::{append_results, metric_sum, percentile_ms, record_outcomes, Outcome, Target},
+    keep_alive::KeepAlive,
 };
+
+/// A GET unanswered after this counts as not answered, not as a latency.
+const GET_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
 struct Args {
@@ -65,10 +69,10 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    // A request unanswered after 10 s counts as not answered, not as a 10 s latency.
+    // Seeding, ingest and metrics; the timed GETs go over `KeepAlive` connections.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
-        .timeout(Duration::from_secs(10))
+        .timeout(GET_TIMEOUT)
         .build()?;
 
     // Seed every client with some history, then keep ingesting in the background.
@@ -182,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         phases.push(("heavy", Phase::Heavy));
     }
     for (phase, kind) in phases {
-        let (mut latencies, failed) = run_phase(&http, &args, kind).await;
+        let (mut latencies, failed) = run_phase(&args, kind).await?;
         latencies.sort();
         let target = match kind {
             Phase::Hot => args.hot_p99_target_ms,
@@ -257,12 +261,14 @@ enum Phase {
     Heavy,
 }
 
-/// The latencies of the GETs answered 200, and how many were not (an error status, a
-/// refused connection or a timeout).
-async fn run_phase(http: &reqwest::Client, args: &Args, phase: Phase) -> (Vec<Duration>, usize) {
+/// The latencies of the GETs answered 200 (the whole answer read), and how many were not (an
+/// error status, a refused connection or a timeout). Open loop at `get_rate`, each GET on a
+/// kept-open connection that no other GET is using (opened when all are busy).
+async fn run_phase(args: &Args, phase: Phase) -> anyhow::Result<(Vec<Duration>, usize)> {
     let interval = Duration::from_secs_f64(1.0 / args.get_rate.max(1) as f64);
     let mut tick = tokio::time::interval(interval);
     let until = Instant::now() + args.duration;
+    let idle: Arc<std::sync::Mutex<Vec<KeepAlive>>> = Arc::default();
     let mut handles = Vec::new();
     let mut n: u64 = 0;
     while Instant::now() < until {
@@ -275,12 +281,22 @@ async fn run_phase(http: &reqwest::Client, args: &Args, phase: Phase) -> (Vec<Du
             Phase::Cold => format!("bench-{}", (n >> 33) % args.clients as u64),
             Phase::Heavy => "heavy".to_owned(),
         };
-        let url = format!("{}/events?clientId={client}&limit=100", args.query);
-        let http = http.clone();
+        let path = format!("/events?clientId={client}&limit=100");
+        let taken = idle.lock().ok().and_then(|mut idle| idle.pop());
+        let mut connection = match taken {
+            Some(c) => c,
+            None => KeepAlive::new(&args.query).context("query-service address")?,
+        };
+        let idle = idle.clone();
         handles.push(tokio::spawn(async move {
             let started = Instant::now();
-            let ok = http.get(url).send().await.is_ok_and(|r| r.status() == 200);
-            ok.then(|| started.elapsed())
+            let answer = tokio::time::timeout(GET_TIMEOUT, connection.get(&path)).await;
+            let elapsed = started.elapsed();
+            let ok = matches!(answer, Ok(Ok(ref a)) if a.status == 200);
+            if let (Ok(Ok(_)), Ok(mut idle)) = (answer, idle.lock()) {
+                idle.push(connection);
+            }
+            ok.then_some(elapsed)
         }));
     }
     let mut latencies = Vec::with_capacity(handles.len());
@@ -291,7 +307,7 @@ async fn run_phase(http: &reqwest::Client, args: &Args, phase: Phase) -> (Vec<Du
             _ => failed += 1,
         }
     }
-    (latencies, failed)
+    Ok((latencies, failed))
 }
 
 fn summarize(phase: &str, latencies: &[Duration]) -> String {
