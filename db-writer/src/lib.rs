@@ -277,18 +277,21 @@ impl DbWriter {
         // written and committed too (a write gives up if its shard stays down; then nothing
         // is committed and the next owner re-reads), all within the shutdown deadline.
         let deadline = settings.shutdown_timeout;
+        let flush_began = tokio::time::Instant::now();
         let last = async {
             for (lane, storing) in lanes.iter_mut().zip(storing.iter_mut()) {
                 while let Some(outcome) = storing.next().await {
                     lane.settle(&sinks, outcome?, &mut awaiting);
                 }
             }
+            let in_flight_stored = flush_began.elapsed();
             forget_revoked(&consumer, &mut lanes, &mut clocks);
             let drain = CancellationToken::new();
             for lane in &mut lanes {
                 let outcome = sinks.store(lane.batcher.take(), &drain).await?;
                 lane.settle(&sinks, outcome, &mut awaiting);
             }
+            let consumed_stored = flush_began.elapsed();
             // The acknowledgements come while the consumer is polled; what it delivers now
             // stays uncommitted, for the next owner.
             while !awaiting.is_empty() {
@@ -301,6 +304,12 @@ impl DbWriter {
                     _ = consumer.recv() => {}
                 }
             }
+            info!(
+                in_flight_stored_ms = in_flight_stored.as_millis() as u64,
+                consumed_stored_ms = consumed_stored.as_millis() as u64,
+                committed_ms = flush_began.elapsed().as_millis() as u64,
+                "final flush done"
+            );
             Ok::<(), WriterError>(())
         };
         match tokio::time::timeout(deadline, last).await {
@@ -313,13 +322,18 @@ impl DbWriter {
         if let Some(notifier) = sinks.notifier {
             notifier.flush();
         }
+        let notices_flushed = flush_began.elapsed();
         drop(storing);
         drop(sinks);
         committer.close(awaiting.is_empty());
         consumer.unsubscribe();
         edge_stop.cancel();
         metrics_serving.join().await;
-        info!("db-writer stopped");
+        info!(
+            notices_flushed_ms = notices_flushed.as_millis() as u64,
+            total_ms = flush_began.elapsed().as_millis() as u64,
+            "db-writer stopped"
+        );
         Ok(())
     }
 }
