@@ -633,11 +633,15 @@ fn trace() -> bool {
     std::env::var_os("MODEL_TRACE").is_some()
 }
 
-/// Found by the property below: the check of a copy finds an earlier copy the writer stored
-/// before this replica consumed it; when the replica consumes that copy, streams must get it.
-#[test]
-fn a_stored_copy_the_check_found_is_delivered_once_consumed() {
-    let p = |client, partition, copy_of: Option<usize>, producer_id, ticks| Planned {
+/// An event of the first gateway, one microsecond after the one before.
+fn planned(
+    client: usize,
+    partition: usize,
+    copy_of: Option<usize>,
+    producer_id: bool,
+    ticks: bool,
+) -> Planned {
+    Planned {
         client,
         partition,
         gateway: 0,
@@ -645,7 +649,14 @@ fn a_stored_copy_the_check_found_is_delivered_once_consumed() {
         producer_id,
         step: 1,
         ticks,
-    };
+    }
+}
+
+/// Found by the property below: the check of a copy finds an earlier copy the writer stored
+/// before this replica consumed it; when the replica consumes that copy, streams must get it.
+#[test]
+fn a_stored_copy_the_check_found_is_delivered_once_consumed() {
+    let p = planned;
     let events = vec![
         p(0, 0, None, true, false),
         p(0, 0, None, false, false),
@@ -942,14 +953,8 @@ fn a_stored_copy_forgotten_before_its_retry_arrived_is_not_hidden() {
         (2, Some(3), true, false),
     ]
     .into_iter()
-    .map(|(partition, copy_of, producer_id, ticks)| Planned {
-        client: 0,
-        partition,
-        gateway: 0,
-        copy_of,
-        producer_id,
-        step: 1,
-        ticks,
+    .map(|(partition, copy_of, producer_id, ticks)| {
+        planned(0, partition, copy_of, producer_id, ticks)
     })
     .collect();
     run(
