@@ -226,8 +226,12 @@ impl Shard {
     ) -> Result<bool, StoreError> {
         let (from, to) = (from_micros(day), from_micros(day + DAY_MICROS));
         let tx = client.transaction().await.map_err(self.pg())?;
+        // The parent first, as every read and insert locks it before its partitions: the
+        // default partition first and the parent (which CREATE … PARTITION OF needs) second
+        // deadlocked with a read holding the parent and wanting the default partition.
         tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}; LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE",
+            "SET LOCAL lock_timeout = {}; LOCK TABLE ONLY events IN ACCESS EXCLUSIVE MODE; \
+             LOCK TABLE events_default IN ACCESS EXCLUSIVE MODE",
             settings.lock_timeout.as_millis().max(1)
         ))
         .await
@@ -263,8 +267,11 @@ impl Shard {
         name: &str,
     ) -> Result<(), StoreError> {
         let tx = client.transaction().await.map_err(self.pg())?;
+        // The parent first, for the same reason as in `create_day`: DROP TABLE locks the
+        // partition before the parent.
         tx.batch_execute(&format!(
-            "SET LOCAL lock_timeout = {}; DROP TABLE {}",
+            "SET LOCAL lock_timeout = {}; LOCK TABLE ONLY events IN ACCESS EXCLUSIVE MODE; \
+             DROP TABLE {}",
             settings.lock_timeout.as_millis().max(1),
             quote_ident(name)
         ))

@@ -519,3 +519,55 @@ async fn a_read_of_a_time_window_or_after_a_cursor_touches_only_its_days() {
     // Days 4 and 5 ahead, and the default partition (any later day).
     assert_eq!(scanned, 3, "{after_cursor}");
 }
+
+/// Found by the suite: a day made while a read held `events` deadlocked with it (the pass
+/// locked the default partition and then the parent; a read locks the parent and then the
+/// partitions). Now the pass waits for the read, and the read for nothing.
+#[tokio::test]
+async fn a_day_made_during_a_read_waits_for_the_read_without_a_deadlock() {
+    let stack = Stack::new().await;
+    let shards = ShardSet::connect(&stack.store_settings()).await.unwrap();
+    let shard = shards.shards()[0].clone();
+    let url = stack.shard_urls[0].clone();
+    let settings = PartitionSettings {
+        premake_days: 0,
+        // Longer than PostgreSQL's deadlock_timeout (1 s): a deadlock is found before the
+        // pass would give up waiting.
+        lock_timeout: Duration::from_secs(10),
+        ..PartitionSettings::default()
+    };
+    let (reader, connection) = tokio_postgres::connect(&url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    // A read in progress: it holds the parent, as every read of `events` does first.
+    reader
+        .batch_execute("BEGIN; LOCK TABLE ONLY events IN ACCESS SHARE MODE")
+        .await
+        .unwrap();
+    let later = OffsetDateTime::now_utc() + time::Duration::days(40);
+    let pass = tokio::spawn(async move { shard.maintain_partitions(&settings, later).await });
+    eventually(
+        Duration::from_secs(10),
+        "the pass to wait for a lock",
+        || async {
+            let waiting = query(&url, "SELECT count(*) FROM pg_locks WHERE NOT granted").await;
+            (waiting[0].get::<_, i64>(0) > 0).then_some(())
+        },
+    )
+    .await;
+    // The read goes on to the partitions.
+    reader
+        .batch_execute("SET statement_timeout = 5000")
+        .await
+        .unwrap();
+    let read = reader
+        .query_one("SELECT count(*) FROM events_default", &[])
+        .await;
+    assert!(read.is_ok(), "the read: {read:?}");
+    reader.batch_execute("COMMIT").await.unwrap();
+    let made = pass.await.unwrap().unwrap();
+    assert_eq!(made.created, vec![day_partition(to_micros(later))]);
+}
+
+fn to_micros(at: OffsetDateTime) -> i64 {
+    (at.unix_timestamp_nanos() / 1_000) as i64
+}
