@@ -18,10 +18,10 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use event_store::ShardRouter;
-use pipeline_tests::bench::{
-    append_results, percentile_ms, record_outcomes, watch_stored, Outcome, Target, Timed,
+use pipeline_tests::{
+    bench::{append_results, percentile_ms, record_outcomes, watch_stored, Outcome, Target, Timed},
+    keep_alive::KeepAlive,
 };
-use pipeline_tests::keep_alive::KeepAlive;
 use tokio::sync::{mpsc, Semaphore};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
