@@ -281,6 +281,40 @@ mod tests {
         Ok(())
     }
 
+    /// Found by the property below: a flipped byte made a notice claim hundreds of millions
+    /// of items. The direct reader refuses it without reserving memory; apache-avro's reader
+    /// (the tests' reference) asked for 25 GB then (29.7 GB for this count) and aborted the
+    /// test process.
+    #[test]
+    fn a_notice_claiming_millions_of_items_is_refused_by_both_readers() {
+        let notices = PersistedCodec::default();
+        let empty = PersistedBatch {
+            batch_id: Uuid::from_u128(7).to_string(),
+            writer: "w".into(),
+            shards: Vec::new(),
+            ranges: Vec::new(),
+            batch_size: 0,
+            first_ingested_at: 0,
+            last_ingested_at: 0,
+            persisted_at: 0,
+        };
+        let mut bytes = notices.encode(&empty).unwrap();
+        // The header, the id (its length and 36 characters), the writer (length and "w"):
+        // then the count of shard writes, 0 here.
+        let count_at = HEADER_LEN + 1 + 36 + 1 + 1;
+        assert_eq!(bytes[count_at], 0);
+        let mut zigzag = 530_000_000u64 << 1;
+        let mut count = Vec::new();
+        while zigzag >= 0x80 {
+            count.push((zigzag as u8 & 0x7f) | 0x80);
+            zigzag >>= 7;
+        }
+        count.push(zigzag as u8);
+        bytes.splice(count_at..=count_at, count);
+        assert!(super::persisted(&bytes[HEADER_LEN..]).is_err());
+        assert!(notices.decode_generic(&bytes).is_err());
+    }
+
     proptest! {
         #[test]
         fn reads_what_apache_avro_reads(event in events(), version in 1u32..=2) {
