@@ -82,6 +82,8 @@ impl Gateway {
         let readiness = Readiness::new(&[tick::READY_BROKERS]);
         let ticker = tick::Ticker {
             lanes: publisher.tick_lanes(),
+            release_producer: tick::release_producer(&kafka)
+                .map_err(publish::ProducerError::from)?,
             clock,
             interval: settings.kafka.tick_interval,
             normal_interval: settings.kafka.normal_tick_interval,

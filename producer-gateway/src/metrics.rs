@@ -33,6 +33,15 @@ pub static PUBLISH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static TICKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "gateway_ticks_total",
+        "Ticks queued, by kind: release (after critical acknowledgements), periodic, final",
+        &["kind"]
+    )
+    .expect("metric registers once")
+});
+
 pub static ADMISSION_SHED: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "gateway_admission_shed_total",

@@ -168,10 +168,12 @@ impl Publisher {
         let acked_at = host_micros();
         lanes
             .into_iter()
+            .zip(events)
             .zip(results)
-            .map(|(lane, result)| match result {
+            .map(|((lane, event), result)| match result {
                 Ok(Ok(delivery)) => {
-                    lane.activity.produced(delivery.partition, acked_at);
+                    lane.activity
+                        .produced(delivery.partition, event.ingested_at_micros, acked_at);
                     Ok(Ack {
                         topic: lane.topic.clone(),
                         partition: delivery.partition,

@@ -135,19 +135,22 @@ pub struct KafkaSettings {
     /// receiving events. Default 30s.
     #[serde(with = "humantime_serde")]
     pub metadata_refresh: Duration,
-    /// A partition that received no event from this gateway for this long gets a tick, so
-    /// readers can release events in their stable order (docs/design.md, "Ordering"): the
-    /// delay a live reader sees is about this plus a broker round trip. This cadence holds
-    /// while the gateway acknowledges critical events. Default 20ms.
+    /// Release rounds (docs/design.md, "Ordering"): when the critical lane acknowledges an
+    /// event, a tick goes into every partition without a later record from this gateway, so
+    /// readers can release it in their stable order about a broker round trip later; while
+    /// critical events keep coming, such rounds come at most this often (a critical event's
+    /// release may wait up to this; each round is up to a produce request per partition).
+    /// Also how often the ticker wakes for periodic rounds. Default 20ms.
     #[serde(with = "humantime_serde")]
     pub tick_interval: Duration,
-    /// The cadence while it acknowledges only normal events: their release may wait up to
-    /// this, and every round is a produce request per quiet partition that every consumer
-    /// group fetches (docs/benchmarks.md, "Tick cadence"). Rounds fall on multiples of `tick_interval`; at least that.
-    /// Default 40ms.
+    /// Periodic rounds, while this gateway acknowledges events: a tick into every partition
+    /// that received no record from it for this long, so normal events are released within
+    /// about this (sooner when a release round passes them). Each round is a produce request
+    /// per quiet partition that every consumer group fetches (docs/benchmarks.md, "Tick
+    /// cadence"). The ticker checks on its wake-ups (`tick_interval`); at least that. Default 40ms.
     #[serde(with = "humantime_serde")]
     pub normal_tick_interval: Duration,
-    /// While this gateway acknowledged no event for [`crate::tick::ACTIVE_ROUNDS`] tick
+    /// While this gateway acknowledged no event for [`crate::tick::ACTIVE_ROUNDS`] normal tick
     /// intervals, it ticks its partitions this often instead: its own events are released
     /// already, and every round of ticks costs the brokers and every consumer group (a
     /// quarter of a core of an idle broker here at 20 ms). An idle pipeline's release

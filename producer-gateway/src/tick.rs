@@ -1,12 +1,20 @@
-//! Ticks: a record without an event into every partition that received nothing from this
-//! gateway for a tick interval, so every partition's log time keeps moving and readers can
-//! release events in their stable order within milliseconds (`schemas::order`). Rounds of
-//! ticks come every tick interval while the gateway acknowledges critical events, every normal
-//! tick interval while it acknowledges only normal ones (their release may take a little
-//! longer, and each round is a produce request per quiet partition, which every consumer group
-//! fetches), and every idle interval once it acknowledged nothing for a few rounds: its events
-//! are released already. A final tick into every partition at shutdown lets readers release
-//! this gateway's last events without waiting for another gateway.
+//! Ticks: a record without an event into a partition, so every partition's log time keeps
+//! moving and readers can release events in their stable order within milliseconds
+//! (`schemas::order`). Two kinds of rounds:
+//! - Release rounds follow critical acknowledgements: as soon as the critical lane
+//!   acknowledged an event (at most one round per tick interval), a tick into every partition
+//!   of both lanes whose latest acknowledged record is stamped at or before the latest such
+//!   event. They go through a producer of their own (no linger, no bulk records queued ahead
+//!   of them, no share of the critical lane's requests in flight), so a critical event's
+//!   release waits neither for the normal lane's batches nor for a fixed cadence.
+//! - Periodic rounds, into every partition that received nothing from this gateway for a round
+//!   interval: every normal tick interval while the gateway acknowledges events (their release
+//!   may take a little longer; each round is a produce request per quiet partition, which
+//!   every consumer group fetches), every idle interval once it acknowledged nothing for a few
+//!   rounds: its events are released already.
+//!
+//! A final tick into every partition at shutdown lets readers release this gateway's last
+//! events without waiting for another gateway.
 
 use std::{
     sync::{
@@ -18,50 +26,65 @@ use std::{
 
 use chassis::health::Readiness;
 use rdkafka::{
+    config::ClientConfig,
+    error::KafkaError,
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
 };
 use schemas::{headers, Tick, TickCodec};
+use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::clock::IngestClock;
+use crate::{clock::IngestClock, metrics};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
 /// Readiness check: the producers have broker metadata for both lanes.
 pub const READY_BROKERS: &str = "brokers";
-/// Rounds of a lane's cadence after its last acknowledged event during which a gateway keeps
-/// ticking at that cadence. A partition that had an event within the last round's interval is
+/// Periodic rounds after a gateway's last acknowledged event during which it keeps ticking at
+/// the normal cadence. A partition that had an event within the last round's interval is
 /// skipped in a round, so the round after next is the first that surely passes the last event
 /// in every partition; one more for a round delayed by a busy runtime.
 pub const ACTIVE_ROUNDS: i64 = 3;
 
-/// When this gateway last produced to each partition of one topic (host clock, micros).
+/// What this gateway had acknowledged in each partition of one topic.
 #[derive(Debug)]
 pub struct Activity {
+    /// Per partition, the latest ingest time of an acknowledged record: the partition's log
+    /// time has passed it once readers consume that far.
     last: RwLock<Vec<AtomicI64>>,
-    /// The latest of `last`, whatever the partition.
-    latest: AtomicI64,
+    /// The latest acknowledgement (host clock, micros), whatever the partition.
+    latest_ack: AtomicI64,
+    /// The latest ingest time acknowledged, whatever the partition.
+    latest_stamp: AtomicI64,
+    /// Wakes the ticker when an acknowledgement may call for a release round.
+    acked: Notify,
 }
 
 impl Default for Activity {
     fn default() -> Self {
         Activity {
             last: RwLock::default(),
-            latest: AtomicI64::new(i64::MIN),
+            latest_ack: AtomicI64::new(i64::MIN),
+            latest_stamp: AtomicI64::new(i64::MIN),
+            acked: Notify::new(),
         }
     }
 }
 
 impl Activity {
-    /// Called for every acknowledged event.
-    pub fn produced(&self, partition: i32, at_micros: i64) {
-        self.latest.fetch_max(at_micros, Ordering::Relaxed);
+    /// Called for every acknowledged event: stamped `stamp_micros`, acknowledged at
+    /// `acked_micros` (host clock).
+    pub fn produced(&self, partition: i32, stamp_micros: i64, acked_micros: i64) {
+        self.latest_ack.fetch_max(acked_micros, Ordering::Relaxed);
+        if self.latest_stamp.fetch_max(stamp_micros, Ordering::Relaxed) < stamp_micros {
+            self.acked.notify_one();
+        }
         let Ok(last) = self.last.read() else {
             return;
         };
         if let Some(slot) = usize::try_from(partition).ok().and_then(|p| last.get(p)) {
-            slot.fetch_max(at_micros, Ordering::Relaxed);
+            slot.fetch_max(stamp_micros, Ordering::Relaxed);
         }
     }
 
@@ -73,7 +96,7 @@ impl Activity {
         }
     }
 
-    /// Partitions without a record from this gateway since `since`.
+    /// Partitions without a record from this gateway stamped at or after `since`.
     fn quiet_since(&self, since: i64) -> Vec<i32> {
         let Ok(last) = self.last.read() else {
             return Vec::new();
@@ -89,28 +112,43 @@ impl Activity {
         self.last.read().map_or(0, |l| l.len())
     }
 
-    fn latest(&self) -> i64 {
-        self.latest.load(Ordering::Relaxed)
+    fn latest_ack(&self) -> i64 {
+        self.latest_ack.load(Ordering::Relaxed)
+    }
+
+    fn latest_stamp(&self) -> i64 {
+        self.latest_stamp.load(Ordering::Relaxed)
     }
 }
 
-/// The interval between rounds of ticks at `now_micros`: while a lane has acknowledged an
-/// event within [`ACTIVE_ROUNDS`] of its cadence, that lane's cadence (the shortest of such
-/// lanes), otherwise `idle_interval_micros`. `lanes`: each lane's latest acknowledgement and
-/// cadence, in micros.
+/// The interval between periodic rounds at `now_micros`: `cadence_micros` while this gateway
+/// acknowledged an event (`latest_ack_micros`) within [`ACTIVE_ROUNDS`] of it, otherwise
+/// `idle_interval_micros`.
 fn round_interval(
-    lanes: impl IntoIterator<Item = (i64, i64)>,
+    latest_ack_micros: i64,
     now_micros: i64,
+    cadence_micros: i64,
     idle_interval_micros: i64,
 ) -> i64 {
-    lanes
-        .into_iter()
-        .filter(|&(latest_ack, cadence)| {
-            latest_ack >= now_micros.saturating_sub(ACTIVE_ROUNDS.saturating_mul(cadence))
-        })
-        .map(|(_, cadence)| cadence)
-        .min()
-        .unwrap_or(idle_interval_micros)
+    let active_since = now_micros.saturating_sub(ACTIVE_ROUNDS.saturating_mul(cadence_micros));
+    if latest_ack_micros >= active_since {
+        cadence_micros
+    } else {
+        idle_interval_micros
+    }
+}
+
+/// When the next release round is due: never while the critical events acknowledged up to
+/// `wanted` (their latest ingest time) are `covered` by one already; otherwise `spacing` after
+/// the last release round (`last`), or now if there was none or that has passed.
+fn release_due(
+    wanted: i64,
+    covered: i64,
+    last: Option<Instant>,
+    spacing: Duration,
+    now: Instant,
+) -> Option<Instant> {
+    (wanted > covered).then(|| last.map_or(now, |at| (at + spacing).max(now)))
 }
 
 /// Whether a round is due at `now_micros`: `interval_micros` after the last one
@@ -130,10 +168,28 @@ fn round_due(
     })
 }
 
+/// Why a tick was sent (the `kind` label of `gateway_ticks_total`).
+#[derive(Clone, Copy)]
+enum TickKind {
+    Release,
+    Periodic,
+    Final,
+}
+
+impl TickKind {
+    fn as_str(self) -> &'static str {
+        match self {
+            TickKind::Release => "release",
+            TickKind::Periodic => "periodic",
+            TickKind::Final => "final",
+        }
+    }
+}
+
 /// One lane's topic, producer and activity.
 #[derive(Clone)]
 pub struct TickLane {
-    /// The critical lane: while it is active, rounds come every `Ticker::interval`.
+    /// The critical lane: its acknowledgements call for release rounds.
     pub urgent: bool,
     pub topic: String,
     pub producer: FutureProducer,
@@ -142,11 +198,13 @@ pub struct TickLane {
 
 pub struct Ticker {
     pub lanes: Vec<TickLane>,
+    /// Sends release rounds ([`release_producer`]).
+    pub release_producer: FutureProducer,
     pub clock: Arc<IngestClock>,
-    /// How often the ticker wakes, and the cadence of rounds while critical events are
-    /// being acknowledged.
+    /// How often the ticker wakes for periodic rounds, and the least time between two release
+    /// rounds.
     pub interval: Duration,
-    /// The cadence while only normal events are (see [`round_interval`]).
+    /// The periodic rounds' cadence while this gateway acknowledges events.
     pub normal_interval: Duration,
     /// The cadence while this gateway is idle.
     pub idle_interval: Duration,
@@ -156,53 +214,93 @@ pub struct Ticker {
 }
 
 impl Ticker {
-    /// Ticks quiet partitions every interval until `shutdown`.
+    /// Ticks until `shutdown`: a release round as soon as one is due, a periodic round on the
+    /// wake-ups it is due.
     pub async fn run(&self, shutdown: CancellationToken) {
         let codec = TickCodec::default();
         let mut every = tokio::time::interval(self.interval);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut metadata_due = tokio::time::Instant::now();
+        let mut metadata_due = Instant::now();
         let micros = |d: Duration| i64::try_from(d.as_micros()).unwrap_or(i64::MAX);
         let wake_micros = micros(self.interval);
         let normal_micros = micros(self.normal_interval).max(wake_micros);
         let idle_interval_micros = micros(self.idle_interval).max(normal_micros);
+        let urgent = self.lanes.iter().find(|lane| lane.urgent);
+        let wanted = || urgent.map_or(i64::MIN, |lane| lane.activity.latest_stamp());
+        let (mut covered, mut last_release) = (wanted(), None);
         let mut last_round = None;
         loop {
+            let due = release_due(
+                wanted(),
+                covered,
+                last_release,
+                self.interval,
+                Instant::now(),
+            );
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = every.tick() => {}
+                _ = async {
+                    match urgent {
+                        Some(lane) => lane.activity.acked.notified().await,
+                        None => std::future::pending().await,
+                    }
+                }, if due.is_none() => {}
+                _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
             }
-            if tokio::time::Instant::now() >= metadata_due {
+            if Instant::now() >= metadata_due {
                 let known = self.refresh_partitions().await;
                 if known {
                     self.readiness.pass(READY_BROKERS);
-                    metadata_due = tokio::time::Instant::now() + self.metadata_refresh;
+                    metadata_due = Instant::now() + self.metadata_refresh;
                 } else {
                     self.readiness.fail(READY_BROKERS, "no broker metadata yet");
-                    metadata_due = tokio::time::Instant::now() + Duration::from_secs(1);
+                    metadata_due = Instant::now() + Duration::from_secs(1);
                 }
             }
+            let (now, target) = (Instant::now(), wanted());
+            if release_due(target, covered, last_release, self.interval, now)
+                .is_some_and(|at| at <= now)
+            {
+                self.release_round(&codec, target);
+                (covered, last_release) = (target, Some(now));
+            }
             let host_now = host_micros();
-            let interval_micros = round_interval(
-                self.lanes.iter().map(|lane| {
-                    let cadence = if lane.urgent {
-                        wake_micros
-                    } else {
-                        normal_micros
-                    };
-                    (lane.activity.latest(), cadence)
-                }),
-                host_now,
-                idle_interval_micros,
-            );
+            let latest_ack = self
+                .lanes
+                .iter()
+                .map(|lane| lane.activity.latest_ack())
+                .max()
+                .unwrap_or(i64::MIN);
+            let interval_micros =
+                round_interval(latest_ack, host_now, normal_micros, idle_interval_micros);
             if !round_due(interval_micros, last_round, host_now, wake_micros) {
                 continue;
             }
             last_round = Some(host_now);
             for lane in &self.lanes {
                 for partition in lane.activity.quiet_since(host_now - interval_micros) {
-                    self.tick(&codec, lane, partition);
+                    self.tick(&codec, lane, &lane.producer, partition, TickKind::Periodic);
                 }
+            }
+        }
+    }
+
+    /// A tick into every partition, of both lanes, whose latest record from this gateway is
+    /// stamped at or before `wanted` (the latest critical event acknowledged): once readers
+    /// consume them, every partition's log time has passed those events. A tick that
+    /// overtakes events still queued in another producer only orders them at its time, where
+    /// they arrive (`schemas::order`); they are released with the partition's next record.
+    fn release_round(&self, codec: &TickCodec, wanted: i64) {
+        for lane in &self.lanes {
+            for partition in lane.activity.quiet_since(wanted.saturating_add(1)) {
+                self.tick(
+                    codec,
+                    lane,
+                    &self.release_producer,
+                    partition,
+                    TickKind::Release,
+                );
             }
         }
     }
@@ -215,7 +313,7 @@ impl Ticker {
         for lane in &self.lanes {
             for partition in 0..lane.activity.partitions() {
                 if let Ok(partition) = i32::try_from(partition) {
-                    self.tick(&codec, lane, partition);
+                    self.tick(&codec, lane, &lane.producer, partition, TickKind::Final);
                     sent += 1;
                 }
             }
@@ -223,9 +321,17 @@ impl Ticker {
         info!(sent, "final ticks queued");
     }
 
-    fn tick(&self, codec: &TickCodec, lane: &TickLane, partition: i32) {
+    fn tick(
+        &self,
+        codec: &TickCodec,
+        lane: &TickLane,
+        producer: &FutureProducer,
+        partition: i32,
+        kind: TickKind,
+    ) {
+        // Reserved like an ingest time: after every event this gateway stamped so far.
         let tick = Tick {
-            at: self.clock.now_micros(),
+            at: self.clock.reserve(1),
             gateway: self.gateway.clone(),
         };
         let Ok(value) = codec.encode(&tick) else {
@@ -239,8 +345,11 @@ impl Ticker {
                 value: Some(headers::KIND_TICK),
             }));
         // Not awaited: a lost tick only delays release until the next one.
-        if let Err((e, _)) = lane.producer.send_result(record) {
-            warn!(topic = %lane.topic, partition, error = %e, "tick not queued");
+        match producer.send_result(record) {
+            Ok(_) => metrics::TICKS.with_label_values(&[kind.as_str()]).inc(),
+            Err((e, _)) => {
+                warn!(topic = %lane.topic, partition, error = %e, "tick not queued")
+            }
         }
     }
 
@@ -269,6 +378,22 @@ impl Ticker {
     }
 }
 
+/// The producer of release rounds, from `kafka` (brokers and security). No idempotence and
+/// leader-only acknowledgements: a tick lost or repeated only moves a log time a little later
+/// or not at all, and nobody waits for it.
+pub fn release_producer(kafka: &ClientConfig) -> Result<FutureProducer, KafkaError> {
+    kafka
+        .clone()
+        .set("enable.idempotence", "false")
+        .set("acks", "1")
+        .set("linger.ms", "0")
+        // Rounds are at most a tick per partition per `tick_interval`: a queue this long is a
+        // broker unreachable for a while; the ticks then are late anyway.
+        .set("queue.buffering.max.messages", "10000")
+        .set("message.timeout.ms", "5000")
+        .create()
+}
+
 pub fn host_micros() -> i64 {
     i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000)
         .unwrap_or(i64::MAX)
@@ -276,58 +401,83 @@ pub fn host_micros() -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use futures::FutureExt;
+
     use super::*;
 
     const MS: i64 = 1_000;
 
     #[test]
-    fn rounds_follow_the_most_urgent_active_lane_then_the_idle_interval() {
+    fn periodic_rounds_follow_the_normal_cadence_while_active_then_the_idle_interval() {
         let (wake, normal, idle) = (20 * MS, 40 * MS, 1_000 * MS);
-        let interval = |normal_ack: i64, critical_ack: i64, now: i64| {
-            round_interval([(normal_ack, normal), (critical_ack, wake)], now * MS, idle)
-        };
+        let interval = |ack: i64, now: i64| round_interval(ack, now * MS, normal, idle);
         let due = |interval, last: Option<i64>, now: i64| {
             round_due(interval, last.map(|l| l * MS), now * MS, wake)
         };
         // Nothing acknowledged yet: the first round ticks, then one per idle interval.
-        assert_eq!(interval(i64::MIN, i64::MIN, 5_000), idle);
+        assert_eq!(interval(i64::MIN, 5_000), idle);
         assert!(due(idle, None, 5_000));
         assert!(!due(idle, Some(5_000), 5_020));
         assert!(!due(idle, Some(5_000), 5_980));
         assert!(due(idle, Some(5_000), 6_000));
-        // Normal events: the normal cadence for three of its rounds after the last one...
-        let normal_ack = 6_010 * MS;
+        // An event: the normal cadence for three of its rounds after the last one...
+        let ack = 6_010 * MS;
         for now in [6_020, 6_090, 6_130] {
-            assert_eq!(interval(normal_ack, i64::MIN, now), normal, "at {now} ms");
+            assert_eq!(interval(ack, now), normal, "at {now} ms");
         }
-        assert_eq!(interval(normal_ack, i64::MIN, 6_131), idle);
+        assert_eq!(interval(ack, 6_131), idle);
         // ...every other wake-up, one a little early included.
         assert!(!due(normal, Some(6_020), 6_040));
         assert!(due(normal, Some(6_020), 6_059));
         assert!(due(normal, Some(6_020), 6_060));
-        // A critical event: every wake-up for three of its rounds, whatever the normal lane
-        // does; then the normal cadence while normal events keep coming.
-        let critical_ack = 6_200 * MS;
-        for now in [6_210, 6_260] {
-            assert_eq!(interval(6_250 * MS, critical_ack, now), wake, "at {now} ms");
-            assert_eq!(interval(i64::MIN, critical_ack, now), wake, "at {now} ms");
-        }
-        assert!(due(wake, Some(6_200), 6_211));
-        assert!(due(wake, Some(6_200), 6_220));
-        assert_eq!(interval(6_250 * MS, critical_ack, 6_261), normal);
-        assert_eq!(interval(i64::MIN, critical_ack, 6_261), idle);
     }
 
     #[test]
-    fn activity_remembers_the_latest_acknowledgement_of_any_partition() {
+    fn a_release_round_follows_the_first_critical_ack_at_once_and_later_ones_after_the_spacing() {
+        let spacing = Duration::from_millis(20);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // Nothing acknowledged beyond what a round passed: none due.
+        assert_eq!(release_due(100, 100, None, spacing, at(0)), None);
+        assert_eq!(release_due(100, 100, Some(at(0)), spacing, at(50)), None);
+        // The first critical event: now.
+        assert_eq!(release_due(101, 100, None, spacing, at(5)), Some(at(5)));
+        // One acknowledged 3 ms after a round: the spacing after that round.
+        assert_eq!(
+            release_due(102, 101, Some(at(5)), spacing, at(8)),
+            Some(at(25))
+        );
+        // One acknowledged long after: now.
+        assert_eq!(
+            release_due(103, 102, Some(at(25)), spacing, at(90)),
+            Some(at(90))
+        );
+    }
+
+    #[test]
+    fn activity_keeps_stamps_per_partition_and_wakes_the_ticker_on_a_later_one() {
         let activity = Activity::default();
-        assert_eq!(activity.latest(), i64::MIN);
+        assert_eq!(activity.latest_ack(), i64::MIN);
         // Before metadata: no partition slots yet, the latest still counts.
-        activity.produced(3, 10);
+        activity.produced(3, 10, 11);
         activity.resize(4);
-        activity.produced(1, 30);
-        activity.produced(2, 20);
-        assert_eq!(activity.latest(), 30);
+        activity.produced(1, 30, 40);
+        activity.produced(2, 20, 45);
+        assert_eq!((activity.latest_stamp(), activity.latest_ack()), (30, 45));
         assert_eq!(activity.quiet_since(25), vec![0, 2, 3]);
+        // A release round for stamp 20 ticks every partition without a later record.
+        assert_eq!(activity.quiet_since(21), vec![0, 2, 3]);
+        assert_eq!(activity.quiet_since(20), vec![0, 3]);
+        // The ticker is woken by a later stamp (once for any number of them), not by an
+        // earlier one.
+        let woken = || activity.acked.notified().now_or_never().is_some();
+        assert!(woken());
+        assert!(!woken());
+        activity.produced(2, 25, 50);
+        assert!(!woken());
+        activity.produced(0, 50, 60);
+        activity.produced(1, 55, 61);
+        assert!(woken());
+        assert!(!woken());
     }
 }

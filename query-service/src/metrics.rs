@@ -29,6 +29,7 @@ pub fn init(shards: usize) {
     LazyLock::force(&INCOMPLETE_ANSWERS);
     LazyLock::force(&FRONTIER_LAG);
     LazyLock::force(&RELEASE_DELAY);
+    LazyLock::force(&CONSUME_DELAY);
     LazyLock::force(&UNRELEASED);
     LazyLock::force(&LATE_EVENTS);
     LazyLock::force(&UNVERIFIED);
@@ -122,6 +123,16 @@ pub static RELEASE_DELAY: LazyLock<Histogram> = LazyLock::new(|| {
         "query_release_delay_seconds",
         "From an event's ingest time to its release to readers (the cost of the stable order)",
         vec![0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 5.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static CONSUME_DELAY: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "query_consume_delay_seconds",
+        "From a record's gateway time (an event's ingest time, a tick's time) to its consumption here, by kind",
+        &["kind"],
+        vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0]
     )
     .expect("metric registers once")
 });

@@ -19,7 +19,7 @@ use rdkafka::{
     Offset, TopicPartitionList,
 };
 use schemas::{contract, headers, EventCodec, TickCodec};
-use tokio::sync::mpsc;
+use tokio::{sync::mpsc, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -69,6 +69,18 @@ struct Core {
     dead_letter_topic: String,
     dead_letters: u64,
     members: Vec<Member>,
+}
+
+/// One reading of Kafka by [`Core::read`].
+struct Reading {
+    observed: Result<BTreeMap<Slot, Observed>, KafkaError>,
+    slowly: Option<SlowReading>,
+}
+
+/// The dead-letter topic's size and the writer group's members.
+struct SlowReading {
+    dead_letters: Result<u64, KafkaError>,
+    members: Result<Vec<Member>, KafkaError>,
 }
 
 /// What the tail is given by the service.
@@ -167,6 +179,10 @@ impl Tail {
         let mut refresh = tokio::time::interval(core.refresh_interval);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut slow_refresh = tokio::time::Instant::now() - SLOW_REFRESH;
+        // The reading under way and when it was asked for. Kafka's answers take round trips
+        // (several ms on a busy broker); consumption goes on meanwhile, or every reading
+        // would hold back the records, ticks included, that release events.
+        let mut reading: Option<(i64, JoinHandle<Reading>)> = None;
         loop {
             let full = core.in_flight.is_full();
             metrics::TAIL_PAUSED.set(i64::from(full));
@@ -176,15 +192,23 @@ impl Tail {
                 Some(checked) = core.checked.recv() => {
                     core.partitions.checked(&checked.held, checked.found.as_ref());
                 }
-                _ = refresh.tick() => {
-                    let sent_at = partitions::now_micros();
-                    match core.observe().await {
-                        Ok(observed) => core.apply_observed(&consumer, &observed, sent_at),
-                        Err(e) => warn!(error = %e, "cannot read the writer's progress"),
-                    }
-                    if slow_refresh.elapsed() >= SLOW_REFRESH {
+                _ = refresh.tick(), if reading.is_none() => {
+                    let slowly = slow_refresh.elapsed() >= SLOW_REFRESH;
+                    if slowly {
                         slow_refresh = tokio::time::Instant::now();
-                        core.observe_slowly().await;
+                    }
+                    reading = Some((partitions::now_micros(), core.read(slowly)));
+                }
+                done = async {
+                    match reading.as_mut() {
+                        Some((_, task)) => task.await,
+                        None => std::future::pending().await,
+                    }
+                }, if reading.is_some() => {
+                    let sent_at = reading.take().map_or(0, |(at, _)| at);
+                    match done {
+                        Ok(done) => core.apply_reading(&consumer, done, sent_at),
+                        Err(e) => warn!(error = %e, "reading the writer's progress failed"),
                     }
                 }
                 // At the in-flight bound, stop consuming until the writer's commits make room:
@@ -210,19 +234,30 @@ impl Core {
             .map_err(|_| KafkaError::Canceled)?
     }
 
-    /// The dead-letter topic's size and the writer group's members (less often: they change
-    /// slowly); the previous values when Kafka does not answer.
-    async fn observe_slowly(&mut self) {
+    /// The writer's commits and the end offsets of every partition, and with `slowly` the
+    /// dead-letter topic's size and the writer group's members (they change slowly), read off
+    /// the async runtime.
+    fn read(&self, slowly: bool) -> JoinHandle<Reading> {
         let observer = self.observer.clone();
+        let topics = self.topics.clone();
         let (dead_letter_topic, writer_group) =
             (self.dead_letter_topic.clone(), self.writer_group.clone());
-        let read = tokio::task::spawn_blocking(move || {
-            let dead = lag::topic_size(&observer, &dead_letter_topic);
-            let members = lag::members(&observer, &writer_group);
-            (dead, members)
+        tokio::task::spawn_blocking(move || Reading {
+            observed: lag::partitions(&observer, &topics),
+            slowly: slowly.then(|| SlowReading {
+                dead_letters: lag::topic_size(&observer, &dead_letter_topic),
+                members: lag::members(&observer, &writer_group),
+            }),
         })
-        .await;
-        if let Ok((dead, members)) = read {
+    }
+
+    /// Applies a reading; what Kafka did not answer keeps its previous value.
+    fn apply_reading(&mut self, consumer: &StreamConsumer, reading: Reading, sent_at: i64) {
+        if let Some(SlowReading {
+            dead_letters: dead,
+            members,
+        }) = reading.slowly
+        {
             match dead {
                 Ok(dead) => self.dead_letters = dead,
                 Err(e) => warn!(error = %e, "cannot count dead letters"),
@@ -231,6 +266,10 @@ impl Core {
                 Ok(members) => self.members = members,
                 Err(e) => warn!(error = %e, "cannot describe the writer group"),
             }
+        }
+        match reading.observed {
+            Ok(observed) => self.apply_observed(consumer, &observed, sent_at),
+            Err(e) => warn!(error = %e, "cannot read the writer's progress"),
         }
     }
 
@@ -287,7 +326,10 @@ impl Core {
         let check = match message.payload() {
             Some(value) if is_tick => {
                 match self.ticks.decode(value) {
-                    Ok(tick) => self.partitions.tick(&slot, offset, tick.at),
+                    Ok(tick) => {
+                        observe_consume_delay("tick", tick.at);
+                        self.partitions.tick(&slot, offset, tick.at)
+                    }
                     Err(_) => self.partitions.unreadable(&slot, offset),
                 }
                 None
@@ -299,6 +341,7 @@ impl Core {
                     if contract::check_record(&event, message.key(), create_time(message))
                         .is_ok() =>
                 {
+                    observe_consume_delay("event", event.ingested_at_micros);
                     self.partitions.event(&slot, offset, event, id_assigned)
                 }
                 Ok(_) | Err(_) => {
@@ -390,6 +433,13 @@ impl Core {
             observed: observed.clone(),
         });
     }
+}
+
+fn observe_consume_delay(kind: &str, at_micros: i64) {
+    let micros = partitions::now_micros().saturating_sub(at_micros).max(0);
+    metrics::CONSUME_DELAY
+        .with_label_values(&[kind])
+        .observe(micros as f64 / 1e6);
 }
 
 /// The producer's time of the record; `None` when the topic stamps records itself.

@@ -62,6 +62,44 @@ async fn a_token_always_shows_the_posted_events_over_many_rounds() {
     }
 }
 
+/// A critical event is answered without waiting for the gateway's periodic rounds of ticks:
+/// its acknowledgement starts a release round, which also passes the normal events before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_critical_event_is_released_by_the_round_its_acknowledgement_starts() {
+    let stack = Stack::new().await;
+    // Periodic rounds a minute apart (the first, at start, passes nothing posted) and a safety
+    // net later than the test's deadline: only a release round can answer these events in time.
+    let mut gateway_settings = stack.gateway_settings();
+    gateway_settings.kafka.tick_interval = Duration::from_secs(60);
+    gateway_settings.kafka.normal_tick_interval = Duration::from_secs(60);
+    gateway_settings.kafka.idle_tick_interval = Duration::from_secs(60);
+    let gateway = stack.start_gateway_with(gateway_settings).await;
+    let mut query_settings = stack.query_settings();
+    query_settings.order.quiet_bound = Duration::from_secs(120);
+    let (query, _stop) = stack.start_query_with(query_settings).await;
+    stack.ready(&gateway, Duration::from_secs(30)).await;
+    let normal = stack
+        .post_events(&gateway, &[json!({"client_id": "rel-n", "type": "t"})])
+        .await;
+    let critical = stack
+        .post_events(
+            &gateway,
+            &[json!({"client_id": "rel-c", "type": "t", "priority": "critical"})],
+        )
+        .await;
+    for (client, posted) in [("rel-n", &normal), ("rel-c", &critical)] {
+        eventually(
+            Duration::from_secs(20),
+            &format!("{client}'s event answered without a token"),
+            || async {
+                let events = stack.history(&query, client, 100).await;
+                (ids(&events) == posted.event_ids).then_some(())
+            },
+        )
+        .await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_token_the_replica_cannot_reach_answers_504_in_time_and_bad_parameters_400() {
     let stack = Stack::new().await;
