@@ -5,7 +5,7 @@ use std::{
     collections::HashSet,
     fmt,
     io::Write,
-    path::Path,
+    path::{Path, PathBuf},
     time::{Duration, Instant},
 };
 
@@ -22,6 +22,37 @@ pub fn percentile_ms(sorted: &[Duration], p: f64) -> f64 {
     }
     let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
     sorted[rank.min(sorted.len() - 1)].as_secs_f64() * 1000.0
+}
+
+/// Where a benchmark program writes what it measured: every program's `--results` and
+/// `--summary`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Output {
+    /// Where the report is appended. Default `target/bench-results/<program>.txt`.
+    #[arg(long)]
+    results: Option<PathBuf>,
+    /// Outcomes appended here as JSON lines, for `bench_table`. Default none.
+    #[arg(long)]
+    summary: Option<PathBuf>,
+}
+
+impl Output {
+    /// The results file of `program` (pass `env!("CARGO_BIN_NAME")`).
+    pub fn results_file(&self, program: &str) -> PathBuf {
+        self.results
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(format!("target/bench-results/{program}.txt")))
+    }
+
+    /// Appends `report` to `program`'s results file.
+    pub fn report(&self, program: &str, report: &str) -> std::io::Result<()> {
+        append_results(&self.results_file(program), report)
+    }
+
+    /// Appends the outcomes to the summary, if one was asked for.
+    pub fn outcomes(&self, outcomes: &[Outcome]) -> std::io::Result<()> {
+        record_outcomes(self.summary.as_deref(), outcomes)
+    }
 }
 
 /// Appends a report to a results file, creating its folder.

@@ -7,7 +7,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
-use super::secret::Secret;
+use super::{grant::GrantSpec, secret::Secret};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -83,7 +83,10 @@ pub struct KeySettings {
     pub pem_file: Option<PathBuf>,
 }
 
-/// One static API key, sent as `Authorization: Bearer <key>`, and what it may do.
+/// One static API key, sent as `Authorization: Bearer <key>`, and what it may do. The grant's
+/// fields are [`GrantSpec`]'s, spelled out rather than flattened: serde cannot refuse unknown
+/// fields beside a flattened struct, and a misspelled `operater = true` must stop the start,
+/// not vanish.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ApiKeySettings {
@@ -107,10 +110,45 @@ pub struct ApiKeySettings {
     pub operator: bool,
 }
 
+impl ApiKeySettings {
+    /// What this key may do, as a grant is written.
+    pub fn grant(&self) -> GrantSpec {
+        GrantSpec {
+            write: self.write.clone(),
+            read: self.read.clone(),
+            operator: self.operator,
+        }
+    }
+}
+
 /// The content of `api_keys_file`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct ApiKeysFile {
     #[serde(default)]
     pub api_keys: Vec<ApiKeySettings>,
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn an_api_key_with_a_misspelled_grant_field_is_refused() {
+        let key = "name = \"ops\"\nkey = \"0123456789abcdef\"\nread = [\"a*\"]\n";
+        let parsed: ApiKeySettings = toml::from_str(key).unwrap();
+        assert_eq!(
+            parsed.grant(),
+            GrantSpec {
+                write: Vec::new(),
+                read: vec!["a*".into()],
+                operator: false,
+            }
+        );
+        let misspelled = format!("{key}operater = true\n");
+        let refused = toml::from_str::<ApiKeySettings>(&misspelled).unwrap_err();
+        assert!(refused.to_string().contains("operater"), "{refused}");
+    }
 }

@@ -427,12 +427,7 @@ fn api_key(settings: &ApiKeySettings) -> Result<ApiKey, AuthConfigError> {
             "a key must be at least 16 characters, without `.` or whitespace".into(),
         ));
     }
-    let grant = Grant::parse(&GrantSpec {
-        write: settings.write.clone(),
-        read: settings.read.clone(),
-        operator: settings.operator,
-    })
-    .map_err(|e| bad(e.to_string()))?;
+    let grant = Grant::parse(&settings.grant()).map_err(|e| bad(e.to_string()))?;
     Ok(ApiKey {
         name: settings.name.clone(),
         digest: Sha256::digest(text.as_bytes()).into(),

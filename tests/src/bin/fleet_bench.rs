@@ -8,7 +8,6 @@
 
 use std::{
     collections::HashSet,
-    path::PathBuf,
     sync::{
         atomic::{AtomicU64, Ordering::Relaxed},
         Arc, Mutex,
@@ -20,7 +19,7 @@ use anyhow::Context;
 use clap::Parser;
 use event_store::ShardRouter;
 use pipeline_tests::{
-    bench::{append_results, percentile_ms, record_outcomes, watch_stored, Outcome, Target, Timed},
+    bench::{percentile_ms, watch_stored, Outcome, Output, Target, Timed},
     Block, Ledger, SseReader, Stack, WriterProcess,
 };
 use serde_json::{json, Value};
@@ -81,12 +80,8 @@ struct Args {
     /// tighter poll loads the shard it measures, see latency_bench).
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     shard_poll: Duration,
-    /// Where the report is appended.
-    #[arg(long, default_value = "target/bench-results/fleet_bench.txt")]
-    results: PathBuf,
-    /// Outcomes appended here as JSON lines, for `bench_table`.
-    #[arg(long)]
-    summary: Option<PathBuf>,
+    #[command(flatten)]
+    output: Output,
 }
 
 const SDKS: [&str; 3] = ["ios/2.3", "android/2.4", "web/2.1"];
@@ -346,7 +341,9 @@ async fn main() -> anyhow::Result<()> {
         "\n  rolling restart: {restart_log}; gateway {gateway_exit}; last writers {writer_exits}"
     ));
     println!("{report}");
-    append_results(&args.results, &report).context("results file")?;
+    args.output
+        .report(env!("CARGO_BIN_NAME"), &report)
+        .context("results file")?;
     let scenario = "fleet rollout";
     let none = Target::AtMost(0.0);
     let outcomes = [
@@ -368,7 +365,7 @@ async fn main() -> anyhow::Result<()> {
         )
         .target(none),
     ];
-    record_outcomes(args.summary.as_deref(), &outcomes).context("summary file")?;
+    args.output.outcomes(&outcomes).context("summary file")?;
     anyhow::ensure!(
         stored.lost == 0 && stored.duplicated == 0 && stored.unexpected == 0,
         "the shards disagree with the ledger: lost={} duplicated={} unexpected={}",

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use clap::Parser;
 use event_store::ShardRouter;
 use pipeline_tests::{
-    bench::{append_results, percentile_ms, record_outcomes, watch_stored, Outcome, Target, Timed},
+    bench::{percentile_ms, watch_stored, Outcome, Output, Target, Timed},
     keep_alive::KeepAlive,
 };
 use tokio::sync::{mpsc, Semaphore};
@@ -65,9 +65,6 @@ struct Args {
     /// Payload padding in bytes.
     #[arg(long, default_value_t = 200)]
     payload_bytes: usize,
-    /// Where the summary lines are appended.
-    #[arg(long, default_value = "target/bench-results/latency_bench.txt")]
-    results: std::path::PathBuf,
     /// query-service base URL, for the time until a GET without a token answers an event.
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     query: String,
@@ -78,15 +75,14 @@ struct Args {
     /// Watches through GET at once, at most; past it an event is not watched.
     #[arg(long, default_value_t = 32)]
     max_watches: usize,
-    /// Outcomes appended here as JSON lines, for `bench_table`.
-    #[arg(long)]
-    summary: Option<std::path::PathBuf>,
     /// Target: the critical lane's p99 (stored, and visible in GET) at most this (ms).
     #[arg(long, default_value_t = 20.0)]
     critical_p99_target_ms: f64,
     /// Target: the normal lane's p99 at most this (ms).
     #[arg(long, default_value_t = 100.0)]
     normal_p99_target_ms: f64,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
@@ -326,8 +322,8 @@ async fn run_rate(
             )
             .target(target),
         );
-        append_results(
-            &args.results,
+        args.output.report(
+            env!("CARGO_BIN_NAME"),
             &format!(
                 "latency_bench: offered={rate}/s achieved={achieved:.0}/s lane={name} acknowledged={acked} timed={timed} ack_ms p50={ack_p50:.2} p99={ack_p99:.2} persisted_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} visible_in_get_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} watched={} not_seen={unseen} refused={refused} generator_behind={behind} poll={:?}",
                 stored[0], stored[1], stored[2], stored[3], seen[0], seen[1], seen[2], seen[3], visible.len(), args.poll,
@@ -346,7 +342,7 @@ async fn run_rate(
         behind as f64,
         "requests",
     ));
-    record_outcomes(args.summary.as_deref(), &outcomes)?;
+    args.output.outcomes(&outcomes)?;
     Ok(())
 }
 

@@ -14,7 +14,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use pipeline_tests::{
-    bench::{append_results, metric_sum, percentile_ms, record_outcomes, Outcome, Target},
+    bench::{metric_sum, percentile_ms, Outcome, Output, Target},
     keep_alive::KeepAlive,
 };
 use tokio::sync::Mutex;
@@ -46,9 +46,6 @@ struct Args {
     /// Payload padding in bytes, to approximate real event sizes.
     #[arg(long, default_value_t = 200)]
     payload_bytes: usize,
-    /// Where the summary line is appended.
-    #[arg(long, default_value = "target/bench-results/loadgen.txt")]
-    results: std::path::PathBuf,
     /// db-writer's metrics base URL: after sending, wait until its rows inserted grew by the
     /// accepted events and report the end-to-end rate (POST sent → row stored).
     #[arg(long)]
@@ -59,9 +56,6 @@ struct Args {
     /// The scenario's name in the outcomes (`--summary`).
     #[arg(long, default_value = "loadgen")]
     scenario: String,
-    /// Outcomes appended here as JSON lines, for `bench_table`.
-    #[arg(long)]
-    summary: Option<std::path::PathBuf>,
     /// Target: acknowledged events/s at least this.
     #[arg(long)]
     min_rate: Option<f64>,
@@ -71,6 +65,8 @@ struct Args {
     /// Target: end-to-end events/s at least this (with `--stored-by`).
     #[arg(long)]
     min_stored_rate: Option<f64>,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[tokio::main]
@@ -190,7 +186,7 @@ async fn main() -> anyhow::Result<()> {
         report.push_str(&format!(" end_to_end={stored:.0} events/s"));
     }
     println!("{report}");
-    append_results(&args.results, &report)?;
+    args.output.report(env!("CARGO_BIN_NAME"), &report)?;
     let scenario = args.scenario.as_str();
     let mut outcomes = vec![
         Outcome::new(scenario, "acknowledged", rate, "events/s")
@@ -211,7 +207,7 @@ async fn main() -> anyhow::Result<()> {
                 .target_if(args.min_stored_rate.map(Target::AtLeast)),
         );
     }
-    record_outcomes(args.summary.as_deref(), &outcomes)?;
+    args.output.outcomes(&outcomes)?;
     Ok(())
 }
 

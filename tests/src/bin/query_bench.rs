@@ -15,7 +15,7 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use pipeline_tests::{
-    bench::{append_results, metric_sum, percentile_ms, record_outcomes, Outcome, Target},
+    bench::{metric_sum, percentile_ms, Outcome, Output, Target},
     keep_alive::KeepAlive,
 };
 
@@ -23,6 +23,9 @@ use pipeline_tests::{
 const GET_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Parser)]
+#[command(
+    about = "GET /events latency while ingest runs, and query-service CPU per consumed event"
+)]
 struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     gateway: String,
@@ -44,17 +47,12 @@ struct Args {
     /// to see whether a client with that many events in flight slows the others' reads.
     #[arg(long, default_value_t = 0)]
     heavy_client_events: usize,
-    #[arg(long, default_value = "target/bench-results/query.txt")]
-    results: std::path::PathBuf,
     /// query-service's metrics base URL (its `process_cpu_seconds_total`).
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     query_metrics: String,
     /// Length of the ingest-only phase that measures CPU per consumed event (0 skips it).
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     cpu_phase: Duration,
-    /// Outcomes appended here as JSON lines, for `bench_table`.
-    #[arg(long)]
-    summary: Option<std::path::PathBuf>,
     /// Target: cache-hot GET p99 at most this (ms).
     #[arg(long)]
     hot_p99_target_ms: Option<f64>,
@@ -64,6 +62,8 @@ struct Args {
     /// Target: query-service CPU per consumed event at most this (µs).
     #[arg(long)]
     cpu_per_event_target_us: Option<f64>,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[tokio::main]
@@ -230,8 +230,9 @@ async fn main() -> anyhow::Result<()> {
     );
     println!("{line}");
     report.push_str(&line);
-    append_results(&args.results, &format!("{report}\n"))?;
-    record_outcomes(args.summary.as_deref(), &outcomes)?;
+    args.output
+        .report(env!("CARGO_BIN_NAME"), &format!("{report}\n"))?;
+    args.output.outcomes(&outcomes)?;
     Ok(())
 }
 

@@ -15,12 +15,13 @@ use std::{
 };
 
 use clap::Parser;
-use pipeline_tests::bench::{append_results, percentile_ms};
+use pipeline_tests::bench::{percentile_ms, Output};
 use serde_json::Value;
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 #[derive(Parser)]
+#[command(about = "Live delivery delay of SSE streams: acknowledgement to event received")]
 struct Args {
     #[arg(long, default_value = "http://127.0.0.1:8080")]
     gateway: String,
@@ -40,8 +41,8 @@ struct Args {
     ingest_rate: u64,
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    #[arg(long, default_value = "target/bench-results/stream.txt")]
-    results: std::path::PathBuf,
+    #[command(flatten)]
+    output: Output,
 }
 
 struct Sent {
@@ -190,7 +191,7 @@ async fn main() -> anyhow::Result<()> {
             report.push('\n');
         }
     }
-    append_results(&args.results, &report)?;
+    args.output.report(env!("CARGO_BIN_NAME"), &report)?;
     anyhow::ensure!(missing == 0, "{missing} acknowledged events never streamed");
     Ok(())
 }

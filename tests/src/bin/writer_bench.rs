@@ -8,12 +8,13 @@ use anyhow::Context;
 use clap::Parser;
 use event_store::{InsertMethod, KafkaPosition, ShardSet, StoreSettings, StoredEvent};
 use futures::future::try_join_all;
-use pipeline_tests::bench::{append_results, record_outcomes, Outcome, Target};
+use pipeline_tests::bench::{Outcome, Output, Target};
 use schemas::{Event, Priority};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
 #[derive(Parser)]
+#[command(about = "db-writer's storage throughput per insert method and batch size")]
 struct Args {
     /// Events written per (method, batch size) run.
     #[arg(long, default_value_t = 200_000)]
@@ -31,15 +32,11 @@ struct Args {
     /// Insert methods to try.
     #[arg(long, value_delimiter = ',', default_value = "direct_copy,copy,unnest")]
     methods: Vec<String>,
-    /// Where the results are appended.
-    #[arg(long, default_value = "target/bench-results/db-writer.txt")]
-    results: std::path::PathBuf,
-    /// Outcomes appended here as JSON lines, for `bench_table`.
-    #[arg(long)]
-    summary: Option<std::path::PathBuf>,
     /// Target: rows/s at least this, for every run.
     #[arg(long)]
     min_rows_per_s: Option<f64>,
+    #[command(flatten)]
+    output: Output,
 }
 
 #[tokio::main]
@@ -152,9 +149,12 @@ async fn main() -> anyhow::Result<()> {
     for admin in &admins {
         execute(admin, &format!("DROP DATABASE {database} WITH (FORCE)")).await?;
     }
-    append_results(&args.results, &report)?;
-    record_outcomes(args.summary.as_deref(), &outcomes)?;
-    println!("results appended to {}", args.results.display());
+    args.output.report(env!("CARGO_BIN_NAME"), &report)?;
+    args.output.outcomes(&outcomes)?;
+    println!(
+        "results appended to {}",
+        args.output.results_file(env!("CARGO_BIN_NAME")).display()
+    );
     Ok(())
 }
 
