@@ -17,7 +17,7 @@ use tracing::info;
 
 use crate::{
     batch::{Poison, Raw, Record},
-    settings::KafkaSettings,
+    settings::{GroupProtocol, KafkaSettings},
 };
 use event_store::{KafkaPosition, StoredEvent};
 
@@ -86,23 +86,33 @@ pub fn create(
     kafka: &ClientConfig,
     settings: &KafkaSettings,
 ) -> Result<Arc<WriterConsumer>, KafkaError> {
-    let consumer: WriterConsumer = kafka
-        .clone()
+    let mut config = kafka.clone();
+    config
         .set("group.id", &settings.group_id)
         // Offsets are committed by hand, after the rows are in PostgreSQL.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", "earliest")
-        // Moving one partition does not stop the others.
-        .set("partition.assignment.strategy", "cooperative-sticky")
-        .set(
-            "session.timeout.ms",
-            settings.session_timeout.as_millis().to_string(),
-        )
-        .set(
-            "heartbeat.interval.ms",
-            settings.heartbeat_interval.as_millis().to_string(),
-        )
+        .set("auto.offset.reset", "earliest");
+    match settings.group_protocol {
+        GroupProtocol::Classic => {
+            config
+                // Moving one partition does not stop the others.
+                .set("partition.assignment.strategy", "cooperative-sticky")
+                .set(
+                    "session.timeout.ms",
+                    settings.session_timeout.as_millis().to_string(),
+                )
+                .set(
+                    "heartbeat.interval.ms",
+                    settings.heartbeat_interval.as_millis().to_string(),
+                );
+        }
+        // The broker assigns, incrementally; librdkafka refuses the classic properties.
+        GroupProtocol::Consumer => {
+            config.set("group.protocol", "consumer");
+        }
+    }
+    let consumer: WriterConsumer = config
         .set(
             "topic.metadata.refresh.interval.ms",
             settings.metadata_refresh.as_millis().to_string(),

@@ -48,7 +48,17 @@ pub struct KafkaSettings {
     /// Where a notice goes after each committed batch; empty turns notices off.
     /// Default `events-persisted`.
     pub persisted_topic: String,
-    /// Group session timeout: how fast a crashed writer's partitions move on. Default 10s.
+    /// The consumer group protocol: `classic` (JoinGroup/SyncGroup rounds, assignment by
+    /// the members, `cooperative-sticky`) or `consumer` (KIP-848: the broker assigns, and a
+    /// member that joins or leaves moves only the partitions that change owner, without a
+    /// round every member must join; Kafka 4.0+ brokers). With `consumer` the session timeout
+    /// and heartbeat interval are the brokers' (`group.consumer.session.timeout.ms`,
+    /// `group.consumer.heartbeat.interval.ms`, or the group's own configs), and
+    /// `session_timeout` / `heartbeat_interval` below are not used (docs/benchmarks.md, "The
+    /// consumer group protocol"). Default `classic`.
+    pub group_protocol: GroupProtocol,
+    /// Group session timeout: how fast a crashed writer's partitions move on (`classic`).
+    /// Default 10s.
     #[serde(with = "humantime_serde")]
     pub session_timeout: Duration,
     /// How often the writer heartbeats to the group coordinator, which is also how soon it
@@ -57,7 +67,8 @@ pub struct KafkaSettings {
     /// consumed by nobody meanwhile. Measured in the fleet rollout (rolling restart of two
     /// writers, docs/benchmarks.md): 300ms against 3s took the normal lane's stored p99 from
     /// 2.3–2.8 s to 0.6–0.7 s but the critical lane's from 2.2–2.6 s to 4.1–4.7 s (cause not
-    /// found), so the default stays librdkafka's. Below `session_timeout`. Default 3s.
+    /// found), so the default stays librdkafka's. Below `session_timeout` (`classic`).
+    /// Default 3s.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     /// How often topic metadata is re-read, i.e. how soon partitions an operator adds are
@@ -117,6 +128,29 @@ impl Default for Settings {
     }
 }
 
+/// How the writers' consumer group assigns partitions ([`KafkaSettings::group_protocol`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupProtocol {
+    Classic,
+    Consumer,
+}
+
+impl std::str::FromStr for GroupProtocol {
+    type Err = String;
+
+    /// The names the settings use.
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "classic" => Ok(GroupProtocol::Classic),
+            "consumer" => Ok(GroupProtocol::Consumer),
+            other => Err(format!(
+                "unknown group protocol {other:?}: classic or consumer"
+            )),
+        }
+    }
+}
+
 impl KafkaSettings {
     /// What librdkafka would take but the group could not work with.
     pub fn check(&self) -> Result<(), String> {
@@ -136,6 +170,7 @@ impl Default for KafkaSettings {
             brokers: "127.0.0.1:9092".into(),
             security: Default::default(),
             group_id: "db-writer".into(),
+            group_protocol: GroupProtocol::Classic,
             topic: "events".into(),
             critical_topic: "events-critical".into(),
             dead_letter_topic: "events-dlq".into(),
@@ -186,5 +221,15 @@ mod tests {
             let refused = settings.check().expect_err("refused");
             assert!(refused.contains("kafka.heartbeat_interval"), "{refused}");
         }
+    }
+
+    #[test]
+    fn group_protocols_parse_by_the_names_the_settings_use() {
+        for protocol in [GroupProtocol::Classic, GroupProtocol::Consumer] {
+            let name = serde_json::to_value(protocol).expect("serializes");
+            let name = name.as_str().expect("a name");
+            assert_eq!(name.parse::<GroupProtocol>(), Ok(protocol));
+        }
+        assert!("eager".parse::<GroupProtocol>().is_err());
     }
 }

@@ -253,6 +253,13 @@ unclean.leader.election.enable=false
 auto.create.topics.enable=false
 # Consumers in tests and demos join at once instead of waiting 3 s for more members.
 group.initial.rebalance.delay.ms=0
+# Groups on the consumer protocol (KIP-848, db-writer's kafka.group_protocol = consumer): a
+# dead member's partitions move after 10 s, and members hear of a new assignment within a
+# second (Kafka's defaults: 45 s and 5 s, with those as the lowest a group may ask for).
+group.consumer.min.session.timeout.ms=6000
+group.consumer.session.timeout.ms=10000
+group.consumer.min.heartbeat.interval.ms=500
+group.consumer.heartbeat.interval.ms=1000
 PROPS
 }
 

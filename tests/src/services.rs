@@ -406,7 +406,12 @@ impl Stack {
 
     /// Starts the db-writer binary as its own process, so a test can kill it.
     pub fn spawn_writer_process(&self) -> WriterProcess {
-        WriterProcess::spawn(self)
+        self.spawn_writer_process_with(self.writer_settings())
+    }
+
+    /// The db-writer binary with these settings (its metrics on a free port).
+    pub fn spawn_writer_process_with(&self, settings: db_writer::Settings) -> WriterProcess {
+        WriterProcess::spawn(self, settings)
     }
 
     /// Starts the query-service binary as its own process, with `query_settings()` on a free
@@ -690,8 +695,7 @@ pub struct WriterProcess {
 }
 
 impl WriterProcess {
-    fn spawn(stack: &Stack) -> Self {
-        let mut settings = stack.writer_settings();
+    fn spawn(stack: &Stack, mut settings: db_writer::Settings) -> Self {
         settings.metrics_listen = SocketAddr::from(([127, 0, 0, 1], crate::private::free_port()));
         WriterProcess {
             metrics_url: format!("http://{}", settings.metrics_listen),

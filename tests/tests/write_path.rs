@@ -5,6 +5,7 @@
 
 use std::{collections::HashSet, sync::Arc, time::Duration};
 
+use db_writer::settings::GroupProtocol;
 use pipeline_tests::{eventually, header, Feeder, Stack};
 use rdkafka::Message;
 use schemas::PersistedCodec;
@@ -459,11 +460,24 @@ async fn persisted_notices_name_every_stored_event() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn writers_joining_and_dying_under_traffic_lose_and_duplicate_nothing() {
+    writers_join_and_die_under_traffic(GroupProtocol::Classic).await;
+}
+
+/// The same on KIP-848's protocol: the broker assigns, and a killed member's partitions move
+/// after the brokers' `group.consumer.session.timeout.ms` (10 s in deploy/local).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writers_on_the_consumer_group_protocol_join_and_die_losing_and_duplicating_nothing() {
+    writers_join_and_die_under_traffic(GroupProtocol::Consumer).await;
+}
+
+async fn writers_join_and_die_under_traffic(protocol: GroupProtocol) {
     let stack = Arc::new(Stack::new().await);
     let gateway = stack.start_gateway().await;
     let query = stack.start_query().await;
-    let first = stack.spawn_writer_process();
-    let second = stack.spawn_writer_process();
+    let mut settings = stack.writer_settings();
+    settings.kafka.group_protocol = protocol;
+    let first = stack.spawn_writer_process_with(settings.clone());
+    let second = stack.spawn_writer_process_with(settings.clone());
 
     let feeder = Feeder::start(stack.clone(), gateway.clone(), |round| {
         (0..100)
@@ -476,7 +490,7 @@ async fn writers_joining_and_dying_under_traffic_lose_and_duplicate_nothing() {
     })
     .await;
     first.kill().await;
-    let third = stack.spawn_writer_process();
+    let third = stack.spawn_writer_process_with(settings);
     // The group rebalances twice (one member gone, one joined) while events keep coming.
     feeder.more(3000, DRAIN).await;
     // Mid-rebalance, much of it in flight: every event answered once.

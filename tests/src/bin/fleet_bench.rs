@@ -17,6 +17,7 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
+use db_writer::settings::GroupProtocol;
 use event_store::ShardRouter;
 use pipeline_tests::{
     bench::{percentile_ms, watch_stored, Outcome, Output, Target, Timed},
@@ -30,6 +31,10 @@ use uuid::Uuid;
 #[derive(Parser, Clone)]
 #[command(about = "Fleet rollout under a rolling db-writer restart: rates, latencies, loss")]
 struct Args {
+    /// The writers' consumer group protocol (db-writer's `kafka.group_protocol`): `classic`
+    /// or `consumer` (KIP-848).
+    #[arg(long, default_value = "classic")]
+    group_protocol: GroupProtocol,
     /// How long devices join and send.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     duration: Duration,
@@ -167,7 +172,12 @@ async fn main() -> anyhow::Result<()> {
     let wall = Instant::now();
     // Fresh topics and databases; every service a release process built next to this one.
     let stack = Arc::new(Stack::new().await);
-    let writers = vec![stack.spawn_writer_process(), stack.spawn_writer_process()];
+    let mut writer_settings = stack.writer_settings();
+    writer_settings.kafka.group_protocol = args.group_protocol;
+    let writers = vec![
+        stack.spawn_writer_process_with(writer_settings.clone()),
+        stack.spawn_writer_process_with(writer_settings.clone()),
+    ];
     for writer in &writers {
         stack.ready(writer.metrics_url(), READY).await;
     }
@@ -204,7 +214,12 @@ async fn main() -> anyhow::Result<()> {
 
     let started = Instant::now();
     let halfway = started + args.duration / 2;
-    let restart = tokio::spawn(rolling_restart(stack.clone(), writers, halfway));
+    let restart = tokio::spawn(rolling_restart(
+        stack.clone(),
+        writers,
+        writer_settings,
+        halfway,
+    ));
     let lag = tokio::spawn(lag_sampler(fleet.clone()));
     let (streams_stop, mut streams) = (CancellationToken::new(), Vec::new());
     for n in 0..args.streams.min(args.devices_start) {
@@ -344,7 +359,10 @@ async fn main() -> anyhow::Result<()> {
     args.output
         .report(env!("CARGO_BIN_NAME"), &report)
         .context("results file")?;
-    let scenario = "fleet rollout";
+    let scenario = match args.group_protocol {
+        GroupProtocol::Classic => "fleet rollout",
+        GroupProtocol::Consumer => "fleet rollout, consumer group protocol",
+    };
     let none = Target::AtMost(0.0);
     let outcomes = [
         Outcome::new(scenario, "acknowledged", rate, "events/s"),
@@ -655,6 +673,7 @@ async fn lag_sampler(fleet: Arc<Fleet>) -> (f64, f64) {
 async fn rolling_restart(
     stack: Arc<Stack>,
     writers: Vec<WriterProcess>,
+    settings: db_writer::Settings,
     at: Instant,
 ) -> (Vec<WriterProcess>, String) {
     tokio::time::sleep_until(at.into()).await;
@@ -663,7 +682,7 @@ async fn rolling_restart(
         let begun = Instant::now();
         let exit = old.terminate().await;
         let stopped = begun.elapsed();
-        let new = stack.spawn_writer_process();
+        let new = stack.spawn_writer_process_with(settings.clone());
         stack.ready(new.metrics_url(), READY).await;
         log.push(format!(
             "writer {i} {exit} after {:.1}s, replacement ready after {:.1}s",
