@@ -55,7 +55,8 @@ pub struct KafkaSettings {
     /// and heartbeat interval are the brokers' (`group.consumer.session.timeout.ms`,
     /// `group.consumer.heartbeat.interval.ms`, or the group's own configs), and
     /// `session_timeout` / `heartbeat_interval` below are not used (docs/benchmarks.md, "The
-    /// consumer group protocol"). Default `classic`.
+    /// consumer group protocol in the rolling restart": critical stored p99 median 1.1 s
+    /// against 2.3–6.0 s). Default `classic`.
     pub group_protocol: GroupProtocol,
     /// Group session timeout: how fast a crashed writer's partitions move on (`classic`).
     /// Default 10s.
