@@ -11,6 +11,7 @@ use std::{
 
 use chassis::health::Readiness;
 use lag::{Member, Observed, Slot};
+use prometheus::Histogram;
 use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer, StreamConsumer},
@@ -69,6 +70,9 @@ struct Core {
     dead_letter_topic: String,
     dead_letters: u64,
     members: Vec<Member>,
+    /// `query_consume_delay_seconds` of each kind, looked up once (every record observes one).
+    event_delay: Histogram,
+    tick_delay: Histogram,
 }
 
 /// One reading of Kafka by [`Core::read`].
@@ -146,6 +150,8 @@ impl Tail {
             dead_letter_topic: kafka.dead_letter_topic.clone(),
             dead_letters: 0,
             members: Vec::new(),
+            event_delay: metrics::CONSUME_DELAY.with_label_values(&["event"]),
+            tick_delay: metrics::CONSUME_DELAY.with_label_values(&["tick"]),
         };
         // A broker that just started may not have a group coordinator yet: wait for it.
         let mut backoff = Duration::from_millis(100);
@@ -327,7 +333,7 @@ impl Core {
             Some(value) if is_tick => {
                 match self.ticks.decode(value) {
                     Ok(tick) => {
-                        observe_consume_delay("tick", tick.at);
+                        observe_consume_delay(&self.tick_delay, tick.at);
                         self.partitions.tick(&slot, offset, tick.at)
                     }
                     Err(_) => self.partitions.unreadable(&slot, offset),
@@ -341,7 +347,7 @@ impl Core {
                     if contract::check_record(&event, message.key(), create_time(message))
                         .is_ok() =>
                 {
-                    observe_consume_delay("event", event.ingested_at_micros);
+                    observe_consume_delay(&self.event_delay, event.ingested_at_micros);
                     self.partitions.event(&slot, offset, event, id_assigned)
                 }
                 Ok(_) | Err(_) => {
@@ -435,11 +441,9 @@ impl Core {
     }
 }
 
-fn observe_consume_delay(kind: &str, at_micros: i64) {
+fn observe_consume_delay(delay: &Histogram, at_micros: i64) {
     let micros = partitions::now_micros().saturating_sub(at_micros).max(0);
-    metrics::CONSUME_DELAY
-        .with_label_values(&[kind])
-        .observe(micros as f64 / 1e6);
+    delay.observe(micros as f64 / 1e6);
 }
 
 /// The producer's time of the record; `None` when the topic stamps records itself.
