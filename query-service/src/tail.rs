@@ -233,11 +233,10 @@ impl Core {
     /// The writer's commit and the end offset of every partition of the topics, read off the
     /// async runtime.
     async fn observe(&self) -> Result<BTreeMap<Slot, Observed>, KafkaError> {
-        let observer = self.observer.clone();
-        let topics = self.topics.clone();
-        tokio::task::spawn_blocking(move || lag::partitions(&observer, &topics))
+        self.read(false)
             .await
             .map_err(|_| KafkaError::Canceled)?
+            .observed
     }
 
     /// The writer's commits and the end offsets of every partition, and with `slowly` the
