@@ -51,6 +51,8 @@ pub enum QueryError {
     KafkaSecurity(#[from] chassis::kafka_security::KafkaSecurityError),
     #[error("auth: {0}")]
     Auth(#[from] chassis::auth::AuthConfigError),
+    #[error("cannot start the tail's thread: {0}")]
+    TailThread(#[source] std::io::Error),
 }
 
 /// A query-service tailing Kafka and bound to its address, ready to serve.
@@ -167,7 +169,10 @@ impl QueryService {
                 }
             });
         }
-        let tail = tokio::spawn(self.tail.run(inner.clone()));
+        let tail = self
+            .tail
+            .spawn(inner.clone())
+            .map_err(QueryError::TailThread)?;
         tokio::spawn(pipeline::sample(
             pipeline::Sources {
                 pipeline: self.state.pipeline.clone(),

@@ -273,6 +273,7 @@ impl World {
                 }
             }
         }
+        self.partitions.advance();
         true
     }
 

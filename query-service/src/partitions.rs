@@ -141,11 +141,12 @@ impl Partitions {
         needs_check.then_some(held)
     }
 
+    /// Records the position only: the frontier moves (and readers wake) at
+    /// [`Partitions::advance`], once per batch of records the tail has drained, not per record.
     fn consumed(&mut self, slot: &Slot, offset: i64) {
         let clock = self.parts.get(slot).and_then(|p| p.clock.latest());
-        // After the insert: a reader woken by this finds the event.
+        // After the insert: a reader woken at the next `advance` finds the event.
         self.progress.advance(&slot.0, slot.1, offset + 1, clock);
-        self.advance();
     }
 
     /// The shard's answer to a duplicate check.

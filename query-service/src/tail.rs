@@ -10,6 +10,7 @@ use std::{
 };
 
 use chassis::health::Readiness;
+use futures::{FutureExt, StreamExt};
 use lag::{Member, Observed, Slot};
 use prometheus::Histogram;
 use rdkafka::{
@@ -20,7 +21,10 @@ use rdkafka::{
     Offset, TopicPartitionList,
 };
 use schemas::{contract, headers, EventCodec, TickCodec};
-use tokio::{sync::mpsc, task::JoinHandle};
+use tokio::{
+    sync::{mpsc, oneshot},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -39,6 +43,9 @@ use crate::{
 const SLOW_REFRESH: Duration = Duration::from_secs(1);
 /// How long start-up waits for Kafka to answer before the service gives up.
 const START_PATIENCE: Duration = Duration::from_secs(60);
+/// Most records consumed in one turn of the tail before it looks at its other work (the
+/// shard checks' answers, the readings of Kafka, shutdown) again.
+const DRAIN_BOUND: usize = 512;
 /// Readiness check: consumed every partition up to the end offsets seen at start.
 pub const READY_CAUGHT_UP: &str = "caught-up";
 
@@ -180,8 +187,28 @@ impl Tail {
         Ok(Tail { consumer, core })
     }
 
-    pub async fn run(self, shutdown: CancellationToken) {
+    /// Runs the tail on a thread of its own, on a single-threaded runtime: the records wake
+    /// one thread, where on the service's runtime every wake-up from librdkafka also woke a
+    /// second worker to look for work to steal. Ends when `shutdown` is cancelled.
+    pub fn spawn(self, shutdown: CancellationToken) -> std::io::Result<oneshot::Receiver<()>> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("tail")
+            .build()?;
+        let (stopped, done) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("tail".into())
+            .spawn(move || {
+                runtime.block_on(self.run(shutdown));
+                let _ = stopped.send(());
+            })?;
+        Ok(done)
+    }
+
+    async fn run(self, shutdown: CancellationToken) {
         let Tail { consumer, mut core } = self;
+        // One stream for the whole run: each `recv` would register a waker slot and drop it.
+        let mut records = consumer.stream();
         let mut refresh = tokio::time::interval(core.refresh_interval);
         refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut slow_refresh = tokio::time::Instant::now() - SLOW_REFRESH;
@@ -219,10 +246,22 @@ impl Tail {
                 }
                 // At the in-flight bound, stop consuming until the writer's commits make room:
                 // nothing consumed is ever dropped, answers only lag.
-                message = consumer.recv(), if !full => match message {
-                    Ok(message) => core.consume(&message).await,
-                    Err(e) => warn!(error = %e, "consumer error"),
-                },
+                message = records.next(), if !full => {
+                    core.received(message).await;
+                    // What librdkafka holds already is taken in the same turn, and the frontier
+                    // moves once for all of it: going round the select and recomputing the
+                    // frontier per record cost more than consuming it.
+                    for _ in 1..DRAIN_BOUND {
+                        if core.in_flight.is_full() {
+                            break;
+                        }
+                        match records.next().now_or_never() {
+                            Some(message) => core.received(message).await,
+                            None => break,
+                        }
+                    }
+                    core.partitions.advance();
+                }
             }
         }
         info!("tail stopped");
@@ -316,6 +355,15 @@ impl Core {
         }
         info!(added = tpl.count(), "partitions assigned");
         Ok(())
+    }
+
+    async fn received(&mut self, message: Option<Result<BorrowedMessage<'_>, KafkaError>>) {
+        match message {
+            Some(Ok(message)) => self.consume(&message).await,
+            Some(Err(e)) => warn!(error = %e, "consumer error"),
+            // A consumer's stream never ends.
+            None => {}
+        }
     }
 
     async fn consume(&mut self, message: &BorrowedMessage<'_>) {
