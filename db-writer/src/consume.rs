@@ -81,12 +81,20 @@ impl ConsumerContext for WriterContext {
 
 pub type WriterConsumer = StreamConsumer<WriterContext>;
 
-/// `kafka`: the brokers and `kafka.security`, which every client starts from.
+/// A member of the writer's group subscribed to `topic` alone (one per lane). `kafka`: the
+/// brokers and `kafka.security`, which every client starts from. `client_id` names the
+/// process, so that its lanes' members show as one writer (unless `kafka.security.properties`
+/// sets one).
 pub fn create(
     kafka: &ClientConfig,
     settings: &KafkaSettings,
+    topic: &str,
+    client_id: &str,
 ) -> Result<Arc<WriterConsumer>, KafkaError> {
     let mut config = kafka.clone();
+    if config.get("client.id").is_none() {
+        config.set("client.id", client_id);
+    }
     config
         .set("group.id", &settings.group_id)
         // Offsets are committed by hand, after the rows are in PostgreSQL.
@@ -120,7 +128,7 @@ pub fn create(
         // Bounds what librdkafka prefetches while a batch is being written.
         .set("queued.max.messages.kbytes", "65536")
         .create_with_context(WriterContext::default())?;
-    consumer.subscribe(&[&settings.topic, &settings.critical_topic])?;
+    consumer.subscribe(&[topic])?;
     Ok(Arc::new(consumer))
 }
 

@@ -101,9 +101,11 @@ pub fn topic_size(observer: &BaseConsumer, topic: &str) -> Result<u64, KafkaErro
         .sum())
 }
 
-/// One member of the writer's group and the partitions it owns.
+/// One writer process of the group and the partitions it owns: its members (a db-writer has
+/// one per lane) share a client id.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Member {
+    /// The group member ids of the process, comma-separated.
     pub member_id: String,
     pub client_id: String,
     pub host: String,
@@ -111,29 +113,50 @@ pub struct Member {
     pub partitions: Vec<String>,
 }
 
-/// The members of `group` (DescribeGroups).
+/// The members of `group` (DescribeGroups), those of one process (same client id and host)
+/// as one.
 pub fn members(observer: &BaseConsumer, group: &str) -> Result<Vec<Member>, KafkaError> {
     let groups = observer
         .client()
         .fetch_group_list(Some(group), KAFKA_TIMEOUT)?;
-    Ok(groups
-        .groups()
-        .iter()
-        .filter(|g| g.name() == group)
-        .flat_map(|g| g.members())
-        .map(|m| Member {
-            member_id: m.id().to_owned(),
-            client_id: m.client_id().to_owned(),
-            host: m.client_host().to_owned(),
-            partitions: m
-                .assignment()
-                .and_then(assignment)
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(topic, partition)| format!("{topic}/{partition}"))
-                .collect(),
-        })
-        .collect())
+    Ok(by_process(
+        groups
+            .groups()
+            .iter()
+            .filter(|g| g.name() == group)
+            .flat_map(|g| g.members())
+            .map(|m| Member {
+                member_id: m.id().to_owned(),
+                client_id: m.client_id().to_owned(),
+                host: m.client_host().to_owned(),
+                partitions: m
+                    .assignment()
+                    .and_then(assignment)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|(topic, partition)| format!("{topic}/{partition}"))
+                    .collect(),
+            }),
+    ))
+}
+
+/// Members with the same client id and host as one, in the order each was first seen.
+fn by_process(members: impl Iterator<Item = Member>) -> Vec<Member> {
+    let mut processes: Vec<Member> = Vec::new();
+    for m in members {
+        match processes
+            .iter_mut()
+            .find(|p| p.client_id == m.client_id && p.host == m.host)
+        {
+            Some(process) => {
+                process.member_id.push(',');
+                process.member_id.push_str(&m.member_id);
+                process.partitions.extend(m.partitions);
+            }
+            None => processes.push(m),
+        }
+    }
+    processes
 }
 
 /// The partitions of a consumer-protocol assignment (`ConsumerProtocolAssignment`: version,
@@ -164,6 +187,39 @@ pub fn assignment(bytes: &[u8]) -> Option<Vec<Slot>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_process_with_a_member_per_lane_is_one_writer() {
+        let member = |id: &str, client: &str, host: &str, partitions: &[&str]| Member {
+            member_id: id.into(),
+            client_id: client.into(),
+            host: host.into(),
+            partitions: partitions.iter().map(|p| (*p).to_owned()).collect(),
+        };
+        let writers = by_process(
+            [
+                member("a1", "w-a", "/10.0.0.1", &["events/0"]),
+                member("b1", "w-b", "/10.0.0.1", &["events/1"]),
+                member("a2", "w-a", "/10.0.0.1", &["events-critical/0"]),
+                // The same client id on another host is another process.
+                member("c1", "w-a", "/10.0.0.2", &["events-critical/1"]),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(
+            writers,
+            vec![
+                member(
+                    "a1,a2",
+                    "w-a",
+                    "/10.0.0.1",
+                    &["events/0", "events-critical/0"]
+                ),
+                member("b1", "w-b", "/10.0.0.1", &["events/1"]),
+                member("c1", "w-a", "/10.0.0.2", &["events-critical/1"]),
+            ]
+        );
+    }
 
     #[test]
     fn reads_a_consumer_protocol_assignment() {

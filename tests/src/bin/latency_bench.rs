@@ -81,6 +81,9 @@ struct Args {
     /// Target: the normal lane's p99 at most this (ms).
     #[arg(long, default_value_t = 100.0)]
     normal_p99_target_ms: f64,
+    /// What else runs meanwhile, named in the scenario (e.g. "beside a normal backlog").
+    #[arg(long)]
+    beside: Option<String>,
     #[command(flatten)]
     output: Output,
 }
@@ -276,7 +279,10 @@ async fn run_rate(
     let achieved = acknowledged as f64 / elapsed.as_secs_f64();
     let refused = refused.load(Ordering::Relaxed);
     let behind = behind.load(Ordering::Relaxed);
-    let scenario = format!("single POST at {rate}/s");
+    let scenario = match &args.beside {
+        Some(beside) => format!("single POST at {rate}/s, {beside}"),
+        None => format!("single POST at {rate}/s"),
+    };
     let mut outcomes = vec![Outcome::new(
         &scenario,
         "acknowledged",
