@@ -1,11 +1,12 @@
 //! db-writer: Kafka in, PostgreSQL shards out, offsets committed only after the rows are in.
 //!
 //! Per `lane` (topic), on a task of its own: `consume` (the lane's group consumer, rebalance
-//! bookkeeping, decoding; `clocks` orders each partition's records) → `batch` (count, bytes, time since the first event) → `sink`:
-//! `route` (shard by client id) → `write` (bulk insert per shard concurrently, retry while
-//! paused, bisect) → `dead_letter` (refused records, original bytes) → `commit` (next offset
-//! and log clock per partition) → `notify` (a persisted notice, built by `notice`). Beside
-//! it, `partitions` keeps the shards' day partitions (made ahead, dropped past the retention).
+//! bookkeeping, decoding; `clocks` orders each partition's records) → `batch` (count, bytes,
+//! time since the first event) → `sink`: `route` (shard by client id) → `write` (bulk insert
+//! per shard concurrently, retry while paused, bisect) → `dead_letter` (refused records,
+//! original bytes) → `commit` (next offset and log clock per partition) → `notify` (a
+//! persisted notice, built by `notice`). Beside it, `partitions` keeps the shards' day
+//! partitions (made ahead, dropped past the retention).
 //!
 //! Delivery is at-least-once from Kafka and idempotent in PostgreSQL (one row per event id,
 //! the copy that comes first), so a crash or rebalance can repeat a write but never a row.
@@ -34,8 +35,7 @@ use chassis::{
 };
 use event_store::{ShardSet, StoreError};
 use futures::{stream::FuturesUnordered, StreamExt};
-use rdkafka::consumer::Consumer;
-use rdkafka::error::KafkaError;
+use rdkafka::{consumer::Consumer, error::KafkaError};
 use tokio_util::sync::CancellationToken;
 use tracing::info;
 
@@ -63,7 +63,8 @@ pub enum WriterError {
     Settings(String),
 }
 
-/// Readiness checks: every shard answers, and the group has handed this member its share.
+/// Readiness checks: every shard answers, and the group has handed each lane's member its
+/// share.
 const READY_SHARDS: &str = "shards";
 const READY_GROUP: &str = "group";
 /// Fails at SIGTERM, while the final flush runs.
