@@ -71,6 +71,9 @@ async fn the_view_shows_depth_age_lanes_shards_writers_and_batches() {
     let caught_up = view_until(&stack, &query, "the first events stored", |v| {
         rows_in_batches(v) == 200
             && v["writers"].as_array().is_some_and(|w| w.len() == 1)
+            // The writer's two members (one per lane) join one after the other.
+            && v["writers"][0]["partitions"].as_array().map(Vec::len)
+                == v["partitions"].as_array().map(Vec::len)
             && v["shards"].as_array().is_some_and(|s| {
                 s.iter()
                     .map(|s| s["rows_stored"].as_i64().unwrap_or(0))
