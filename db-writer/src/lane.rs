@@ -87,6 +87,7 @@ impl Lane {
         shared: Arc<Shared>,
         shutdown: CancellationToken,
     ) -> Result<(), WriterError> {
+        // A handle of its own: `recv` borrows it across the select, whose arms change `self`.
         let consumer = self.consumer.clone();
         let (committer, mut commit_results) =
             Committer::start(consumer.clone()).map_err(WriterError::Thread)?;
@@ -120,7 +121,7 @@ impl Lane {
                 storing.push_back(sinks.store(batch, &shutdown));
             }
             // A full batch that cannot start yet pauses the lane: memory stays bounded.
-            self.pause_while_full(&consumer);
+            self.pause_while_full();
             let deadline = if free(&self.writes, depth) {
                 self.batcher.deadline()
             } else {
@@ -143,7 +144,7 @@ impl Lane {
                 message = consumer.recv() => {
                     self.forget_revoked(&mut clocks);
                     if consumer.context().take_assigned() {
-                        self.reapply_pause(&consumer);
+                        self.reapply_pause();
                     }
                     let message = match message {
                         Ok(message) => message.detach(),
@@ -160,7 +161,7 @@ impl Lane {
                     // paused too (bounded by the prefetch), and pauses that as well.
                     self.batcher.push(decoder.record(message, clock), bytes);
                     if self.paused {
-                        self.reapply_pause(&consumer);
+                        self.reapply_pause();
                     }
                 }
             }
@@ -232,20 +233,21 @@ impl Lane {
     /// Pauses the lane's assigned partitions while its batch is full (librdkafka drops what
     /// it prefetched for them and fetches again from the next undelivered offset on
     /// resume), and resumes them once it is not.
-    fn pause_while_full(&mut self, consumer: &WriterConsumer) {
+    fn pause_while_full(&mut self) {
         let full = self.batcher.is_full();
         if full != self.paused {
-            self.apply_pause(consumer, full);
+            self.apply_pause(full);
         }
     }
 
     /// Applies the lane's state again to everything assigned now: a partition paused, revoked
     /// and assigned back stays paused in librdkafka, and a newly assigned one starts resumed.
-    fn reapply_pause(&mut self, consumer: &WriterConsumer) {
-        self.apply_pause(consumer, self.paused);
+    fn reapply_pause(&mut self) {
+        self.apply_pause(self.paused);
     }
 
-    fn apply_pause(&mut self, consumer: &WriterConsumer, full: bool) {
+    fn apply_pause(&mut self, full: bool) {
+        let consumer = &self.consumer;
         let assigned = match consumer.assignment() {
             Ok(assigned) => assigned,
             Err(e) => {
