@@ -83,14 +83,15 @@ async fn attempt(
             ..probe
         },
     };
-    let rows = match sources
-        .cache
-        .get(&probe, sources.in_flight.rows_changed_at(client))
-        .await
-    {
-        Some(rows) => {
+    let cached = sources.cache.get(&probe).await.filter(|page| {
+        sources
+            .in_flight
+            .rows_unchanged(client, page.read_at, reach(&probe, &page.rows))
+    });
+    let rows = match cached {
+        Some(page) => {
             metrics::PAGE_CACHE.with_label_values(&["hit"]).inc();
-            rows
+            page.rows.clone()
         }
         None => {
             metrics::PAGE_CACHE.with_label_values(&["miss"]).inc();
@@ -103,6 +104,7 @@ async fn attempt(
                     .map(Arc::new)
                     .collect(),
             );
+            sources.in_flight.rows_read(client, snapshot.clock);
             sources
                 .cache
                 .put(&probe, rows.clone(), snapshot.clock)
@@ -116,6 +118,15 @@ async fn attempt(
         return Ok(None);
     };
     Ok(Some(assemble(query, snapshot, &rows, &verdicts)))
+}
+
+/// How far a read's rows reach when more rows follow them (oldest first, the probe's limit
+/// filled): rows stored beyond the last one would not change what it returns.
+pub(crate) fn reach(probe: &ClientQuery<'_>, rows: &[Held]) -> Option<OrderKey> {
+    match probe.direction {
+        Direction::Forward if rows.len() >= probe.limit => rows.last().map(|r| r.order_key()),
+        _ => None,
+    }
 }
 
 /// The page from a snapshot of the in-flight set and the shard's rows read after it

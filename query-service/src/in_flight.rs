@@ -179,14 +179,28 @@ struct Recent {
 #[derive(Default)]
 struct Shard {
     clients: Map<Arc<str>, Client>,
-    /// Versioning of the persisted side, for the page cache: `moved[client]` is the eviction
-    /// clock of the client's last eviction (its rows changed); `floor` stands for the others.
-    moved: Map<Arc<str>, u64>,
+    /// Versioning of the persisted side, for the page cache: how each client's rows changed
+    /// (`Moved`); `floor` stands for the clients not remembered.
+    moved: Map<Arc<str>, Moved>,
     floor: u64,
     recent: Map<Uuid, Recent>,
     recent_order: VecDeque<Uuid>,
     /// Clock of the newest entry dropped from `recent`.
     recent_floor: u64,
+}
+
+/// How a client's persisted rows changed, on the eviction clock: rows change exactly when the
+/// client's in-flight events are evicted (they became rows).
+#[derive(Debug, Clone, Copy)]
+struct Moved {
+    /// The client's last eviction.
+    last: u64,
+    /// Every eviction of the client after clock `since` had a key at or above `low` (none
+    /// had, when `None`). A page read after `since` that ends below `low` is still what a
+    /// read now returns, so a client whose new events keep being stored still has its
+    /// older pages served from memory.
+    since: u64,
+    low: Option<OrderKey>,
 }
 
 /// A client's settled in-flight events for one page.
@@ -436,22 +450,56 @@ impl InFlight {
         if client.ids.is_empty() {
             clients.remove(client_id);
         }
-        moved.insert(client_key, clock);
+        let key = held.order_key();
+        match moved.get_mut(client_id) {
+            Some(m) => {
+                m.last = clock;
+                m.low = Some(m.low.map_or(key, |low| low.min(key)));
+            }
+            // Not remembered: none of the client's events was evicted after `floor`.
+            None => {
+                moved.insert(
+                    client_key,
+                    Moved {
+                        last: clock,
+                        since: *floor,
+                        low: Some(key),
+                    },
+                );
+            }
+        }
         if moved.len() > MOVED_BOUND {
             *floor = clock;
             moved.clear();
         }
     }
 
-    /// The eviction clock at which `client`'s persisted rows last changed (conservatively).
-    pub fn rows_changed_at(&self, client_id: &str) -> u64 {
+    /// Whether `client`'s persisted rows read at eviction clock `read_at` are still what a
+    /// read now returns (conservatively). `reach`: the key of the last row of a read oldest
+    /// first that filled its limit. Rows stored beyond it change nothing such a read returns,
+    /// nor replace a row in it: a copy that comes first orders no later than the others.
+    pub fn rows_unchanged(&self, client_id: &str, read_at: u64, reach: Option<OrderKey>) -> bool {
         let shard = self.shard(client_id);
-        shard
-            .moved
-            .get(client_id)
-            .copied()
-            .unwrap_or(0)
-            .max(shard.floor)
+        if shard.floor > read_at {
+            return false;
+        }
+        shard.moved.get(client_id).is_none_or(|m| {
+            m.last <= read_at
+                || (m.since <= read_at && reach.is_some_and(|k| m.low.is_none_or(|low| k < low)))
+        })
+    }
+
+    /// A page of `client`'s rows was read after the snapshot at `read_at`: if nothing of the
+    /// client's was evicted since, evictions are watched from there on (pages read before
+    /// then are then unchanged only while nothing of the client's is evicted).
+    pub fn rows_read(&self, client_id: &str, read_at: u64) {
+        let mut shard = self.shard(client_id);
+        if let Some(m) = shard.moved.get_mut(client_id) {
+            if m.last <= read_at && m.since < read_at {
+                m.since = read_at;
+                m.low = None;
+            }
+        }
     }
 
     /// The key below which `client`'s events may be answered, given the release frontier.
@@ -756,19 +804,49 @@ mod tests {
         assert!(!set.is_full());
         set.insert(b, true);
         assert!(set.is_full());
-        let changed_before = set.rows_changed_at("a");
+        let read_at = set.snapshot(&query("a"), OrderKey::floor(i64::MAX)).clock;
         set.evict(&a);
         assert!(!set.is_full());
-        assert!(
-            set.rows_changed_at("a") > changed_before,
-            "a's rows changed"
-        );
-        assert_eq!(set.rows_changed_at("z"), 0);
+        assert!(!set.rows_unchanged("a", read_at, None));
+        assert!(set.rows_unchanged("z", read_at, None));
 
         let small = InFlight::new(100, 2 * weight(&a), 100);
         small.insert(copy("a", 1, 1, "events", 1), true);
         assert!(!small.is_full());
         small.insert(copy("a", 2, 2, "events", 2), true);
         assert!(small.is_full());
+    }
+
+    #[test]
+    fn a_page_ending_below_what_was_stored_since_stays_as_read() {
+        let set = InFlight::new(100, 1 << 20, 100);
+        let (old, new) = (
+            copy("a", 1, 100, "events", 1),
+            copy("a", 2, 200, "events", 2),
+        );
+        set.insert(old.clone(), true);
+        set.insert(new.clone(), true);
+        set.evict(&old);
+        let read_at = set.snapshot(&query("a"), OrderKey::floor(i64::MAX)).clock;
+        set.rows_read("a", read_at);
+        let below_new = Some(OrderKey::floor(150));
+        assert!(set.rows_unchanged("a", read_at, below_new));
+
+        set.evict(&new);
+        assert!(set.rows_unchanged("a", read_at, below_new));
+        assert!(
+            !set.rows_unchanged("a", read_at, Some(new.order_key())),
+            "the page reaches the stored event"
+        );
+        assert!(
+            !set.rows_unchanged("a", read_at, None),
+            "a page that did not fill its limit"
+        );
+
+        // An older event stored later changes every page from then on.
+        let late = copy("a", 3, 50, "events", 3);
+        set.insert(late.clone(), true);
+        set.evict(&late);
+        assert!(!set.rows_unchanged("a", read_at, below_new));
     }
 }

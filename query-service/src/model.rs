@@ -17,7 +17,7 @@ use schemas::{Event, OrderKey, Priority};
 use uuid::Uuid;
 
 use crate::{
-    history::{assemble, Page},
+    history::{assemble, reach, Page},
     in_flight::{Held, InFlight},
     partitions::{Partitions, Slot},
     progress::Progress,
@@ -382,17 +382,22 @@ impl World {
             if race & 2 == 2 {
                 self.observe();
             }
+            let probe_from = ClientQuery { from, ..probe };
             let cached = self
                 .cache
                 .get(&(client.to_owned(), from))
                 .filter(|_| direction == Direction::Forward)
-                .filter(|(_, read_at)| *read_at >= self.in_flight.rows_changed_at(client))
+                .filter(|(rows, read_at)| {
+                    let reach = reach(&probe_from, rows);
+                    self.in_flight.rows_unchanged(client, *read_at, reach)
+                })
                 .map(|(rows, _)| rows.clone());
             let rows = match cached {
                 Some(rows) => rows,
                 None => {
                     let rows = self.table.page(client, from, limit + 1, direction);
                     if direction == Direction::Forward {
+                        self.in_flight.rows_read(client, snapshot.clock);
                         self.cache
                             .insert((client.to_owned(), from), (rows.clone(), snapshot.clock));
                     }

@@ -1,7 +1,7 @@
 //! Recently read pages of clients' persisted rows (moka, bounded in bytes, with a TTL), so a
-//! hot client's history is served from memory. A page is used only while the client's rows
-//! have not changed since it was read: rows change exactly when in-flight events of that
-//! client are evicted (they became rows), which the in-flight set records on its clock.
+//! hot client's history is served from memory. A page is used only while a read now would
+//! return the same rows: rows change exactly when in-flight events of that client are evicted
+//! (they became rows), which the in-flight set records on its clock (`InFlight::rows_since`).
 //! Partitions added after the replica started are read from their beginning, so events the
 //! writer stored there before the replica saw them pass through the in-flight set too.
 
@@ -39,9 +39,9 @@ impl PageKey {
 pub type Rows = Arc<Vec<Held>>;
 
 pub struct CachedPage {
-    rows: Rows,
+    pub rows: Rows,
     /// In-flight clock of the snapshot taken before the rows were read.
-    read_at: u64,
+    pub read_at: u64,
 }
 
 pub struct PageCache {
@@ -62,10 +62,9 @@ impl PageCache {
         }
     }
 
-    /// The page, if it was read after the client's rows last changed.
-    pub async fn get(&self, query: &ClientQuery<'_>, rows_changed_at: u64) -> Option<Rows> {
-        let page = self.pages.get(&PageKey::of(query)).await?;
-        (page.read_at >= rows_changed_at).then(|| page.rows.clone())
+    /// The page last read for `query`, whether or not its rows changed since.
+    pub async fn get(&self, query: &ClientQuery<'_>) -> Option<Arc<CachedPage>> {
+        self.pages.get(&PageKey::of(query)).await
     }
 
     /// Forgets a page whose rows turned out stale (an earlier copy replaced one of them).
@@ -96,27 +95,22 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn serves_a_page_only_while_the_clients_rows_are_unchanged() {
+    async fn keeps_a_page_per_client_and_query() {
         let cache = PageCache::new(1 << 20, Duration::from_secs(60));
         cache.put(&query("a"), Arc::new(Vec::new()), 5).await;
-        assert!(
-            cache.get(&query("a"), 5).await.is_some(),
-            "changed before the read"
-        );
-        assert!(
-            cache.get(&query("a"), 6).await.is_none(),
-            "changed after the read"
-        );
-        assert!(cache.get(&query("b"), 0).await.is_none(), "another client");
+        assert_eq!(cache.get(&query("a")).await.map(|p| p.read_at), Some(5));
+        assert!(cache.get(&query("b")).await.is_none(), "another client");
         let other_page = ClientQuery {
             limit: 11,
             ..query("a")
         };
-        assert!(cache.get(&other_page, 0).await.is_none(), "another page");
+        assert!(cache.get(&other_page).await.is_none(), "another page");
         let backwards = ClientQuery {
             direction: Direction::Backward,
             ..query("a")
         };
-        assert!(cache.get(&backwards, 0).await.is_none(), "the other way");
+        assert!(cache.get(&backwards).await.is_none(), "the other way");
+        cache.forget(&query("a")).await;
+        assert!(cache.get(&query("a")).await.is_none(), "forgotten");
     }
 }
