@@ -89,6 +89,28 @@ pub async fn metric_sum(http: &reqwest::Client, base: &str, name: &str) -> reqwe
         .sum())
 }
 
+/// The value of one series (`name{labels}` as the exposition prints it) at `base`/metrics; 0
+/// when absent.
+pub async fn metric_series(
+    http: &reqwest::Client,
+    base: &str,
+    series: &str,
+) -> reqwest::Result<f64> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(s, _)| *s == series)
+        .and_then(|(_, value)| value.parse().ok())
+        .unwrap_or(0.0))
+}
+
 /// An acknowledged event whose arrival in its shard is timed.
 #[derive(Debug, Clone, Copy)]
 pub struct Timed {

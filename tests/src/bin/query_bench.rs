@@ -1,5 +1,6 @@
 //! GET /events latency while ingest runs: cache-hot (a few clients read over and over) and
-//! cold (a different client each time), at a fixed request rate. Needs the services running
+//! cold (a client not read before in the phase, each time), at a fixed request rate; with
+//! how many of each phase's pages query-service read from a shard (its page cache missed). Needs the services running
 //! (deploy/local/demo, or the release binaries). Before the reads, an ingest-only phase
 //! measures query-service's CPU per consumed event (every replica consumes every event).
 //! Prints percentiles and appends them to a results file.
@@ -15,7 +16,7 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use pipeline_tests::{
-    bench::{metric_sum, percentile_ms, Outcome, Output, Target},
+    bench::{metric_series, metric_sum, percentile_ms, Outcome, Output, Target},
     keep_alive::KeepAlive,
 };
 
@@ -40,8 +41,9 @@ struct Args {
     /// Length of each phase.
     #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     duration: Duration,
-    /// Clients with history; cold reads pick among them, hot reads use the first 10.
-    #[arg(long, default_value_t = 2000)]
+    /// Clients with history: hot reads use the first 10, cold reads walk the others once
+    /// each (again from the start only when a phase has more reads than clients).
+    #[arg(long, default_value_t = 10_010)]
     clients: usize,
     /// Events to hold for one client ("heavy") before measuring; run with db-writer stopped
     /// to see whether a client with that many events in flight slows the others' reads.
@@ -186,7 +188,15 @@ async fn main() -> anyhow::Result<()> {
         phases.push(("heavy", Phase::Heavy));
     }
     for (phase, kind) in phases {
+        let page_reads = || async {
+            let series = |result| format!("query_page_cache_total{{result=\"{result}\"}}");
+            let hits = metric_series(&http, &args.query_metrics, &series("hit")).await?;
+            let misses = metric_series(&http, &args.query_metrics, &series("miss")).await?;
+            reqwest::Result::Ok((hits, misses))
+        };
+        let before = page_reads().await?;
         let (mut latencies, failed) = run_phase(&args, kind).await?;
+        let after = page_reads().await?;
         latencies.sort();
         let target = match kind {
             Phase::Hot => args.hot_p99_target_ms,
@@ -217,7 +227,12 @@ async fn main() -> anyhow::Result<()> {
             )
             .target(Target::AtMost(0.0)),
         );
-        let line = format!("{} failed={failed}", summarize(phase, &latencies));
+        let line = format!(
+            "{} failed={failed} pages: from memory={} from a shard={}",
+            summarize(phase, &latencies),
+            after.0 - before.0,
+            after.1 - before.1
+        );
         println!("{line}");
         report.push_str(&line);
         report.push('\n');
@@ -252,11 +267,33 @@ async fn cpu_per_event(
     Ok((cpu_after - cpu_before) * 1e6 / events as f64)
 }
 
+/// Hot clients a phase reads over and over.
+const HOT_CLIENTS: u64 = 10;
+
+/// The `read`th cold read's client: every client past the hot ones once, in a scattered
+/// order (a stride coprime with their count), before any is read again.
+fn cold_client(read: u64, clients: usize) -> u64 {
+    let cold = (clients as u64).saturating_sub(HOT_CLIENTS).max(1);
+    let stride = (cold / 2..cold)
+        .chain(1..cold / 2)
+        .find(|s| gcd(*s, cold) == 1)
+        .unwrap_or(1);
+    HOT_CLIENTS + (read * stride) % cold
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 #[derive(Clone, Copy)]
 enum Phase {
     /// The first 10 clients, over and over.
     Hot,
-    /// A different client each time.
+    /// A client not read before in the phase.
     Cold,
     /// Pages of the client with many events in flight.
     Heavy,
@@ -272,14 +309,16 @@ async fn run_phase(args: &Args, phase: Phase) -> anyhow::Result<(Vec<Duration>, 
     let idle: Arc<std::sync::Mutex<Vec<KeepAlive>>> = Arc::default();
     let mut handles = Vec::new();
     let mut n: u64 = 0;
+    let mut reads: u64 = 0;
     while Instant::now() < until {
         tick.tick().await;
         n = n
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
+        reads += 1;
         let client = match phase {
-            Phase::Hot => format!("bench-{}", (n >> 33) % 10),
-            Phase::Cold => format!("bench-{}", (n >> 33) % args.clients as u64),
+            Phase::Hot => format!("bench-{}", (n >> 33) % HOT_CLIENTS),
+            Phase::Cold => format!("bench-{}", cold_client(reads, args.clients)),
             Phase::Heavy => "heavy".to_owned(),
         };
         let path = format!("/events?clientId={client}&limit=100");
@@ -323,4 +362,24 @@ fn summarize(phase: &str, latencies: &[Duration]) -> String {
         pct(0.99),
         pct(1.0)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn cold_reads_take_every_cold_client_once_before_any_again() {
+        for clients in [11, 12, 2000, 10_010] {
+            let cold = clients as u64 - HOT_CLIENTS;
+            let first: HashSet<u64> = (1..=cold).map(|r| cold_client(r, clients)).collect();
+            assert_eq!(first.len() as u64, cold, "{clients} clients");
+            assert!(first
+                .iter()
+                .all(|c| (HOT_CLIENTS..clients as u64).contains(c)));
+            assert_eq!(cold_client(cold + 1, clients), cold_client(1, clients));
+        }
+    }
 }
