@@ -374,23 +374,23 @@ impl InFlight {
         client.refresh(&held.event.client_id, id, before)
     }
 
-    /// Whether this copy still waits for its shard check (it cannot be evicted before: the
-    /// check decides whether the stored row is this copy or an earlier one).
-    pub fn is_unverified(&self, held: &Held) -> bool {
-        let shard = self.shard(&held.event.client_id);
-        shard
-            .clients
-            .get(held.event.client_id.as_str())
-            .is_some_and(|c| c.unverified.contains(&held.order_key()))
-    }
-
     /// Forgets a copy the writer has committed: it is in PostgreSQL now (or was refused).
     pub fn evict(&self, held: &Held) {
+        self.evict_if(held, false);
+    }
+
+    /// As [`InFlight::evict`], unless the copy still waits for its duplicate check: it cannot
+    /// be evicted before, since the check decides whether the stored row is this copy or an
+    /// earlier one. Returns whether it was evicted (or was not held).
+    pub fn evict_checked(&self, held: &Held) -> bool {
+        self.evict_if(held, true)
+    }
+
+    fn evict_if(&self, held: &Held, checked_only: bool) -> bool {
         let id = held.event.event_id;
         let client_id = held.event.client_id.as_str();
         let recent_bound = self.recent_per_shard;
         let mut shard = self.shard(client_id);
-        let clock = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         let Shard {
             clients,
             moved,
@@ -400,25 +400,32 @@ impl InFlight {
             recent_floor,
         } = &mut *shard;
         let Some((client_key, _)) = clients.get_key_value(client_id) else {
-            return;
+            return true;
         };
         let client_key = client_key.clone();
         let Some(client) = clients.get_mut(client_id) else {
-            return;
+            return true;
         };
+        if checked_only && client.unverified.contains(&held.order_key()) {
+            return false;
+        }
+        let clock = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         let Some(copies) = client.ids.get_mut(&id) else {
-            return;
+            return true;
         };
         let before = copies.standing(id);
         let Some(at) = copies.held.iter().position(|c| Arc::ptr_eq(c, held)) else {
-            return;
+            return true;
         };
         copies.held.swap_remove(at);
         self.events.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(weight(held), Ordering::Relaxed);
         if !copies.taken {
             let rank = held.copy_rank();
-            copies.stored = Some(copies.stored.take().map_or(rank.clone(), |s| s.min(rank)));
+            copies.stored = Some(match copies.stored.take() {
+                Some(stored) => stored.min(rank),
+                None => rank,
+            });
         }
         client.unverified.remove(&held.order_key());
         if copies.held.is_empty() {
@@ -472,6 +479,7 @@ impl InFlight {
             *floor = clock;
             moved.clear();
         }
+        true
     }
 
     /// Whether `client`'s persisted rows read at eviction clock `read_at` are still what a

@@ -182,12 +182,9 @@ impl Partitions {
             let Some(held) = partition.held.pop_front() else {
                 break;
             };
-            // The duplicate check decides whether the stored row is this copy or an earlier
-            // one: until it answers, the copy stays.
-            if self.in_flight.is_unverified(&held) {
+            // Until its duplicate check answers, the copy stays.
+            if !self.in_flight.evict_checked(&held) {
                 partition.deferred.push(held);
-            } else {
-                self.in_flight.evict(&held);
             }
         }
     }
