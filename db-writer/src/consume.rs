@@ -61,12 +61,21 @@ impl ConsumerContext for WriterContext {
                     .iter()
                     .map(|e| (e.topic().to_owned(), e.partition()))
                     .collect();
-                info!(count = partitions.len(), "partitions revoked");
+                info!(
+                    count = partitions.len(),
+                    topic = partitions.first().map_or("", |(t, _)| t.as_str()),
+                    "partitions revoked"
+                );
                 if let Ok(mut revoked) = self.revoked.lock() {
                     revoked.extend(partitions);
                 }
             }
-            Rebalance::Assign(tpl) => info!(count = tpl.count(), "partitions assigned"),
+            // Each lane's member subscribes to one topic: the topic names the lane.
+            Rebalance::Assign(tpl) => info!(
+                count = tpl.count(),
+                topic = tpl.elements().first().map_or("", |e| e.topic()),
+                "partitions assigned"
+            ),
             Rebalance::Error(e) => tracing::warn!(error = %e, "rebalance error"),
         }
     }
