@@ -69,14 +69,8 @@ pub fn append_results(path: &Path, report: &str) -> std::io::Result<()> {
 
 /// The sum of every sample of metric `name` (all label sets) on a service's `/metrics`.
 pub async fn metric_sum(http: &reqwest::Client, base: &str, name: &str) -> reqwest::Result<f64> {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
+    Ok(metrics_text(http, base)
         .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    Ok(text
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter_map(|l| {
@@ -96,19 +90,22 @@ pub async fn metric_series(
     base: &str,
     series: &str,
 ) -> reqwest::Result<f64> {
-    let text = http
-        .get(format!("{base}/metrics"))
-        .send()
+    Ok(metrics_text(http, base)
         .await?
-        .error_for_status()?
-        .text()
-        .await?;
-    Ok(text
         .lines()
         .filter_map(|l| l.rsplit_once(' '))
         .find(|(s, _)| *s == series)
         .and_then(|(_, value)| value.parse().ok())
         .unwrap_or(0.0))
+}
+
+async fn metrics_text(http: &reqwest::Client, base: &str) -> reqwest::Result<String> {
+    http.get(format!("{base}/metrics"))
+        .send()
+        .await?
+        .error_for_status()?
+        .text()
+        .await
 }
 
 /// An acknowledged event whose arrival in its shard is timed.

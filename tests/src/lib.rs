@@ -25,7 +25,7 @@ pub use cluster::Cluster;
 pub use feeder::Feeder;
 pub use kafka::{header, KafkaAdmin};
 pub use ledger::Ledger;
-pub use poll::eventually;
+pub use poll::{eventually, eventually_seen};
 pub use private::{PrivateKafka, PrivateShard};
 pub use secure::SecureStack;
 pub use services::{

@@ -3,7 +3,7 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use pipeline_tests::{eventually, PrivateShard, Stack};
+use pipeline_tests::{eventually, eventually_seen, PrivateShard, Stack};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -21,16 +21,20 @@ async fn view(stack: &Stack, query: &str) -> Value {
     answer.json().await.expect("JSON")
 }
 
-/// Polls the view until `check` accepts it.
+/// Polls the view until `check` accepts it; a timeout shows the last view read.
 async fn view_until(
     stack: &Stack,
     query: &str,
     what: &str,
     check: impl Fn(&Value) -> bool,
 ) -> Value {
-    eventually(DEADLINE, what, || async {
+    eventually_seen(DEADLINE, what, || async {
         let v = view(stack, query).await;
-        (!v.is_null() && check(&v)).then_some(v)
+        if !v.is_null() && check(&v) {
+            Ok(v)
+        } else {
+            Err(v.to_string())
+        }
     })
     .await
 }
