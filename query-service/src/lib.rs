@@ -114,7 +114,7 @@ impl QueryService {
             },
         )
         .await?;
-        notices::follow(&kafka, &settings.kafka, pipeline.clone(), shutdown.clone())?;
+        notices::follow(&kafka, &settings.kafka, pipeline.clone(), shutdown.clone()).await?;
         let peeker = Arc::new(lag::observer(&kafka, &settings.kafka.writer_group)?);
         let edge = Edge::bind(settings.listen)
             .await?

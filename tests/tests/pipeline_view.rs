@@ -4,6 +4,7 @@
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use pipeline_tests::{eventually, eventually_seen, PrivateShard, Stack};
+use schemas::{PersistedBatch, PersistedCodec, ShardWrite};
 use serde_json::{json, Value};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -189,6 +190,39 @@ async fn the_view_shows_depth_age_lanes_shards_writers_and_batches() {
         .map(|s| s["rows_stored"].as_i64().expect("rows"))
         .sum();
     assert_eq!(stored, 500);
+}
+
+/// The view counts what the writers store from the replica's start on: a notice written the
+/// moment query-service is up is in it (a group subscription would have started at the ends
+/// found once the group was joined, later, and never shown it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_batch_stored_right_after_the_start_is_in_the_view() {
+    let stack = Stack::new().await;
+    let query = stack.start_query().await;
+    let batch = PersistedBatch {
+        batch_id: uuid::Uuid::new_v4().to_string(),
+        writer: "a-writer".into(),
+        shards: vec![ShardWrite {
+            shard: 1,
+            rows: 7,
+            event_ids: Vec::new(),
+            client_ids: Vec::new(),
+        }],
+        ranges: Vec::new(),
+        batch_size: 7,
+        first_ingested_at: 0,
+        last_ingested_at: 0,
+        persisted_at: 0,
+    };
+    let notice = PersistedCodec::default().encode(&batch).expect("notice");
+    stack
+        .kafka
+        .produce_raw(&stack.persisted_topic, "a-writer", &notice)
+        .await;
+    view_until(&stack, &query, "the batch's rows in the view", |v| {
+        v["shards"][1]["rows_stored"] == 7
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
