@@ -1,7 +1,7 @@
 //! Recently read pages of clients' persisted rows (moka, bounded in bytes, with a TTL), so a
 //! hot client's history is served from memory. A page is used only while a read now would
 //! return the same rows: rows change exactly when in-flight events of that client are evicted
-//! (they became rows), which the in-flight set records on its clock (`InFlight::rows_since`).
+//! (they became rows), which the in-flight set records on its clock (`InFlight::rows_unchanged`).
 //! Partitions added after the replica started are read from their beginning, so events the
 //! writer stored there before the replica saw them pass through the in-flight set too.
 

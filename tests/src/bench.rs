@@ -90,13 +90,18 @@ pub async fn metric_series(
     base: &str,
     series: &str,
 ) -> reqwest::Result<f64> {
-    Ok(metrics_text(http, base)
-        .await?
-        .lines()
-        .filter_map(|l| l.rsplit_once(' '))
-        .find(|(s, _)| *s == series)
-        .and_then(|(_, value)| value.parse().ok())
-        .unwrap_or(0.0))
+    Ok(series_value(&metrics_text(http, base).await?, series))
+}
+
+/// The value of one series in a Prometheus exposition `text`; 0 when absent.
+pub fn series_value(text: &str, series: &str) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
 }
 
 async fn metrics_text(http: &reqwest::Client, base: &str) -> reqwest::Result<String> {

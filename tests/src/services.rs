@@ -341,13 +341,7 @@ impl Stack {
             .text()
             .await
             .expect("metrics text");
-        text.lines()
-            .filter(|l| !l.starts_with('#'))
-            .find_map(|l| {
-                let (name, value) = l.rsplit_once(' ')?;
-                (name == sample).then(|| value.parse().ok()).flatten()
-            })
-            .unwrap_or(0.0)
+        crate::bench::series_value(&text, sample)
     }
 
     /// Runs a statement on every shard's test database.

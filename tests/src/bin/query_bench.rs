@@ -1,9 +1,9 @@
 //! GET /events latency while ingest runs: cache-hot (a few clients read over and over) and
 //! cold (a client not read before in the phase, each time), at a fixed request rate; with
-//! how many of each phase's pages query-service read from a shard (its page cache missed). Needs the services running
-//! (deploy/local/demo, or the release binaries). Before the reads, an ingest-only phase
-//! measures query-service's CPU per consumed event (every replica consumes every event).
-//! Prints percentiles and appends them to a results file.
+//! how many of each phase's pages query-service read from a shard (its page cache missed).
+//! Needs the services running (deploy/local/demo, or the release binaries). Before the
+//! reads, an ingest-only phase measures query-service's CPU per consumed event (every replica
+//! consumes every event). Prints percentiles and appends them to a results file.
 
 use std::{
     sync::{
