@@ -15,6 +15,10 @@ struct Args {
     /// Where the table is also written (Markdown).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Lines saying what the run depended on besides the code (machine speed, the broker's
+    /// age, the shards' size), listed above the table.
+    #[arg(long)]
+    conditions: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,10 +38,47 @@ fn main() -> anyhow::Result<()> {
     let missed = outcomes.iter().filter(|o| o.met() == Some(false)).count();
     let judged = outcomes.iter().filter(|o| o.met().is_some()).count();
     let footer = format!("{} of {judged} targets met\n", judged - missed);
-    print!("{rendered}\n{footer}");
+    let header = match &args.conditions {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading {}", path.display()))?;
+            conditions(&text)
+        }
+        None => String::new(),
+    };
+    print!("{header}{rendered}\n{footer}");
     if let Some(out) = &args.out {
-        std::fs::write(out, format!("{rendered}\n{footer}"))
+        std::fs::write(out, format!("{header}{rendered}\n{footer}"))
             .with_context(|| format!("writing {}", out.display()))?;
     }
     Ok(())
+}
+
+/// The conditions' lines as a Markdown list followed by a blank line; nothing if there are none.
+fn conditions(text: &str) -> String {
+    let items: String = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| format!("- {l}\n"))
+        .collect();
+    if items.is_empty() {
+        items
+    } else {
+        format!("{items}\n")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::conditions;
+
+    #[test]
+    fn conditions_become_a_list_above_the_table() {
+        assert_eq!(
+            conditions("CPU: 1.3 s\n\n  broker up 40 min \n"),
+            "- CPU: 1.3 s\n- broker up 40 min\n\n"
+        );
+        assert_eq!(conditions("\n \n"), "");
+    }
 }
