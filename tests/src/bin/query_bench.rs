@@ -3,7 +3,10 @@
 //! how many of each phase's pages query-service read from a shard (its page cache missed).
 //! Needs the services running (deploy/local/demo, or the release binaries). Before the
 //! reads, an ingest-only phase measures query-service's CPU per consumed event (every replica
-//! consumes every event). Prints percentiles and appends them to a results file.
+//! consumes every event). Per phase it also prints how many blocks the shards found in
+//! PostgreSQL's buffers and how many they read from outside them (the OS cache or the disk):
+//! a cold page is ~100 heap pages, and where they come from decides its latency. Prints
+//! percentiles and appends them to a results file.
 
 use std::{
     sync::{
@@ -45,10 +48,22 @@ struct Args {
     /// each (again from the start only when a phase has more reads than clients).
     #[arg(long, default_value_t = 10_010)]
     clients: usize,
+    /// The clients' ids are `<prefix>-<n>` (and `<prefix>-heavy`). Default: new for every run,
+    /// so that no run reads pages an earlier one left in query-service's page cache, nor
+    /// histories that earlier runs spread over the shards' heap.
+    #[arg(long, default_value_t = run_prefix())]
+    client_prefix: String,
     /// Events to hold for one client ("heavy") before measuring; run with db-writer stopped
     /// to see whether a client with that many events in flight slows the others' reads.
     #[arg(long, default_value_t = 0)]
     heavy_client_events: usize,
+    /// The shards, for their block counts (`pg_stat_database`).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "postgres://postgres@127.0.0.1:5433/events,postgres://postgres@127.0.0.1:5434/events"
+    )]
+    shards: Vec<String>,
     /// query-service's metrics base URL (its `process_cpu_seconds_total`).
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     query_metrics: String,
@@ -77,11 +92,21 @@ async fn main() -> anyhow::Result<()> {
         .timeout(GET_TIMEOUT)
         .build()?;
 
+    let mut shards = Vec::new();
+    for url in &args.shards {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .with_context(|| format!("connect {url}"))?;
+        tokio::spawn(connection);
+        shards.push(client);
+    }
+
     // Seed every client with some history, then keep ingesting in the background.
     let seed: String = (0..args.clients * 5)
         .map(|n| {
             format!(
-                "{{\"client_id\":\"bench-{}\",\"type\":\"seed\",\"payload\":{{\"n\":{n}}}}}\n",
+                "{{\"client_id\":\"{}-{}\",\"type\":\"seed\",\"payload\":{{\"n\":{n}}}}}\n",
+                args.client_prefix,
                 n % args.clients
             )
         })
@@ -103,7 +128,10 @@ async fn main() -> anyhow::Result<()> {
     for start in (0..args.heavy_client_events).step_by(1000) {
         let body: String = (start..(start + 1000).min(args.heavy_client_events))
             .map(|n| {
-                format!("{{\"client_id\":\"heavy\",\"type\":\"seed\",\"payload\":{{\"n\":{n}}}}}\n")
+                format!(
+                    "{{\"client_id\":\"{}-heavy\",\"type\":\"seed\",\"payload\":{{\"n\":{n}}}}}\n",
+                    args.client_prefix
+                )
             })
             .collect();
         let response = http
@@ -128,7 +156,7 @@ async fn main() -> anyhow::Result<()> {
             stop.clone(),
             ingested.clone(),
         );
-        let (rate, clients) = (args.ingest_rate, args.clients);
+        let (rate, clients, prefix) = (args.ingest_rate, args.clients, args.client_prefix.clone());
         tokio::spawn(async move {
             let per_request = 100u64;
             let interval = Duration::from_secs_f64(per_request as f64 / rate.max(1) as f64);
@@ -139,7 +167,7 @@ async fn main() -> anyhow::Result<()> {
                 let body: String = (0..per_request)
                     .map(|_| {
                         n += 1;
-                        format!("{{\"client_id\":\"bench-{}\",\"type\":\"live\",\"payload\":{{\"n\":{n}}}}}\n", n % clients)
+                        format!("{{\"client_id\":\"{prefix}-{}\",\"type\":\"live\",\"payload\":{{\"n\":{n}}}}}\n", n % clients)
                     })
                     .collect();
                 let http = http.clone();
@@ -161,8 +189,13 @@ async fn main() -> anyhow::Result<()> {
     };
 
     let mut report = format!(
-        "GET /events?limit=100 latency, {} GET/s per phase for {:?}, background ingest {} events/s, heavy client {} events\n",
-        args.get_rate, args.duration, args.ingest_rate, args.heavy_client_events
+        "GET /events?limit=100 latency, {} GET/s per phase for {:?}, background ingest {} events/s, heavy client {} events, clients {}-0..{}\n",
+        args.get_rate,
+        args.duration,
+        args.ingest_rate,
+        args.heavy_client_events,
+        args.client_prefix,
+        args.clients
     );
     let scenario = format!("GET at {}/s, ingest {}/s", args.get_rate, args.ingest_rate);
     let mut outcomes = Vec::new();
@@ -194,9 +227,9 @@ async fn main() -> anyhow::Result<()> {
             let misses = metric_series(&http, &args.query_metrics, &series("miss")).await?;
             reqwest::Result::Ok((hits, misses))
         };
-        let before = page_reads().await?;
+        let (before, blocks_before) = (page_reads().await?, shard_blocks(&shards).await?);
         let (mut latencies, failed) = run_phase(&args, kind).await?;
-        let after = page_reads().await?;
+        let (after, blocks_after) = (page_reads().await?, shard_blocks(&shards).await?);
         latencies.sort();
         let target = match kind {
             Phase::Hot => args.hot_p99_target_ms,
@@ -228,10 +261,12 @@ async fn main() -> anyhow::Result<()> {
             .target(Target::AtMost(0.0)),
         );
         let line = format!(
-            "{} failed={failed} pages: from memory={} from a shard={}",
+            "{} failed={failed} pages: from memory={} from a shard={} shard blocks (writer's too): in buffers={} read from outside={}",
             summarize(phase, &latencies),
             after.0 - before.0,
-            after.1 - before.1
+            after.1 - before.1,
+            blocks_after.hit - blocks_before.hit,
+            blocks_after.read - blocks_before.read,
         );
         println!("{line}");
         report.push_str(&line);
@@ -251,6 +286,31 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Blocks the shards' databases found in PostgreSQL's buffers and read from outside them,
+/// summed over the shards (`pg_stat_database`: every backend's, the writer's too, as each
+/// reports them, at least once a second).
+#[derive(Clone, Copy)]
+struct Blocks {
+    hit: i64,
+    read: i64,
+}
+
+async fn shard_blocks(shards: &[tokio_postgres::Client]) -> anyhow::Result<Blocks> {
+    let mut blocks = Blocks { hit: 0, read: 0 };
+    for shard in shards {
+        let row = shard
+            .query_one(
+                "SELECT blks_hit, blks_read FROM pg_stat_database WHERE datname = current_database()",
+                &[],
+            )
+            .await
+            .context("reading a shard's block counts")?;
+        blocks.hit += row.try_get::<_, i64>(0)?;
+        blocks.read += row.try_get::<_, i64>(1)?;
+    }
+    Ok(blocks)
+}
+
 /// query-service's CPU seconds over the events ingested meanwhile, in microseconds: with no
 /// reads running, what it spends consuming (every replica consumes every event).
 async fn cpu_per_event(
@@ -265,6 +325,14 @@ async fn cpu_per_event(
     let events = events_after.saturating_sub(events_before);
     anyhow::ensure!(events > 0, "nothing was ingested during the CPU phase");
     Ok((cpu_after - cpu_before) * 1e6 / events as f64)
+}
+
+/// A client prefix of this run's own: `qb` and the time in seconds, in hex.
+fn run_prefix() -> String {
+    let seconds = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    format!("qb{seconds:x}")
 }
 
 /// Hot clients a phase reads over and over.
@@ -317,9 +385,13 @@ async fn run_phase(args: &Args, phase: Phase) -> anyhow::Result<(Vec<Duration>, 
             .wrapping_add(1442695040888963407);
         reads += 1;
         let client = match phase {
-            Phase::Hot => format!("bench-{}", (n >> 33) % HOT_CLIENTS),
-            Phase::Cold => format!("bench-{}", cold_client(reads, args.clients)),
-            Phase::Heavy => "heavy".to_owned(),
+            Phase::Hot => format!("{}-{}", args.client_prefix, (n >> 33) % HOT_CLIENTS),
+            Phase::Cold => format!(
+                "{}-{}",
+                args.client_prefix,
+                cold_client(reads, args.clients)
+            ),
+            Phase::Heavy => format!("{}-heavy", args.client_prefix),
         };
         let path = format!("/events?clientId={client}&limit=100");
         let taken = idle.lock().ok().and_then(|mut idle| idle.pop());
