@@ -199,8 +199,10 @@ async fn main() -> anyhow::Result<()> {
     );
     let scenario = format!("GET at {}/s, ingest {}/s", args.get_rate, args.ingest_rate);
     let mut outcomes = Vec::new();
+    let mut ingest_cost = None;
     if !args.cpu_phase.is_zero() {
         let per_event = cpu_per_event(&http, &args, &ingested).await?;
+        ingest_cost = Some(per_event);
         let line = format!(
             "query-service CPU per consumed event: {per_event:.2} µs (ingest only, {:?})",
             args.cpu_phase
@@ -227,9 +229,18 @@ async fn main() -> anyhow::Result<()> {
             let misses = metric_series(&http, &args.query_metrics, &series("miss")).await?;
             reqwest::Result::Ok((hits, misses))
         };
+        let cpu = || metric_sum(&http, &args.query_metrics, "process_cpu_seconds_total");
         let (before, blocks_before) = (page_reads().await?, shard_blocks(&shards).await?);
+        let (cpu_before, events_before) = (cpu().await?, ingested.load(Ordering::Relaxed));
         let (mut latencies, failed) = run_phase(&args, kind).await?;
+        let (cpu_after, events_after) = (cpu().await?, ingested.load(Ordering::Relaxed));
         let (after, blocks_after) = (page_reads().await?, shard_blocks(&shards).await?);
+        // What the phase's reads cost query-service: its CPU less what consuming the phase's
+        // ingest costs at the rate the ingest-only phase measured.
+        let gets = (latencies.len() + failed).max(1) as f64;
+        let ingest_micros =
+            ingest_cost.unwrap_or(0.0) * events_after.saturating_sub(events_before) as f64;
+        let per_get = ((cpu_after - cpu_before) * 1e6 - ingest_micros) / gets;
         latencies.sort();
         let target = match kind {
             Phase::Hot => args.hot_p99_target_ms,
@@ -261,8 +272,9 @@ async fn main() -> anyhow::Result<()> {
             .target(Target::AtMost(0.0)),
         );
         let line = format!(
-            "{} failed={failed} pages: from memory={} from a shard={} shard blocks (writer's too): in buffers={} read from outside={}",
+            "{} failed={failed} query-service CPU per GET={per_get:.0}µs{} pages: from memory={} from a shard={} shard blocks (writer's too): in buffers={} read from outside={}",
             summarize(phase, &latencies),
+            if ingest_cost.is_some() { "" } else { " (its ingest's too)" },
             after.0 - before.0,
             after.1 - before.1,
             blocks_after.hit - blocks_before.hit,
