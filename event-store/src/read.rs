@@ -88,7 +88,8 @@ impl Shard {
             )
             .await
             .map_err(self.pg())?;
-        rows.iter().map(StoredEvent::try_from).collect()
+        let columns = EventColumns::of(statement.columns())?;
+        rows.iter().map(|row| columns.event(row)).collect()
     }
 
     /// Where the stored copy of each of `ids` is, and whose it is: producer-chosen ids
@@ -130,32 +131,70 @@ pub(crate) async fn copies_of(
         .collect()
 }
 
-impl TryFrom<&Row> for StoredEvent {
-    type Error = StoreError;
+/// Where each of a page's columns is in the statement's rows: looked up by name once per
+/// statement, not once per row and column (that search took ~14 % of a shard read's CPU).
+struct EventColumns {
+    event_id: usize,
+    client_id: usize,
+    event_type: usize,
+    ts: usize,
+    ingested_at: usize,
+    ordered_at: usize,
+    priority: usize,
+    payload: usize,
+    topic: usize,
+    partition: usize,
+    offset: usize,
+    sdk: usize,
+}
 
-    fn try_from(row: &Row) -> Result<Self, StoreError> {
+impl EventColumns {
+    fn of(columns: &[tokio_postgres::Column]) -> Result<Self, StoreError> {
+        let at = |name: &str| {
+            columns
+                .iter()
+                .position(|c| c.name() == name)
+                .ok_or_else(|| StoreError::CorruptRow(format!("no column {name} in the page")))
+        };
+        Ok(EventColumns {
+            event_id: at("event_id")?,
+            client_id: at("client_id")?,
+            event_type: at("type")?,
+            ts: at("ts")?,
+            ingested_at: at("ingested_at")?,
+            ordered_at: at("ordered_at")?,
+            priority: at("priority")?,
+            payload: at("payload")?,
+            topic: at("topic")?,
+            partition: at("kafka_partition")?,
+            offset: at("kafka_offset")?,
+            sdk: at("sdk")?,
+        })
+    }
+
+    fn event(&self, row: &Row) -> Result<StoredEvent, StoreError> {
         let corrupt = |e: tokio_postgres::Error| StoreError::CorruptRow(e.to_string());
-        let ts: Option<OffsetDateTime> = row.try_get("ts").map_err(corrupt)?;
-        let priority: String = row.try_get("priority").map_err(corrupt)?;
+        let ts: Option<OffsetDateTime> = row.try_get(self.ts).map_err(corrupt)?;
+        let priority: &str = row.try_get(self.priority).map_err(corrupt)?;
         Ok(StoredEvent {
             event: Event {
-                event_id: row.try_get("event_id").map_err(corrupt)?,
-                client_id: row.try_get("client_id").map_err(corrupt)?,
-                event_type: row.try_get("type").map_err(corrupt)?,
+                event_id: row.try_get(self.event_id).map_err(corrupt)?,
+                client_id: row.try_get(self.client_id).map_err(corrupt)?,
+                event_type: row.try_get(self.event_type).map_err(corrupt)?,
                 ts_micros: ts.map(to_micros).transpose()?,
-                ingested_at_micros: to_micros(row.try_get("ingested_at").map_err(corrupt)?)?,
+                ingested_at_micros: to_micros(row.try_get(self.ingested_at).map_err(corrupt)?)?,
                 priority: priority
                     .parse::<Priority>()
                     .map_err(|e| StoreError::CorruptRow(e.to_string()))?,
-                payload: row.try_get("payload").map_err(corrupt)?,
-                sdk: row.try_get("sdk").map_err(corrupt)?,
+                payload: row.try_get(self.payload).map_err(corrupt)?,
+                sdk: row.try_get(self.sdk).map_err(corrupt)?,
             },
             position: KafkaPosition {
-                topic: row.try_get("topic").map_err(corrupt)?,
-                partition: row.try_get("kafka_partition").map_err(corrupt)?,
-                offset: row.try_get("kafka_offset").map_err(corrupt)?,
+                topic: row.try_get(self.topic).map_err(corrupt)?,
+                partition: row.try_get(self.partition).map_err(corrupt)?,
+                offset: row.try_get(self.offset).map_err(corrupt)?,
             },
-            ordered_at_micros: to_micros(row.try_get("ordered_at").map_err(corrupt)?)?,
+            ordered_at_micros: to_micros(row.try_get(self.ordered_at).map_err(corrupt)?)?,
             id_assigned: false,
         })
     }
