@@ -67,6 +67,34 @@ pub fn append_results(path: &Path, report: &str) -> std::io::Result<()> {
     writeln!(file, "{report}")
 }
 
+/// One connection per shard URL, in the order given; each connection's driver runs on the
+/// runtime until its client is dropped.
+pub async fn connect_shards(
+    urls: &[String],
+) -> Result<Vec<tokio_postgres::Client>, ShardConnectError> {
+    let mut shards = Vec::with_capacity(urls.len());
+    for url in urls {
+        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+            .await
+            .map_err(|source| ShardConnectError {
+                url: url.clone(),
+                source,
+            })?;
+        tokio::spawn(connection);
+        shards.push(client);
+    }
+    Ok(shards)
+}
+
+/// A shard a benchmark could not connect to.
+#[derive(Debug, thiserror::Error)]
+#[error("connect {url}")]
+pub struct ShardConnectError {
+    url: String,
+    #[source]
+    source: tokio_postgres::Error,
+}
+
 /// The sum of every sample of metric `name` (all label sets) on a service's `/metrics`.
 pub async fn metric_sum(http: &reqwest::Client, base: &str, name: &str) -> reqwest::Result<f64> {
     Ok(metrics_text(http, base)

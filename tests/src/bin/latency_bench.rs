@@ -19,7 +19,7 @@ use bytes::Bytes;
 use clap::Parser;
 use event_store::ShardRouter;
 use pipeline_tests::{
-    bench::{percentile_ms, watch_stored, Outcome, Output, Target, Timed},
+    bench::{self, percentile_ms, watch_stored, Outcome, Output, Target, Timed},
     keep_alive::KeepAlive,
 };
 use tokio::sync::{mpsc, Semaphore};
@@ -124,14 +124,11 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .build()
         .context("http client")?;
-    let mut shards = Vec::new();
-    for url in &args.shards {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .with_context(|| format!("connect {url}"))?;
-        tokio::spawn(connection);
-        shards.push(Arc::new(client));
-    }
+    let shards: Vec<_> = bench::connect_shards(&args.shards)
+        .await?
+        .into_iter()
+        .map(Arc::new)
+        .collect();
     let router = ShardRouter::new(shards.len());
     println!(
         "| offered | achieved | lane | acknowledged | timed | ack p50 / p99 ms | persisted p50 / p90 / p99 / max ms | visible in GET p50 / p90 / p99 / max ms (watched) | not seen | refused |"

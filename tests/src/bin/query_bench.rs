@@ -19,7 +19,7 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use pipeline_tests::{
-    bench::{metric_series, metric_sum, percentile_ms, Outcome, Output, Target},
+    bench::{self, metric_series, metric_sum, percentile_ms, Outcome, Output, Target},
     keep_alive::KeepAlive,
 };
 
@@ -92,14 +92,7 @@ async fn main() -> anyhow::Result<()> {
         .timeout(GET_TIMEOUT)
         .build()?;
 
-    let mut shards = Vec::new();
-    for url in &args.shards {
-        let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-            .await
-            .with_context(|| format!("connect {url}"))?;
-        tokio::spawn(connection);
-        shards.push(client);
-    }
+    let shards = bench::connect_shards(&args.shards).await?;
 
     // Seed every client with some history, then keep ingesting in the background.
     let seed: String = (0..args.clients * 5)
