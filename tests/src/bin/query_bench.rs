@@ -96,13 +96,7 @@ async fn main() -> anyhow::Result<()> {
 
     // Seed every client with some history, then keep ingesting in the background.
     let seed: String = (0..args.clients * 5)
-        .map(|n| {
-            format!(
-                "{{\"client_id\":\"{}-{}\",\"type\":\"seed\",\"payload\":{{\"n\":{n}}}}}\n",
-                args.client_prefix,
-                n % args.clients
-            )
-        })
+        .map(|n| event_line(&client_id(&args.client_prefix, n % args.clients), "seed", n))
         .collect();
     for chunk in seed.lines().collect::<Vec<_>>().chunks(1000) {
         let response = http
@@ -120,12 +114,7 @@ async fn main() -> anyhow::Result<()> {
     }
     for start in (0..args.heavy_client_events).step_by(1000) {
         let body: String = (start..(start + 1000).min(args.heavy_client_events))
-            .map(|n| {
-                format!(
-                    "{{\"client_id\":\"{}-heavy\",\"type\":\"seed\",\"payload\":{{\"n\":{n}}}}}\n",
-                    args.client_prefix
-                )
-            })
+            .map(|n| event_line(&client_id(&args.client_prefix, "heavy"), "seed", n))
             .collect();
         let response = http
             .post(format!("{}/events", args.gateway))
@@ -160,7 +149,7 @@ async fn main() -> anyhow::Result<()> {
                 let body: String = (0..per_request)
                     .map(|_| {
                         n += 1;
-                        format!("{{\"client_id\":\"{prefix}-{}\",\"type\":\"live\",\"payload\":{{\"n\":{n}}}}}\n", n % clients)
+                        event_line(&client_id(&prefix, n % clients), "live", n)
                     })
                     .collect();
                 let http = http.clone();
@@ -332,6 +321,17 @@ async fn cpu_per_event(
     Ok((cpu_after - cpu_before) * 1e6 / events as f64)
 }
 
+/// The id of this run's client `n` (a number, or `heavy`): what the seed and the ingest write
+/// and the phases read.
+fn client_id(prefix: &str, n: impl std::fmt::Display) -> String {
+    format!("{prefix}-{n}")
+}
+
+/// One NDJSON line of an event with payload `{"n": n}`.
+fn event_line(client: &str, event_type: &str, n: impl std::fmt::Display) -> String {
+    format!("{{\"client_id\":\"{client}\",\"type\":\"{event_type}\",\"payload\":{{\"n\":{n}}}}}\n")
+}
+
 /// A client prefix of this run's own: `qb` and the time in seconds, in hex.
 fn run_prefix() -> String {
     let seconds = std::time::SystemTime::now()
@@ -390,13 +390,9 @@ async fn run_phase(args: &Args, phase: Phase) -> anyhow::Result<(Vec<Duration>, 
             .wrapping_add(1442695040888963407);
         reads += 1;
         let client = match phase {
-            Phase::Hot => format!("{}-{}", args.client_prefix, (n >> 33) % HOT_CLIENTS),
-            Phase::Cold => format!(
-                "{}-{}",
-                args.client_prefix,
-                cold_client(reads, args.clients)
-            ),
-            Phase::Heavy => format!("{}-heavy", args.client_prefix),
+            Phase::Hot => client_id(&args.client_prefix, (n >> 33) % HOT_CLIENTS),
+            Phase::Cold => client_id(&args.client_prefix, cold_client(reads, args.clients)),
+            Phase::Heavy => client_id(&args.client_prefix, "heavy"),
         };
         let path = format!("/events?clientId={client}&limit=100");
         let taken = idle.lock().ok().and_then(|mut idle| idle.pop());
