@@ -112,7 +112,7 @@ impl Batcher {
             let position = r.position();
             !revoked
                 .iter()
-                .any(|(t, p)| *t == position.topic && *p == position.partition)
+                .any(|(t, p)| t.as_str() == &*position.topic && *p == position.partition)
         });
         if self.records.is_empty() {
             self.deadline = None;

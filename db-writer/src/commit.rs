@@ -25,7 +25,7 @@ pub fn ranges(records: &[Record]) -> Ranges {
         let offset = position.offset;
         let clock = record.clock_after();
         let slot = ranges
-            .entry((position.topic.clone(), position.partition))
+            .entry((position.topic.to_string(), position.partition))
             .or_insert(Range {
                 first: offset,
                 last: offset,

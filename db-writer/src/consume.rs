@@ -154,7 +154,7 @@ impl Decoder {
     /// as it does for every other consumer.
     pub fn record(&self, message: OwnedMessage, clock: &mut LogClock) -> Record {
         let position = KafkaPosition {
-            topic: message.topic().to_owned(),
+            topic: message.topic().into(),
             partition: message.partition(),
             offset: message.offset(),
         };

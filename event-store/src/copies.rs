@@ -7,6 +7,8 @@
 //! on the records, so the writer and every reader pick the same copy whatever order they see
 //! them in, and the answer shows the same copy before and after it is stored.
 
+use std::sync::Arc;
+
 use uuid::Uuid;
 
 use crate::StoredEvent;
@@ -16,7 +18,7 @@ use crate::StoredEvent;
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct CopyRank {
     pub ordered_at_micros: i64,
-    pub topic: String,
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
 }
@@ -35,12 +37,12 @@ impl StoredEvent {
     pub fn precedes(&self, other: &StoredEvent) -> bool {
         (
             self.ordered_at_micros,
-            self.position.topic.as_str(),
+            &*self.position.topic,
             self.position.partition,
             self.position.offset,
         ) < (
             other.ordered_at_micros,
-            other.position.topic.as_str(),
+            &*other.position.topic,
             other.position.partition,
             other.position.offset,
         )

@@ -122,7 +122,7 @@ pub(crate) async fn copies_of(
                 client_id: row.try_get("client_id").map_err(corrupt)?,
                 rank: CopyRank {
                     ordered_at_micros: to_micros(row.try_get("ordered_at").map_err(corrupt)?)?,
-                    topic: row.try_get("topic").map_err(corrupt)?,
+                    topic: row.try_get::<_, &str>("topic").map_err(corrupt)?.into(),
                     partition: row.try_get("kafka_partition").map_err(corrupt)?,
                     offset: row.try_get("kafka_offset").map_err(corrupt)?,
                 },
@@ -190,7 +190,7 @@ impl EventColumns {
                 sdk: row.try_get(self.sdk).map_err(corrupt)?,
             },
             position: KafkaPosition {
-                topic: row.try_get(self.topic).map_err(corrupt)?,
+                topic: row.try_get::<_, &str>(self.topic).map_err(corrupt)?.into(),
                 partition: row.try_get(self.partition).map_err(corrupt)?,
                 offset: row.try_get(self.offset).map_err(corrupt)?,
             },

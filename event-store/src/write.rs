@@ -1,6 +1,7 @@
 use std::{
     collections::{HashMap, HashSet},
     pin::pin,
+    sync::Arc,
 };
 
 use bytes::{BufMut, BytesMut};
@@ -80,7 +81,8 @@ impl std::str::FromStr for InsertMethod {
 /// writer has persisted, and an operator can trace a row back to its message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KafkaPosition {
-    pub topic: String,
+    /// Shared: every record of a partition names the same topic, and a consumer holds many.
+    pub topic: Arc<str>,
     pub partition: i32,
     pub offset: i64,
 }
@@ -355,7 +357,7 @@ impl Shard {
                     &ordered,
                     &event.priority.as_str(),
                     &JsonbText(&event.payload),
-                    &position.topic,
+                    &&*position.topic,
                     &position.partition,
                     &position.offset,
                     &event.sdk,

@@ -21,6 +21,7 @@ use std::{
 
 use event_store::{ClientQuery, CopyRank, Direction, StoredCopy, StoredEvent};
 use schemas::OrderKey;
+use smallvec::SmallVec;
 use uuid::Uuid;
 
 const SHARDS: usize = 64;
@@ -34,7 +35,8 @@ pub type Held = Arc<StoredEvent>;
 /// Every in-flight copy of one event id of one client, and what is known of stored copies.
 #[derive(Debug, Default)]
 struct Copies {
-    held: Vec<Held>,
+    /// Nearly always one: inline, so holding an event allocates no list.
+    held: SmallVec<[Held; 1]>,
     /// The first stored copy known (from an eviction or from the shard).
     stored: Option<CopyRank>,
     /// The id belongs to another client's event: none of these copies will be stored.
@@ -225,6 +227,16 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Stale;
 
+impl Shard {
+    fn with_recent(bound: usize) -> Self {
+        Shard {
+            recent: Map::with_capacity_and_hasher(bound + 1, ahash::RandomState::new()),
+            recent_order: VecDeque::with_capacity(bound + 1),
+            ..Shard::default()
+        }
+    }
+}
+
 /// Clients remembered in `moved` per shard before they are folded into `floor`.
 const MOVED_BOUND: usize = 4096;
 
@@ -263,15 +275,20 @@ impl InFlight {
         recent: usize,
         hasher: ahash::RandomState,
     ) -> Self {
+        let recent_per_shard = (recent / SHARDS).max(16);
         InFlight {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            // The memory of evictions is sized for its bound at once: growing it reallocated
+            // and rehashed it on the tail's thread while the first evictions came in.
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Shard::with_recent(recent_per_shard)))
+                .collect(),
             hasher,
             clock: AtomicU64::new(1),
             events: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             max_events: max_events.max(1),
             max_bytes: max_bytes.max(1),
-            recent_per_shard: (recent / SHARDS).max(16),
+            recent_per_shard,
         }
     }
 

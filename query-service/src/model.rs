@@ -265,10 +265,15 @@ impl World {
         if trace() {
             eprintln!("  consume {p}/{offset} {record:?}");
         }
+        let slot = slot(p);
+        let part = self
+            .partitions
+            .find(&slot.0, slot.1)
+            .expect("every partition is assigned at start");
         match record {
-            Record::Tick(at) => self.partitions.tick(&slot(p), offset, at),
+            Record::Tick(at) => self.partitions.tick(part, offset, at),
             Record::Event { event, id_assigned } => {
-                if let Some(held) = self.partitions.event(&slot(p), offset, event, id_assigned) {
+                if let Some(held) = self.partitions.event(part, offset, event, id_assigned) {
                     self.checks.push(held);
                 }
             }

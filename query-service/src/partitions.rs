@@ -5,7 +5,7 @@
 //! model in tests.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashMap, VecDeque},
     sync::Arc,
 };
 
@@ -22,6 +22,9 @@ use crate::{
 pub use lag::Slot;
 
 struct Partition {
+    /// Shared by every event held from it.
+    topic: Arc<str>,
+    number: i32,
     clock: LogClock,
     /// The writer's committed offset: everything below is in PostgreSQL.
     committed: i64,
@@ -31,12 +34,22 @@ struct Partition {
     held: VecDeque<Held>,
     /// Committed events still waiting for their duplicate check.
     deferred: Vec<Held>,
+    /// Events consumed so far (for rates).
+    consumed: u64,
+    /// Next offset to consume, once records were consumed since [`Partitions::advance`] last
+    /// told `Progress`.
+    unreported: Option<i64>,
 }
 
+/// A partition followed by [`Partitions`]: found once per record by [`Partitions::find`],
+/// without building a [`Slot`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartIndex(usize);
+
 pub struct Partitions {
-    parts: BTreeMap<Slot, Partition>,
-    /// Events consumed so far, per topic (for rates).
-    consumed: BTreeMap<String, u64>,
+    parts: Vec<Partition>,
+    /// Topic → partition number → index into `parts`.
+    index: HashMap<String, Vec<Option<usize>>>,
     in_flight: Arc<InFlight>,
     progress: Arc<Progress>,
     release: Release,
@@ -51,8 +64,8 @@ impl Partitions {
         quiet_bound_micros: i64,
     ) -> Self {
         Partitions {
-            parts: BTreeMap::new(),
-            consumed: BTreeMap::new(),
+            parts: Vec::new(),
+            index: HashMap::new(),
             in_flight,
             progress,
             release,
@@ -60,8 +73,19 @@ impl Partitions {
         }
     }
 
+    /// The partition `partition` of `topic`, if it is followed.
+    pub fn find(&self, topic: &str, partition: i32) -> Option<PartIndex> {
+        let numbers = self.index.get(topic)?;
+        let at = usize::try_from(partition).ok()?;
+        numbers.get(at).copied().flatten().map(PartIndex)
+    }
+
+    fn slot_index(&self, slot: &Slot) -> Option<usize> {
+        self.find(&slot.0, slot.1).map(|i| i.0)
+    }
+
     pub fn contains(&self, slot: &Slot) -> bool {
-        self.parts.contains_key(slot)
+        self.slot_index(slot).is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -69,62 +93,77 @@ impl Partitions {
     }
 
     /// Starts following a partition from `next`, where its clock is `clock` and the writer
-    /// has committed up to `committed`.
+    /// has committed up to `committed`. A partition followed already is left as it is.
     pub fn assign(&mut self, slot: Slot, next: i64, committed: i64, clock: Option<i64>) {
+        let Ok(number) = usize::try_from(slot.1) else {
+            return;
+        };
+        if self.contains(&slot) {
+            return;
+        }
         // Everything below `next` is in PostgreSQL (or will be read): consumed, in effect.
         self.progress.advance(&slot.0, slot.1, next, clock);
         if let Some(clock) = clock {
             self.release.started_at(clock);
         }
-        self.parts.insert(
-            slot,
-            Partition {
-                clock: LogClock::resume(clock),
-                committed,
-                caught_up_at: None,
-                held: VecDeque::new(),
-                deferred: Vec::new(),
-            },
-        );
+        let at = self.parts.len();
+        let numbers = self.index.entry(slot.0.clone()).or_default();
+        if numbers.len() <= number {
+            numbers.resize(number + 1, None);
+        }
+        numbers[number] = Some(at);
+        self.parts.push(Partition {
+            topic: Arc::from(slot.0.as_str()),
+            number: slot.1,
+            clock: LogClock::resume(clock),
+            committed,
+            caught_up_at: None,
+            held: VecDeque::new(),
+            deferred: Vec::new(),
+            consumed: 0,
+            unreported: None,
+        });
     }
 
     /// A tick at `offset`: the partition's clock moves.
-    pub fn tick(&mut self, slot: &Slot, offset: i64, at: i64) {
-        if let Some(partition) = self.parts.get_mut(slot) {
+    pub fn tick(&mut self, at_index: PartIndex, offset: i64, at: i64) {
+        if let Some(partition) = self.parts.get_mut(at_index.0) {
             partition.clock.observe(at);
+            partition.unreported = Some(offset + 1);
         }
-        self.consumed(slot, offset);
     }
 
     /// A record that is neither an event nor a tick: the writer dead-letters it; the clock
     /// stays, as it does for every other consumer.
-    pub fn unreadable(&mut self, slot: &Slot, offset: i64) {
+    pub fn unreadable(&mut self, at_index: PartIndex, offset: i64) {
         metrics::UNDECODABLE.inc();
-        self.consumed(slot, offset);
+        if let Some(partition) = self.parts.get_mut(at_index.0) {
+            partition.unreported = Some(offset + 1);
+        }
     }
 
     /// An event at `offset`. Returns it when a producer chose its id and the shard must be
     /// asked whether a copy is stored already (answer with [`Partitions::checked`]).
+    ///
+    /// Its position reaches `Progress` (and readers wake) at [`Partitions::advance`], once
+    /// per batch of records the tail has drained, not per record: after the insert, so a
+    /// reader woken then finds the event.
     pub fn event(
         &mut self,
-        slot: &Slot,
+        at_index: PartIndex,
         offset: i64,
         event: Event,
         id_assigned: bool,
     ) -> Option<Held> {
-        let partition = self.parts.get_mut(slot)?;
-        match self.consumed.get_mut(&slot.0) {
-            Some(count) => *count += 1,
-            None => {
-                self.consumed.insert(slot.0.clone(), 1);
-            }
-        }
+        let partition = self.parts.get_mut(at_index.0)?;
+        partition.consumed += 1;
+        partition.unreported = Some(offset + 1);
         let ordered_at_micros = partition.clock.observe(event.ingested_at_micros);
         let held = Arc::new(StoredEvent {
             event,
             position: KafkaPosition {
-                topic: slot.0.clone(),
-                partition: slot.1,
+                topic: partition.topic.clone(),
+                partition: partition.number,
                 offset,
             },
             ordered_at_micros,
@@ -137,16 +176,7 @@ impl Partitions {
             self.release.check_started(&held.event.client_id);
             metrics::UNVERIFIED.inc();
         }
-        self.consumed(slot, offset);
         needs_check.then_some(held)
-    }
-
-    /// Records the position only: the frontier moves (and readers wake) at
-    /// [`Partitions::advance`], once per batch of records the tail has drained, not per record.
-    fn consumed(&mut self, slot: &Slot, offset: i64) {
-        let clock = self.parts.get(slot).and_then(|p| p.clock.latest());
-        // After the insert: a reader woken at the next `advance` finds the event.
-        self.progress.advance(&slot.0, slot.1, offset + 1, clock);
     }
 
     /// The shard's answer to a duplicate check.
@@ -155,8 +185,10 @@ impl Partitions {
         let change = self.in_flight.verified(held, found);
         self.release.apply(change);
         self.release.check_done(&held.event.client_id);
-        let slot = (held.position.topic.clone(), held.position.partition);
-        if let Some(partition) = self.parts.get_mut(&slot) {
+        let at = self
+            .find(&held.position.topic, held.position.partition)
+            .map(|i| i.0);
+        if let Some(partition) = at.and_then(|at| self.parts.get_mut(at)) {
             if held.position.offset < partition.committed {
                 if let Some(at) = partition.deferred.iter().position(|d| Arc::ptr_eq(d, held)) {
                     partition.deferred.swap_remove(at);
@@ -170,7 +202,7 @@ impl Partitions {
     /// The writer has committed the partition up to `committed`: what it holds below is in
     /// PostgreSQL now.
     pub fn committed(&mut self, slot: &Slot, committed: i64) {
-        let Some(partition) = self.parts.get_mut(slot) else {
+        let Some(partition) = self.slot_index(slot).and_then(|at| self.parts.get_mut(at)) else {
             return;
         };
         partition.committed = partition.committed.max(committed);
@@ -191,13 +223,17 @@ impl Partitions {
 
     /// Events consumed so far, per topic.
     pub fn consumed_counts(&self) -> BTreeMap<String, u64> {
-        self.consumed.clone()
+        let mut counts = BTreeMap::new();
+        for partition in &self.parts {
+            *counts.entry(partition.topic.to_string()).or_default() += partition.consumed;
+        }
+        counts
     }
 
     /// `ingested_at` of the oldest event held (consumed, not yet stored).
     pub fn oldest_held(&self) -> Option<i64> {
         self.parts
-            .values()
+            .iter()
             .flat_map(|p| p.held.front().into_iter().chain(p.deferred.iter()))
             .map(|h| h.event.ingested_at_micros)
             .min()
@@ -205,16 +241,22 @@ impl Partitions {
 
     /// This replica had consumed the partition to its end at `at` (micros).
     pub fn caught_up(&mut self, slot: &Slot, at: i64) {
-        if let Some(partition) = self.parts.get_mut(slot) {
+        if let Some(partition) = self.slot_index(slot).and_then(|i| self.parts.get_mut(i)) {
             partition.caught_up_at = Some(at);
         }
     }
 
-    /// Moves the release frontier to the smallest clock over all partitions, a partition
-    /// consumed to its end counting as `caught_up_at - quiet_bound` at least.
+    /// Tells `Progress` how far each partition is consumed, then moves the release frontier
+    /// to the smallest clock over all partitions, a partition consumed to its end counting as
+    /// `caught_up_at - quiet_bound` at least.
     pub fn advance(&mut self) {
+        self.progress
+            .advance_all(self.parts.iter_mut().filter_map(|p| {
+                let next = p.unreported.take()?;
+                Some((&*p.topic, p.number, next, p.clock.latest()))
+            }));
         let mut frontier = i64::MAX;
-        for partition in self.parts.values() {
+        for partition in &self.parts {
             let idle = partition
                 .caught_up_at
                 .map(|at| at.saturating_sub(self.quiet_bound_micros));

@@ -17,7 +17,7 @@ struct Position {
 }
 
 pub struct Progress {
-    /// Topic → partition → position (looked up by `&str`: this runs once per message).
+    /// Topic → partition → position (looked up by `&str`, without building a key).
     positions: Mutex<HashMap<String, HashMap<i32, Position>>>,
     changed: watch::Sender<u64>,
 }
@@ -33,7 +33,19 @@ impl Default for Progress {
 
 impl Progress {
     pub fn advance(&self, topic: &str, partition: i32, next: i64, clock: Option<i64>) {
-        if let Ok(mut map) = self.positions.lock() {
+        self.advance_all([(topic, partition, next, clock)]);
+    }
+
+    /// [`Progress::advance`] for several partitions under one lock: the tail reports once per
+    /// batch of records it drained.
+    pub fn advance_all<'a>(
+        &self,
+        positions: impl IntoIterator<Item = (&'a str, i32, i64, Option<i64>)>,
+    ) {
+        let Ok(mut map) = self.positions.lock() else {
+            return;
+        };
+        for (topic, partition, next, clock) in positions {
             let partitions = match map.get_mut(topic) {
                 Some(partitions) => partitions,
                 None => map.entry(topic.to_owned()).or_default(),
@@ -56,7 +68,7 @@ impl Progress {
     }
 
     /// Wakes waiting readers; called by the tail after consuming or releasing, only when
-    /// someone waits (this runs once per message).
+    /// someone waits.
     pub fn notify(&self) {
         if self.changed.receiver_count() > 0 {
             self.changed.send_modify(|n| *n = n.wrapping_add(1));

@@ -26,6 +26,7 @@ use tracing::error;
 use crate::{
     in_flight::{Change, Held, InFlight},
     metrics,
+    partitions::now_micros,
     streams::Streams,
 };
 
@@ -148,12 +149,13 @@ impl Release {
         self.released = micros;
         self.frontier.released.store(micros, Ordering::Release);
         let bound = OrderKey::floor(micros);
+        let now = now_micros();
         while let Some(entry) = self.pending.first_entry() {
             if *entry.key() >= bound {
                 break;
             }
             let held = entry.remove();
-            metrics::RELEASE_DELAY.observe(release_delay(&held));
+            metrics::RELEASE_DELAY.observe(release_delay(now, &held));
             self.deliver(held);
         }
         metrics::UNRELEASED.set(self.pending.len() as i64);
@@ -202,8 +204,7 @@ impl Release {
 }
 
 /// Seconds from the gateway's acknowledgement time to release (the cost of the stable order).
-fn release_delay(held: &Held) -> f64 {
-    let now = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000;
-    let micros = now as i64 - held.event.ingested_at_micros;
+fn release_delay(now_micros: i64, held: &Held) -> f64 {
+    let micros = now_micros - held.event.ingested_at_micros;
     (micros.max(0) as f64) / 1e6
 }

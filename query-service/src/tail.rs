@@ -80,6 +80,9 @@ struct Core {
     /// `query_consume_delay_seconds` of each kind, looked up once (every record observes one).
     event_delay: Histogram,
     tick_delay: Histogram,
+    /// When (micros) the drain under way began: the consume delay of each of its records is
+    /// measured against it, not against a clock read per record.
+    drained_at: i64,
 }
 
 /// One reading of Kafka by [`Core::read`].
@@ -159,6 +162,7 @@ impl Tail {
             members: Vec::new(),
             event_delay: metrics::CONSUME_DELAY.with_label_values(&["event"]),
             tick_delay: metrics::CONSUME_DELAY.with_label_values(&["tick"]),
+            drained_at: 0,
         };
         // A broker that just started may not have a group coordinator yet: wait for it.
         let mut backoff = Duration::from_millis(100);
@@ -248,6 +252,7 @@ impl Tail {
                 // At the in-flight bound, stop consuming until the writer's commits make room:
                 // nothing consumed is ever dropped, answers only lag.
                 message = records.next(), if !full => {
+                    core.drained_at = partitions::now_micros();
                     core.received(message).await;
                     // What librdkafka holds already is taken in the same turn, and the frontier
                     // (a walk over every partition) moves once for all of it, not per record.
@@ -367,7 +372,14 @@ impl Core {
     }
 
     async fn consume(&mut self, message: &BorrowedMessage<'_>) {
-        let slot = (message.topic().to_owned(), message.partition());
+        let Some(slot) = self.partitions.find(message.topic(), message.partition()) else {
+            warn!(
+                topic = message.topic(),
+                partition = message.partition(),
+                "record of a partition not followed"
+            );
+            return;
+        };
         let offset = message.offset();
         let header = |name: &str| {
             message
@@ -380,10 +392,10 @@ impl Core {
             Some(value) if is_tick => {
                 match self.ticks.decode(value) {
                     Ok(tick) => {
-                        observe_consume_delay(&self.tick_delay, tick.at);
-                        self.partitions.tick(&slot, offset, tick.at)
+                        observe_consume_delay(&self.tick_delay, self.drained_at, tick.at);
+                        self.partitions.tick(slot, offset, tick.at)
                     }
-                    Err(_) => self.partitions.unreadable(&slot, offset),
+                    Err(_) => self.partitions.unreadable(slot, offset),
                 }
                 None
             }
@@ -394,16 +406,20 @@ impl Core {
                     if contract::check_record(&event, message.key(), create_time(message))
                         .is_ok() =>
                 {
-                    observe_consume_delay(&self.event_delay, event.ingested_at_micros);
-                    self.partitions.event(&slot, offset, event, id_assigned)
+                    observe_consume_delay(
+                        &self.event_delay,
+                        self.drained_at,
+                        event.ingested_at_micros,
+                    );
+                    self.partitions.event(slot, offset, event, id_assigned)
                 }
                 Ok(_) | Err(_) => {
-                    self.partitions.unreadable(&slot, offset);
+                    self.partitions.unreadable(slot, offset);
                     None
                 }
             },
             None => {
-                self.partitions.unreadable(&slot, offset);
+                self.partitions.unreadable(slot, offset);
                 None
             }
         };
@@ -488,8 +504,8 @@ impl Core {
     }
 }
 
-fn observe_consume_delay(delay: &Histogram, at_micros: i64) {
-    let micros = partitions::now_micros().saturating_sub(at_micros).max(0);
+fn observe_consume_delay(delay: &Histogram, now_micros: i64, at_micros: i64) {
+    let micros = now_micros.saturating_sub(at_micros).max(0);
     delay.observe(micros as f64 / 1e6);
 }
 
