@@ -51,8 +51,10 @@ pub struct KafkaSettings {
     pub refresh_interval: Duration,
     /// The tail's fetches: the broker answers once this many bytes are ready or after
     /// `fetch_wait` (librdkafka `fetch.min.bytes`). Larger answers cost less CPU per event;
-    /// events reach answers and streams up to `fetch_wait` later. 65536 with `fetch_wait`
-    /// 10ms: 27–29 → 21–22 µs per event at 5,000 events/s (docs/benchmarks.md). Default 1.
+    /// events reach answers and streams up to `fetch_wait` later, and an idle replica's
+    /// fetches are answered every `fetch_wait` (65536 with 2ms: 8.9 → 7.7 µs per event at
+    /// 20,000 events/s, but idle the broker ~4 % → ~22 % of a core; docs/benchmarks.md).
+    /// Default 1.
     pub fetch_min_bytes: u32,
     /// Longest the broker holds a tail fetch for `fetch_min_bytes` (librdkafka
     /// `fetch.wait.max.ms`). Default 500ms (with `fetch_min_bytes` 1, only an idle partition
