@@ -1,7 +1,7 @@
 //! Which offsets a stored batch allows to commit, with each partition's log clock as the
 //! commit's metadata so whoever resumes there orders the next records the same way.
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, sync::Arc};
 
 use rdkafka::{error::KafkaResult, Offset, TopicPartitionList};
 use schemas::{order::commit_metadata, LogClock};
@@ -16,7 +16,8 @@ pub struct Range {
     pub clock: Option<i64>,
 }
 
-pub type Ranges = BTreeMap<(String, i32), Range>;
+/// Keyed by the records' own (shared) topic: building a key costs no allocation per record.
+pub type Ranges = BTreeMap<(Arc<str>, i32), Range>;
 
 pub fn ranges(records: &[Record]) -> Ranges {
     let mut ranges = Ranges::new();
@@ -25,7 +26,7 @@ pub fn ranges(records: &[Record]) -> Ranges {
         let offset = position.offset;
         let clock = record.clock_after();
         let slot = ranges
-            .entry((position.topic.to_string(), position.partition))
+            .entry((position.topic.clone(), position.partition))
             .or_insert(Range {
                 first: offset,
                 last: offset,
@@ -84,7 +85,7 @@ mod tests {
             tick("b", 0, 9, 70),
         ]);
         assert_eq!(
-            ranges[&("a".to_owned(), 0)],
+            ranges[&(Arc::from("a"), 0)],
             Range {
                 first: 5,
                 last: 6,

@@ -64,7 +64,7 @@ pub fn summarise(
         ranges: ranges
             .iter()
             .map(|((topic, partition), range)| OffsetRange {
-                topic: topic.clone(),
+                topic: topic.to_string(),
                 partition: *partition,
                 first_offset: range.first,
                 last_offset: range.last,

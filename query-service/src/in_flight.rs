@@ -191,6 +191,16 @@ struct Shard {
     recent_floor: u64,
 }
 
+impl Shard {
+    fn with_recent(bound: usize) -> Self {
+        Shard {
+            recent: Map::with_capacity_and_hasher(bound + 1, ahash::RandomState::new()),
+            recent_order: VecDeque::with_capacity(bound + 1),
+            ..Shard::default()
+        }
+    }
+}
+
 /// How a client's persisted rows changed, on the eviction clock: rows change exactly when the
 /// client's in-flight events are evicted (they became rows).
 #[derive(Debug, Clone, Copy)]
@@ -226,16 +236,6 @@ pub enum Verdict {
 /// The rows were read before a change this set can no longer account for: read again.
 #[derive(Debug)]
 pub struct Stale;
-
-impl Shard {
-    fn with_recent(bound: usize) -> Self {
-        Shard {
-            recent: Map::with_capacity_and_hasher(bound + 1, ahash::RandomState::new()),
-            recent_order: VecDeque::with_capacity(bound + 1),
-            ..Shard::default()
-        }
-    }
-}
 
 /// Clients remembered in `moved` per shard before they are folded into `floor`.
 const MOVED_BOUND: usize = 4096;

@@ -80,12 +80,8 @@ impl Partitions {
         numbers.get(at).copied().flatten().map(PartIndex)
     }
 
-    fn slot_index(&self, slot: &Slot) -> Option<usize> {
-        self.find(&slot.0, slot.1).map(|i| i.0)
-    }
-
     pub fn contains(&self, slot: &Slot) -> bool {
-        self.slot_index(slot).is_some()
+        self.find(&slot.0, slot.1).is_some()
     }
 
     pub fn len(&self) -> usize {
@@ -185,10 +181,10 @@ impl Partitions {
         let change = self.in_flight.verified(held, found);
         self.release.apply(change);
         self.release.check_done(&held.event.client_id);
-        let at = self
+        if let Some(partition) = self
             .find(&held.position.topic, held.position.partition)
-            .map(|i| i.0);
-        if let Some(partition) = at.and_then(|at| self.parts.get_mut(at)) {
+            .and_then(|at| self.parts.get_mut(at.0))
+        {
             if held.position.offset < partition.committed {
                 if let Some(at) = partition.deferred.iter().position(|d| Arc::ptr_eq(d, held)) {
                     partition.deferred.swap_remove(at);
@@ -202,7 +198,10 @@ impl Partitions {
     /// The writer has committed the partition up to `committed`: what it holds below is in
     /// PostgreSQL now.
     pub fn committed(&mut self, slot: &Slot, committed: i64) {
-        let Some(partition) = self.slot_index(slot).and_then(|at| self.parts.get_mut(at)) else {
+        let Some(partition) = self
+            .find(&slot.0, slot.1)
+            .and_then(|at| self.parts.get_mut(at.0))
+        else {
             return;
         };
         partition.committed = partition.committed.max(committed);
@@ -241,7 +240,10 @@ impl Partitions {
 
     /// This replica had consumed the partition to its end at `at` (micros).
     pub fn caught_up(&mut self, slot: &Slot, at: i64) {
-        if let Some(partition) = self.slot_index(slot).and_then(|i| self.parts.get_mut(i)) {
+        if let Some(partition) = self
+            .find(&slot.0, slot.1)
+            .and_then(|at| self.parts.get_mut(at.0))
+        {
             partition.caught_up_at = Some(at);
         }
     }
