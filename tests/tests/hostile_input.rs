@@ -42,6 +42,43 @@ async fn answer(_stack: &Stack, gateway: &str, content_type: &str, body: Vec<u8>
     (status, body)
 }
 
+/// A request whose head has been sent and whose body never ends: the gateway holds what it
+/// admitted for it (a request slot, its declared bytes) until its body timeout.
+struct Held {
+    addr: String,
+    head: Vec<u8>,
+    stream: TcpStream,
+}
+
+impl Held {
+    async fn open(addr: &str, head: Vec<u8>) -> Held {
+        let stream = Held::send(addr, &head).await;
+        Held {
+            addr: addr.to_owned(),
+            head,
+            stream,
+        }
+    }
+
+    async fn send(addr: &str, head: &[u8]) -> TcpStream {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(head).await.unwrap();
+        stream
+    }
+
+    /// A probe sent after this request can still reach the handler first (the gateway's tasks
+    /// run in any order) and take the capacity this one meant to hold; this one is then
+    /// refused and its connection closed. Sends it again in that case, so that what fills the
+    /// bound is held requests, not probes that end.
+    async fn keep_holding(&mut self) {
+        let mut answer = [0u8; 512];
+        match self.stream.try_read(&mut answer) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => self.stream = Held::send(&self.addr, &self.head).await,
+        }
+    }
+}
+
 fn deep(depth: usize) -> String {
     format!(
         r#"{{"client_id":"h","type":"t","payload":{}1{}}}"#,
@@ -224,18 +261,16 @@ async fn slow_clients_are_cut_off_and_bounds_answer_503_while_others_are_served(
     let addr = gateway.trim_start_matches("http://").to_owned();
     // Answering 202 at once needs broker metadata: wait for it, so a probe is quick.
     stack.ready(&gateway, Duration::from_secs(30)).await;
-    let mut held = Vec::new();
-    for _ in 0..2 {
-        let mut open = TcpStream::connect(&addr).await.unwrap();
-        open.write_all(
-            b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{",
-        )
-        .await
-        .unwrap();
-        held.push(open);
-    }
+    let head = b"POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{";
+    let held = tokio::sync::Mutex::new(vec![
+        Held::open(&addr, head.to_vec()).await,
+        Held::open(&addr, head.to_vec()).await,
+    ]);
     let refused =
         pipeline_tests::eventually(Duration::from_secs(5), "a 503 at the bound", || async {
+            for open in held.lock().await.iter_mut() {
+                open.keep_holding().await;
+            }
             let response = post(&gateway, "application/json", event.clone()).await;
             (response.status() == 503).then_some(response)
         })
@@ -285,16 +320,17 @@ async fn bytes_buffered_across_requests_are_bounded() {
     // Answering 202 at once needs broker metadata: wait for it, so a probe is quick.
     stack.ready(&gateway, Duration::from_secs(30)).await;
     // One request announces 48 KiB and sends them slowly: another of 32 KiB does not fit.
-    let mut big = TcpStream::connect(&addr).await.unwrap();
-    big.write_all(
-        format!(
-            "POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n[",
-            48 * 1024
+    let big = tokio::sync::Mutex::new(
+        Held::open(
+            &addr,
+            format!(
+                "POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n[",
+                48 * 1024
+            )
+            .into_bytes(),
         )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
+        .await,
+    );
     let payload = format!(
         r#"[{{"client_id":"b","type":"t","payload":{{"s":"{}"}}}}]"#,
         "y".repeat(32 * 1024)
@@ -303,6 +339,7 @@ async fn bytes_buffered_across_requests_are_bounded() {
         Duration::from_secs(30),
         "503 past the byte bound",
         || async {
+            big.lock().await.keep_holding().await;
             let response = post(&gateway, "application/json", payload.clone()).await;
             (response.status() == 503).then_some(response)
         },
