@@ -25,6 +25,7 @@ pub mod settings;
 mod streams;
 mod tail;
 mod verify;
+mod wall_clock;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 

@@ -17,6 +17,7 @@ use crate::{
     metrics,
     progress::Progress,
     release::Release,
+    wall_clock::now_micros,
 };
 
 pub use lag::Slot;
@@ -275,9 +276,4 @@ impl Partitions {
             self.progress.notify();
         }
     }
-}
-
-pub fn now_micros() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000)
-        .unwrap_or(i64::MAX)
 }

@@ -20,7 +20,9 @@ use tokio_util::sync::CancellationToken;
 use lag::{Member, Observed, Slot};
 use rdkafka::consumer::BaseConsumer;
 
-use crate::{in_flight::InFlight, metrics, release::Frontier, streams::Streams};
+use crate::{
+    in_flight::InFlight, metrics, release::Frontier, streams::Streams, wall_clock::now_micros,
+};
 
 /// Seconds of history kept (one sample a second).
 const HISTORY: usize = 300;
@@ -375,9 +377,4 @@ fn publish(snapshot: &Snapshot) {
             .with_label_values(&[&shard.shard.to_string()])
             .set(i64::from(shard.up));
     }
-}
-
-fn now_micros() -> i64 {
-    i64::try_from(time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000)
-        .unwrap_or(i64::MAX)
 }

@@ -26,8 +26,8 @@ use tracing::error;
 use crate::{
     in_flight::{Change, Held, InFlight},
     metrics,
-    partitions::now_micros,
     streams::Streams,
+    wall_clock::{now_micros, seconds_since},
 };
 
 /// The release frontier, as readers see it.
@@ -155,7 +155,8 @@ impl Release {
                 break;
             }
             let held = entry.remove();
-            metrics::RELEASE_DELAY.observe(release_delay(now, &held));
+            // From the gateway's acknowledgement to release: the cost of the stable order.
+            metrics::RELEASE_DELAY.observe(seconds_since(now, held.event.ingested_at_micros));
             self.deliver(held);
         }
         metrics::UNRELEASED.set(self.pending.len() as i64);
@@ -201,10 +202,4 @@ impl Release {
             self.blocked.insert(client.to_owned(), blocked);
         }
     }
-}
-
-/// Seconds from the gateway's acknowledgement time to release (the cost of the stable order).
-fn release_delay(now_micros: i64, held: &Held) -> f64 {
-    let micros = now_micros - held.event.ingested_at_micros;
-    (micros.max(0) as f64) / 1e6
 }

@@ -31,12 +31,13 @@ use tracing::{info, warn};
 use crate::{
     in_flight::{Held, InFlight},
     metrics,
-    partitions::{self, Partitions},
+    partitions::Partitions,
     pipeline::{PartitionView, Pipeline, TailReport},
     progress::Progress,
     release::Release,
     settings::{KafkaSettings, OrderSettings},
     verify::Checked,
+    wall_clock::{now_micros, seconds_since},
 };
 
 /// How often the dead-letter topic and the writer group's members are read.
@@ -235,7 +236,7 @@ impl Tail {
                     if slowly {
                         slow_refresh = tokio::time::Instant::now();
                     }
-                    reading = Some((partitions::now_micros(), core.read(slowly)));
+                    reading = Some((now_micros(), core.read(slowly)));
                 }
                 done = async {
                     match reading.as_mut() {
@@ -252,7 +253,7 @@ impl Tail {
                 // At the in-flight bound, stop consuming until the writer's commits make room:
                 // nothing consumed is ever dropped, answers only lag.
                 message = records.next(), if !full => {
-                    core.drained_at = partitions::now_micros();
+                    core.drained_at = now_micros();
                     core.received(message).await;
                     // What librdkafka holds already is taken in the same turn, and the frontier
                     // (a walk over every partition) moves once for all of it, not per record.
@@ -392,7 +393,8 @@ impl Core {
             Some(value) if is_tick => {
                 match self.ticks.decode(value) {
                     Ok(tick) => {
-                        observe_consume_delay(&self.tick_delay, self.drained_at, tick.at);
+                        self.tick_delay
+                            .observe(seconds_since(self.drained_at, tick.at));
                         self.partitions.tick(slot, offset, tick.at)
                     }
                     Err(_) => self.partitions.unreadable(slot, offset),
@@ -406,11 +408,8 @@ impl Core {
                     if contract::check_record(&event, message.key(), create_time(message))
                         .is_ok() =>
                 {
-                    observe_consume_delay(
-                        &self.event_delay,
-                        self.drained_at,
-                        event.ingested_at_micros,
-                    );
+                    self.event_delay
+                        .observe(seconds_since(self.drained_at, event.ingested_at_micros));
                     self.partitions.event(slot, offset, event, id_assigned)
                 }
                 Ok(_) | Err(_) => {
@@ -502,11 +501,6 @@ impl Core {
             observed: observed.clone(),
         });
     }
-}
-
-fn observe_consume_delay(delay: &Histogram, now_micros: i64, at_micros: i64) {
-    let micros = now_micros.saturating_sub(at_micros).max(0);
-    delay.observe(micros as f64 / 1e6);
 }
 
 /// The producer's time of the record; `None` when the topic stamps records itself.
