@@ -104,7 +104,7 @@ fn string_end(raw: &str, start: usize) -> Result<usize, String> {
     loop {
         // Multi-byte UTF-8 sequences never contain ASCII bytes, so a byte search is exact.
         let rest = bytes.get(at..).unwrap_or_default();
-        let Some(skip) = rest.iter().position(|&b| b == b'"' || b == b'\\') else {
+        let Some(skip) = memchr::memchr2(b'"', b'\\', rest) else {
             return Err(cut_short("a string"));
         };
         if skip > 0 {
