@@ -140,10 +140,15 @@ impl Lane {
             } else {
                 None
             };
-            let taking = self.full_since.is_none() || self.paused;
+            // Past `PAUSE_AFTER` the lane polls again whether or not the pause took: a
+            // failed pause must not leave the loop waking on a timer already due.
+            let waited_out = self
+                .full_since
+                .is_some_and(|since| now.duration_since(since) >= PAUSE_AFTER);
+            let taking = self.full_since.is_none() || waited_out;
             let pause_at = self
                 .full_since
-                .filter(|_| !self.paused)
+                .filter(|_| !waited_out)
                 .map(|since| since + PAUSE_AFTER);
             tokio::select! {
                 biased;
