@@ -134,7 +134,7 @@ impl Lane {
             }
             // A full batch that cannot start yet stops the lane taking records (memory stays
             // bounded), and pauses it if that lasts.
-            self.pause_while_full(now);
+            let waited_out = self.pause_while_full(now);
             let deadline = if free(&self.writes, depth) {
                 self.batcher.deadline()
             } else {
@@ -142,9 +142,6 @@ impl Lane {
             };
             // Past `PAUSE_AFTER` the lane polls again whether or not the pause took: a
             // failed pause must not leave the loop waking on a timer already due.
-            let waited_out = self
-                .full_since
-                .is_some_and(|since| now.duration_since(since) >= PAUSE_AFTER);
             let taking = self.full_since.is_none() || waited_out;
             let pause_at = self
                 .full_since
@@ -257,7 +254,8 @@ impl Lane {
     /// Notes when the batch became full, pauses the lane's assigned partitions once it has
     /// been full for `PAUSE_AFTER` (librdkafka drops what it prefetched for them and fetches
     /// again from the next undelivered offset on resume), and resumes them once it is not.
-    fn pause_while_full(&mut self, now: tokio::time::Instant) {
+    /// Returns whether the batch has been full for `PAUSE_AFTER`.
+    fn pause_while_full(&mut self, now: tokio::time::Instant) -> bool {
         let full = self.batcher.is_full();
         self.full_since = match (full, self.full_since) {
             (false, _) => None,
@@ -270,6 +268,7 @@ impl Lane {
         if pause != self.paused {
             self.apply_pause(pause);
         }
+        pause
     }
 
     /// Applies the lane's state again to everything assigned now: a partition paused, revoked

@@ -30,7 +30,8 @@ KAFKA_GC="${KAFKA_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOcc
 KAFKA_JIT="${KAFKA_JIT:--XX:-UseCodeCacheFlushing}"
 # The broker's request handler and network threads, sized to the machine (Kafka's defaults, 8
 # and 3, are for a server of its own). On 2 cores shared with everything else, 2 and 2 took
-# the broker from 20.7-24.6 to 18.7-19.3 µs of CPU per single POST (docs/benchmarks.md).
+# the broker from 20.7-24.6 to 18.7-19.3 µs of CPU per single POST in one series; a second
+# showed no difference in throughput (docs/benchmarks.md).
 cores=$(nproc 2>/dev/null || echo 2)
 KAFKA_IO_THREADS="${KAFKA_IO_THREADS:-$((cores < 2 ? 2 : cores > 8 ? 8 : cores))}"
 KAFKA_NETWORK_THREADS="${KAFKA_NETWORK_THREADS:-$((cores < 2 ? 2 : cores > 3 ? 3 : cores))}"
