@@ -5,7 +5,7 @@ use std::{
 };
 
 use bytes::{BufMut, BytesMut};
-use deadpool_postgres::Transaction;
+use deadpool_postgres::{GenericClient, Transaction};
 use schemas::{Event, OrderKey};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -110,6 +110,12 @@ impl StoredEvent {
     }
 }
 
+/// Below this many rows, `DirectCopy` inserts with `unnest`: the COPY's extra round trips
+/// (savepoint, copy start) cost more than the conflict checks it saves (writer_bench: unnest
+/// faster at 10 and 100 rows, COPY from 200; docs/benchmarks.md). The critical lane's small
+/// batches stay on `unnest`.
+const DIRECT_COPY_MIN_ROWS: usize = 128;
+
 impl Shard {
     /// Stores `rows` in one transaction: of the copies of one event (in the batch and in the
     /// table) the first by `CopyRank` is kept. Returns what became of each row, in order.
@@ -128,12 +134,35 @@ impl Shard {
         // them in the same order and wait for each other instead of deadlocking.
         send.sort_unstable_by_key(|i| rows[*i].event.event_id);
         let mut client = self.client().await?;
-        let tx = client.transaction().await.map_err(self.pg())?;
         let chosen: Vec<&StoredEvent> = send
             .iter()
             .map(|i| &rows[*i])
             .filter(|row| !row.id_assigned)
             .collect();
+        let unnest = match method {
+            InsertMethod::Unnest => true,
+            InsertMethod::DirectCopy => send.len() < DIRECT_COPY_MIN_ROWS,
+            InsertMethod::Copy => false,
+        };
+        if chosen.is_empty() && unnest {
+            // Gateway ids need no guard, so the batch is one statement, and a statement is its
+            // own transaction: one round trip instead of three (BEGIN, INSERT, COMMIT), which
+            // is most of a small critical batch's time when the machine is busy.
+            let batch: Vec<&StoredEvent> = send.iter().map(|i| &rows[*i]).collect();
+            let inserted = self.insert_unnest(&client, &batch).await?;
+            return Ok(outcomes
+                .into_iter()
+                .zip(rows)
+                .map(|(settled, row)| {
+                    settled.unwrap_or(if inserted.contains(&row.event.event_id) {
+                        RowOutcome::Inserted
+                    } else {
+                        RowOutcome::Duplicate
+                    })
+                })
+                .collect());
+        }
+        let tx = client.transaction().await.map_err(self.pg())?;
         let guarded = if chosen.is_empty() {
             HashMap::new()
         } else {
@@ -280,11 +309,7 @@ impl Shard {
         tx: &Transaction<'_>,
         rows: &[&StoredEvent],
     ) -> Result<HashSet<Uuid>, StoreError> {
-        // Below this, the COPY's extra round trips (savepoint, copy start) cost more than the
-        // conflict checks it saves (writer_bench: unnest faster at 10 and 100 rows, COPY from
-        // 200; docs/benchmarks.md): the critical lane's small batches stay on `unnest`.
-        const MIN_ROWS: usize = 128;
-        if rows.len() < MIN_ROWS {
+        if rows.len() < DIRECT_COPY_MIN_ROWS {
             return self.insert_unnest(tx, rows).await;
         }
         tx.batch_execute("SAVEPOINT direct_copy")
@@ -368,9 +393,10 @@ impl Shard {
         writer.as_mut().finish().await.map_err(self.pg())
     }
 
+    /// `db`: a transaction, or a client (the statement is then its own transaction).
     async fn insert_unnest(
         &self,
-        tx: &Transaction<'_>,
+        db: &impl GenericClient,
         rows: &[&StoredEvent],
     ) -> Result<HashSet<Uuid>, StoreError> {
         if rows.is_empty() {
@@ -404,11 +430,11 @@ impl Shard {
             offsets.push(position.offset);
             sdks.push(event.sdk.as_deref());
         }
-        let statement = tx
+        let statement = db
             .prepare_cached(include_str!("sql/insert_unnest.sql"))
             .await
             .map_err(self.pg())?;
-        let returned = tx
+        let returned = db
             .query(
                 &statement,
                 &[

@@ -436,6 +436,17 @@ async fn copies_of_one_event_on_different_days_are_one_row_the_first_copy() {
             (stored[0].get::<_, i64>(0), stored[0].get::<_, i64>(1))
         }
     };
+    // A batch too small for a direct COPY (the critical lane's) is one statement, outside a
+    // transaction: stored once, and a redelivery of it changes nothing.
+    let small = fresh(5, 5_000);
+    for expected in [RowOutcome::Inserted, RowOutcome::Duplicate] {
+        let outcomes = shard
+            .insert_events(&small, InsertMethod::DirectCopy)
+            .await
+            .unwrap();
+        assert_eq!(outcomes, vec![expected; 5]);
+    }
+    assert_eq!(stored_once(&small).await, (5, 5), "each once");
     // A batch of new rows large enough for a direct COPY is stored by it, every row once.
     let new_rows = fresh(200, 1_000);
     let outcomes = shard
