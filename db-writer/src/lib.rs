@@ -108,7 +108,11 @@ impl DbWriter {
             )?,
         ];
         let dead_letters = DeadLetters::new(&kafka, &settings.kafka.dead_letter_topic)?;
-        let notifier = Notifier::new(&kafka, &settings.kafka.persisted_topic)?;
+        let notifier = Notifier::new(
+            &kafka,
+            &settings.kafka.persisted_topic,
+            settings.kafka.persisted_linger,
+        )?;
         let metrics_edge = Edge::bind(settings.metrics_listen).await?;
         metrics::init(
             shards.shards().len(),

@@ -23,7 +23,11 @@ pub struct Notifier {
 impl Notifier {
     /// `None` when `topic` is empty: notifications are off.
     /// `kafka`: the brokers and `kafka.security`, which every client starts from.
-    pub fn new(kafka: &ClientConfig, topic: &str) -> Result<Option<Self>, KafkaError> {
+    pub fn new(
+        kafka: &ClientConfig,
+        topic: &str,
+        linger: Duration,
+    ) -> Result<Option<Self>, KafkaError> {
         if topic.is_empty() {
             return Ok(None);
         }
@@ -31,7 +35,7 @@ impl Notifier {
             .clone()
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "1")
+            .set("linger.ms", linger.as_millis().to_string())
             .set("queue.buffering.max.messages", "10000")
             .set("message.timeout.ms", "30000")
             .create()?;

@@ -49,6 +49,12 @@ pub struct KafkaSettings {
     /// Where a notice goes after each committed batch; empty turns notices off.
     /// Default `events-persisted`.
     pub persisted_topic: String,
+    /// How long notices wait to be sent together (librdkafka `linger.ms`). They are
+    /// advisory, and the critical lane commits a batch every few milliseconds: at 1ms each
+    /// notice was a produce request of its own (notices on cost the broker, db-writer and
+    /// query-service ~8 % of a core at 2,000 events/s here; docs/benchmarks.md). Default 100ms.
+    #[serde(with = "humantime_serde")]
+    pub persisted_linger: Duration,
     /// The consumer group protocol: `classic` (JoinGroup/SyncGroup rounds, assignment by
     /// the members, `cooperative-sticky`) or `consumer` (KIP-848: the broker assigns, and a
     /// member that joins or leaves moves only the partitions that change owner, without a
@@ -177,6 +183,7 @@ impl Default for KafkaSettings {
             critical_topic: "events-critical".into(),
             dead_letter_topic: "events-dlq".into(),
             persisted_topic: "events-persisted".into(),
+            persisted_linger: Duration::from_millis(100),
             session_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(3),
             metadata_refresh: Duration::from_secs(30),

@@ -26,6 +26,10 @@ use crate::{pipeline::Pipeline, settings::KafkaSettings};
 const KAFKA_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often the topic's partitions are read again (partitions added by an operator).
 const PARTITIONS_EVERY: Duration = Duration::from_secs(30);
+/// Notices reach the pipeline view within about this (librdkafka `fetch.wait.max.ms`)...
+const NOTICES_FETCH_WAIT_MS: u32 = 250;
+/// ... or as soon as this many bytes of them wait (`fetch.min.bytes`).
+const NOTICES_FETCH_MIN_BYTES: u32 = 1 << 20;
 
 /// Starts following the notices topic; `None` when notices are off (empty topic name).
 /// `base`: the brokers and `kafka.security`, which every client starts from.
@@ -50,6 +54,11 @@ pub async fn follow(
                 ),
             )
             .set("enable.auto.commit", "false")
+            // The view is advisory: a fetch answered per notice (one per committed batch, a
+            // few hundred a second) was work for the broker and this replica that no reader
+            // needs. The broker holds a fetch until it has this much or this long passed.
+            .set("fetch.min.bytes", NOTICES_FETCH_MIN_BYTES.to_string())
+            .set("fetch.wait.max.ms", NOTICES_FETCH_WAIT_MS.to_string())
             .create()?,
     );
     let topic = kafka.persisted_topic.clone();
