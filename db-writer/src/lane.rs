@@ -57,6 +57,8 @@ pub struct Shared {
     pub depth: usize,
     /// The final flush's deadline.
     pub shutdown_timeout: Duration,
+    /// Least time between a lane's offset commits (`kafka.commit_interval`).
+    pub commit_interval: Duration,
 }
 
 /// A topic, its consumer, the batch being built from it, and its batches being stored.
@@ -102,7 +104,8 @@ impl Lane {
         // A handle of its own: `recv` borrows it across the select, whose arms change `self`.
         let consumer = self.consumer.clone();
         let (committer, mut commit_results) =
-            Committer::start(consumer.clone()).map_err(WriterError::Thread)?;
+            Committer::start(consumer.clone(), shared.commit_interval)
+                .map_err(WriterError::Thread)?;
         let sinks = Sinks {
             committer: &committer,
             writer: &shared.writer,

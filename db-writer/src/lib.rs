@@ -199,6 +199,7 @@ impl DbWriter {
             member,
             depth: settings.max_in_flight_batches,
             shutdown_timeout: settings.shutdown_timeout,
+            commit_interval: settings.kafka.commit_interval,
         });
         let [normal, critical] = consumers;
         // A lane that fails stops the other one too (after its final flush): the process ends

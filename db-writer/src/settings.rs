@@ -55,6 +55,12 @@ pub struct KafkaSettings {
     /// query-service ~8 % of a core at 2,000 events/s here; docs/benchmarks.md). Default 100ms.
     #[serde(with = "humantime_serde")]
     pub persisted_linger: Duration,
+    /// Least time between two offset commits of a lane: the batches stored meanwhile are
+    /// committed with one request. Rows are stored before their commit either way; a later
+    /// commit only means a longer replay after a crash (absorbed by the event id) and stored
+    /// events held a little longer in query-service's memory. Default 50ms.
+    #[serde(with = "humantime_serde")]
+    pub commit_interval: Duration,
     /// The consumer group protocol: `classic` (JoinGroup/SyncGroup rounds, assignment by
     /// the members, `cooperative-sticky`) or `consumer` (KIP-848: the broker assigns, and a
     /// member that joins or leaves moves only the partitions that change owner, without a
@@ -184,6 +190,7 @@ impl Default for KafkaSettings {
             dead_letter_topic: "events-dlq".into(),
             persisted_topic: "events-persisted".into(),
             persisted_linger: Duration::from_millis(100),
+            commit_interval: Duration::from_millis(50),
             session_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_secs(3),
             metadata_refresh: Duration::from_secs(30),
