@@ -58,7 +58,7 @@ pub struct KafkaSettings {
     /// Least time between two offset commits of a lane: the batches stored meanwhile are
     /// committed with one request. Rows are stored before their commit either way; a later
     /// commit only means a longer replay after a crash (absorbed by the event id) and stored
-    /// events held a little longer in query-service's memory. Default 50ms.
+    /// events held a little longer in query-service's memory. At most 1m. Default 50ms.
     #[serde(with = "humantime_serde")]
     pub commit_interval: Duration,
     /// The consumer group protocol: `classic` (JoinGroup/SyncGroup rounds, assignment by
@@ -165,13 +165,23 @@ impl std::str::FromStr for GroupProtocol {
     }
 }
 
+/// Longest `kafka.commit_interval` taken.
+const MAX_COMMIT_INTERVAL: Duration = Duration::from_secs(60);
+
 impl KafkaSettings {
-    /// What librdkafka would take but the group could not work with.
+    /// Settings the writer could not work with (librdkafka would take them).
     pub fn check(&self) -> Result<(), String> {
         if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.session_timeout {
             return Err(format!(
                 "kafka.heartbeat_interval ({:?}) must be above zero and below kafka.session_timeout ({:?})",
                 self.heartbeat_interval, self.session_timeout
+            ));
+        }
+        // Commits further apart only lengthen the replay after a crash.
+        if self.commit_interval > MAX_COMMIT_INTERVAL {
+            return Err(format!(
+                "kafka.commit_interval ({:?}) must be at most {MAX_COMMIT_INTERVAL:?}",
+                self.commit_interval
             ));
         }
         Ok(())
@@ -236,6 +246,21 @@ mod tests {
             };
             let refused = settings.check().expect_err("refused");
             assert!(refused.contains("kafka.heartbeat_interval"), "{refused}");
+        }
+    }
+
+    #[test]
+    fn commits_come_at_least_once_a_minute() {
+        for (interval, taken) in [
+            (Duration::ZERO, true),
+            (MAX_COMMIT_INTERVAL, true),
+            (Duration::from_secs(3600), false),
+        ] {
+            let settings = KafkaSettings {
+                commit_interval: interval,
+                ..KafkaSettings::default()
+            };
+            assert_eq!(settings.check().is_ok(), taken, "{interval:?}");
         }
     }
 
