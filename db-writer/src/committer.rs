@@ -98,16 +98,8 @@ fn gather(
     let mut batches = 1;
     let due = last.map_or_else(Instant::now, |last| last + interval);
     loop {
-        let wait = due.saturating_duration_since(Instant::now());
-        let next = if wait.is_zero() {
-            inbox.try_recv().map_err(|e| match e {
-                std::sync::mpsc::TryRecvError::Empty => RecvTimeoutError::Timeout,
-                std::sync::mpsc::TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            })
-        } else {
-            inbox.recv_timeout(wait)
-        };
-        match next {
+        // Past `due` this still takes what is already queued (a zero wait tries once).
+        match inbox.recv_timeout(due.saturating_duration_since(Instant::now())) {
             Ok(more) => {
                 merge(&mut offsets, &more);
                 batches += 1;
@@ -199,9 +191,22 @@ mod tests {
     }
 
     #[test]
-    fn a_commit_after_a_quiet_interval_goes_at_once_alone() {
+    fn a_commit_after_the_interval_goes_at_once_with_what_is_queued() {
         let (requests, inbox) = std::sync::mpsc::channel();
         let started = Instant::now();
+        // Past the interval, what is already queued still goes with it.
+        requests.send(offsets(&[("e", 0, 8)])).unwrap();
+        let (merged, batches, _) = gather(
+            &inbox,
+            offsets(&[("e", 0, 5)]),
+            started.checked_sub(Duration::from_secs(20)),
+            Duration::from_secs(10),
+        );
+        assert_eq!(batches, 2);
+        assert_eq!(
+            listed(&merged),
+            vec![("e".to_owned(), 0, Offset::Offset(8))]
+        );
         // The last commit two intervals ago, and none at all.
         for last in [started.checked_sub(Duration::from_secs(20)), None] {
             let (merged, batches, open) = gather(

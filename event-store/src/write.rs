@@ -144,46 +144,37 @@ impl Shard {
             InsertMethod::DirectCopy => send.len() < DIRECT_COPY_MIN_ROWS,
             InsertMethod::Copy => false,
         };
-        if chosen.is_empty() && unnest {
+        let (inserted, guarded) = if chosen.is_empty() && unnest {
             // Gateway ids need no guard, so the batch is one statement, and a statement is its
             // own transaction: one round trip instead of three (BEGIN, INSERT, COMMIT), which
             // is most of a small critical batch's time when the machine is busy.
             let batch: Vec<&StoredEvent> = send.iter().map(|i| &rows[*i]).collect();
-            let inserted = self.insert_unnest(&client, &batch).await?;
-            return Ok(outcomes
-                .into_iter()
-                .zip(rows)
-                .map(|(settled, row)| {
-                    settled.unwrap_or(if inserted.contains(&row.event.event_id) {
-                        RowOutcome::Inserted
-                    } else {
-                        RowOutcome::Duplicate
-                    })
-                })
-                .collect());
-        }
-        let tx = client.transaction().await.map_err(self.pg())?;
-        let guarded = if chosen.is_empty() {
-            HashMap::new()
+            (self.insert_unnest(&client, &batch).await?, HashMap::new())
         } else {
-            self.guard_ids(&tx, &chosen).await?
+            let tx = client.transaction().await.map_err(self.pg())?;
+            let guarded = if chosen.is_empty() {
+                HashMap::new()
+            } else {
+                self.guard_ids(&tx, &chosen).await?
+            };
+            let batch: Vec<&StoredEvent> = send
+                .iter()
+                .map(|i| &rows[*i])
+                .filter(|row| {
+                    row.id_assigned
+                        || guarded
+                            .get(&row.event.event_id)
+                            .is_some_and(|outcome| outcome.is_stored())
+                })
+                .collect();
+            let inserted: HashSet<Uuid> = match method {
+                InsertMethod::Copy => self.insert_copy(&tx, &batch).await?,
+                InsertMethod::Unnest => self.insert_unnest(&tx, &batch).await?,
+                InsertMethod::DirectCopy => self.insert_direct_copy(&tx, &batch).await?,
+            };
+            tx.commit().await.map_err(self.pg())?;
+            (inserted, guarded)
         };
-        let batch: Vec<&StoredEvent> = send
-            .iter()
-            .map(|i| &rows[*i])
-            .filter(|row| {
-                row.id_assigned
-                    || guarded
-                        .get(&row.event.event_id)
-                        .is_some_and(|outcome| outcome.is_stored())
-            })
-            .collect();
-        let inserted: HashSet<Uuid> = match method {
-            InsertMethod::Copy => self.insert_copy(&tx, &batch).await?,
-            InsertMethod::Unnest => self.insert_unnest(&tx, &batch).await?,
-            InsertMethod::DirectCopy => self.insert_direct_copy(&tx, &batch).await?,
-        };
-        tx.commit().await.map_err(self.pg())?;
         Ok(outcomes
             .into_iter()
             .zip(rows)
