@@ -99,6 +99,12 @@ impl Batcher {
         self.records.len() >= self.max_rows || self.bytes >= self.max_bytes
     }
 
+    /// Full, or holding `rows` records: the bound a yielding lane writes at
+    /// (`priority::Limits`).
+    pub fn holds(&self, rows: usize) -> bool {
+        self.is_full() || self.records.len() >= rows
+    }
+
     /// When the time trigger fires; `None` while the batch is empty.
     pub fn deadline(&self) -> Option<Instant> {
         self.deadline

@@ -26,6 +26,7 @@ use crate::{
     dead_letter::DeadLetters,
     metrics,
     notify::Notifier,
+    priority::Pace,
     settings::BatchSettings,
     sink::{self, Sinks},
     write::ShardWriter,
@@ -78,11 +79,18 @@ pub struct Lane {
     paused: bool,
     /// Since when the batch has been full and unable to start.
     full_since: Option<tokio::time::Instant>,
+    /// The normal lane yields while the critical lane is busy; the critical lane says when.
+    pace: Pace,
 }
 
 impl Lane {
     /// `consumer` is subscribed to `topic` alone.
-    pub fn new(topic: &str, consumer: Arc<WriterConsumer>, settings: &BatchSettings) -> Self {
+    pub fn new(
+        topic: &str,
+        consumer: Arc<WriterConsumer>,
+        settings: &BatchSettings,
+        pace: Pace,
+    ) -> Self {
         Lane {
             topic: topic.to_owned(),
             consumer,
@@ -91,6 +99,7 @@ impl Lane {
             committing: true,
             paused: false,
             full_since: None,
+            pace,
         }
     }
 
@@ -125,8 +134,10 @@ impl Lane {
         let mut awaiting: VecDeque<sink::Committing> = VecDeque::new();
         loop {
             let now = tokio::time::Instant::now();
-            let due = self.batcher.is_full() || self.batcher.deadline().is_some_and(|d| d <= now);
-            if due && free(&self.writes, depth) {
+            let limits = self.pace.limits(depth, now);
+            let due = self.batcher.holds(limits.rows)
+                || self.batcher.deadline().is_some_and(|d| d <= now);
+            if due && free(&self.writes, limits.depth) {
                 let batch = self.batcher.take();
                 self.writes.push_back(
                     batch
@@ -137,8 +148,8 @@ impl Lane {
             }
             // A full batch that cannot start yet stops the lane taking records (memory stays
             // bounded), and pauses it if that lasts.
-            let waited_out = self.pause_while_full(now);
-            let deadline = if free(&self.writes, depth) {
+            let waited_out = self.pause_while_full(now, limits.rows);
+            let deadline = if free(&self.writes, limits.depth) {
                 self.batcher.deadline()
             } else {
                 None
@@ -183,7 +194,11 @@ impl Lane {
                     let bytes = message.payload().map_or(0, <[u8]>::len);
                     // A paused lane still takes what a rebalance handed over before it was
                     // paused too (bounded by the prefetch), and pauses that as well.
-                    self.batcher.push(decoder.record(message, clock), bytes);
+                    let record = decoder.record(message, clock);
+                    if matches!(record, batch::Record::Event { .. }) {
+                        self.pace.took_event(tokio::time::Instant::now());
+                    }
+                    self.batcher.push(record, bytes);
                     if self.paused {
                         self.reapply_pause();
                     }
@@ -257,9 +272,11 @@ impl Lane {
     /// Notes when the batch became full, pauses the lane's assigned partitions once it has
     /// been full for `PAUSE_AFTER` (librdkafka drops what it prefetched for them and fetches
     /// again from the next undelivered offset on resume), and resumes them once it is not.
-    /// Returns whether the batch has been full for `PAUSE_AFTER`.
-    fn pause_while_full(&mut self, now: tokio::time::Instant) -> bool {
-        let full = self.batcher.is_full();
+    /// Returns whether the batch has been full for `PAUSE_AFTER`. A yielding lane's batch is
+    /// full at `rows`: it takes no more while its one write is busy, so that its next write is
+    /// as small as the last.
+    fn pause_while_full(&mut self, now: tokio::time::Instant, rows: usize) -> bool {
+        let full = self.batcher.holds(rows);
         self.full_since = match (full, self.full_since) {
             (false, _) => None,
             (true, None) => Some(now),

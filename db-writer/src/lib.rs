@@ -22,6 +22,7 @@ mod metrics;
 mod notice;
 mod notify;
 mod partitions;
+mod priority;
 mod route;
 pub mod settings;
 mod sink;
@@ -41,7 +42,7 @@ use tracing::info;
 
 use crate::{
     consume::WriterConsumer, dead_letter::DeadLetters, lane::Lane, notify::Notifier,
-    write::ShardWriter,
+    priority::Pace, write::ShardWriter,
 };
 pub use settings::Settings;
 
@@ -202,15 +203,25 @@ impl DbWriter {
             commit_interval: settings.kafka.commit_interval,
         });
         let [normal, critical] = consumers;
+        let critical_activity = priority::CriticalActivity::new();
         // A lane that fails stops the other one too (after its final flush): the process ends
         // with the error instead of running half.
         let stop = shutdown.child_token();
         let mut lanes: FuturesUnordered<_> = [
-            Lane::new(&settings.kafka.topic, normal, &settings.batch),
+            Lane::new(
+                &settings.kafka.topic,
+                normal,
+                &settings.batch,
+                Pace::Normal {
+                    activity: critical_activity.clone(),
+                    settings: settings.critical_first.clone(),
+                },
+            ),
             Lane::new(
                 &settings.kafka.critical_topic,
                 critical,
                 &settings.critical_batch,
+                Pace::Critical(critical_activity),
             ),
         ]
         .into_iter()
