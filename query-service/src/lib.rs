@@ -9,6 +9,8 @@
 //! route checks the caller's read or operator grant (`chassis::auth`, with `auth.enabled`).
 
 mod api;
+#[doc(hidden)]
+pub mod bench;
 mod history;
 mod in_flight;
 mod metrics;
