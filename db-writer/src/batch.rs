@@ -220,6 +220,21 @@ mod tests {
     }
 
     #[test]
+    fn a_yielding_bound_holds_below_the_batch_bounds_never_above() {
+        let mut batcher = Batcher::new(&settings(5, 1 << 20));
+        batcher.push(poison(0, 0), 10);
+        batcher.push(poison(0, 1), 10);
+        assert!(batcher.holds(2));
+        assert!(!batcher.holds(3));
+        assert!(!batcher.holds(usize::MAX));
+        for offset in 2..5 {
+            batcher.push(poison(0, offset), 10);
+        }
+        // Full at the batch's own bound whatever the yielding one says.
+        assert!(batcher.holds(usize::MAX));
+    }
+
+    #[test]
     fn forgets_revoked_partitions_only() {
         let mut batcher = Batcher::new(&settings(100, 1 << 20));
         batcher.push(poison(0, 0), 1);
