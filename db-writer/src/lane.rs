@@ -81,6 +81,8 @@ pub struct Lane {
     full_since: Option<tokio::time::Instant>,
     /// The normal lane yields while the critical lane is busy; the critical lane says when.
     pace: Pace,
+    /// `db_writer_lane_yielding` of this lane, set on every turn of its loop.
+    yielding: prometheus::IntGauge,
 }
 
 impl Lane {
@@ -100,6 +102,7 @@ impl Lane {
             paused: false,
             full_since: None,
             pace,
+            yielding: metrics::LANE_YIELDING.with_label_values(&[topic]),
         }
     }
 
@@ -135,6 +138,7 @@ impl Lane {
         loop {
             let now = tokio::time::Instant::now();
             let limits = self.pace.limits(depth, now);
+            self.yielding.set(i64::from(limits.yielding()));
             let due = self.batcher.holds(limits.rows)
                 || self.batcher.deadline().is_some_and(|d| d <= now);
             if due && free(&self.writes, limits.depth) {

@@ -40,6 +40,7 @@ pub fn init(shards: usize, topics: &[&str]) {
         BATCH_RECORDS.with_label_values(&[topic]);
         BATCH_FLUSH_SECONDS.with_label_values(&[topic]);
         LANE_PAUSED.with_label_values(&[topic]);
+        LANE_YIELDING.with_label_values(&[topic]);
     }
     LazyLock::force(&BATCHES_COMMITTED);
     LazyLock::force(&NOTICES_LOST);
@@ -121,6 +122,15 @@ pub static LANE_PAUSED: LazyLock<IntGaugeVec> = LazyLock::new(|| {
     register_int_gauge_vec!(
         "db_writer_lane_paused",
         "1 while a lane's partitions are paused: its batch is full and its write slots busy (the other lane keeps consuming)",
+        &["topic"]
+    )
+    .expect("metric registers once")
+});
+
+pub static LANE_YIELDING: LazyLock<IntGaugeVec> = LazyLock::new(|| {
+    register_int_gauge_vec!(
+        "db_writer_lane_yielding",
+        "1 while the normal lane yields to critical traffic: small batches, one at a time (critical_first)",
         &["topic"]
     )
     .expect("metric registers once")

@@ -76,6 +76,13 @@ pub struct Limits {
     pub rows: usize,
 }
 
+impl Limits {
+    /// Below the lane's own limits: yielding to the critical lane.
+    pub fn yielding(&self) -> bool {
+        self.rows != usize::MAX
+    }
+}
+
 impl Pace {
     /// The limits at `now` for a lane whose own are `depth` batches at once.
     pub fn limits(&self, depth: usize, now: Instant) -> Limits {
@@ -141,6 +148,7 @@ mod tests {
 
         critical.took_event(Instant::now());
         assert_eq!(normal.limits(4, Instant::now()), yielding);
+        assert!(yielding.yielding() && !full.yielding());
         tokio::time::advance(Duration::from_millis(999)).await;
         assert_eq!(normal.limits(4, Instant::now()), yielding);
         tokio::time::advance(Duration::from_millis(1)).await;
