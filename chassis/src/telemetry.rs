@@ -11,7 +11,12 @@ pub fn init() {
         .with_env_filter(filter)
         .with_target(true)
         // Colour codes only for a person at a terminal, never into log files.
-        .with_ansi(std::io::stdout().is_terminal());
+        .with_ansi(std::io::stdout().is_terminal())
+        // A log line that cannot be written (its file's disk full) is lost, not fatal. By
+        // default the subscriber reports the failure with `eprintln!`, which panics when
+        // stderr cannot be written either: a full disk under the logs killed db-writer on
+        // its next line (2026-12-05), where retrying would have resumed once space was freed.
+        .log_internal_errors(false);
     // A second init (tests start several services in one process) keeps the first.
     let _ = if json {
         builder.json().try_init()

@@ -29,8 +29,8 @@ pub use poll::{eventually, eventually_seen};
 pub use private::{PrivateKafka, PrivateShard};
 pub use secure::SecureStack;
 pub use services::{
-    post_via, sibling_binary, GatewayProcess, Links, Posted, QueryProcess, Stack, WriterProcess,
-    MAX_CLOCK_AHEAD_MS,
+    post_via, sibling_binary, GatewayProcess, Links, Logs, Posted, QueryProcess, Stack,
+    WriterProcess, MAX_CLOCK_AHEAD_MS,
 };
 pub use sse::{Block, SseReader, Streamed};
 

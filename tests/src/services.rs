@@ -405,7 +405,12 @@ impl Stack {
 
     /// The db-writer binary with these settings (its metrics on a free port).
     pub fn spawn_writer_process_with(&self, settings: db_writer::Settings) -> WriterProcess {
-        WriterProcess::spawn(self, settings)
+        WriterProcess::spawn(self, settings, Logs::Inherit)
+    }
+
+    /// The db-writer binary writing its log to `logs`.
+    pub fn spawn_writer_process_logging(&self, logs: Logs) -> WriterProcess {
+        WriterProcess::spawn(self, self.writer_settings(), logs)
     }
 
     /// Starts the query-service binary as its own process, with `query_settings()` on a free
@@ -424,7 +429,12 @@ impl Stack {
     /// Starts the producer-gateway binary as its own process, with `gateway_settings()` on a
     /// free port, and waits until it is ready.
     pub async fn spawn_gateway_process(&self) -> GatewayProcess {
-        GatewayProcess::spawn(self).await
+        GatewayProcess::spawn(self, Logs::Inherit).await
+    }
+
+    /// The same, writing its log to `logs`.
+    pub async fn spawn_gateway_process_logging(&self, logs: Logs) -> GatewayProcess {
+        GatewayProcess::spawn(self, logs).await
     }
 
     /// Waits until the service at `url` answers `/readyz` with 200.
@@ -611,8 +621,23 @@ struct ServiceProcess {
     config: PathBuf,
 }
 
+/// Where a service process writes its log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Logs {
+    /// Errors to the test's stderr (`RUST_LOG`, default `warn`).
+    Inherit,
+    /// Everything (`info`) to `/dev/full`, where every write fails with "no space left on
+    /// device": a full disk under the log files.
+    DiskFull,
+}
+
 impl ServiceProcess {
-    fn spawn(stack: &Stack, name: &'static str, settings: &impl serde::Serialize) -> Self {
+    fn spawn(
+        stack: &Stack,
+        name: &'static str,
+        settings: &impl serde::Serialize,
+        logs: Logs,
+    ) -> Self {
         let binary = sibling_binary(name);
         let config = std::env::temp_dir().join(format!(
             "{name}-{}-{}.toml",
@@ -620,23 +645,32 @@ impl ServiceProcess {
             Uuid::new_v4().simple()
         ));
         std::fs::write(&config, chassis::config::render(settings)).expect("write config");
-        let child = Command::new(&binary)
-            .arg("--config")
-            .arg(&config)
-            .env(
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+        let mut command = Command::new(&binary);
+        command.arg("--config").arg(&config).kill_on_drop(true);
+        match logs {
+            Logs::Inherit => {
+                command
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+                    )
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::inherit());
+            }
+            Logs::DiskFull => {
+                let full = || std::fs::File::options().write(true).open("/dev/full");
+                command
+                    .env("RUST_LOG", "info")
+                    .stdout(Stdio::from(full().expect("/dev/full")))
+                    .stderr(Stdio::from(full().expect("/dev/full")));
+            }
+        }
+        let child = command.spawn().unwrap_or_else(|e| {
+            panic!(
+                "start {} (build it with `cargo build --bins`): {e}",
+                binary.display()
             )
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "start {} (build it with `cargo build --bins`): {e}",
-                    binary.display()
-                )
-            });
+        });
         ServiceProcess {
             name,
             child,
@@ -689,11 +723,11 @@ pub struct WriterProcess {
 }
 
 impl WriterProcess {
-    fn spawn(stack: &Stack, mut settings: db_writer::Settings) -> Self {
+    fn spawn(stack: &Stack, mut settings: db_writer::Settings, logs: Logs) -> Self {
         settings.metrics_listen = SocketAddr::from(([127, 0, 0, 1], crate::private::free_port()));
         WriterProcess {
             metrics_url: format!("http://{}", settings.metrics_listen),
-            process: ServiceProcess::spawn(stack, "db-writer", &settings),
+            process: ServiceProcess::spawn(stack, "db-writer", &settings, logs),
         }
     }
 
@@ -720,11 +754,11 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    async fn spawn(stack: &Stack) -> Self {
+    async fn spawn(stack: &Stack, logs: Logs) -> Self {
         let mut settings = stack.gateway_settings();
         settings.listen = SocketAddr::from(([127, 0, 0, 1], crate::private::free_port()));
         let url = format!("http://{}", settings.listen);
-        let process = ServiceProcess::spawn(stack, "producer-gateway", &settings);
+        let process = ServiceProcess::spawn(stack, "producer-gateway", &settings, logs);
         stack.ready(&url, Duration::from_secs(30)).await;
         GatewayProcess { process, url }
     }
@@ -758,7 +792,7 @@ impl QueryProcess {
         let mut settings = stack.query_settings();
         settings.listen = listen;
         let url = format!("http://{}", settings.listen);
-        let process = ServiceProcess::spawn(stack, "query-service", &settings);
+        let process = ServiceProcess::spawn(stack, "query-service", &settings, Logs::Inherit);
         stack.ready(&url, Duration::from_secs(60)).await;
         QueryProcess {
             process,

@@ -9,7 +9,7 @@ use std::{
 };
 
 use event_store::ShardRouter;
-use pipeline_tests::{eventually, Feeder, Ledger, PrivateKafka, PrivateShard, Stack};
+use pipeline_tests::{eventually, Feeder, Ledger, Logs, PrivateKafka, PrivateShard, Stack};
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -19,6 +19,50 @@ fn batch(round: usize) -> Vec<Value> {
     (0..100)
         .map(|n| json!({"client_id": format!("f{}", n % 40), "type": "t", "payload": {"round": round, "n": n}}))
         .collect()
+}
+
+/// A full disk under the logs costs log lines, not events: the gateway and db-writer, logging
+/// everything to `/dev/full`, still acknowledge and store both lanes. (db-writer once died on
+/// its next log line when the disk filled: the log subscriber reported the failed write with
+/// `eprintln!`, which panics when stderr fails too.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn with_its_log_disk_full_the_pipeline_still_acknowledges_and_stores() {
+    let stack = Stack::new().await;
+    let gateway = stack.spawn_gateway_process_logging(Logs::DiskFull).await;
+    let writer = stack.spawn_writer_process_logging(Logs::DiskFull);
+    let posted = stack
+        .post_events(
+            gateway.url(),
+            &[
+                json!({"client_id": "full-disk", "type": "t"}),
+                json!({"client_id": "full-disk", "type": "t", "priority": "critical"}),
+            ],
+        )
+        .await;
+    eventually(DRAIN, "both events stored once", || async {
+        let rows = stack.row_counts().await;
+        posted
+            .event_ids
+            .iter()
+            .all(|id| rows.get(id) == Some(&1))
+            .then_some(())
+    })
+    .await;
+    // Both processes have logged since (requests, batches, commits) and still run.
+    let later = stack
+        .post_events(
+            gateway.url(),
+            &[json!({"client_id": "full-disk", "type": "t"})],
+        )
+        .await;
+    eventually(DRAIN, "a later event stored", || async {
+        (stack.row_counts().await.get(&later.event_ids[0]) == Some(&1)).then_some(())
+    })
+    .await;
+    let metrics = reqwest::get(format!("{}/metrics", writer.metrics_url()))
+        .await
+        .unwrap();
+    assert_eq!(metrics.status(), 200, "db-writer still serves its metrics");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
