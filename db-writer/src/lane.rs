@@ -200,7 +200,7 @@ impl Lane {
                     // paused too (bounded by the prefetch), and pauses that as well.
                     let record = decoder.record(message, clock);
                     if matches!(record, batch::Record::Event { .. }) {
-                        self.pace.took_event(tokio::time::Instant::now());
+                        self.pace.took_event();
                     }
                     self.batcher.push(record, bytes);
                     if self.paused {

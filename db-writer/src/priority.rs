@@ -5,9 +5,10 @@
 //! `COPY` of 10,000 rows has written, and on a machine the normal lane's four batches in
 //! flight keep busy, everything on the critical path (the gateway's acknowledgement, the
 //! broker, this process) waits for a core. With 100 critical events a second beside a
-//! normal backlog of 1,000,000, critical stored p99 was 117-122 ms with the normal lane at
-//! full speed and 40 ms with it yielding to 1,000-row batches one at a time, for a drain
-//! 18 % longer (docs/benchmarks.md, 2026-12-04). A normal lane alone keeps its full speed.
+//! normal backlog of 1,000,000, critical stored p99 was 125-143 ms with the normal lane at
+//! full speed and 54-80 ms with it yielding to 1,000-row batches one at a time, for a drain
+//! 17-20 % longer (alternating pairs, docs/benchmarks.md, 2026-12-04). A normal lane alone
+//! keeps its full speed.
 
 use std::{
     sync::{
@@ -38,7 +39,7 @@ impl CriticalActivity {
     }
 
     /// The critical lane took an event at `now`.
-    pub fn event_at(&self, now: Instant) {
+    fn event_at(&self, now: Instant) {
         let micros = now.saturating_duration_since(self.origin).as_micros() as u64;
         self.last.fetch_max(micros + 1, Ordering::Relaxed);
     }
@@ -105,10 +106,11 @@ impl Pace {
         }
     }
 
-    /// The lane took an event at `now`.
-    pub fn took_event(&self, now: Instant) {
+    /// The lane took an event. Only the critical lane reads the clock for it: the normal
+    /// lane takes every record of a backlog through here.
+    pub fn took_event(&self) {
         if let Pace::Critical(activity) = self {
-            activity.event_at(now);
+            activity.event_at(Instant::now());
         }
     }
 }
@@ -146,7 +148,7 @@ mod tests {
             "no critical event yet"
         );
 
-        critical.took_event(Instant::now());
+        critical.took_event();
         assert_eq!(normal.limits(4, Instant::now()), yielding);
         assert!(yielding.yielding() && !full.yielding());
         tokio::time::advance(Duration::from_millis(999)).await;
@@ -159,7 +161,7 @@ mod tests {
         );
 
         // A later event opens the window again; the critical lane itself never yields.
-        critical.took_event(Instant::now());
+        critical.took_event();
         assert_eq!(normal.limits(4, Instant::now()), yielding);
         assert_eq!(critical.limits(4, Instant::now()), full);
     }
@@ -168,10 +170,10 @@ mod tests {
     async fn the_normal_lane_taking_events_opens_no_window_and_a_zero_window_never_yields() {
         let activity = CriticalActivity::new();
         let yields = normal(&activity, Duration::from_secs(1));
-        yields.took_event(Instant::now());
+        yields.took_event();
         assert_eq!(yields.limits(4, Instant::now()).depth, 4);
 
-        Pace::Critical(activity.clone()).took_event(Instant::now());
+        Pace::Critical(activity.clone()).took_event();
         assert_eq!(yields.limits(4, Instant::now()).depth, 1);
         let never = normal(&activity, Duration::ZERO);
         assert_eq!(never.limits(4, Instant::now()).depth, 4);

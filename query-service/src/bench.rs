@@ -31,7 +31,8 @@ pub struct Workload {
     pub payload_bytes: usize,
 }
 
-const TOPIC: &str = "events-normal";
+/// The local stack's normal topic.
+const TOPIC: &str = "events";
 
 /// Replays `workload` through the tail's state and returns the time it took.
 pub fn replay(workload: &Workload) -> Duration {
