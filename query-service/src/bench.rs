@@ -63,7 +63,15 @@ pub fn replay(workload: &Workload) -> Duration {
         in_flight.clone(),
         Arc::new(Streams::default()),
     );
-    let mut partitions = Partitions::new(in_flight, Arc::new(Progress::default()), release, 0);
+    // Per-client release from the start, as a replica has it once settled.
+    let mut partitions = Partitions::new(
+        in_flight,
+        Arc::new(Progress::default()),
+        release,
+        0,
+        Some(0),
+        i64::MIN,
+    );
     let slots: Vec<_> = (0..workload.partitions)
         .map(|p| (TOPIC.to_owned(), p as i32))
         .collect();

@@ -73,7 +73,7 @@ async fn attempt(
     };
     let snapshot = sources
         .in_flight
-        .snapshot(&probe, sources.frontier.released());
+        .snapshot(&probe, sources.frontier.for_client(client));
     // Newest first, the shard is read from the frontier down: rows above it are not answered
     // yet and would only take the places of rows that are.
     let probe = match query.direction {

@@ -155,7 +155,16 @@ impl Client {
             (_, Some(a)) => Some(a.clone()),
             (_, None) => None,
         };
-        Change { hidden, shown }
+        let replaced = if same_held {
+            None
+        } else {
+            before.held().cloned()
+        };
+        Change {
+            hidden,
+            shown,
+            replaced,
+        }
     }
 }
 
@@ -167,6 +176,8 @@ pub struct Change {
     pub hidden: Option<(String, OrderKey)>,
     /// The held copy that now stands for it.
     pub shown: Option<Held>,
+    /// The held copy that stood for it before, whatever its key (copies may share one).
+    pub replaced: Option<Held>,
 }
 
 /// An evicted event, remembered for a while: a copy arriving later is judged against it

@@ -31,6 +31,7 @@ pub fn init(shards: usize) {
     LazyLock::force(&RELEASE_DELAY);
     LazyLock::force(&CONSUME_DELAY);
     LazyLock::force(&UNRELEASED);
+    LazyLock::force(&PER_CLIENT_RELEASE);
     LazyLock::force(&LATE_EVENTS);
     LazyLock::force(&UNVERIFIED);
     LazyLock::force(&CHECK_SECONDS);
@@ -133,6 +134,15 @@ pub static CONSUME_DELAY: LazyLock<HistogramVec> = LazyLock::new(|| {
         "From a record's gateway time (an event's ingest time, a tick's time) to its consumption here, by kind",
         &["kind"],
         vec![0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2, 0.5, 1.0, 5.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static PER_CLIENT_RELEASE: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "query_per_client_release",
+        "1 while clients' events are released by their own partitions' clocks, 0 while by \
+         the slowest of all partitions (turned off, or settling after a start or a growth)"
     )
     .expect("metric registers once")
 });

@@ -26,7 +26,11 @@ struct Partition {
     /// Shared by every event held from it.
     topic: Arc<str>,
     number: i32,
+    /// Its lane's index in the release frontier.
+    lane: usize,
     clock: LogClock,
+    /// The clock last handed to the release frontier (micros).
+    published: i64,
     /// The writer's committed offset: everything below is in PostgreSQL.
     committed: i64,
     /// When (micros) this replica last knew it had consumed the partition to its end.
@@ -55,15 +59,26 @@ pub struct Partitions {
     progress: Arc<Progress>,
     release: Release,
     quiet_bound_micros: i64,
+    /// `order.growth_settle`; `None`: per-client release off.
+    growth_settle_micros: Option<i64>,
 }
 
 impl Partitions {
+    /// `growth_settle_micros`: per-client release (`release`) holds once the frontier of all
+    /// partitions has passed `started_at` plus this; `None` turns it off.
     pub fn new(
         in_flight: Arc<InFlight>,
         progress: Arc<Progress>,
-        release: Release,
+        mut release: Release,
         quiet_bound_micros: i64,
+        growth_settle_micros: Option<i64>,
+        started_at: i64,
     ) -> Self {
+        match growth_settle_micros {
+            // Records sent before this replica started may follow an older mapping.
+            Some(settle) => release.per_client_after(started_at.saturating_add(settle)),
+            None => release.global_only(),
+        }
         Partitions {
             parts: Vec::new(),
             index: HashMap::new(),
@@ -71,6 +86,15 @@ impl Partitions {
             progress,
             release,
             quiet_bound_micros,
+            growth_settle_micros,
+        }
+    }
+
+    /// A lane grew at `at` (micros): gateways may map clients the old way until their
+    /// metadata refresh, so per-client release waits for the settle time again.
+    pub fn grown(&mut self, at: i64) {
+        if let Some(settle) = self.growth_settle_micros {
+            self.release.per_client_after(at.saturating_add(settle));
         }
     }
 
@@ -103,6 +127,7 @@ impl Partitions {
         if let Some(clock) = clock {
             self.release.started_at(clock);
         }
+        let lane = self.release.add_partition(&slot.0, number);
         let at = self.parts.len();
         let numbers = self.index.entry(slot.0.clone()).or_default();
         if numbers.len() <= number {
@@ -112,7 +137,9 @@ impl Partitions {
         self.parts.push(Partition {
             topic: Arc::from(slot.0.as_str()),
             number: slot.1,
+            lane,
             clock: LogClock::resume(clock),
+            published: i64::MIN,
             committed,
             caught_up_at: None,
             held: VecDeque::new(),
@@ -251,28 +278,37 @@ impl Partitions {
 
     /// Tells `Progress` how far each partition is consumed, then moves the release frontier
     /// to the smallest clock over all partitions, a partition consumed to its end counting as
-    /// `caught_up_at - quiet_bound` at least.
+    /// `caught_up_at - quiet_bound` at least (each partition's own such clock goes to the
+    /// per-client release).
     pub fn advance(&mut self) {
         self.progress
             .advance_all(self.parts.iter_mut().filter_map(|p| {
                 let next = p.unreported.take()?;
                 Some((&*p.topic, p.number, next, p.clock.latest()))
             }));
-        let mut frontier = i64::MAX;
-        for partition in &self.parts {
+        let mut frontier = Some(i64::MAX);
+        let mut clocks_moved = false;
+        for partition in &mut self.parts {
             let idle = partition
                 .caught_up_at
                 .map(|at| at.saturating_sub(self.quiet_bound_micros));
-            match partition.clock.latest().max(idle) {
-                Some(at) => frontier = frontier.min(at),
-                None => return,
+            let clock = partition.clock.latest().max(idle);
+            frontier = frontier.zip(clock).map(|(f, c)| f.min(c));
+            let clock = clock.unwrap_or(i64::MIN);
+            if clock > partition.published {
+                partition.published = clock;
+                clocks_moved = true;
+                let number = usize::try_from(partition.number).unwrap_or(usize::MAX);
+                self.release.clock(partition.lane, number, clock);
             }
         }
-        if frontier == i64::MAX {
-            return;
-        }
-        if self.release.advance(frontier) {
+        // A partition without a clock yet holds the frontier of all partitions where it was.
+        let frontier = frontier.filter(|f| *f != i64::MAX).unwrap_or(i64::MIN);
+        let moved = self.release.advance(frontier);
+        if moved {
             metrics::FRONTIER_LAG.set((now_micros() - frontier) as f64 / 1e6);
+        }
+        if moved || clocks_moved {
             self.progress.notify();
         }
     }

@@ -126,7 +126,7 @@ impl Progress {
                 until = self.covered_until(token);
             }
             if let Some(until) = until {
-                let bound = in_flight.bound(client, frontier.released());
+                let bound = in_flight.bound(client, frontier.for_client(client));
                 if bound
                     > (OrderKey {
                         ordered_at_micros: until,

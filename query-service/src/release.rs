@@ -9,18 +9,27 @@
 //! net when no gateway runs). A client's event whose id awaits the duplicate check (`verify`)
 //! holds back that client's later events until the check answers.
 //!
-//! Streams get each released event here, in key order; pages read the frontier from
-//! [`Frontier`] and the rest from `in_flight`.
+//! *Per-client release*: a client's records are keyed by its id, so they land in one
+//! partition per lane (`schemas::partitioning`). Below the smallest clock of those partitions
+//! nothing new of that client can appear, so its events are released there, without waiting
+//! for the slowest of all partitions. That holds only while every gateway maps the client as
+//! this replica does: after the replica starts or sees a lane grow, it releases by the frontier
+//! of all partitions until that frontier has passed `order.growth_settle` (gateways learn of
+//! new partitions within their metadata refresh; a record they sent with the old mapping is
+//! appended within their delivery timeout).
+//!
+//! Streams get each released event here, in each client's key order; pages read the frontier
+//! from [`Frontier`] and the rest from `in_flight`.
 
 use std::{
     collections::{BTreeMap, HashMap},
     sync::{
         atomic::{AtomicI64, Ordering},
-        Arc,
+        Arc, RwLock, RwLockReadGuard,
     },
 };
 
-use schemas::OrderKey;
+use schemas::{partitioning::partition_for, OrderKey};
 use tracing::error;
 
 use crate::{
@@ -29,6 +38,14 @@ use crate::{
     streams::Streams,
     wall_clock::{now_micros, seconds_since},
 };
+
+/// One lane's partitions as the frontier takes them.
+#[derive(Debug)]
+struct Lane {
+    topic: Arc<str>,
+    /// Per partition: nothing consumed later is ordered before this (micros).
+    clocks: Vec<AtomicI64>,
+}
 
 /// The release frontier, as readers see it.
 #[derive(Debug)]
@@ -39,6 +56,11 @@ pub struct Frontier {
     /// The largest clock of the commits this replica started from: events stored before it
     /// started are ordered at or before it.
     start: AtomicI64,
+    /// Per-client release holds once `released` has passed this (micros); `i64::MAX`: never
+    /// ([`Release::global_only`]).
+    per_client_after: AtomicI64,
+    /// The lanes in the order the tail first followed them.
+    lanes: RwLock<Vec<Lane>>,
 }
 
 impl Default for Frontier {
@@ -46,14 +68,116 @@ impl Default for Frontier {
         Frontier {
             released: AtomicI64::new(i64::MIN),
             start: AtomicI64::new(i64::MIN),
+            // Without lanes (a replica that follows none) it changes nothing.
+            per_client_after: AtomicI64::new(i64::MIN),
+            lanes: RwLock::default(),
         }
     }
 }
 
 impl Frontier {
-    /// Every key below this is released.
+    /// Every key below this is released, for every client.
     pub fn released(&self) -> OrderKey {
         OrderKey::floor(self.released.load(Ordering::Acquire))
+    }
+
+    /// Every key of `client` below this is released: the frontier of all partitions, or
+    /// once per-client release holds, the smallest clock of the partitions the client maps to.
+    pub fn for_client(&self, client: &str) -> OrderKey {
+        OrderKey::floor(self.client_micros(client))
+    }
+
+    fn client_micros(&self, client: &str) -> i64 {
+        let released = self.released.load(Ordering::Acquire);
+        if released <= self.per_client_after.load(Ordering::Acquire) {
+            return released;
+        }
+        let lanes = self.lanes();
+        let mut smallest = i64::MAX;
+        for lane in lanes.iter() {
+            let Some(p) = partition_for(client.as_bytes(), lane.clocks.len()) else {
+                return released;
+            };
+            smallest = smallest.min(lane.clocks[p].load(Ordering::Acquire));
+        }
+        if lanes.is_empty() {
+            released
+        } else {
+            released.max(smallest)
+        }
+    }
+
+    fn lanes(&self) -> RwLockReadGuard<'_, Vec<Lane>> {
+        // Plain numbers: a panic elsewhere leaves nothing half-written worth refusing.
+        self.lanes
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether per-client release holds now.
+    fn per_client(&self) -> bool {
+        self.released.load(Ordering::Acquire) > self.per_client_after.load(Ordering::Acquire)
+    }
+
+    /// Follows partition `number` of `topic`; returns its lane's index.
+    fn add_partition(&self, topic: &str, number: usize) -> usize {
+        let mut lanes = self
+            .lanes
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let at = match lanes.iter().position(|l| &*l.topic == topic) {
+            Some(at) => at,
+            None => {
+                lanes.push(Lane {
+                    topic: Arc::from(topic),
+                    clocks: Vec::new(),
+                });
+                lanes.len() - 1
+            }
+        };
+        let clocks = &mut lanes[at].clocks;
+        while clocks.len() <= number {
+            clocks.push(AtomicI64::new(i64::MIN));
+        }
+        at
+    }
+
+    /// Partition counts per lane.
+    fn counts(&self) -> Vec<usize> {
+        self.lanes().iter().map(|l| l.clocks.len()).collect()
+    }
+
+    /// The group of clients whose records of every lane land in the partitions of `held`'s
+    /// client: its own partition in its own lane, the client's in the others. `counts` are
+    /// the lanes' partition counts.
+    fn group_of(&self, held: &Held, counts: &[usize]) -> usize {
+        let lanes = self.lanes();
+        let mut group = 0;
+        for (lane, count) in lanes.iter().zip(counts) {
+            let p = if *lane.topic == *held.position.topic {
+                usize::try_from(held.position.partition).unwrap_or(0)
+            } else {
+                partition_for(held.event.client_id.as_bytes(), *count).unwrap_or(0)
+            };
+            group = group * count + p.min(count.saturating_sub(1));
+        }
+        group
+    }
+
+    /// The smallest clock of group `group`'s partitions (see [`Frontier::group_of`]).
+    fn group_micros(&self, mut group: usize, counts: &[usize]) -> i64 {
+        let lanes = self.lanes();
+        let mut smallest = i64::MAX;
+        for (lane, count) in lanes.iter().zip(counts).rev() {
+            let p = group % count.max(&1);
+            group /= count.max(&1);
+            smallest = smallest.min(
+                lane.clocks
+                    .get(p)
+                    .map_or(i64::MIN, |c| c.load(Ordering::Acquire)),
+            );
+        }
+        smallest
     }
 
     /// True once the frontier has passed every event stored before this replica started.
@@ -69,8 +193,15 @@ pub struct Release {
     frontier: Arc<Frontier>,
     in_flight: Arc<InFlight>,
     streams: Arc<Streams>,
-    /// Visible events not released yet, in order.
-    pending: BTreeMap<OrderKey, Held>,
+    /// The lanes' partition counts `pending` is grouped by.
+    counts: Vec<usize>,
+    /// Visible events not released yet, in order, per group of clients that map to the same
+    /// partitions (`Frontier::group_of`): a group is released by its own partitions' clocks.
+    pending: Vec<BTreeMap<OrderKey, Held>>,
+    /// Per group, how far it was released (micros).
+    group_released: Vec<i64>,
+    /// Events in `pending`.
+    unreleased: usize,
     /// Released events of clients with an unverified event before them, in order.
     blocked: HashMap<String, BTreeMap<OrderKey, Held>>,
     /// Duplicate checks outstanding per client.
@@ -84,24 +215,86 @@ impl Release {
             frontier,
             in_flight,
             streams,
-            pending: BTreeMap::new(),
+            counts: Vec::new(),
+            pending: vec![BTreeMap::new()],
+            group_released: vec![i64::MIN],
+            unreleased: 0,
             blocked: HashMap::new(),
             checking: HashMap::new(),
             released: i64::MIN,
         }
     }
 
+    /// Follows partition `number` of `topic`; returns its lane's index.
+    pub fn add_partition(&mut self, topic: &str, number: usize) -> usize {
+        let lane = self.frontier.add_partition(topic, number);
+        let counts = self.frontier.counts();
+        if counts != self.counts {
+            self.regroup(counts);
+        }
+        lane
+    }
+
+    /// Per-client release holds once the frontier of all partitions has passed `micros`
+    /// (never before an earlier such instruction: a lane that grew again restarts the wait).
+    pub fn per_client_after(&mut self, micros: i64) {
+        self.frontier
+            .per_client_after
+            .fetch_max(micros, Ordering::AcqRel);
+    }
+
+    /// Per-client release never holds.
+    pub fn global_only(&mut self) {
+        self.frontier
+            .per_client_after
+            .store(i64::MAX, Ordering::Release);
+    }
+
+    /// A partition's clock as the frontier takes it (set before [`Release::advance`]).
+    pub fn clock(&mut self, lane: usize, number: usize, micros: i64) {
+        let lanes = self.frontier.lanes();
+        if let Some(clock) = lanes.get(lane).and_then(|l| l.clocks.get(number)) {
+            clock.store(micros, Ordering::Release);
+        }
+    }
+
+    /// The lanes' partition counts changed: pending events are grouped anew.
+    fn regroup(&mut self, counts: Vec<usize>) {
+        let groups = counts.iter().product::<usize>().max(1);
+        let old = std::mem::replace(&mut self.pending, vec![BTreeMap::new(); groups]);
+        self.group_released = vec![self.released; groups];
+        self.counts = counts;
+        for held in old.into_iter().flat_map(BTreeMap::into_values) {
+            let group = self.frontier.group_of(&held, &self.counts);
+            self.pending[group].insert(held.order_key(), held);
+        }
+    }
+
     /// Follows a change of which copy stands for an event.
     pub fn apply(&mut self, change: Change) {
+        if let Some(replaced) = change.replaced {
+            let group = self.frontier.group_of(&replaced, &self.counts);
+            if self.pending[group].remove(&replaced.order_key()).is_some() {
+                self.unreleased -= 1;
+            }
+        }
         if let Some((client, key)) = change.hidden {
-            self.pending.remove(&key);
+            // A copy evicted since it was shown is only a key now, in the group of a
+            // partition not at hand. Rare (copies of one event), so every group is looked at.
+            for pending in &mut self.pending {
+                if pending.remove(&key).is_some() {
+                    self.unreleased -= 1;
+                }
+            }
             if let Some(blocked) = self.blocked.get_mut(client.as_str()) {
                 blocked.remove(&key);
             }
         }
         if let Some(shown) = change.shown {
             let key = shown.order_key();
-            if key < OrderKey::floor(self.released) {
+            let group = self.frontier.group_of(&shown, &self.counts);
+            let per_client = self.frontier.per_client();
+            if key < OrderKey::floor(self.group_bound(group, per_client)) {
                 // Only when no tick or record moved this partition for `quiet_bound` and
                 // then an older record arrived (a gateway whose acknowledgements took longer
                 // than the bound). Readers that passed its place miss it; say so loudly.
@@ -114,11 +307,11 @@ impl Release {
                     "event arrived after the release frontier passed its place; raise order.quiet_bound"
                 );
                 self.deliver(shown);
-            } else {
-                self.pending.insert(key, shown);
+            } else if self.pending[group].insert(key, shown).is_none() {
+                self.unreleased += 1;
             }
         }
-        metrics::UNRELEASED.set(self.pending.len() as i64);
+        metrics::UNRELEASED.set(self.unreleased as i64);
     }
 
     /// A partition was assigned at a commit carrying this clock.
@@ -141,26 +334,62 @@ impl Release {
         self.unblock(client);
     }
 
-    /// Moves the frontier to `micros` (never back) and releases what it passed.
+    /// Moves the frontier of all partitions to `micros` (never back), then releases what
+    /// each group's bound passed: that frontier, or with per-client release the smallest
+    /// clock of the group's partitions ([`Release::clock`]). True if the frontier of all
+    /// partitions moved.
     pub fn advance(&mut self, micros: i64) -> bool {
-        if micros <= self.released {
-            return false;
+        let moved = micros > self.released;
+        if moved {
+            self.released = micros;
+            self.frontier.released.store(micros, Ordering::Release);
         }
-        self.released = micros;
-        self.frontier.released.store(micros, Ordering::Release);
-        let bound = OrderKey::floor(micros);
-        let now = now_micros();
-        while let Some(entry) = self.pending.first_entry() {
-            if *entry.key() >= bound {
-                break;
+        let per_client = self.frontier.per_client();
+        metrics::PER_CLIENT_RELEASE.set(i64::from(per_client));
+        if self.unreleased == 0 {
+            return moved;
+        }
+        let mut passed = Vec::new();
+        for group in 0..self.pending.len() {
+            if self.pending[group].is_empty() {
+                continue;
             }
-            let held = entry.remove();
+            let bound = self.group_bound(group, per_client);
+            if bound <= self.group_released[group] {
+                continue;
+            }
+            self.group_released[group] = bound;
+            let bound = OrderKey::floor(bound);
+            while let Some(entry) = self.pending[group].first_entry() {
+                if *entry.key() >= bound {
+                    break;
+                }
+                passed.push(entry.remove());
+            }
+        }
+        // In key order across groups: a client's records are in one group only once every
+        // gateway maps it as this replica does; before, they are released by the frontier of
+        // all partitions, from several groups at once.
+        passed.sort_unstable_by_key(|held| held.order_key());
+        self.unreleased -= passed.len();
+        let now = now_micros();
+        for held in passed {
             // From the gateway's acknowledgement to release: the cost of the stable order.
             metrics::RELEASE_DELAY.observe(seconds_since(now, held.event.ingested_at_micros));
             self.deliver(held);
         }
-        metrics::UNRELEASED.set(self.pending.len() as i64);
-        true
+        metrics::UNRELEASED.set(self.unreleased as i64);
+        moved
+    }
+
+    /// How far `group` may be released now (micros).
+    fn group_bound(&self, group: usize, per_client: bool) -> i64 {
+        if per_client {
+            self.released
+                .max(self.frontier.group_micros(group, &self.counts))
+        } else {
+            self.released
+        }
     }
 
     fn deliver(&mut self, held: Held) {
@@ -187,7 +416,9 @@ impl Release {
         let Some(mut blocked) = self.blocked.remove(client) else {
             return;
         };
-        let bound = self.in_flight.bound(client, OrderKey::floor(self.released));
+        let bound = self
+            .in_flight
+            .bound(client, self.frontier.for_client(client));
         let wants = self.streams.wants(client);
         while let Some(entry) = blocked.first_entry() {
             if *entry.key() >= bound {
@@ -201,5 +432,163 @@ impl Release {
         if !blocked.is_empty() {
             self.blocked.insert(client.to_owned(), blocked);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::{Event, Priority};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{partitions::Partitions, progress::Progress, streams::Subscription};
+
+    /// "a" maps to partition 0 of a two-partition lane and 1 of a three-partition one.
+    const CLIENT: &str = "a";
+    const LANES: [(&str, i32); 2] = [("critical", 2), ("events", 3)];
+
+    struct Replica {
+        partitions: Partitions,
+        frontier: Arc<Frontier>,
+        stream: Subscription,
+    }
+
+    /// A replica following both lanes from their start; `settle`: per-client release.
+    fn replica(settle: Option<i64>, started_at: i64) -> Replica {
+        let in_flight = Arc::new(InFlight::new(1000, 1 << 20, 64));
+        let frontier = Arc::new(Frontier::default());
+        let streams = Arc::new(Streams::default());
+        let stream = streams.subscribe(CLIENT, 100);
+        let release = Release::new(frontier.clone(), in_flight.clone(), streams);
+        let mut partitions = Partitions::new(
+            in_flight,
+            Arc::new(Progress::default()),
+            release,
+            i64::MAX / 4,
+            settle,
+            started_at,
+        );
+        for (topic, count) in LANES {
+            for p in 0..count {
+                partitions.assign((topic.to_owned(), p), 0, 0, None);
+            }
+        }
+        Replica {
+            partitions,
+            frontier,
+            stream,
+        }
+    }
+
+    impl Replica {
+        fn tick(&mut self, topic: &str, partition: i32, offset: i64, at: i64) {
+            let at_index = self.partitions.find(topic, partition).expect("assigned");
+            self.partitions.tick(at_index, offset, at);
+            self.partitions.advance();
+        }
+
+        fn event(&mut self, topic: &str, partition: i32, offset: i64, at: i64) {
+            let at_index = self.partitions.find(topic, partition).expect("assigned");
+            let event = Event {
+                event_id: Uuid::from_u128(at as u128),
+                client_id: CLIENT.into(),
+                event_type: "t".into(),
+                ts_micros: None,
+                ingested_at_micros: at,
+                priority: Priority::Critical,
+                payload: "{}".into(),
+                sdk: None,
+            };
+            self.partitions.event(at_index, offset, event, true);
+            self.partitions.advance();
+        }
+
+        /// Every partition ticked at `at`, but partition 0 of the second lane (not the
+        /// client's) only at `slow`.
+        fn tick_all_but_one(&mut self, offset: i64, at: i64, slow: i64) {
+            for (topic, count) in LANES {
+                for p in 0..count {
+                    let at = if (topic, p) == ("events", 0) {
+                        slow
+                    } else {
+                        at
+                    };
+                    self.tick(topic, p, offset, at);
+                }
+            }
+        }
+
+        fn delivered(&mut self) -> Vec<i64> {
+            let mut keys = Vec::new();
+            while let Ok(held) = self.stream.events.try_recv() {
+                keys.push(held.order_key().ordered_at_micros);
+            }
+            keys
+        }
+    }
+
+    #[test]
+    fn the_client_map_is_kafkas() {
+        let partition = |count| schemas::partitioning::partition_for(CLIENT.as_bytes(), count);
+        assert_eq!((partition(2), partition(3)), (Some(0), Some(1)));
+    }
+
+    #[test]
+    fn a_clients_events_are_released_once_its_own_partitions_passed_them() {
+        let mut replica = replica(Some(0), 0);
+        replica.tick_all_but_one(0, 100, 100);
+        replica.event("critical", 0, 1, 150);
+        replica.tick_all_but_one(2, 200, 120);
+        assert_eq!(replica.frontier.released(), OrderKey::floor(120));
+        assert_eq!(replica.frontier.for_client(CLIENT), OrderKey::floor(200));
+        assert_eq!(replica.delivered(), vec![150]);
+    }
+
+    #[test]
+    fn without_per_client_release_the_slowest_partition_holds_every_client() {
+        let mut replica = replica(None, 0);
+        replica.tick_all_but_one(0, 100, 100);
+        replica.event("critical", 0, 1, 150);
+        replica.tick_all_but_one(2, 200, 120);
+        assert_eq!(replica.frontier.for_client(CLIENT), OrderKey::floor(120));
+        assert_eq!(replica.delivered(), Vec::<i64>::new());
+        replica.tick("events", 0, 3, 160);
+        assert_eq!(replica.delivered(), vec![150]);
+    }
+
+    #[test]
+    fn per_client_release_waits_until_the_frontier_passed_the_settle_time() {
+        // Started at 0 with a settle time of 130: until every partition passed 130, a record
+        // sent with an older partition count may still come.
+        let mut replica = replica(Some(130), 0);
+        replica.tick_all_but_one(0, 100, 100);
+        replica.event("critical", 0, 1, 150);
+        replica.tick_all_but_one(2, 200, 120);
+        assert_eq!(replica.frontier.for_client(CLIENT), OrderKey::floor(120));
+        assert_eq!(replica.delivered(), Vec::<i64>::new());
+        replica.tick("events", 0, 3, 140);
+        assert_eq!(replica.frontier.for_client(CLIENT), OrderKey::floor(200));
+        assert_eq!(replica.delivered(), vec![150]);
+    }
+
+    #[test]
+    fn a_lane_that_grew_stops_per_client_release_for_the_settle_time() {
+        let mut replica = replica(Some(50), 0);
+        replica.tick_all_but_one(0, 100, 100);
+        replica.tick_all_but_one(1, 200, 120);
+        assert_eq!(replica.frontier.for_client(CLIENT), OrderKey::floor(200));
+        // The second lane grows at 150: "a" may now land in partition 3 too.
+        replica.partitions.grown(150);
+        replica
+            .partitions
+            .assign(("events".to_owned(), 3), 0, 0, None);
+        replica.tick("events", 3, 0, 210);
+        replica.event("critical", 0, 2, 205);
+        replica.tick_all_but_one(3, 250, 180);
+        assert_eq!(replica.frontier.for_client(CLIENT), OrderKey::floor(180));
+        assert_eq!(replica.delivered(), Vec::<i64>::new());
+        replica.tick("events", 0, 4, 260);
+        assert_eq!(replica.frontier.for_client(CLIENT), OrderKey::floor(250));
+        assert_eq!(replica.delivered(), vec![205]);
     }
 }

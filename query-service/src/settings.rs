@@ -103,6 +103,16 @@ pub struct OrderSettings {
     /// may arrive behind readers (counted in `query_late_events_total`). Default 15s.
     #[serde(with = "humantime_serde")]
     pub quiet_bound: Duration,
+    /// Release each client's events by the clocks of the partitions its id maps to (one per
+    /// lane), not by the slowest of all partitions. Default true.
+    pub per_client_release: bool,
+    /// After this replica starts or sees a lane grow, per-client release waits until the
+    /// frontier of all partitions has passed this long after that: meanwhile a gateway may
+    /// still map a client by the old partition count. Must exceed the gateways'
+    /// `kafka.metadata_refresh` plus `kafka.delivery_timeout` plus the clock difference
+    /// between hosts. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub growth_settle: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -181,6 +191,8 @@ impl Default for OrderSettings {
     fn default() -> Self {
         OrderSettings {
             quiet_bound: Duration::from_secs(15),
+            per_client_release: true,
+            growth_settle: Duration::from_secs(60),
         }
     }
 }

@@ -147,7 +147,16 @@ impl Tail {
             observer: Arc::new(observer),
             topics: kafka.topics.clone(),
             refresh_interval: kafka.refresh_interval,
-            partitions: Partitions::new(in_flight.clone(), progress.clone(), release, quiet_bound),
+            partitions: Partitions::new(
+                in_flight.clone(),
+                progress.clone(),
+                release,
+                quiet_bound,
+                order
+                    .per_client_release
+                    .then(|| i64::try_from(order.growth_settle.as_micros()).unwrap_or(i64::MAX)),
+                now_micros(),
+            ),
             in_flight,
             progress,
             checks,
@@ -351,6 +360,9 @@ impl Core {
             tpl.add_partition_offset(topic, *partition, offset)?;
         }
         consumer.incremental_assign(&tpl)?;
+        if !starting {
+            self.partitions.grown(now_micros());
+        }
         for (slot, o) in new {
             if starting {
                 self.partitions

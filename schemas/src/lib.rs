@@ -14,6 +14,7 @@ mod event;
 mod fingerprint;
 pub mod headers;
 pub mod order;
+pub mod partitioning;
 mod payload;
 mod persisted;
 mod read_token;

@@ -257,6 +257,12 @@ impl Stack {
                 ..defaults.kafka
             },
             store: self.store_settings(),
+            // Per-client release within a test's time: the test gateways learn of new
+            // partitions within 500 ms, and no test holds a record back across a growth.
+            order: query_service::settings::OrderSettings {
+                growth_settle: Duration::from_secs(2),
+                ..defaults.order
+            },
             ..defaults
         }
     }

@@ -168,6 +168,42 @@ async fn critical_events_take_their_own_lane_to_the_same_table() {
     .await;
 }
 
+/// query-service releases a client's events by the partitions its id maps to, and the gateway
+/// ticks those partitions: both compute the map themselves (`schemas::partitioning`), so it
+/// must be the one the gateway's producer uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn each_clients_records_land_in_the_partition_kafkas_partitioner_maps_it_to() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let clients: Vec<String> = (0..40)
+        .map(|n| format!("device-{n}-{}", Uuid::new_v4()))
+        .collect();
+    for (n, client) in clients.iter().enumerate() {
+        let priority = if n % 2 == 0 { "critical" } else { "normal" };
+        let body = json!({"client_id": client, "type": "t", "priority": priority});
+        let response = stack
+            .post(&gateway, "application/json", body.to_string())
+            .await;
+        assert_eq!(response.status(), 202);
+    }
+    let mut seen = 0;
+    for topic in [&stack.topic, &stack.critical_topic] {
+        let count = stack.kafka.end_offsets(topic).len();
+        assert!(count > 1, "{topic} has {count} partitions");
+        for record in stack.kafka.read_events(topic, Duration::from_secs(20)) {
+            let key = record.key().unwrap();
+            assert_eq!(
+                usize::try_from(record.partition()).ok(),
+                schemas::partitioning::partition_for(key, count),
+                "{topic}: {}",
+                String::from_utf8_lossy(key)
+            );
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, clients.len());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn critical_events_are_stored_while_the_normal_lane_is_stuck() {
     let stack = Stack::new().await;
