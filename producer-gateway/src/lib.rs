@@ -85,6 +85,8 @@ impl Gateway {
             release_producer: tick::release_producer(&kafka)
                 .map_err(publish::ProducerError::from)?,
             clock,
+            release_ticks: settings.kafka.release_ticks,
+            release_spacing: settings.kafka.release_spacing,
             interval: settings.kafka.tick_interval,
             normal_interval: settings.kafka.normal_tick_interval,
             idle_interval: settings.kafka.idle_tick_interval,

@@ -15,7 +15,7 @@ use tracing::warn;
 use crate::{
     clock::IngestClock,
     settings::KafkaSettings,
-    tick::{host_micros, Activity, TickLane},
+    tick::{host_micros, Activity, ReleaseTicks, TickLane},
 };
 
 /// Where the brokers stored one event.
@@ -59,6 +59,7 @@ pub struct Publisher {
     critical: Lane,
     codec: EventCodec,
     clock: Arc<IngestClock>,
+    release_ticks: ReleaseTicks,
     /// Upper bound on waiting for acknowledgements: librdkafka fails a message after
     /// `message.timeout.ms`; this margin only guards against a lost callback.
     ack_deadline: Duration,
@@ -84,6 +85,7 @@ impl Publisher {
             },
             codec: EventCodec::new(),
             clock,
+            release_ticks: settings.release_ticks,
             ack_deadline: settings.delivery_timeout + Duration::from_secs(2),
         })
     }
@@ -154,7 +156,13 @@ impl Publisher {
                 .timestamp(event.ingested_at_micros / 1_000)
                 .headers(record_headers);
             match lane.producer.send_result(record) {
-                Ok(delivery) => pending.push((lane, delivery)),
+                Ok(delivery) => {
+                    if self.release_ticks == ReleaseTicks::Client {
+                        lane.activity
+                            .queued(&event.client_id, event.ingested_at_micros);
+                    }
+                    pending.push((lane, delivery))
+                }
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                     return Err(PublishError::QueueFull)
                 }
@@ -172,8 +180,20 @@ impl Publisher {
             .zip(results)
             .map(|((lane, event), result)| match result {
                 Ok(Ok(delivery)) => {
-                    lane.activity
-                        .produced(delivery.partition, event.ingested_at_micros, acked_at);
+                    let stamp = event.ingested_at_micros;
+                    if event.priority == Priority::Critical
+                        && self.release_ticks == ReleaseTicks::Client
+                    {
+                        // Readers release it once both partitions its client maps to have
+                        // a later record: this one, and the normal lane's.
+                        self.critical
+                            .activity
+                            .want_release(delivery.partition, stamp);
+                        self.normal
+                            .activity
+                            .want_release_of(&event.client_id, stamp);
+                    }
+                    lane.activity.produced(delivery.partition, stamp, acked_at);
                     Ok(Ack {
                         topic: lane.topic.clone(),
                         partition: delivery.partition,

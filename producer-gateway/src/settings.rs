@@ -3,6 +3,8 @@ use std::{net::SocketAddr, time::Duration};
 use chassis::auth::AuthSettings;
 use serde::{Deserialize, Serialize};
 
+pub use crate::tick::ReleaseTicks;
+
 /// Everything producer-gateway can be told. See `chassis::config` for the layering;
 /// environment variables use the prefix `GATEWAY_`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -135,12 +137,23 @@ pub struct KafkaSettings {
     /// receiving events. Default 30s.
     #[serde(with = "humantime_serde")]
     pub metadata_refresh: Duration,
-    /// Release rounds (docs/design.md, "Ordering"): when the critical lane acknowledges an
-    /// event, a tick goes into every partition without a later record from this gateway, so
-    /// readers can release it in their stable order about a broker round trip later; while
-    /// critical events keep coming, such rounds come at most this often (a critical event's
-    /// release may wait up to this; each round is up to a produce request per partition).
-    /// Also how often the ticker wakes for periodic rounds. Default 20ms.
+    /// Where a critical acknowledgement sends release ticks (docs/design.md, "Ordering"):
+    /// `client`, into the partition of each lane the event's client maps to that has no later
+    /// record from this gateway yet (readers with per-client release, query-service's
+    /// default, release the event about a broker round trip later); `all`, release rounds
+    /// into every partition (readers that release by the slowest of all partitions).
+    /// Default client.
+    pub release_ticks: ReleaseTicks,
+    /// With `release_ticks = "client"`: the least time between two release ticks into one
+    /// partition (a critical event's release may wait up to this while critical events keep
+    /// coming; each tick is a produce request that every consumer group fetches). Default 5ms.
+    #[serde(with = "humantime_serde")]
+    pub release_spacing: Duration,
+    /// With `release_ticks = "all"`, release rounds: when the critical lane acknowledges an
+    /// event, a tick goes into every partition without a later record from this gateway;
+    /// while critical events keep coming, such rounds come at most this often (each round is
+    /// up to a produce request per partition). Also how often the ticker wakes for periodic
+    /// rounds. Default 20ms.
     #[serde(with = "humantime_serde")]
     pub tick_interval: Duration,
     /// Periodic rounds, while this gateway acknowledges events: a tick into every partition
@@ -213,6 +226,8 @@ impl Default for KafkaSettings {
             delivery_timeout: Duration::from_secs(10),
             compression: "lz4".into(),
             metadata_refresh: Duration::from_secs(30),
+            release_ticks: ReleaseTicks::Client,
+            release_spacing: Duration::from_millis(5),
             tick_interval: Duration::from_millis(20),
             normal_tick_interval: Duration::from_millis(40),
             idle_tick_interval: Duration::from_secs(1),

@@ -1,12 +1,18 @@
 //! Ticks: a record without an event into a partition, so every partition's log time keeps
 //! moving and readers can release events in their stable order within milliseconds
-//! (`schemas::order`). Two kinds of rounds:
-//! - Release rounds follow critical acknowledgements: as soon as the critical lane
-//!   acknowledged an event (at most one round per tick interval), a tick into every partition
-//!   of both lanes whose latest acknowledged record is stamped at or before the latest such
-//!   event. They go through a producer of their own (no linger, no bulk records queued ahead
-//!   of them, no share of the critical lane's requests in flight), so a critical event's
-//!   release waits neither for the normal lane's batches nor for a fixed cadence.
+//! (`schemas::order`). Release ticks, then two kinds of rounds:
+//! - Release ticks follow critical acknowledgements (`kafka.release_ticks = "client"`, the
+//!   default): readers release a client's events once the partitions its id maps to (one per
+//!   lane) have a later record (query-service's per-client release), so as soon as the
+//!   critical lane acknowledged an event, a tick goes into each of those two partitions that
+//!   has no later record from this gateway yet — at most one per partition per
+//!   `kafka.release_spacing`. They go through a producer of their own (no linger, no bulk
+//!   records queued ahead of them, no share of the critical lane's requests in flight), so a
+//!   critical event's release waits neither for the normal lane's batches nor for a round.
+//! - Release rounds instead, with `release_ticks = "all"` (for readers that release by the
+//!   slowest of all partitions): a tick into every partition of both lanes whose latest
+//!   acknowledged record is stamped at or before the latest critical event, at most one round
+//!   per tick interval.
 //! - Periodic rounds, into every partition that received nothing from this gateway for a round
 //!   interval: every normal tick interval while the gateway acknowledges events (their release
 //!   may take a little longer; each round is a produce request per quiet partition, which
@@ -31,7 +37,8 @@ use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
 };
-use schemas::{headers, Tick, TickCodec};
+use schemas::{headers, partitioning::partition_for, Tick, TickCodec};
+use serde::{Deserialize, Serialize};
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
@@ -39,6 +46,8 @@ use tracing::{info, warn};
 use crate::{clock::IngestClock, metrics};
 
 const METADATA_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long release ticks wait after a critical acknowledgement wakes the ticker.
+const RELEASE_GATHER: Duration = Duration::from_millis(1);
 /// Readiness check: the producers have broker metadata for both lanes.
 pub const READY_BROKERS: &str = "brokers";
 /// Periodic rounds after a gateway's last acknowledged event during which it keeps ticking at
@@ -47,12 +56,28 @@ pub const READY_BROKERS: &str = "brokers";
 /// in every partition; one more for a round delayed by a busy runtime.
 pub const ACTIVE_ROUNDS: i64 = 3;
 
+/// Where release ticks go after a critical acknowledgement (`kafka.release_ticks`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReleaseTicks {
+    /// Into the partitions the event's client maps to, one per lane.
+    Client,
+    /// Into every partition, in rounds.
+    All,
+}
+
 /// What this gateway had acknowledged in each partition of one topic.
 #[derive(Debug)]
 pub struct Activity {
     /// Per partition, the latest ingest time of an acknowledged record: the partition's log
     /// time has passed it once readers consume that far.
     last: RwLock<Vec<AtomicI64>>,
+    /// Per partition, the latest ingest time of a critical event acknowledged whose client
+    /// maps here: a release tick must follow it, unless a later record does.
+    wanted: RwLock<Vec<AtomicI64>>,
+    /// Per partition, the latest ingest time of a record queued (not yet acknowledged): one
+    /// stamped after a wanted release will pass it too, without a tick.
+    queued: RwLock<Vec<AtomicI64>>,
     /// The latest acknowledgement (host clock, micros), whatever the partition.
     latest_ack: AtomicI64,
     /// The latest ingest time acknowledged, whatever the partition.
@@ -65,6 +90,8 @@ impl Default for Activity {
     fn default() -> Self {
         Activity {
             last: RwLock::default(),
+            wanted: RwLock::default(),
+            queued: RwLock::default(),
             latest_ack: AtomicI64::new(i64::MIN),
             latest_stamp: AtomicI64::new(i64::MIN),
             acked: Notify::new(),
@@ -88,12 +115,66 @@ impl Activity {
         }
     }
 
+    /// A critical event stamped `stamp_micros`, whose client maps to `partition` in this
+    /// lane, was acknowledged: readers release it once a later record is there. Call before
+    /// [`Activity::produced`] of the critical lane, which wakes the ticker.
+    pub fn want_release(&self, partition: i32, stamp_micros: i64) {
+        let Ok(wanted) = self.wanted.read() else {
+            return;
+        };
+        if let Some(slot) = usize::try_from(partition).ok().and_then(|p| wanted.get(p)) {
+            slot.fetch_max(stamp_micros, Ordering::Relaxed);
+        }
+    }
+
+    /// [`Activity::want_release`] for the partition of this lane that `client`'s records go
+    /// to (Kafka's partitioner, as the producer's `murmur2_random`).
+    pub fn want_release_of(&self, client: &str, stamp_micros: i64) {
+        if let Some(partition) =
+            partition_for(client.as_bytes(), self.partitions()).and_then(|p| i32::try_from(p).ok())
+        {
+            self.want_release(partition, stamp_micros);
+        }
+    }
+
+    /// A record keyed `client` and stamped `stamp_micros` was queued into this lane.
+    pub fn queued(&self, client: &str, stamp_micros: i64) {
+        let Ok(queued) = self.queued.read() else {
+            return;
+        };
+        if let Some(slot) =
+            partition_for(client.as_bytes(), queued.len()).and_then(|p| queued.get(p))
+        {
+            slot.fetch_max(stamp_micros, Ordering::Relaxed);
+        }
+    }
+
     fn resize(&self, partitions: usize) {
-        if let Ok(mut last) = self.last.write() {
-            while last.len() < partitions {
-                last.push(AtomicI64::new(i64::MIN));
+        for slots in [&self.last, &self.wanted, &self.queued] {
+            if let Ok(mut slots) = slots.write() {
+                while slots.len() < partitions {
+                    slots.push(AtomicI64::new(i64::MIN));
+                }
             }
         }
+    }
+
+    /// Per partition: the release wanted, and the latest stamp of a record acknowledged or
+    /// queued there.
+    fn wanted_and_last(&self) -> Vec<(i64, i64)> {
+        let (Ok(wanted), Ok(last), Ok(queued)) =
+            (self.wanted.read(), self.last.read(), self.queued.read())
+        else {
+            return Vec::new();
+        };
+        wanted
+            .iter()
+            .zip(last.iter().zip(queued.iter()))
+            .map(|(w, (l, q))| {
+                let latest = l.load(Ordering::Relaxed).max(q.load(Ordering::Relaxed));
+                (w.load(Ordering::Relaxed), latest)
+            })
+            .collect()
     }
 
     /// Partitions without a record from this gateway stamped at or after `since`.
@@ -151,6 +232,53 @@ fn release_due(
     (wanted > covered).then(|| last.map_or(now, |at| (at + spacing).max(now)))
 }
 
+/// A partition's release tick: what it last followed and when it was sent.
+#[derive(Debug, Clone, Copy)]
+struct Released {
+    /// The wanted stamp a tick (or a later record) already followed.
+    covered: i64,
+    sent_at: Option<Instant>,
+}
+
+impl Default for Released {
+    fn default() -> Self {
+        Released {
+            covered: i64::MIN,
+            sent_at: None,
+        }
+    }
+}
+
+/// What a partition's release needs now.
+#[derive(Debug, PartialEq, Eq)]
+enum ReleaseTick {
+    /// Nothing: no critical event wants it, or a tick or a later record followed it.
+    Covered,
+    /// A tick now.
+    Now,
+    /// A tick at this time: the partition had one less than `spacing` ago.
+    At(Instant),
+}
+
+/// A partition's release tick, for critical events wanting it up to `wanted` (their latest
+/// stamp), when this gateway's latest record there (acknowledged or queued: queued, it is
+/// appended after them) is stamped `last`.
+fn release_tick(
+    wanted: i64,
+    last: i64,
+    released: Released,
+    spacing: Duration,
+    now: Instant,
+) -> ReleaseTick {
+    if wanted <= released.covered || last > wanted {
+        return ReleaseTick::Covered;
+    }
+    match released.sent_at.map(|at| at + spacing) {
+        Some(at) if at > now => ReleaseTick::At(at),
+        _ => ReleaseTick::Now,
+    }
+}
+
 /// Whether a round is due at `now_micros`: `interval_micros` after the last one
 /// (`last_round_micros`, `None` before the first), give or take half of the ticker's wake-up
 /// period `wake_micros`, the granularity of its rounds.
@@ -198,8 +326,11 @@ pub struct TickLane {
 
 pub struct Ticker {
     pub lanes: Vec<TickLane>,
-    /// Sends release rounds ([`release_producer`]).
+    /// Sends release ticks and rounds ([`release_producer`]).
     pub release_producer: FutureProducer,
+    pub release_ticks: ReleaseTicks,
+    /// The least time between two release ticks into one partition.
+    pub release_spacing: Duration,
     pub clock: Arc<IngestClock>,
     /// How often the ticker wakes for periodic rounds, and the least time between two release
     /// rounds.
@@ -229,23 +360,34 @@ impl Ticker {
         let wanted = || urgent.map_or(i64::MIN, |lane| lane.activity.latest_stamp());
         let (mut covered, mut last_release) = (wanted(), None);
         let mut last_round = None;
+        let mut released: Vec<Vec<Released>> = vec![Vec::new(); self.lanes.len()];
         loop {
-            let due = release_due(
-                wanted(),
-                covered,
-                last_release,
-                self.interval,
-                Instant::now(),
-            );
+            let due = match self.release_ticks {
+                ReleaseTicks::All => release_due(
+                    wanted(),
+                    covered,
+                    last_release,
+                    self.interval,
+                    Instant::now(),
+                ),
+                ReleaseTicks::Client => self.release_ticks(&codec, &mut released),
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = every.tick() => {}
                 _ = async {
                     match urgent {
-                        Some(lane) => lane.activity.acked.notified().await,
+                        Some(lane) => {
+                            lane.activity.acked.notified().await;
+                            if self.release_ticks == ReleaseTicks::Client {
+                                // Acknowledgements within a moment share their ticks, and
+                                // records queued meanwhile make some unneeded.
+                                tokio::time::sleep(RELEASE_GATHER).await;
+                            }
+                        }
                         None => std::future::pending().await,
                     }
-                }, if due.is_none() => {}
+                }, if due.is_none() || self.release_ticks == ReleaseTicks::Client => {}
                 _ = tokio::time::sleep_until(due.unwrap_or_else(Instant::now)), if due.is_some() => {}
             }
             if Instant::now() >= metadata_due {
@@ -259,11 +401,18 @@ impl Ticker {
                 }
             }
             let (now, target) = (Instant::now(), wanted());
-            if release_due(target, covered, last_release, self.interval, now)
-                .is_some_and(|at| at <= now)
-            {
-                self.release_round(&codec, target);
-                (covered, last_release) = (target, Some(now));
+            match self.release_ticks {
+                ReleaseTicks::All => {
+                    if release_due(target, covered, last_release, self.interval, now)
+                        .is_some_and(|at| at <= now)
+                    {
+                        self.release_round(&codec, target);
+                        (covered, last_release) = (target, Some(now));
+                    }
+                }
+                ReleaseTicks::Client => {
+                    self.release_ticks(&codec, &mut released);
+                }
             }
             let host_now = host_micros();
             let latest_ack = self
@@ -284,6 +433,40 @@ impl Ticker {
                 }
             }
         }
+    }
+
+    /// Sends the release ticks due now; returns when the next one is due, if one is wanted.
+    fn release_ticks(&self, codec: &TickCodec, released: &mut [Vec<Released>]) -> Option<Instant> {
+        let now = Instant::now();
+        let mut next: Option<Instant> = None;
+        for (lane, released) in self.lanes.iter().zip(released.iter_mut()) {
+            let partitions = lane.activity.wanted_and_last();
+            released.resize(partitions.len(), Released::default());
+            for (partition, ((wanted, last), released)) in
+                partitions.into_iter().zip(released.iter_mut()).enumerate()
+            {
+                match release_tick(wanted, last, *released, self.release_spacing, now) {
+                    ReleaseTick::Covered => released.covered = released.covered.max(wanted),
+                    ReleaseTick::Now => {
+                        if let Ok(partition) = i32::try_from(partition) {
+                            self.tick(
+                                codec,
+                                lane,
+                                &self.release_producer,
+                                partition,
+                                TickKind::Release,
+                            );
+                        }
+                        *released = Released {
+                            covered: wanted,
+                            sent_at: Some(now),
+                        };
+                    }
+                    ReleaseTick::At(at) => next = Some(next.map_or(at, |n| n.min(at))),
+                }
+            }
+        }
+        next
     }
 
     /// A tick into every partition, of both lanes, whose latest record from this gateway is
@@ -452,6 +635,72 @@ mod tests {
             release_due(103, 102, Some(at(25)), spacing, at(90)),
             Some(at(90))
         );
+    }
+
+    #[test]
+    fn a_release_tick_follows_a_wanted_stamp_once_unless_a_later_record_did() {
+        let spacing = Duration::from_millis(5);
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let never = Released::default();
+        // Nothing wanted.
+        assert_eq!(
+            release_tick(i64::MIN, i64::MIN, never, spacing, at(0)),
+            ReleaseTick::Covered
+        );
+        // A critical event stamped 100, nothing later here: now.
+        assert_eq!(
+            release_tick(100, 90, never, spacing, at(0)),
+            ReleaseTick::Now
+        );
+        // A later record (stamp 101) already follows it: no tick.
+        assert_eq!(
+            release_tick(100, 101, never, spacing, at(0)),
+            ReleaseTick::Covered
+        );
+        // The record with that very stamp (the event itself) does not.
+        assert_eq!(
+            release_tick(100, 100, never, spacing, at(0)),
+            ReleaseTick::Now
+        );
+        let ticked = Released {
+            covered: 100,
+            sent_at: Some(at(0)),
+        };
+        // Followed already.
+        assert_eq!(
+            release_tick(100, 100, ticked, spacing, at(1)),
+            ReleaseTick::Covered
+        );
+        // A later critical event: after the spacing, then at once.
+        assert_eq!(
+            release_tick(120, 100, ticked, spacing, at(2)),
+            ReleaseTick::At(at(5))
+        );
+        assert_eq!(
+            release_tick(120, 100, ticked, spacing, at(5)),
+            ReleaseTick::Now
+        );
+    }
+
+    #[test]
+    fn a_release_is_wanted_in_the_partition_kafka_maps_the_client_to() {
+        let activity = Activity::default();
+        // Before metadata nothing is known of the partitions: nothing wanted.
+        activity.want_release_of("device-1", 10);
+        assert!(activity.wanted_and_last().is_empty());
+        activity.resize(6);
+        activity.want_release_of("device-1", 10);
+        activity.want_release_of("device-1", 5);
+        let expected = partition_for(b"device-1", 6).expect("six partitions");
+        let wanted: Vec<i64> = activity.wanted_and_last().iter().map(|(w, _)| *w).collect();
+        for (p, w) in wanted.iter().enumerate() {
+            assert_eq!(
+                *w,
+                if p == expected { 10 } else { i64::MIN },
+                "partition {p}"
+            );
+        }
     }
 
     #[test]

@@ -63,19 +63,50 @@ async fn a_token_always_shows_the_posted_events_over_many_rounds() {
 }
 
 /// A critical event is answered without waiting for the gateway's periodic rounds of ticks:
-/// its acknowledgement starts a release round, which also passes the normal events before it.
+/// its acknowledgement sends a release tick into each partition its client maps to, and the
+/// replica releases a client's events by those partitions alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_critical_event_is_released_by_the_round_its_acknowledgement_starts() {
+async fn a_critical_event_is_released_by_the_ticks_its_acknowledgement_sends() {
     let stack = Stack::new().await;
-    // Periodic rounds a minute apart (the first, at start, passes nothing posted) and a safety
-    // net later than the test's deadline: only a release round can answer these events in time.
-    let mut gateway_settings = stack.gateway_settings();
+    // Per-client release once the gateway's first round (at its start, after the replica's)
+    // has passed the replica's start.
+    let mut query_settings = stack.query_settings();
+    query_settings.order.quiet_bound = Duration::from_secs(120);
+    query_settings.order.growth_settle = Duration::ZERO;
+    let (query, _stop) = stack.start_query_with(query_settings).await;
+    // Periodic rounds a minute apart after that first one, and a safety net later than the
+    // test's deadline: only release ticks can answer the event in time.
+    let gateway = stack.start_gateway_with(rare_rounds(&stack)).await;
+    stack.ready(&gateway, Duration::from_secs(30)).await;
+    let critical = stack
+        .post_events(
+            &gateway,
+            &[json!({"client_id": "rel-c", "type": "t", "priority": "critical"})],
+        )
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the critical event answered without a token",
+        || async {
+            let events = stack.history(&query, "rel-c", 100).await;
+            (ids(&events) == critical.event_ids).then_some(())
+        },
+    )
+    .await;
+}
+
+/// With release rounds (`release_ticks = "all"`) and a replica releasing by the slowest of
+/// all partitions, a critical acknowledgement's round also passes the normal events before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_release_round_answers_a_critical_event_and_the_normal_events_before_it() {
+    let stack = Stack::new().await;
+    let mut gateway_settings = rare_rounds(&stack);
+    gateway_settings.kafka.release_ticks = producer_gateway::settings::ReleaseTicks::All;
     gateway_settings.kafka.tick_interval = Duration::from_secs(60);
-    gateway_settings.kafka.normal_tick_interval = Duration::from_secs(60);
-    gateway_settings.kafka.idle_tick_interval = Duration::from_secs(60);
     let gateway = stack.start_gateway_with(gateway_settings).await;
     let mut query_settings = stack.query_settings();
     query_settings.order.quiet_bound = Duration::from_secs(120);
+    query_settings.order.per_client_release = false;
     let (query, _stop) = stack.start_query_with(query_settings).await;
     stack.ready(&gateway, Duration::from_secs(30)).await;
     let normal = stack
@@ -98,6 +129,15 @@ async fn a_critical_event_is_released_by_the_round_its_acknowledgement_starts() 
         )
         .await;
     }
+}
+
+/// Gateway settings whose periodic rounds are a minute apart (the first, at start, passes
+/// nothing posted).
+fn rare_rounds(stack: &Stack) -> producer_gateway::Settings {
+    let mut settings = stack.gateway_settings();
+    settings.kafka.normal_tick_interval = Duration::from_secs(60);
+    settings.kafka.idle_tick_interval = Duration::from_secs(60);
+    settings
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
