@@ -188,6 +188,22 @@ impl Frontier {
     }
 }
 
+/// How far `group` may be released now (micros): the frontier of all partitions `released`,
+/// or with per-client release the smallest clock of the group's partitions if that is later.
+fn group_bound(
+    frontier: &Frontier,
+    released: i64,
+    counts: &[usize],
+    group: usize,
+    per_client: bool,
+) -> i64 {
+    if per_client {
+        released.max(frontier.group_micros(group, counts))
+    } else {
+        released
+    }
+}
+
 /// The tail's side: events consumed but not released yet, and delivery to streams.
 pub struct Release {
     frontier: Arc<Frontier>,
@@ -197,9 +213,9 @@ pub struct Release {
     counts: Vec<usize>,
     /// Visible events not released yet, in order, per group of clients that map to the same
     /// partitions (`Frontier::group_of`): a group is released by its own partitions' clocks.
-    pending: Vec<BTreeMap<OrderKey, Held>>,
-    /// Per group, how far it was released (micros).
-    group_released: Vec<i64>,
+    /// Only groups with events are kept: there are as many groups as the lanes' partition
+    /// counts multiplied.
+    pending: HashMap<usize, BTreeMap<OrderKey, Held>>,
     /// Events in `pending`.
     unreleased: usize,
     /// Released events of clients with an unverified event before them, in order.
@@ -216,8 +232,7 @@ impl Release {
             in_flight,
             streams,
             counts: Vec::new(),
-            pending: vec![BTreeMap::new()],
-            group_released: vec![i64::MIN],
+            pending: HashMap::new(),
             unreleased: 0,
             blocked: HashMap::new(),
             checking: HashMap::new(),
@@ -260,13 +275,26 @@ impl Release {
 
     /// The lanes' partition counts changed: pending events are grouped anew.
     fn regroup(&mut self, counts: Vec<usize>) {
-        let groups = counts.iter().product::<usize>().max(1);
-        let old = std::mem::replace(&mut self.pending, vec![BTreeMap::new(); groups]);
-        self.group_released = vec![self.released; groups];
+        let old = std::mem::take(&mut self.pending);
         self.counts = counts;
-        for held in old.into_iter().flat_map(BTreeMap::into_values) {
+        for held in old.into_values().flat_map(BTreeMap::into_values) {
             let group = self.frontier.group_of(&held, &self.counts);
-            self.pending[group].insert(held.order_key(), held);
+            self.pending
+                .entry(group)
+                .or_default()
+                .insert(held.order_key(), held);
+        }
+    }
+
+    /// Takes `key` out of `group`'s unreleased events.
+    fn unpend(&mut self, group: usize, key: &OrderKey) {
+        if let Some(pending) = self.pending.get_mut(&group) {
+            if pending.remove(key).is_some() {
+                self.unreleased -= 1;
+            }
+            if pending.is_empty() {
+                self.pending.remove(&group);
+            }
         }
     }
 
@@ -274,17 +302,14 @@ impl Release {
     pub fn apply(&mut self, change: Change) {
         if let Some(replaced) = change.replaced {
             let group = self.frontier.group_of(&replaced, &self.counts);
-            if self.pending[group].remove(&replaced.order_key()).is_some() {
-                self.unreleased -= 1;
-            }
+            self.unpend(group, &replaced.order_key());
         }
         if let Some((client, key)) = change.hidden {
             // A copy evicted since it was shown is only a key now, in the group of a
             // partition not at hand. Rare (copies of one event), so every group is looked at.
-            for pending in &mut self.pending {
-                if pending.remove(&key).is_some() {
-                    self.unreleased -= 1;
-                }
+            let groups: Vec<usize> = self.pending.keys().copied().collect();
+            for group in groups {
+                self.unpend(group, &key);
             }
             if let Some(blocked) = self.blocked.get_mut(client.as_str()) {
                 blocked.remove(&key);
@@ -294,7 +319,14 @@ impl Release {
             let key = shown.order_key();
             let group = self.frontier.group_of(&shown, &self.counts);
             let per_client = self.frontier.per_client();
-            if key < OrderKey::floor(self.group_bound(group, per_client)) {
+            let bound = group_bound(
+                &self.frontier,
+                self.released,
+                &self.counts,
+                group,
+                per_client,
+            );
+            if key < OrderKey::floor(bound) {
                 // Only when no tick or record moved this partition for `quiet_bound` and
                 // then an older record arrived (a gateway whose acknowledgements took longer
                 // than the bound). Readers that passed its place miss it; say so loudly.
@@ -307,7 +339,13 @@ impl Release {
                     "event arrived after the release frontier passed its place; raise order.quiet_bound"
                 );
                 self.deliver(shown);
-            } else if self.pending[group].insert(key, shown).is_none() {
+            } else if self
+                .pending
+                .entry(group)
+                .or_default()
+                .insert(key, shown)
+                .is_none()
+            {
                 self.unreleased += 1;
             }
         }
@@ -350,23 +388,19 @@ impl Release {
             return moved;
         }
         let mut passed = Vec::new();
-        for group in 0..self.pending.len() {
-            if self.pending[group].is_empty() {
-                continue;
-            }
-            let bound = self.group_bound(group, per_client);
-            if bound <= self.group_released[group] {
-                continue;
-            }
-            self.group_released[group] = bound;
-            let bound = OrderKey::floor(bound);
-            while let Some(entry) = self.pending[group].first_entry() {
+        let frontier = &self.frontier;
+        let (released, counts) = (self.released, &self.counts);
+        self.pending.retain(|group, pending| {
+            let bound =
+                OrderKey::floor(group_bound(frontier, released, counts, *group, per_client));
+            while let Some(entry) = pending.first_entry() {
                 if *entry.key() >= bound {
                     break;
                 }
                 passed.push(entry.remove());
             }
-        }
+            !pending.is_empty()
+        });
         // In key order across groups: a client's records are in one group only once every
         // gateway maps it as this replica does; before, they are released by the frontier of
         // all partitions, from several groups at once.
@@ -380,16 +414,6 @@ impl Release {
         }
         metrics::UNRELEASED.set(self.unreleased as i64);
         moved
-    }
-
-    /// How far `group` may be released now (micros).
-    fn group_bound(&self, group: usize, per_client: bool) -> i64 {
-        if per_client {
-            self.released
-                .max(self.frontier.group_micros(group, &self.counts))
-        } else {
-            self.released
-        }
     }
 
     fn deliver(&mut self, held: Held) {
