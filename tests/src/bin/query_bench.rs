@@ -89,6 +89,10 @@ async fn main() -> anyhow::Result<()> {
     // Seeding, ingest and metrics; the timed GETs go over `KeepAlive` connections.
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(64)
+        // The services close a kept-alive connection idle for their header timeout (10 s):
+        // the metrics read after a 10 s CPU phase reused one as it closed ("connection closed
+        // before message completed", tests/bench 2026-12-05). Drop idle ones before that.
+        .pool_idle_timeout(Duration::from_secs(5))
         .timeout(GET_TIMEOUT)
         .build()?;
 
