@@ -449,13 +449,7 @@ impl Ticker {
                     ReleaseTick::Covered => released.covered = released.covered.max(wanted),
                     ReleaseTick::Now => {
                         if let Ok(partition) = i32::try_from(partition) {
-                            self.tick(
-                                codec,
-                                lane,
-                                &self.release_producer,
-                                partition,
-                                TickKind::Release,
-                            );
+                            self.release_tick(codec, lane, partition);
                         }
                         *released = Released {
                             covered: wanted,
@@ -477,15 +471,19 @@ impl Ticker {
     fn release_round(&self, codec: &TickCodec, wanted: i64) {
         for lane in &self.lanes {
             for partition in lane.activity.quiet_since(wanted.saturating_add(1)) {
-                self.tick(
-                    codec,
-                    lane,
-                    &self.release_producer,
-                    partition,
-                    TickKind::Release,
-                );
+                self.release_tick(codec, lane, partition);
             }
         }
+    }
+
+    fn release_tick(&self, codec: &TickCodec, lane: &TickLane, partition: i32) {
+        self.tick(
+            codec,
+            lane,
+            &self.release_producer,
+            partition,
+            TickKind::Release,
+        );
     }
 
     /// One tick into every partition: after the last events this gateway sent, so readers can

@@ -542,6 +542,14 @@ mod tests {
             }
         }
 
+        /// An event of the client at 150, then every partition past it but one that is not
+        /// the client's, which stays at 120.
+        fn event_beside_a_slow_partition(&mut self) {
+            self.tick_all_but_one(0, 100, 100);
+            self.event("critical", 0, 1, 150);
+            self.tick_all_but_one(2, 200, 120);
+        }
+
         fn delivered(&mut self) -> Vec<i64> {
             let mut keys = Vec::new();
             while let Ok(held) = self.stream.events.try_recv() {
@@ -560,9 +568,7 @@ mod tests {
     #[test]
     fn a_clients_events_are_released_once_its_own_partitions_passed_them() {
         let mut replica = replica(Some(0), 0);
-        replica.tick_all_but_one(0, 100, 100);
-        replica.event("critical", 0, 1, 150);
-        replica.tick_all_but_one(2, 200, 120);
+        replica.event_beside_a_slow_partition();
         assert_eq!(replica.frontier.released(), OrderKey::floor(120));
         assert_eq!(replica.frontier.for_client(CLIENT), OrderKey::floor(200));
         assert_eq!(replica.delivered(), vec![150]);
@@ -571,9 +577,7 @@ mod tests {
     #[test]
     fn without_per_client_release_the_slowest_partition_holds_every_client() {
         let mut replica = replica(None, 0);
-        replica.tick_all_but_one(0, 100, 100);
-        replica.event("critical", 0, 1, 150);
-        replica.tick_all_but_one(2, 200, 120);
+        replica.event_beside_a_slow_partition();
         assert_eq!(replica.frontier.for_client(CLIENT), OrderKey::floor(120));
         assert_eq!(replica.delivered(), Vec::<i64>::new());
         replica.tick("events", 0, 3, 160);
@@ -585,9 +589,7 @@ mod tests {
         // Started at 0 with a settle time of 130: until every partition passed 130, a record
         // sent with an older partition count may still come.
         let mut replica = replica(Some(130), 0);
-        replica.tick_all_but_one(0, 100, 100);
-        replica.event("critical", 0, 1, 150);
-        replica.tick_all_but_one(2, 200, 120);
+        replica.event_beside_a_slow_partition();
         assert_eq!(replica.frontier.for_client(CLIENT), OrderKey::floor(120));
         assert_eq!(replica.delivered(), Vec::<i64>::new());
         replica.tick("events", 0, 3, 140);
