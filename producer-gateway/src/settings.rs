@@ -158,9 +158,10 @@ pub struct KafkaSettings {
     pub tick_interval: Duration,
     /// Periodic rounds, while this gateway acknowledges events: a tick into every partition
     /// that received no record from it for this long, so normal events are released within
-    /// about this (sooner when a release tick or round passes them). Each round is a produce request
-    /// per quiet partition that every consumer group fetches (docs/benchmarks.md, "Tick
-    /// cadence"). The ticker checks on its wake-ups (`tick_interval`); at least that. Default 40ms.
+    /// about this (sooner when a release tick or round passes them). Each round is a produce
+    /// request per quiet partition that every consumer group fetches (docs/benchmarks.md,
+    /// "Tick cadence"). The ticker checks on its wake-ups (`tick_interval`); at least that.
+    /// Default 40ms.
     #[serde(with = "humantime_serde")]
     pub normal_tick_interval: Duration,
     /// While this gateway acknowledged no event for [`crate::tick::ACTIVE_ROUNDS`] normal tick
