@@ -88,23 +88,10 @@ impl Frontier {
     }
 
     fn client_micros(&self, client: &str) -> i64 {
-        let released = self.released.load(Ordering::Acquire);
-        if released <= self.per_client_after.load(Ordering::Acquire) {
-            return released;
-        }
+        // One read of the lanes for both: a lane growing in between would decode the group
+        // by other partition counts than it was numbered by.
         let lanes = self.lanes();
-        let mut smallest = i64::MAX;
-        for lane in lanes.iter() {
-            let Some(p) = partition_for(client.as_bytes(), lane.clocks.len()) else {
-                return released;
-            };
-            smallest = smallest.min(lane.clocks[p].load(Ordering::Acquire));
-        }
-        if lanes.is_empty() {
-            released
-        } else {
-            released.max(smallest)
-        }
+        self.bound_in(&lanes, group_of(&lanes, client, None))
     }
 
     fn lanes(&self) -> RwLockReadGuard<'_, Vec<Lane>> {
@@ -119,8 +106,9 @@ impl Frontier {
         self.released.load(Ordering::Acquire) > self.per_client_after.load(Ordering::Acquire)
     }
 
-    /// Follows partition `number` of `topic`; returns its lane's index.
-    fn add_partition(&self, topic: &str, number: usize) -> usize {
+    /// Follows partition `number` of `topic`; returns its lane's index, and whether the
+    /// lane's partition count grew.
+    fn add_partition(&self, topic: &str, number: usize) -> (usize, bool) {
         let mut lanes = self
             .lanes
             .write()
@@ -136,48 +124,49 @@ impl Frontier {
             }
         };
         let clocks = &mut lanes[at].clocks;
+        let grew = clocks.len() <= number;
         while clocks.len() <= number {
             clocks.push(AtomicI64::new(i64::MIN));
         }
-        at
+        (at, grew)
     }
 
-    /// Partition counts per lane.
-    fn counts(&self) -> Vec<usize> {
-        self.lanes().iter().map(|l| l.clocks.len()).collect()
+    /// The group of `held`'s client (see [`group_of`]), with `held`'s own partition in its
+    /// own lane.
+    fn group_of_held(&self, held: &Held) -> usize {
+        let own = (&*held.position.topic, held.position.partition);
+        group_of(&self.lanes(), &held.event.client_id, Some(own))
     }
 
-    /// The group of clients whose records of every lane land in the partitions of `held`'s
-    /// client: its own partition in its own lane, the client's in the others. `counts` are
-    /// the lanes' partition counts.
-    fn group_of(&self, held: &Held, counts: &[usize]) -> usize {
-        let lanes = self.lanes();
-        let mut group = 0;
-        for (lane, count) in lanes.iter().zip(counts) {
-            let p = if *lane.topic == *held.position.topic {
-                usize::try_from(held.position.partition).unwrap_or(0)
-            } else {
-                partition_for(held.event.client_id.as_bytes(), *count).unwrap_or(0)
-            };
-            group = group * count + p.min(count.saturating_sub(1));
+    /// How far `group` may be released now (micros): the frontier of all partitions, or with
+    /// per-client release the smallest clock of the group's partitions if that is later.
+    fn group_bound(&self, group: usize) -> i64 {
+        self.bound_in(&self.lanes(), group)
+    }
+
+    /// [`Frontier::group_bound`] with the lanes read already.
+    fn bound_in(&self, lanes: &[Lane], mut group: usize) -> i64 {
+        let released = self.released.load(Ordering::Acquire);
+        if !self.per_client() {
+            return released;
         }
-        group
-    }
-
-    /// The smallest clock of group `group`'s partitions (see [`Frontier::group_of`]).
-    fn group_micros(&self, mut group: usize, counts: &[usize]) -> i64 {
-        let lanes = self.lanes();
         let mut smallest = i64::MAX;
-        for (lane, count) in lanes.iter().zip(counts).rev() {
-            let p = group % count.max(&1);
-            group /= count.max(&1);
+        for lane in lanes.iter().rev() {
+            let count = lane.clocks.len().max(1);
+            let p = group % count;
+            group /= count;
             smallest = smallest.min(
                 lane.clocks
                     .get(p)
                     .map_or(i64::MIN, |c| c.load(Ordering::Acquire)),
             );
         }
-        smallest
+        // Without lanes a replica follows nothing: nothing to release beyond the frontier.
+        if lanes.is_empty() {
+            released
+        } else {
+            released.max(smallest)
+        }
     }
 
     /// True once the frontier has passed every event stored before this replica started.
@@ -188,20 +177,23 @@ impl Frontier {
     }
 }
 
-/// How far `group` may be released now (micros): the frontier of all partitions `released`,
-/// or with per-client release the smallest clock of the group's partitions if that is later.
-fn group_bound(
-    frontier: &Frontier,
-    released: i64,
-    counts: &[usize],
-    group: usize,
-    per_client: bool,
-) -> i64 {
-    if per_client {
-        released.max(frontier.group_micros(group, counts))
-    } else {
-        released
+/// The group of clients whose records of every lane land in the same partitions as
+/// `client`'s, numbered in mixed radix by the lanes' partition counts: the partition `client`
+/// maps to in each lane (Kafka's partitioner), or in the lane of `own` (topic, partition),
+/// that partition (a record placed by an older partition count lands in another group).
+fn group_of(lanes: &[Lane], client: &str, own: Option<(&str, i32)>) -> usize {
+    let mut group = 0;
+    for lane in lanes {
+        let count = lane.clocks.len().max(1);
+        let p = match own {
+            Some((topic, partition)) if topic == &*lane.topic => {
+                usize::try_from(partition).unwrap_or(0)
+            }
+            _ => partition_for(client.as_bytes(), count).unwrap_or(0),
+        };
+        group = group * count + p.min(count - 1);
     }
+    group
 }
 
 /// The tail's side: events consumed but not released yet, and delivery to streams.
@@ -209,8 +201,6 @@ pub struct Release {
     frontier: Arc<Frontier>,
     in_flight: Arc<InFlight>,
     streams: Arc<Streams>,
-    /// The lanes' partition counts `pending` is grouped by.
-    counts: Vec<usize>,
     /// Visible events not released yet, in order, per group of clients that map to the same
     /// partitions (`Frontier::group_of`): a group is released by its own partitions' clocks.
     /// Only groups with events are kept: there are as many groups as the lanes' partition
@@ -231,7 +221,6 @@ impl Release {
             frontier,
             in_flight,
             streams,
-            counts: Vec::new(),
             pending: HashMap::new(),
             unreleased: 0,
             blocked: HashMap::new(),
@@ -242,10 +231,9 @@ impl Release {
 
     /// Follows partition `number` of `topic`; returns its lane's index.
     pub fn add_partition(&mut self, topic: &str, number: usize) -> usize {
-        let lane = self.frontier.add_partition(topic, number);
-        let counts = self.frontier.counts();
-        if counts != self.counts {
-            self.regroup(counts);
+        let (lane, grew) = self.frontier.add_partition(topic, number);
+        if grew {
+            self.regroup();
         }
         lane
     }
@@ -274,11 +262,10 @@ impl Release {
     }
 
     /// The lanes' partition counts changed: pending events are grouped anew.
-    fn regroup(&mut self, counts: Vec<usize>) {
+    fn regroup(&mut self) {
         let old = std::mem::take(&mut self.pending);
-        self.counts = counts;
         for held in old.into_values().flat_map(BTreeMap::into_values) {
-            let group = self.frontier.group_of(&held, &self.counts);
+            let group = self.frontier.group_of_held(&held);
             self.pending
                 .entry(group)
                 .or_default()
@@ -301,7 +288,7 @@ impl Release {
     /// Follows a change of which copy stands for an event.
     pub fn apply(&mut self, change: Change) {
         if let Some(replaced) = change.replaced {
-            let group = self.frontier.group_of(&replaced, &self.counts);
+            let group = self.frontier.group_of_held(&replaced);
             self.unpend(group, &replaced.order_key());
         }
         if let Some((client, key)) = change.hidden {
@@ -317,16 +304,8 @@ impl Release {
         }
         if let Some(shown) = change.shown {
             let key = shown.order_key();
-            let group = self.frontier.group_of(&shown, &self.counts);
-            let per_client = self.frontier.per_client();
-            let bound = group_bound(
-                &self.frontier,
-                self.released,
-                &self.counts,
-                group,
-                per_client,
-            );
-            if key < OrderKey::floor(bound) {
+            let group = self.frontier.group_of_held(&shown);
+            if key < OrderKey::floor(self.frontier.group_bound(group)) {
                 // Only when no tick or record moved this partition for `quiet_bound` and
                 // then an older record arrived (a gateway whose acknowledgements took longer
                 // than the bound). Readers that passed its place miss it; say so loudly.
@@ -382,17 +361,14 @@ impl Release {
             self.released = micros;
             self.frontier.released.store(micros, Ordering::Release);
         }
-        let per_client = self.frontier.per_client();
-        metrics::PER_CLIENT_RELEASE.set(i64::from(per_client));
+        metrics::PER_CLIENT_RELEASE.set(i64::from(self.frontier.per_client()));
         if self.unreleased == 0 {
             return moved;
         }
         let mut passed = Vec::new();
         let frontier = &self.frontier;
-        let (released, counts) = (self.released, &self.counts);
         self.pending.retain(|group, pending| {
-            let bound =
-                OrderKey::floor(group_bound(frontier, released, counts, *group, per_client));
+            let bound = OrderKey::floor(frontier.group_bound(*group));
             while let Some(entry) = pending.first_entry() {
                 if *entry.key() >= bound {
                     break;
