@@ -107,46 +107,41 @@ impl Activity {
         if self.latest_stamp.fetch_max(stamp_micros, Ordering::Relaxed) < stamp_micros {
             self.acked.notify_one();
         }
-        let Ok(last) = self.last.read() else {
-            return;
-        };
-        if let Some(slot) = usize::try_from(partition).ok().and_then(|p| last.get(p)) {
-            slot.fetch_max(stamp_micros, Ordering::Relaxed);
-        }
+        raise(
+            &self.last,
+            |_| usize::try_from(partition).ok(),
+            stamp_micros,
+        );
     }
 
     /// A critical event stamped `stamp_micros`, whose client maps to `partition` in this
     /// lane, was acknowledged: readers release it once a later record is there. Call before
     /// [`Activity::produced`] of the critical lane, which wakes the ticker.
     pub fn want_release(&self, partition: i32, stamp_micros: i64) {
-        let Ok(wanted) = self.wanted.read() else {
-            return;
-        };
-        if let Some(slot) = usize::try_from(partition).ok().and_then(|p| wanted.get(p)) {
-            slot.fetch_max(stamp_micros, Ordering::Relaxed);
-        }
+        raise(
+            &self.wanted,
+            |_| usize::try_from(partition).ok(),
+            stamp_micros,
+        );
     }
 
     /// [`Activity::want_release`] for the partition of this lane that `client`'s records go
     /// to (Kafka's partitioner, as the producer's `murmur2_random`).
     pub fn want_release_of(&self, client: &str, stamp_micros: i64) {
-        if let Some(partition) =
-            partition_for(client.as_bytes(), self.partitions()).and_then(|p| i32::try_from(p).ok())
-        {
-            self.want_release(partition, stamp_micros);
-        }
+        raise(
+            &self.wanted,
+            |count| partition_for(client.as_bytes(), count),
+            stamp_micros,
+        );
     }
 
     /// A record keyed `client` and stamped `stamp_micros` was queued into this lane.
     pub fn queued(&self, client: &str, stamp_micros: i64) {
-        let Ok(queued) = self.queued.read() else {
-            return;
-        };
-        if let Some(slot) =
-            partition_for(client.as_bytes(), queued.len()).and_then(|p| queued.get(p))
-        {
-            slot.fetch_max(stamp_micros, Ordering::Relaxed);
-        }
+        raise(
+            &self.queued,
+            |count| partition_for(client.as_bytes(), count),
+            stamp_micros,
+        );
     }
 
     fn resize(&self, partitions: usize) {
@@ -199,6 +194,22 @@ impl Activity {
 
     fn latest_stamp(&self) -> i64 {
         self.latest_stamp.load(Ordering::Relaxed)
+    }
+}
+
+/// Raises the stamp of one partition in `slots` (per partition of a lane) to `stamp_micros`:
+/// the partition `pick` chooses from the lane's partition count. A partition not known yet
+/// (before the first metadata) is left alone.
+fn raise(
+    slots: &RwLock<Vec<AtomicI64>>,
+    pick: impl FnOnce(usize) -> Option<usize>,
+    stamp_micros: i64,
+) {
+    let Ok(slots) = slots.read() else {
+        return;
+    };
+    if let Some(slot) = pick(slots.len()).and_then(|p| slots.get(p)) {
+        slot.fetch_max(stamp_micros, Ordering::Relaxed);
     }
 }
 
@@ -400,19 +411,14 @@ impl Ticker {
                     metadata_due = Instant::now() + Duration::from_secs(1);
                 }
             }
+            // Release ticks go at the top of the loop, which also tells when the next is due.
             let (now, target) = (Instant::now(), wanted());
-            match self.release_ticks {
-                ReleaseTicks::All => {
-                    if release_due(target, covered, last_release, self.interval, now)
-                        .is_some_and(|at| at <= now)
-                    {
-                        self.release_round(&codec, target);
-                        (covered, last_release) = (target, Some(now));
-                    }
-                }
-                ReleaseTicks::Client => {
-                    self.release_ticks(&codec, &mut released);
-                }
+            if self.release_ticks == ReleaseTicks::All
+                && release_due(target, covered, last_release, self.interval, now)
+                    .is_some_and(|at| at <= now)
+            {
+                self.release_round(&codec, target);
+                (covered, last_release) = (target, Some(now));
             }
             let host_now = host_micros();
             let latest_ack = self
