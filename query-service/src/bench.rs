@@ -12,8 +12,12 @@ use schemas::{contract, Event, EventCodec, Priority};
 use uuid::Uuid;
 
 use crate::{
-    in_flight::InFlight, partitions::Partitions, progress::Progress, release::Frontier,
-    release::Release, streams::Streams,
+    in_flight::InFlight,
+    partitions::{OnRead, Partitions},
+    progress::Progress,
+    release::Frontier,
+    release::Release,
+    streams::Streams,
 };
 
 /// The shape of the replayed traffic.
@@ -29,6 +33,9 @@ pub struct Workload {
     pub commit_every: usize,
     pub in_flight: usize,
     pub payload_bytes: usize,
+    /// `cache.index_on_read`, with this many clients read (indexed) from the start; `None`
+    /// indexes every event.
+    pub read_clients: Option<usize>,
 }
 
 /// The local stack's normal topic.
@@ -71,12 +78,18 @@ pub fn replay(workload: &Workload) -> Duration {
         0,
         Some(0),
         i64::MIN,
+        workload
+            .read_clients
+            .map(|_| OnRead::new(i64::MAX / 4, usize::MAX)),
     );
     let slots: Vec<_> = (0..workload.partitions)
         .map(|p| (TOPIC.to_owned(), p as i32))
         .collect();
     for slot in &slots {
         partitions.assign(slot.clone(), 0, 0, None);
+    }
+    for (client_id, _) in records.iter().take(workload.read_clients.unwrap_or(0)) {
+        partitions.index_client(client_id, 0);
     }
     let mut next = vec![0_i64; workload.partitions];
     // Offsets consumed, in consumption order, to know where a trailing commit lands.

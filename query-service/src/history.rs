@@ -10,6 +10,7 @@ use schemas::OrderKey;
 
 use crate::{
     in_flight::{Held, InFlight, Snapshot, Verdict},
+    indexing::{Indexing, TailStopped},
     metrics,
     page_cache::PageCache,
     release::Frontier,
@@ -36,12 +37,15 @@ pub enum HistoryError {
     Store(#[from] StoreError),
     #[error("the client's events kept moving into PostgreSQL during the read")]
     Busy,
+    #[error(transparent)]
+    TailStopped(#[from] TailStopped),
 }
 
 /// What a page is read from.
 pub struct Sources<'a> {
     pub shards: &'a ShardSet,
     pub in_flight: &'a InFlight,
+    pub indexing: &'a Indexing,
     pub frontier: &'a Frontier,
     pub cache: &'a PageCache,
 }
@@ -51,6 +55,7 @@ pub struct Sources<'a> {
 const ATTEMPTS: usize = 4;
 
 pub async fn page(sources: &Sources<'_>, query: &ClientQuery<'_>) -> Result<Page, HistoryError> {
+    sources.indexing.reading(query.client_id).await?;
     for _ in 0..ATTEMPTS {
         if let Some(page) = attempt(sources, query).await? {
             return Ok(page);

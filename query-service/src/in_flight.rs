@@ -69,6 +69,20 @@ impl Copies {
         }
     }
 
+    /// What to remember of the event once its copies are no longer held here: its first
+    /// stored copy, unless the id is another client's.
+    fn memory(&self, clock: u64, client: &Arc<str>, partial: bool) -> Option<Recent> {
+        match (self.taken, &self.stored) {
+            (false, Some(rank)) => Some(Recent {
+                clock,
+                client: client.clone(),
+                rank: rank.clone(),
+                partial,
+            }),
+            _ => None,
+        }
+    }
+
     fn standing(&self, id: Uuid) -> Standing {
         match self.winner() {
             Winner::Held(h) => Standing::Held(h.clone()),
@@ -187,6 +201,10 @@ struct Recent {
     clock: u64,
     client: Arc<str>,
     rank: CopyRank,
+    /// Remembered while the client was not indexed: only copies whose id a producer chose
+    /// were, so an earlier copy with the gateway's id may be stored too. A producer's copy
+    /// consumed later is checked still.
+    partial: bool,
 }
 
 #[derive(Default)]
@@ -200,6 +218,9 @@ struct Shard {
     recent_order: VecDeque<Uuid>,
     /// Clock of the newest entry dropped from `recent`.
     recent_floor: u64,
+    /// Clients whose events are indexed (`cache.index_on_read`: read lately), with when
+    /// (micros) they were last read. Set only by the tail, after it indexed what it holds.
+    indexed: Map<Arc<str>, i64>,
 }
 
 impl Shard {
@@ -248,6 +269,27 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Stale;
 
+/// Remembers an evicted copy, forgetting the oldest beyond `bound`.
+fn remember(
+    recent: &mut Map<Uuid, Recent>,
+    order: &mut VecDeque<Uuid>,
+    floor: &mut u64,
+    bound: usize,
+    id: Uuid,
+    entry: Recent,
+) {
+    if recent.insert(id, entry).is_none() {
+        order.push_back(id);
+    }
+    while order.len() > bound {
+        if let Some(old) = order.pop_front() {
+            if let Some(dropped) = recent.remove(&old) {
+                *floor = (*floor).max(dropped.clock);
+            }
+        }
+    }
+}
+
 /// Clients remembered in `moved` per shard before they are folded into `floor`.
 const MOVED_BOUND: usize = 4096;
 
@@ -255,6 +297,8 @@ pub struct InFlight {
     shards: Box<[Mutex<Shard>]>,
     hasher: ahash::RandomState,
     clock: AtomicU64,
+    /// Clients indexed (`Shard::indexed`).
+    indexed: AtomicUsize,
     events: AtomicUsize,
     bytes: AtomicUsize,
     max_events: usize,
@@ -295,6 +339,7 @@ impl InFlight {
                 .collect(),
             hasher,
             clock: AtomicU64::new(1),
+            indexed: AtomicUsize::new(0),
             events: AtomicUsize::new(0),
             bytes: AtomicUsize::new(0),
             max_events: max_events.max(1),
@@ -326,6 +371,143 @@ impl InFlight {
         self.events.load(Ordering::Relaxed)
     }
 
+    /// A consumed event is held (indexed or not): it counts towards the bounds until
+    /// [`InFlight::count_out`].
+    pub fn count_in(&self, event: &StoredEvent) {
+        self.events.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(weight(event), Ordering::Relaxed);
+    }
+
+    /// A held event is gone (evicted, or dropped unindexed once stored).
+    pub fn count_out(&self, event: &StoredEvent) {
+        self.events.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(weight(event), Ordering::Relaxed);
+    }
+
+    /// A read of `client` at `now` (micros): true if its events are indexed (and it stays so
+    /// for the read-client TTL from now); false if the tail must index them first.
+    pub fn touch(&self, client_id: &str, now: i64) -> bool {
+        let mut shard = self.shard(client_id);
+        match shard.indexed.get_mut(client_id) {
+            Some(read_at) => {
+                *read_at = (*read_at).max(now);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The tail has indexed what it holds of `client` (or is told it was read again).
+    pub(crate) fn mark_indexed(&self, client_id: &str, now: i64) {
+        let mut shard = self.shard(client_id);
+        match shard.indexed.get_mut(client_id) {
+            Some(read_at) => *read_at = (*read_at).max(now),
+            None => {
+                shard.indexed.insert(Arc::from(client_id), now);
+                self.indexed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Clients indexed for their reads.
+    pub fn indexed_clients(&self) -> usize {
+        self.indexed.load(Ordering::Relaxed)
+    }
+
+    /// Indexed clients last read before `idle_since`, and, while more than `max` clients are
+    /// indexed, the longest unread of the others last read before `grace_since`.
+    pub(crate) fn idle_clients(
+        &self,
+        idle_since: i64,
+        grace_since: i64,
+        max: usize,
+    ) -> Vec<Arc<str>> {
+        let mut idle = Vec::new();
+        let mut others = Vec::new();
+        let over = self.indexed_clients().saturating_sub(max);
+        for shard in self.shards.iter() {
+            let shard = shard
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner());
+            for (client, read_at) in &shard.indexed {
+                if *read_at < idle_since {
+                    idle.push(client.clone());
+                } else if over > 0 && *read_at < grace_since {
+                    others.push((*read_at, client.clone()));
+                }
+            }
+        }
+        let beyond = over.saturating_sub(idle.len());
+        if beyond > 0 {
+            others.sort_unstable_by_key(|(read_at, _)| *read_at);
+            idle.extend(others.into_iter().take(beyond).map(|(_, client)| client));
+        }
+        idle
+    }
+
+    /// Stops indexing `client`'s events, unless it was read at or after `read_before` or a
+    /// duplicate check of one of them is outstanding. Its held events stay held (and
+    /// counted); pages of its rows read before are stale from now on, since its evictions
+    /// are no longer followed. True if it is no longer indexed.
+    pub(crate) fn unindex(&self, client_id: &str, read_before: i64) -> bool {
+        let mut shard = self.shard(client_id);
+        if shard
+            .indexed
+            .get(client_id)
+            .is_none_or(|read_at| *read_at >= read_before)
+        {
+            return false;
+        }
+        if shard.clients.get(client_id).is_some_and(|c| {
+            !c.unverified.is_empty() || c.ids.values().any(|copies| copies.checking)
+        }) {
+            return false;
+        }
+        let Some((key, _)) = shard.indexed.remove_entry(client_id) else {
+            return false;
+        };
+        self.indexed.fetch_sub(1, Ordering::Relaxed);
+        let clock = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        // What the entry knows of stored copies of events still held outlives it: a copy
+        // indexed again later is judged against it. Partial from now on: the gateway's copy
+        // of such an id may be stored unindexed (and unremembered) later.
+        let removed = shard.clients.remove(client_id);
+        let Shard {
+            recent,
+            recent_order,
+            recent_floor,
+            ..
+        } = &mut *shard;
+        // So are the evictions remembered before: a gateway copy of one of their ids
+        // may be stored unremembered from now on.
+        for entry in recent.values_mut() {
+            if *entry.client == *key {
+                entry.partial = true;
+            }
+        }
+        if let Some(client) = removed {
+            let bound = self.recent_per_shard;
+            for (id, copies) in client.ids {
+                if let Some(entry) = copies.memory(clock, &key, true) {
+                    remember(recent, recent_order, recent_floor, bound, id, entry);
+                }
+            }
+        }
+        shard.moved.insert(
+            key,
+            Moved {
+                last: clock,
+                since: clock,
+                low: None,
+            },
+        );
+        if shard.moved.len() > MOVED_BOUND {
+            shard.floor = clock;
+            shard.moved.clear();
+        }
+        true
+    }
+
     pub fn bytes(&self) -> usize {
         self.bytes.load(Ordering::Relaxed)
     }
@@ -335,8 +517,6 @@ impl InFlight {
     /// unverified until [`InFlight::verified`]. Returns whether it must be checked, and which
     /// copy stopped or started standing for its event.
     pub fn insert(&self, event: Held, id_assigned: bool) -> (bool, Change) {
-        self.events.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(weight(&event), Ordering::Relaxed);
         let id = event.event.event_id;
         let mut shard = self.shard(&event.event.client_id);
         let Shard {
@@ -364,7 +544,7 @@ impl InFlight {
                     None => {}
                 }
                 let before = copies.standing(id);
-                let check = !id_assigned && known.is_none();
+                let check = !id_assigned && known.is_none_or(|r| r.partial);
                 copies.checking = check;
                 copies.held.push(event);
                 slot.insert(copies);
@@ -426,6 +606,7 @@ impl InFlight {
             recent,
             recent_order,
             recent_floor,
+            ..
         } = &mut *shard;
         let Some((client_key, _)) = clients.get_key_value(client_id) else {
             return true;
@@ -446,8 +627,6 @@ impl InFlight {
             return true;
         };
         copies.held.swap_remove(at);
-        self.events.fetch_sub(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(weight(held), Ordering::Relaxed);
         if !copies.taken {
             let rank = held.copy_rank();
             copies.stored = Some(match copies.stored.take() {
@@ -461,22 +640,8 @@ impl InFlight {
             if let Some(b) = before.held() {
                 client.visible.remove(&b.order_key());
             }
-            if let (false, Some(rank)) = (copies.taken, copies.stored) {
-                let entry = Recent {
-                    clock,
-                    client: client_key.clone(),
-                    rank,
-                };
-                if recent.insert(id, entry).is_none() {
-                    recent_order.push_back(id);
-                }
-                while recent_order.len() > recent_bound {
-                    if let Some(old) = recent_order.pop_front() {
-                        if let Some(dropped) = recent.remove(&old) {
-                            *recent_floor = (*recent_floor).max(dropped.clock);
-                        }
-                    }
-                }
+            if let Some(entry) = copies.memory(clock, &client_key, false) {
+                remember(recent, recent_order, recent_floor, recent_bound, id, entry);
             }
         } else {
             // Storing a copy never changes which copy comes first, so readers need no word.
@@ -508,6 +673,42 @@ impl InFlight {
             moved.clear();
         }
         true
+    }
+
+    /// A copy of a client not indexed is stored: remembered like an evicted one when a
+    /// producer chose its id, since a copy consumed later may carry the id without a check
+    /// (the gateway's copy of an id a producer reused) and must find this one. Ids the
+    /// gateway assigned need no memory: any other copy is a producer's, and checked.
+    pub fn stored_unindexed(&self, held: &Held) {
+        if held.id_assigned {
+            return;
+        }
+        let recent_bound = self.recent_per_shard;
+        let clock = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
+        let mut shard = self.shard(&held.event.client_id);
+        let Shard {
+            recent,
+            recent_order,
+            recent_floor,
+            ..
+        } = &mut *shard;
+        let id = held.event.event_id;
+        let rank = held.copy_rank();
+        if let Some(known) = recent.get_mut(&id) {
+            if *known.client == *held.event.client_id {
+                if rank < known.rank {
+                    known.rank = rank;
+                }
+                return;
+            }
+        }
+        let entry = Recent {
+            clock,
+            client: Arc::from(held.event.client_id.as_str()),
+            rank,
+            partial: true,
+        };
+        remember(recent, recent_order, recent_floor, recent_bound, id, entry);
     }
 
     /// Whether `client`'s persisted rows read at eviction clock `read_at` are still what a
@@ -836,21 +1037,83 @@ mod tests {
     fn bounded_by_count_and_bytes_and_freed_by_eviction() {
         let set = InFlight::new(2, 1 << 20, 100);
         let (a, b) = (copy("a", 1, 1, "events", 1), copy("a", 2, 2, "events", 2));
+        set.count_in(&a);
         set.insert(a.clone(), true);
         assert!(!set.is_full());
-        set.insert(b, true);
+        // Held but not indexed counts too.
+        set.count_in(&b);
         assert!(set.is_full());
         let read_at = set.snapshot(&query("a"), OrderKey::floor(i64::MAX)).clock;
         set.evict(&a);
+        set.count_out(&a);
         assert!(!set.is_full());
         assert!(!set.rows_unchanged("a", read_at, None));
         assert!(set.rows_unchanged("z", read_at, None));
 
         let small = InFlight::new(100, 2 * weight(&a), 100);
-        small.insert(copy("a", 1, 1, "events", 1), true);
+        small.count_in(&a);
         assert!(!small.is_full());
-        small.insert(copy("a", 2, 2, "events", 2), true);
+        small.count_in(&b);
         assert!(small.is_full());
+    }
+
+    #[test]
+    fn a_client_read_stays_indexed_until_idle_and_its_older_pages_go_stale() {
+        let set = InFlight::new(100, 1 << 20, 100);
+        assert!(!set.touch("a", 10), "never read: not indexed");
+        set.mark_indexed("a", 10);
+        set.mark_indexed("b", 10);
+        assert_eq!(set.indexed_clients(), 2);
+        assert!(set.touch("a", 50));
+        set.insert(copy("a", 1, 1, "events", 1), true);
+        let read_at = set.snapshot(&query("a"), OrderKey::floor(i64::MAX)).clock;
+        set.rows_read("a", read_at);
+        assert!(set.rows_unchanged("a", read_at, None));
+
+        let idle: Vec<String> = set
+            .idle_clients(30, 0, 100)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        assert_eq!(idle, vec!["b".to_string()], "a was read at 50");
+        assert!(!set.unindex("a", 30), "read since");
+        assert!(set.unindex("a", 60));
+        assert!(!set.touch("a", 70));
+        assert!(all(&set, "a").is_empty(), "no longer indexed");
+        assert!(
+            !set.rows_unchanged("a", read_at, None),
+            "its evictions are not followed any more"
+        );
+        assert_eq!(set.indexed_clients(), 1);
+    }
+
+    #[test]
+    fn beyond_the_bound_the_longest_unread_clients_go_first_but_not_within_grace() {
+        let set = InFlight::new(100, 1 << 20, 100);
+        for (n, client) in ["a", "b", "c", "d"].iter().enumerate() {
+            set.mark_indexed(client, 10 * (n as i64 + 1));
+        }
+        let mut over: Vec<String> = set
+            .idle_clients(0, 35, 2)
+            .iter()
+            .map(|c| c.to_string())
+            .collect();
+        over.sort();
+        assert_eq!(over, vec!["a".to_string(), "b".to_string()]);
+        assert_eq!(
+            set.idle_clients(0, 15, 2).len(),
+            1,
+            "b, c, d read within grace"
+        );
+    }
+
+    #[test]
+    fn a_client_with_a_check_outstanding_stays_indexed() {
+        let set = InFlight::new(100, 1 << 20, 100);
+        set.mark_indexed("a", 10);
+        let (check, _) = set.insert(copy("a", 1, 1, "events", 1), false);
+        assert!(check);
+        assert!(!set.unindex("a", 100));
     }
 
     #[test]

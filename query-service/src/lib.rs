@@ -13,6 +13,7 @@ mod api;
 pub mod bench;
 mod history;
 mod in_flight;
+mod indexing;
 mod metrics;
 #[cfg(test)]
 mod model;
@@ -58,6 +59,10 @@ pub enum QueryError {
     TailThread(#[source] std::io::Error),
 }
 
+/// Reads waiting for the tail to index their client (`cache.index_on_read`) at most; more
+/// wait to queue.
+const INDEX_REQUESTS: usize = 1024;
+
 /// A query-service tailing Kafka and bound to its address, ready to serve.
 pub struct QueryService {
     edge: Edge,
@@ -93,6 +98,11 @@ impl QueryService {
         let pipeline = Arc::new(pipeline::Pipeline::default());
         // Stops the checker and open streams with the service.
         let shutdown = CancellationToken::new();
+        let (indexing, index_requests) = indexing::Indexing::new(
+            settings.cache.index_on_read,
+            in_flight.clone(),
+            INDEX_REQUESTS,
+        );
         let (checks, checked) = verify::spawn(
             shards.clone(),
             settings.cache.max_pending_checks,
@@ -102,6 +112,7 @@ impl QueryService {
             &kafka,
             &settings.kafka,
             &settings.order,
+            &settings.cache,
             tail::Wiring {
                 in_flight: in_flight.clone(),
                 progress: progress.clone(),
@@ -112,6 +123,7 @@ impl QueryService {
                 ),
                 checks,
                 checked,
+                index_requests,
                 readiness: readiness.clone(),
                 pipeline: pipeline.clone(),
             },
@@ -126,6 +138,7 @@ impl QueryService {
         let state = Arc::new(api::AppState {
             shards,
             in_flight,
+            indexing,
             frontier,
             pages: page_cache::PageCache::new(
                 settings.cache.max_page_bytes,

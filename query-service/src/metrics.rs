@@ -34,6 +34,8 @@ pub fn init(shards: usize) {
     LazyLock::force(&PER_CLIENT_RELEASE);
     LazyLock::force(&LATE_EVENTS);
     LazyLock::force(&UNVERIFIED);
+    LazyLock::force(&INDEXED_CLIENTS);
+    LazyLock::force(&INDEXINGS);
     LazyLock::force(&CHECK_SECONDS);
     LazyLock::force(&STREAMS);
     LazyLock::force(&GROUP_LAG);
@@ -122,7 +124,7 @@ pub static FRONTIER_LAG: LazyLock<Gauge> = LazyLock::new(|| {
 pub static RELEASE_DELAY: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "query_release_delay_seconds",
-        "From an event's ingest time to its release to readers (the cost of the stable order)",
+        "From an event's ingest time to its release to readers (the cost of the stable order; events of indexed clients only, see cache.index_on_read)",
         vec![0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.2, 0.5, 1.0, 5.0]
     )
     .expect("metric registers once")
@@ -167,6 +169,22 @@ pub static UNVERIFIED: LazyLock<IntGauge> = LazyLock::new(|| {
     register_int_gauge!(
         "query_unverified_events",
         "Producer-chosen ids waiting for their duplicate check against the shard"
+    )
+    .expect("metric registers once")
+});
+
+pub static INDEXED_CLIENTS: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "query_indexed_clients",
+        "Clients whose in-flight events are indexed because they were read lately (cache.index_on_read)"
+    )
+    .expect("metric registers once")
+});
+
+pub static INDEXINGS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "query_client_indexings_total",
+        "Reads that had the tail index a client's held events first (cache.index_on_read)"
     )
     .expect("metric registers once")
 });

@@ -23,7 +23,7 @@ use uuid::Uuid;
 use crate::{
     history::{assemble, reach, Page},
     in_flight::{Held, InFlight},
-    partitions::{Partitions, Slot},
+    partitions::{OnRead, Partitions, Slot},
     progress::Progress,
     release::{Frontier, Release},
     streams::{Streams, Subscription},
@@ -235,6 +235,8 @@ struct World {
     partitions: Partitions,
     checks: Vec<Held>,
     cache: Cache,
+    /// The model's clock for reads (micros): one step per operation.
+    now: i64,
 }
 
 /// An in-flight set where the clients share one lock shard (`shared`) or not: sharing, they
@@ -262,6 +264,8 @@ impl World {
             i64::MAX / 4,
             keyed.then_some(0),
             i64::MIN,
+            // Indexing on read, every client idle the moment after its read.
+            Some(OnRead::new(0, 100)),
         );
         for p in 0..PARTITIONS {
             partitions.assign(slot(p), 0, 0, None);
@@ -277,6 +281,7 @@ impl World {
             partitions,
             checks: Vec::new(),
             cache: Cache::new(),
+            now: 0,
         }
     }
 
@@ -341,6 +346,23 @@ impl World {
         true
     }
 
+    /// A read of `client` begins: the tail indexes what it holds of it first.
+    fn reading(&mut self, client: &str) {
+        self.now += 1;
+        let checks = self.partitions.index_client(client, self.now);
+        self.checks.extend(checks);
+    }
+
+    /// Every client not read since the last step, and followed by no stream, stops being
+    /// indexed.
+    fn unindex_idle(&mut self) {
+        self.now += 1;
+        if trace() {
+            eprintln!("  unindex idle clients");
+        }
+        self.partitions.unindex_idle(self.now);
+    }
+
     /// The replica learns the writer's commits.
     fn observe(&mut self) {
         for p in 0..self.logs.len() {
@@ -383,6 +405,7 @@ impl World {
         race: u8,
         direction: Direction,
     ) -> Page {
+        self.reading(client);
         // Like `history::page`, a read that keeps racing gives up; here it then reads again
         // without forcing races, and one that cannot settle even so is a bug, not a hang.
         let mut race = race;
@@ -475,7 +498,13 @@ impl World {
         let page = self.page(reader.client, reader.last, 2, race);
         for (_, event) in &page.events {
             if trace() {
-                eprintln!("  page {} -> {}", reader.client, event.event.event_id);
+                eprintln!(
+                    "  page {} -> {} {:?} {:?}",
+                    reader.client,
+                    event.event.event_id,
+                    event.order_key().ordered_at_micros,
+                    event.position
+                );
             }
             reader.seen.push(event.event.event_id);
         }
@@ -585,21 +614,25 @@ fn run_once(events: &[Planned], skew: i64, schedule: &[u8], shared: bool, keyed:
             pages: 0,
         })
         .collect();
-    let subscribe = |world: &World, client: &'static str| Stream {
-        reader: Reader {
-            client,
-            last: None,
-            seen: Vec::new(),
-            pages: 0,
-        },
-        subscription: world.streams.subscribe(client, 10_000),
-        replayed: false,
+    // As `api::stream`: the client is indexed before the stream subscribes.
+    let subscribe = |world: &mut World, client: &'static str| {
+        world.reading(client);
+        Stream {
+            reader: Reader {
+                client,
+                last: None,
+                seen: Vec::new(),
+                pages: 0,
+            },
+            subscription: world.streams.subscribe(client, 10_000),
+            replayed: false,
+        }
     };
-    let mut streams: Vec<Stream> = vec![subscribe(&world, "a")];
+    let mut streams: Vec<Stream> = vec![subscribe(&mut world, "a")];
     let mut late_stream_at = schedule.first().copied().unwrap_or(0) as usize;
     for (step, choice) in schedule.iter().enumerate() {
         if step == late_stream_at {
-            streams.push(subscribe(&world, "a"));
+            streams.push(subscribe(&mut world, "a"));
             late_stream_at = usize::MAX;
         }
         let pick = (*choice >> 3) as usize;
@@ -613,6 +646,7 @@ fn run_once(events: &[Planned], skew: i64, schedule: &[u8], shared: bool, keyed:
             3 => {
                 world.write(pick % PARTITIONS, 1 + pick % 3);
             }
+            4 if pick % 2 == 1 => world.unindex_idle(),
             4 => world.observe(),
             5 => {
                 world.answer_check(pick);
@@ -1042,4 +1076,37 @@ fn a_retry_evicted_before_the_first_copy_arrived_is_not_released() {
         0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
     ];
     run(events, 0, schedule);
+}
+
+/// A client read, then idle (not indexed), then read again: of one event, the gateway's copy
+/// was stored while nobody indexed the client, after an earlier producer's copy was; the
+/// producer's copy read again later must be checked, not judged by what was known before.
+#[test]
+fn a_copy_indexed_again_is_checked_against_a_gateway_copy_stored_while_not_indexed() {
+    // client, partition, gateway, copy of, producer's id
+    let event = |client, partition, gateway, copy_of, producer_id| Planned {
+        client,
+        partition,
+        gateway,
+        copy_of,
+        producer_id,
+        step: 1,
+        ticks: false,
+    };
+    let events = vec![
+        event(1, 0, 1, None, false),
+        event(0, 0, 0, None, false),
+        event(1, 0, 0, Some(0), true),
+        event(1, 2, 0, Some(0), true),
+        event(0, 0, 0, None, false),
+        event(0, 0, 0, None, false),
+    ];
+    run(
+        events,
+        0,
+        vec![
+            40, 136, 179, 120, 62, 120, 172, 120, 128, 32, 144, 0, 0, 4, 4, 59, 71, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 0, 0, 4, 4, 4, 0, 0, 0, 0, 0, 0, 0, 16, 0, 48, 0, 126,
+        ],
+    );
 }

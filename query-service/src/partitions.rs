@@ -5,7 +5,7 @@
 //! model in tests.
 
 use std::{
-    collections::{BTreeMap, HashMap, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -61,7 +61,35 @@ pub struct Partitions {
     quiet_bound_micros: i64,
     /// `order.growth_settle`; `None`: per-client release off.
     growth_settle_micros: Option<i64>,
+    /// `cache.index_on_read`; `None`: every client's events are indexed as consumed.
+    on_read: Option<OnRead>,
 }
+
+/// Which clients' events are indexed when only read clients' are
+/// (docs/design.md, "Indexing on read").
+pub struct OnRead {
+    /// The clients indexed, as `InFlight` has them: the tail's own copy, so a record costs
+    /// one probe of a small set, no lock.
+    clients: HashSet<Arc<str>, ahash::RandomState>,
+    /// `cache.read_client_ttl`.
+    pub ttl_micros: i64,
+    /// `cache.max_read_clients`.
+    pub max_clients: usize,
+}
+
+impl OnRead {
+    pub fn new(ttl_micros: i64, max_clients: usize) -> Self {
+        OnRead {
+            clients: HashSet::default(),
+            ttl_micros,
+            max_clients,
+        }
+    }
+}
+
+/// However many clients are indexed, one read this recently stays so: a read under way then
+/// still finds its evictions followed (answers wait at most `api.max_wait`, 10 s).
+const READ_GRACE_MICROS: i64 = 30_000_000;
 
 impl Partitions {
     /// `growth_settle_micros`: per-client release (`release`) holds once the frontier of all
@@ -73,6 +101,7 @@ impl Partitions {
         quiet_bound_micros: i64,
         growth_settle_micros: Option<i64>,
         started_at: i64,
+        on_read: Option<OnRead>,
     ) -> Self {
         match growth_settle_micros {
             // Records sent before this replica started may follow an older mapping.
@@ -87,7 +116,68 @@ impl Partitions {
             release,
             quiet_bound_micros,
             growth_settle_micros,
+            on_read,
         }
+    }
+
+    /// Whether `client`'s events are indexed as they are consumed.
+    fn indexes(on_read: &Option<OnRead>, client: &str) -> bool {
+        on_read.as_ref().is_none_or(|r| r.clients.contains(client))
+    }
+
+    /// `client` is read at `now` (micros): from here on its events are indexed as consumed,
+    /// and the ones held already are indexed now, before `InFlight` says so to readers.
+    /// Returns the events whose duplicate check must start (as [`Partitions::event`]).
+    pub fn index_client(&mut self, client: &str, now: i64) -> Vec<Held> {
+        let Some(on_read) = self.on_read.as_mut() else {
+            return Vec::new();
+        };
+        if on_read.clients.contains(client) {
+            self.in_flight.mark_indexed(client, now);
+            return Vec::new();
+        }
+        on_read.clients.insert(Arc::from(client));
+        let mut checks = Vec::new();
+        for partition in &self.parts {
+            for held in partition
+                .held
+                .iter()
+                .filter(|h| h.event.client_id == client)
+            {
+                let (needs_check, change) = self.in_flight.insert(held.clone(), held.id_assigned);
+                // Released already, most of them: readers find them in pages, not streams.
+                self.release.apply_indexed(change);
+                if needs_check {
+                    self.release.check_started(client);
+                    metrics::UNVERIFIED.inc();
+                    checks.push(held.clone());
+                }
+            }
+        }
+        self.in_flight.mark_indexed(client, now);
+        metrics::INDEXED_CLIENTS.set(self.in_flight.indexed_clients() as i64);
+        checks
+    }
+
+    /// Stops indexing the clients not read for the TTL (or the longest unread beyond the
+    /// bound), unless a stream follows one or a duplicate check of one is outstanding.
+    pub fn unindex_idle(&mut self, now: i64) {
+        let Some(on_read) = self.on_read.as_mut() else {
+            return;
+        };
+        let idle_since = now.saturating_sub(on_read.ttl_micros);
+        let grace_since = now.saturating_sub(READ_GRACE_MICROS);
+        for client in self
+            .in_flight
+            .idle_clients(idle_since, grace_since, on_read.max_clients)
+        {
+            if self.release.holds(&client) {
+                self.in_flight.mark_indexed(&client, now);
+            } else if self.in_flight.unindex(&client, grace_since.max(idle_since)) {
+                on_read.clients.remove(&client);
+            }
+        }
+        metrics::INDEXED_CLIENTS.set(self.in_flight.indexed_clients() as i64);
     }
 
     /// A lane grew at `at` (micros): gateways may map clients the old way until their
@@ -193,8 +283,12 @@ impl Partitions {
             ordered_at_micros,
             id_assigned,
         });
-        let (needs_check, change) = self.in_flight.insert(held.clone(), id_assigned);
+        self.in_flight.count_in(&held);
         partition.held.push_back(held.clone());
+        if !Self::indexes(&self.on_read, &held.event.client_id) {
+            return None;
+        }
+        let (needs_check, change) = self.in_flight.insert(held.clone(), id_assigned);
         self.release.apply(change);
         if needs_check {
             self.release.check_started(&held.event.client_id);
@@ -217,6 +311,7 @@ impl Partitions {
                 if let Some(at) = partition.deferred.iter().position(|d| Arc::ptr_eq(d, held)) {
                     partition.deferred.swap_remove(at);
                     self.in_flight.evict(held);
+                    self.in_flight.count_out(held);
                 }
             }
         }
@@ -226,10 +321,10 @@ impl Partitions {
     /// The writer has committed the partition up to `committed`: what it holds below is in
     /// PostgreSQL now.
     pub fn committed(&mut self, slot: &Slot, committed: i64) {
-        let Some(partition) = self
-            .find(&slot.0, slot.1)
-            .and_then(|at| self.parts.get_mut(at.0))
-        else {
+        let Some(at) = self.find(&slot.0, slot.1) else {
+            return;
+        };
+        let Some(partition) = self.parts.get_mut(at.0) else {
             return;
         };
         partition.committed = partition.committed.max(committed);
@@ -242,7 +337,12 @@ impl Partitions {
                 break;
             };
             // Until its duplicate check answers, the copy stays.
-            if !self.in_flight.evict_checked(&held) {
+            if !Self::indexes(&self.on_read, &held.event.client_id) {
+                self.in_flight.stored_unindexed(&held);
+                self.in_flight.count_out(&held);
+            } else if self.in_flight.evict_checked(&held) {
+                self.in_flight.count_out(&held);
+            } else {
                 partition.deferred.push(held);
             }
         }

@@ -287,6 +287,24 @@ impl Release {
 
     /// Follows a change of which copy stands for an event.
     pub fn apply(&mut self, change: Change) {
+        self.follow(change, true);
+    }
+
+    /// As [`Release::apply`], for an event indexed after it was consumed (its client was not
+    /// read before): released already, most likely, which is no late arrival.
+    pub fn apply_indexed(&mut self, change: Change) {
+        self.follow(change, false);
+    }
+
+    /// Whether `client` must stay indexed: a stream follows it, or its releases wait for a
+    /// duplicate check.
+    pub fn holds(&self, client: &str) -> bool {
+        self.streams.wants(client)
+            || self.checking.contains_key(client)
+            || self.blocked.contains_key(client)
+    }
+
+    fn follow(&mut self, change: Change, consumed_now: bool) {
         if let Some(replaced) = change.replaced {
             let group = self.frontier.group_of_held(&replaced);
             self.unpend(group, &replaced.order_key());
@@ -305,7 +323,9 @@ impl Release {
         if let Some(shown) = change.shown {
             let key = shown.order_key();
             let group = self.frontier.group_of_held(&shown);
-            if key < OrderKey::floor(self.frontier.group_bound(group)) {
+            if key < OrderKey::floor(self.frontier.group_bound(group)) && !consumed_now {
+                self.deliver(shown);
+            } else if key < OrderKey::floor(self.frontier.group_bound(group)) {
                 // Only when no tick or record moved this partition for `quiet_bound` and
                 // then an older record arrived (a gateway whose acknowledgements took longer
                 // than the bound). Readers that passed its place miss it; say so loudly.
@@ -467,6 +487,7 @@ mod tests {
             i64::MAX / 4,
             settle,
             started_at,
+            None,
         );
         for (topic, count) in LANES {
             for p in 0..count {

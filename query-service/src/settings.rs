@@ -90,6 +90,18 @@ pub struct CacheSettings {
     /// Producer-chosen ids waiting for their duplicate check; beyond it the tail waits.
     /// Default 65536.
     pub max_pending_checks: usize,
+    /// Index a client's in-flight events (by client and id) only once it is read: until
+    /// then they are only held in offset order, and most are stored and dropped unindexed.
+    /// A read of a client not indexed waits for the tail to index what it holds of it.
+    /// `false` indexes every event as it is consumed. Default true.
+    pub index_on_read: bool,
+    /// A client read (a page, a stream's replay) stays indexed this long after its last
+    /// read; an open stream keeps it indexed. Should exceed `api.max_wait`. Default 60s.
+    #[serde(with = "humantime_serde")]
+    pub read_client_ttl: Duration,
+    /// Most clients indexed for their reads; beyond it the longest unread go first (none
+    /// read in the last 30 s). Default 100000.
+    pub max_read_clients: usize,
 }
 
 /// The stable order of a client's history (docs/design.md, "Ordering").
@@ -183,6 +195,9 @@ impl Default for CacheSettings {
             max_page_bytes: 256 << 20,
             page_ttl: Duration::from_secs(60),
             max_pending_checks: 65_536,
+            index_on_read: true,
+            read_client_ttl: Duration::from_secs(60),
+            max_read_clients: 100_000,
         }
     }
 }

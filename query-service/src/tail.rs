@@ -30,12 +30,12 @@ use tracing::{info, warn};
 
 use crate::{
     in_flight::{Held, InFlight},
-    metrics,
-    partitions::Partitions,
+    indexing, metrics,
+    partitions::{OnRead, Partitions},
     pipeline::{PartitionView, Pipeline, TailReport},
     progress::Progress,
     release::Release,
-    settings::{KafkaSettings, OrderSettings},
+    settings::{CacheSettings, KafkaSettings, OrderSettings},
     verify::Checked,
     wall_clock::{now_micros, seconds_since},
 };
@@ -47,6 +47,8 @@ const START_PATIENCE: Duration = Duration::from_secs(60);
 /// Most records consumed in one turn of the tail before it looks at its other work (the
 /// shard checks' answers, the readings of Kafka, shutdown) again.
 const DRAIN_BOUND: usize = 512;
+/// Most index requests served in one turn before the tail looks at its records again.
+const INDEX_BOUND: usize = 64;
 /// Readiness check: consumed every partition up to the end offsets seen at start.
 pub const READY_CAUGHT_UP: &str = "caught-up";
 
@@ -68,6 +70,7 @@ struct Core {
     progress: Arc<Progress>,
     checks: mpsc::Sender<Held>,
     checked: mpsc::UnboundedReceiver<Checked>,
+    index_requests: mpsc::Receiver<indexing::Request>,
     events: EventCodec,
     ticks: TickCodec,
     readiness: Readiness,
@@ -105,6 +108,7 @@ pub struct Wiring {
     pub release: Release,
     pub checks: mpsc::Sender<Held>,
     pub checked: mpsc::UnboundedReceiver<Checked>,
+    pub index_requests: mpsc::Receiver<indexing::Request>,
     pub readiness: Readiness,
     pub pipeline: Arc<Pipeline>,
 }
@@ -116,6 +120,7 @@ impl Tail {
         base: &ClientConfig,
         kafka: &KafkaSettings,
         order: &OrderSettings,
+        cache: &CacheSettings,
         wiring: Wiring,
     ) -> Result<Tail, KafkaError> {
         let group = format!("{}-{}", kafka.group_prefix, uuid::Uuid::new_v4().simple());
@@ -139,6 +144,7 @@ impl Tail {
             release,
             checks,
             checked,
+            index_requests,
             readiness,
             pipeline,
         } = wiring;
@@ -156,11 +162,18 @@ impl Tail {
                     .per_client_release
                     .then(|| i64::try_from(order.growth_settle.as_micros()).unwrap_or(i64::MAX)),
                 now_micros(),
+                cache.index_on_read.then(|| {
+                    OnRead::new(
+                        i64::try_from(cache.read_client_ttl.as_micros()).unwrap_or(i64::MAX),
+                        cache.max_read_clients,
+                    )
+                }),
             ),
             in_flight,
             progress,
             checks,
             checked,
+            index_requests,
             events: EventCodec::new(),
             ticks: TickCodec::default(),
             readiness,
@@ -240,6 +253,16 @@ impl Tail {
                 Some(checked) = core.checked.recv() => {
                     core.partitions.checked(&checked.held, checked.found.as_ref());
                 }
+                // Before records: a read waits for it.
+                Some(request) = core.index_requests.recv() => {
+                    core.index(request).await;
+                    for _ in 1..INDEX_BOUND {
+                        match core.index_requests.try_recv() {
+                            Ok(request) => core.index(request).await,
+                            Err(_) => break,
+                        }
+                    }
+                }
                 _ = refresh.tick(), if reading.is_none() => {
                     let slowly = slow_refresh.elapsed() >= SLOW_REFRESH;
                     if slowly {
@@ -312,6 +335,7 @@ impl Core {
 
     /// Applies a reading; what Kafka did not answer keeps its previous value.
     fn apply_reading(&mut self, consumer: &StreamConsumer, reading: Reading, sent_at: i64) {
+        let slowly = reading.slowly.is_some();
         if let Some(SlowReading {
             dead_letters: dead,
             members,
@@ -330,6 +354,21 @@ impl Core {
             Ok(observed) => self.apply_observed(consumer, &observed, sent_at),
             Err(e) => warn!(error = %e, "cannot read the writer's progress"),
         }
+        if slowly {
+            self.partitions.unindex_idle(now_micros());
+        }
+    }
+
+    /// Indexes the held events of a client about to be read, then lets the read go on.
+    async fn index(&mut self, request: indexing::Request) {
+        metrics::INDEXINGS.inc();
+        for held in self.partitions.index_client(&request.client, now_micros()) {
+            if self.checks.send(held).await.is_err() {
+                warn!("duplicate checker stopped");
+            }
+        }
+        // The reader may be gone (timed out): nothing to tell then.
+        let _ = request.done.send(());
     }
 
     fn assign_new(

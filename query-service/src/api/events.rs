@@ -134,6 +134,9 @@ async fn answer(state: &AppState, caller: &Caller, params: Params) -> Result<Res
         let token: ReadToken = token
             .parse()
             .map_err(|e: schemas::TokenError| bad_request(format!("after: {e}")))?;
+        // Indexed first: the wait below then also covers the duplicate checks the token's
+        // events may need.
+        reading(state, &client_id).await?;
         let wait_ms = match params.wait_ms.as_deref() {
             None => state.api.default_wait.as_millis() as u64,
             Some(w) => w
@@ -197,6 +200,15 @@ async fn answer(state: &AppState, caller: &Caller, params: Params) -> Result<Res
     Ok(response)
 }
 
+/// Indexes `client`'s in-flight events before a read (`cache.index_on_read`).
+pub(super) async fn reading(state: &AppState, client_id: &str) -> Result<(), Problem> {
+    state
+        .indexing
+        .reading(client_id)
+        .await
+        .map_err(|e| unavailable(state, &HistoryError::from(e)))
+}
+
 pub(super) fn not_caught_up(wait_ms: u64) -> Problem {
     Problem::new(
         StatusCode::GATEWAY_TIMEOUT,
@@ -210,10 +222,12 @@ pub(super) fn unavailable(state: &AppState, error: &HistoryError) -> Problem {
     let detail = match error {
         HistoryError::Store(_) => "the client's shard cannot be read; retry later",
         HistoryError::Busy => "the client's events are moving into PostgreSQL; retry",
+        HistoryError::TailStopped(_) => "this replica stopped following Kafka; retry elsewhere",
     };
     let kind = match error {
         HistoryError::Store(_) => "shard-unavailable",
         HistoryError::Busy => "busy",
+        HistoryError::TailStopped(_) => "stopping",
     };
     Problem::new(StatusCode::SERVICE_UNAVAILABLE, kind, detail).retry_after(state.api.retry_after)
 }

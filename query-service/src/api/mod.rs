@@ -26,6 +26,7 @@ use crate::{
 pub struct AppState {
     pub shards: ShardSet,
     pub in_flight: Arc<InFlight>,
+    pub indexing: crate::indexing::Indexing,
     pub frontier: Arc<Frontier>,
     pub pages: PageCache,
     pub progress: Arc<Progress>,
@@ -44,6 +45,7 @@ impl AppState {
         Sources {
             shards: &self.shards,
             in_flight: &self.in_flight,
+            indexing: &self.indexing,
             frontier: &self.frontier,
             cache: &self.pages,
         }

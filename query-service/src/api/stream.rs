@@ -124,6 +124,9 @@ async fn open(
             )
             .retry_after(state.api.retry_after)
         })?;
+    // Indexed before the token's wait (it covers the checks of the client's events) and
+    // before subscribing (only indexed clients' events are released to streams).
+    super::events::reading(&state, &client_id).await?;
     if let Some(token) = params.after.as_deref() {
         let token: ReadToken = token
             .parse()
