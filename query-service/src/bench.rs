@@ -88,9 +88,12 @@ pub fn replay(workload: &Workload) -> Duration {
     for slot in &slots {
         partitions.assign(slot.clone(), 0, 0, None);
     }
-    for (client_id, _) in records.iter().take(workload.read_clients.unwrap_or(0)) {
-        partitions.index_client(client_id, 0);
-    }
+    let read: Vec<String> = records
+        .iter()
+        .take(workload.read_clients.unwrap_or(0))
+        .map(|(client_id, _)| client_id.clone())
+        .collect();
+    partitions.index_clients(&read, 0);
     let mut next = vec![0_i64; workload.partitions];
     // Offsets consumed, in consumption order, to know where a trailing commit lands.
     let mut consumed: std::collections::VecDeque<(usize, i64)> = Default::default();

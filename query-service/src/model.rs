@@ -346,10 +346,15 @@ impl World {
         true
     }
 
-    /// A read of `client` begins: the tail indexes what it holds of it first.
+    /// A read of `client` begins: the tail indexes what it holds of it first (every other
+    /// step together with the other client's, as reads that queued meanwhile are).
     fn reading(&mut self, client: &str) {
         self.now += 1;
-        let checks = self.partitions.index_client(client, self.now);
+        let mut clients = vec![client.to_owned()];
+        if self.now % 2 == 0 {
+            clients.extend(CLIENTS.iter().map(|c| c.to_string()));
+        }
+        let checks = self.partitions.index_clients(&clients, self.now);
         self.checks.extend(checks);
     }
 

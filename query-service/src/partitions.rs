@@ -36,7 +36,7 @@ struct Partition {
     /// When (micros) this replica last knew it had consumed the partition to its end.
     caught_up_at: Option<i64>,
     /// Held events in offset order, for eviction.
-    held: VecDeque<Held>,
+    held: HeldEvents,
     /// Committed events still waiting for their duplicate check.
     deferred: Vec<Held>,
     /// Events consumed so far (for rates).
@@ -68,8 +68,12 @@ pub struct Partitions {
 /// Which clients' events are indexed when only read clients' are
 /// (docs/design.md, "Indexing on read").
 pub struct OnRead {
-    /// The clients indexed, as `InFlight` has them: the tail's own copy, so a record costs
-    /// one probe of a small set, no lock.
+    /// Hashes every held event's client id, once, when consumed.
+    hasher: ahash::RandomState,
+    /// The hashes of the clients indexed (how many clients share each): a record of a client
+    /// not indexed costs one probe of it, no lock, no string compared.
+    hashes: HashMap<u64, u32, BuildPassThrough>,
+    /// The clients indexed, as `InFlight` has them: the tail's own copy.
     clients: HashSet<Arc<str>, ahash::RandomState>,
     /// `cache.read_client_ttl`.
     pub ttl_micros: i64,
@@ -80,10 +84,92 @@ pub struct OnRead {
 impl OnRead {
     pub fn new(ttl_micros: i64, max_clients: usize) -> Self {
         OnRead {
+            hasher: ahash::RandomState::new(),
+            hashes: HashMap::default(),
             clients: HashSet::default(),
             ttl_micros,
             max_clients,
         }
+    }
+
+    fn hash(&self, client: &str) -> u64 {
+        self.hasher.hash_one(client)
+    }
+
+    fn indexes(&self, hash: u64, client: &str) -> bool {
+        self.hashes.contains_key(&hash) && self.clients.contains(client)
+    }
+
+    fn add(&mut self, hash: u64, client: &str) {
+        if self.clients.insert(Arc::from(client)) {
+            *self.hashes.entry(hash).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, client: &str) {
+        if self.clients.remove(client) {
+            let hash = self.hash(client);
+            if let Some(n) = self.hashes.get_mut(&hash) {
+                *n -= 1;
+                if *n == 0 {
+                    self.hashes.remove(&hash);
+                }
+            }
+        }
+    }
+}
+
+/// Keys that are hashes already (ahash's) need no hashing again.
+#[derive(Default, Clone, Copy)]
+struct BuildPassThrough;
+
+#[derive(Default)]
+struct PassThrough(u64);
+
+impl std::hash::BuildHasher for BuildPassThrough {
+    type Hasher = PassThrough;
+    fn build_hasher(&self) -> PassThrough {
+        PassThrough(0)
+    }
+}
+
+impl std::hash::Hasher for PassThrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys come here (`write_u64`); anything else is folded in, still correct.
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// A partition's held events in offset order, each with its client's hash
+/// ([`OnRead::hash`]; 0 when every event is indexed) beside it: indexing a client scans the
+/// hashes, contiguous, and looks at an event only when its hash matches.
+#[derive(Default)]
+struct HeldEvents {
+    events: VecDeque<Held>,
+    clients: VecDeque<u64>,
+}
+
+impl HeldEvents {
+    fn push(&mut self, held: Held, client: u64) {
+        self.events.push_back(held);
+        self.clients.push_back(client);
+    }
+
+    fn front(&self) -> Option<&Held> {
+        self.events.front()
+    }
+
+    fn pop_front(&mut self) -> Option<(Held, u64)> {
+        let held = self.events.pop_front()?;
+        Some((held, self.clients.pop_front().unwrap_or(0)))
     }
 }
 
@@ -120,41 +206,63 @@ impl Partitions {
         }
     }
 
-    /// Whether `client`'s events are indexed as they are consumed.
-    fn indexes(on_read: &Option<OnRead>, client: &str) -> bool {
-        on_read.as_ref().is_none_or(|r| r.clients.contains(client))
+    /// Whether the events of `client` (hashed `hash`) are indexed as they are consumed.
+    fn indexes(on_read: &Option<OnRead>, hash: u64, client: &str) -> bool {
+        on_read.as_ref().is_none_or(|r| r.indexes(hash, client))
     }
 
-    /// `client` is read at `now` (micros): from here on its events are indexed as consumed,
-    /// and the ones held already are indexed now, before `InFlight` says so to readers.
-    /// Returns the events whose duplicate check must start (as [`Partitions::event`]).
-    pub fn index_client(&mut self, client: &str, now: i64) -> Vec<Held> {
+    /// `clients` are read at `now` (micros): from here on their events are indexed as
+    /// consumed, and the ones held already are indexed now, in one pass over what is held,
+    /// before `InFlight` says so to readers. Returns the events whose duplicate check must
+    /// start (as [`Partitions::event`]).
+    pub fn index_clients(&mut self, clients: &[String], now: i64) -> Vec<Held> {
         let Some(on_read) = self.on_read.as_mut() else {
             return Vec::new();
         };
-        if on_read.clients.contains(client) {
-            self.in_flight.mark_indexed(client, now);
+        let mut wanted: Vec<(u64, &str)> = Vec::new();
+        for client in clients {
+            if on_read.clients.contains(client.as_str()) {
+                self.in_flight.mark_indexed(client, now);
+            } else if !wanted.iter().any(|(_, w)| w == client) {
+                wanted.push((on_read.hash(client), client));
+            }
+        }
+        if wanted.is_empty() {
             return Vec::new();
         }
-        on_read.clients.insert(Arc::from(client));
+        for (hash, client) in &wanted {
+            on_read.add(*hash, client);
+        }
+        // Most held events are rejected by one bit of this mask, the rest by a search of the
+        // wanted hashes; only a matching hash has its event looked at.
+        let mask = wanted.iter().fold(0u64, |m, (h, _)| m | 1 << (h & 63));
+        let mut hashes: Vec<u64> = wanted.iter().map(|(h, _)| *h).collect();
+        hashes.sort_unstable();
         let mut checks = Vec::new();
         for partition in &self.parts {
-            for held in partition
-                .held
-                .iter()
-                .filter(|h| h.event.client_id == client)
-            {
-                let (needs_check, change) = self.in_flight.insert(held.clone(), held.id_assigned);
+            let held = &partition.held;
+            for (hash, event) in held.clients.iter().zip(held.events.iter()) {
+                if mask >> (hash & 63) & 1 == 0
+                    || hashes.binary_search(hash).is_err()
+                    || !wanted
+                        .iter()
+                        .any(|(h, c)| h == hash && *c == event.event.client_id)
+                {
+                    continue;
+                }
+                let (needs_check, change) = self.in_flight.insert(event.clone(), event.id_assigned);
                 // Released already, most of them: readers find them in pages, not streams.
                 self.release.apply_indexed(change);
                 if needs_check {
-                    self.release.check_started(client);
+                    self.release.check_started(&event.event.client_id);
                     metrics::UNVERIFIED.inc();
-                    checks.push(held.clone());
+                    checks.push(event.clone());
                 }
             }
         }
-        self.in_flight.mark_indexed(client, now);
+        for (_, client) in &wanted {
+            self.in_flight.mark_indexed(client, now);
+        }
         metrics::INDEXED_CLIENTS.set(self.in_flight.indexed_clients() as i64);
         checks
     }
@@ -174,7 +282,7 @@ impl Partitions {
             if self.release.holds(&client) {
                 self.in_flight.mark_indexed(&client, now);
             } else if self.in_flight.unindex(&client, grace_since.max(idle_since)) {
-                on_read.clients.remove(&client);
+                on_read.remove(&client);
             }
         }
         metrics::INDEXED_CLIENTS.set(self.in_flight.indexed_clients() as i64);
@@ -232,7 +340,7 @@ impl Partitions {
             published: i64::MIN,
             committed,
             caught_up_at: None,
-            held: VecDeque::new(),
+            held: HeldEvents::default(),
             deferred: Vec::new(),
             consumed: 0,
             unreported: None,
@@ -284,8 +392,12 @@ impl Partitions {
             id_assigned,
         });
         self.in_flight.count_in(&held);
-        partition.held.push_back(held.clone());
-        if !Self::indexes(&self.on_read, &held.event.client_id) {
+        let hash = self
+            .on_read
+            .as_ref()
+            .map_or(0, |r| r.hash(&held.event.client_id));
+        partition.held.push(held.clone(), hash);
+        if !Self::indexes(&self.on_read, hash, &held.event.client_id) {
             return None;
         }
         let (needs_check, change) = self.in_flight.insert(held.clone(), id_assigned);
@@ -333,11 +445,11 @@ impl Partitions {
             .front()
             .is_some_and(|h| h.position.offset < partition.committed)
         {
-            let Some(held) = partition.held.pop_front() else {
+            let Some((held, hash)) = partition.held.pop_front() else {
                 break;
             };
             // Until its duplicate check answers, the copy stays.
-            if !Self::indexes(&self.on_read, &held.event.client_id) {
+            if !Self::indexes(&self.on_read, hash, &held.event.client_id) {
                 self.in_flight.stored_unindexed(&held);
                 self.in_flight.count_out(&held);
             } else if self.in_flight.evict_checked(&held) {

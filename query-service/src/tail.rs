@@ -47,7 +47,7 @@ const START_PATIENCE: Duration = Duration::from_secs(60);
 /// Most records consumed in one turn of the tail before it looks at its other work (the
 /// shard checks' answers, the readings of Kafka, shutdown) again.
 const DRAIN_BOUND: usize = 512;
-/// Most index requests served in one turn before the tail looks at its records again.
+/// Most index requests served in one pass over the held events.
 const INDEX_BOUND: usize = 64;
 /// Readiness check: consumed every partition up to the end offsets seen at start.
 pub const READY_CAUGHT_UP: &str = "caught-up";
@@ -255,13 +255,15 @@ impl Tail {
                 }
                 // Before records: a read waits for it.
                 Some(request) = core.index_requests.recv() => {
-                    core.index(request).await;
-                    for _ in 1..INDEX_BOUND {
+                    // Requests that queued meanwhile share one pass over what is held.
+                    let mut requests = vec![request];
+                    while requests.len() < INDEX_BOUND {
                         match core.index_requests.try_recv() {
-                            Ok(request) => core.index(request).await,
+                            Ok(request) => requests.push(request),
                             Err(_) => break,
                         }
                     }
+                    core.index(requests).await;
                 }
                 _ = refresh.tick(), if reading.is_none() => {
                     let slowly = slow_refresh.elapsed() >= SLOW_REFRESH;
@@ -359,16 +361,19 @@ impl Core {
         }
     }
 
-    /// Indexes the held events of a client about to be read, then lets the read go on.
-    async fn index(&mut self, request: indexing::Request) {
-        metrics::INDEXINGS.inc();
-        for held in self.partitions.index_client(&request.client, now_micros()) {
+    /// Indexes the held events of clients about to be read, then lets the reads go on.
+    async fn index(&mut self, requests: Vec<indexing::Request>) {
+        metrics::INDEXINGS.inc_by(requests.len() as u64);
+        let clients: Vec<String> = requests.iter().map(|r| r.client.clone()).collect();
+        for held in self.partitions.index_clients(&clients, now_micros()) {
             if self.checks.send(held).await.is_err() {
                 warn!("duplicate checker stopped");
             }
         }
-        // The reader may be gone (timed out): nothing to tell then.
-        let _ = request.done.send(());
+        for request in requests {
+            // The reader may be gone (timed out): nothing to tell then.
+            let _ = request.done.send(());
+        }
     }
 
     fn assign_new(
