@@ -44,6 +44,9 @@ struct Copies {
     /// The shard has not answered yet whether it stores a copy: the visible copy is
     /// unverified.
     checking: bool,
+    /// `stored` came from a partial memory (see `Recent::partial`) and no check has
+    /// answered since: an earlier copy may be stored unknown to this set.
+    partial: bool,
 }
 
 enum Winner<'a> {
@@ -77,7 +80,8 @@ impl Copies {
                 clock,
                 client: client.clone(),
                 rank: rank.clone(),
-                partial,
+                // A check still under way would have settled it: until then, partial.
+                partial: partial || self.partial || self.checking,
             }),
             _ => None,
         }
@@ -539,7 +543,10 @@ impl InFlight {
                 let known = recent.get(&id);
                 let mut copies = Copies::default();
                 match known {
-                    Some(r) if *r.client == *client_id => copies.stored = Some(r.rank.clone()),
+                    Some(r) if *r.client == *client_id => {
+                        copies.stored = Some(r.rank.clone());
+                        copies.partial = r.partial;
+                    }
                     Some(_) => copies.taken = true,
                     None => {}
                 }
@@ -565,6 +572,7 @@ impl InFlight {
         };
         let before = copies.standing(id);
         copies.checking = false;
+        copies.partial = false;
         if let Some(b) = before.held() {
             client.unverified.remove(&b.order_key());
         }

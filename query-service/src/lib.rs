@@ -2,8 +2,9 @@
 //! order.
 //!
 //! `tail` (every partition from the writer's committed offsets and log clocks) → `in_flight`
-//! (the unpersisted tail, evicted as the writer commits; copies of one event judged, producer
-//! ids checked by `verify`) → `release` (the frontier every partition has passed; delivery to
+//! (the unpersisted tail, evicted as the writer commits; indexed only for clients read lately,
+//! at a reader's request through `indexing`; copies of one event judged, producer ids checked
+//! by `verify`) → `release` (the frontier every partition has passed; delivery to
 //! `streams`) → `history` (one page: in-flight ⊕ shard, via `page_cache`) → `api`
 //! (`GET /events`, `GET /events/stream`), with `progress` for read-your-writes tokens; every
 //! route checks the caller's read or operator grant (`chassis::auth`, with `auth.enabled`).

@@ -1115,3 +1115,39 @@ fn a_copy_indexed_again_is_checked_against_a_gateway_copy_stored_while_not_index
         ],
     );
 }
+
+/// A producer's copy indexed while its client's memory was partial starts a check, then is
+/// stored before the check answers: what is remembered of it stays partial, so the next copy
+/// is checked too and finds the gateway's copy stored while nobody indexed the client.
+#[test]
+fn a_copy_stored_before_its_check_answered_leaves_a_partial_memory() {
+    // client, partition, gateway, copy of, producer's id, ticks after
+    let event = |client, partition, gateway, copy_of, producer_id, ticks| Planned {
+        client,
+        partition,
+        gateway,
+        copy_of,
+        producer_id,
+        step: 1,
+        ticks,
+    };
+    let events = vec![
+        event(1, 1, 0, None, false, false),
+        event(1, 1, 0, Some(0), true, true),
+        event(1, 0, 1, Some(0), true, false),
+        event(0, 0, 0, None, false, false),
+        event(1, 2, 0, Some(0), true, false),
+        event(0, 0, 0, None, false, false),
+        event(0, 2, 0, None, true, false),
+        event(0, 0, 0, None, false, false),
+    ];
+    run(
+        events,
+        1,
+        vec![
+            179, 38, 14, 208, 192, 200, 204, 136, 184, 119, 96, 168, 4, 216, 176, 40, 190, 6, 6, 8,
+            40, 0, 6, 8, 232, 6, 0, 6, 30, 184, 104, 0, 14, 208, 152, 0, 0, 0, 238, 0, 0, 0, 0, 0,
+            0, 0, 0, 0, 0, 0,
+        ],
+    );
+}
