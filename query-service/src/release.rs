@@ -402,6 +402,13 @@ impl Release {
         // all partitions, from several groups at once.
         passed.sort_unstable_by_key(|held| held.order_key());
         self.unreleased -= passed.len();
+        // Two copies of one event released together: the in-flight set stood for the later
+        // one until its memory of it was pushed out (bounded), then the earlier arrived. The
+        // first by key is the event (the shard keeps it); the other is not delivered.
+        if passed.len() > 1 {
+            let mut ids = std::collections::HashSet::with_capacity(passed.len());
+            passed.retain(|held| ids.insert(held.event.event_id));
+        }
         let now = now_micros();
         for held in passed {
             // From the gateway's acknowledgement to release: the cost of the stable order.
