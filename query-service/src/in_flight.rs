@@ -297,6 +297,15 @@ fn remember(
 /// Clients remembered in `moved` per shard before they are folded into `floor`.
 const MOVED_BOUND: usize = 4096;
 
+/// Beyond its bound, `moved` is forgotten and `floor` raised to `clock`: every page read
+/// before counts as changed.
+fn bound_moved(moved: &mut Map<Arc<str>, Moved>, floor: &mut u64, clock: u64) {
+    if moved.len() > MOVED_BOUND {
+        *floor = clock;
+        moved.clear();
+    }
+}
+
 pub struct InFlight {
     shards: Box<[Mutex<Shard>]>,
     hasher: ahash::RandomState,
@@ -505,10 +514,8 @@ impl InFlight {
                 low: None,
             },
         );
-        if shard.moved.len() > MOVED_BOUND {
-            shard.floor = clock;
-            shard.moved.clear();
-        }
+        let Shard { moved, floor, .. } = &mut *shard;
+        bound_moved(moved, floor, clock);
         true
     }
 
@@ -676,10 +683,7 @@ impl InFlight {
                 );
             }
         }
-        if moved.len() > MOVED_BOUND {
-            *floor = clock;
-            moved.clear();
-        }
+        bound_moved(moved, floor, clock);
         true
     }
 

@@ -173,6 +173,30 @@ impl HeldEvents {
     }
 }
 
+/// Indexes a held event and hands the change to the release: as it is consumed
+/// (`consumed_now`), or later, when its client is first read. True when a producer chose its
+/// id and the shard must be asked whether a copy is stored already (its check is counted as
+/// started).
+fn index(
+    in_flight: &InFlight,
+    release: &mut Release,
+    held: &Held,
+    id_assigned: bool,
+    consumed_now: bool,
+) -> bool {
+    let (needs_check, change) = in_flight.insert(held.clone(), id_assigned);
+    if consumed_now {
+        release.apply(change);
+    } else {
+        release.apply_indexed(change);
+    }
+    if needs_check {
+        release.check_started(&held.event.client_id);
+        metrics::UNVERIFIED.inc();
+    }
+    needs_check
+}
+
 /// However many clients are indexed, one read this recently stays so: a read under way then
 /// still finds its evictions followed (answers wait at most `api.max_wait`, 10 s).
 const READ_GRACE_MICROS: i64 = 30_000_000;
@@ -250,12 +274,14 @@ impl Partitions {
                 {
                     continue;
                 }
-                let (needs_check, change) = self.in_flight.insert(event.clone(), event.id_assigned);
                 // Released already, most of them: readers find them in pages, not streams.
-                self.release.apply_indexed(change);
-                if needs_check {
-                    self.release.check_started(&event.event.client_id);
-                    metrics::UNVERIFIED.inc();
+                if index(
+                    &self.in_flight,
+                    &mut self.release,
+                    event,
+                    event.id_assigned,
+                    false,
+                ) {
                     checks.push(event.clone());
                 }
             }
@@ -400,13 +426,7 @@ impl Partitions {
         if !Self::indexes(&self.on_read, hash, &held.event.client_id) {
             return None;
         }
-        let (needs_check, change) = self.in_flight.insert(held.clone(), id_assigned);
-        self.release.apply(change);
-        if needs_check {
-            self.release.check_started(&held.event.client_id);
-            metrics::UNVERIFIED.inc();
-        }
-        needs_check.then_some(held)
+        index(&self.in_flight, &mut self.release, &held, id_assigned, true).then_some(held)
     }
 
     /// The shard's answer to a duplicate check.

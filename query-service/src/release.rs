@@ -22,7 +22,7 @@
 //! from [`Frontier`] and the rest from `in_flight`.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         atomic::{AtomicI64, Ordering},
         Arc, RwLock, RwLockReadGuard,
@@ -323,9 +323,10 @@ impl Release {
         if let Some(shown) = change.shown {
             let key = shown.order_key();
             let group = self.frontier.group_of_held(&shown);
-            if key < OrderKey::floor(self.frontier.group_bound(group)) && !consumed_now {
+            let passed = key < OrderKey::floor(self.frontier.group_bound(group));
+            if passed && !consumed_now {
                 self.deliver(shown);
-            } else if key < OrderKey::floor(self.frontier.group_bound(group)) {
+            } else if passed {
                 // Only when no tick or record moved this partition for `quiet_bound` and
                 // then an older record arrived (a gateway whose acknowledgements took longer
                 // than the bound). Readers that passed its place miss it; say so loudly.
@@ -406,7 +407,7 @@ impl Release {
         // one until its memory of it was pushed out (bounded), then the earlier arrived. The
         // first by key is the event (the shard keeps it); the other is not delivered.
         if passed.len() > 1 {
-            let mut ids = std::collections::HashSet::with_capacity(passed.len());
+            let mut ids = HashSet::with_capacity(passed.len());
             passed.retain(|held| ids.insert(held.event.event_id));
         }
         let now = now_micros();
