@@ -167,14 +167,18 @@ async fn accept(
     let Valid {
         mut events,
         ids_assigned,
-    } = state.rules.events(&items).map_err(|errors| {
-        Problem::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "invalid-events",
-            format!("{} invalid field(s); nothing was published", errors.len()),
-        )
-        .with_errors(errors)
-    })?;
+    } = state
+        .rules
+        .events_in_turns(&items)
+        .await
+        .map_err(|errors| {
+            Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid-events",
+                format!("{} invalid field(s); nothing was published", errors.len()),
+            )
+            .with_errors(errors)
+        })?;
     // One client id outside the grant refuses the whole request, as an invalid one does.
     state
         .auth
