@@ -10,7 +10,10 @@ use hyper_util::{
     server::{conn::auto, graceful::GracefulShutdown},
     service::TowerToHyperService,
 };
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::{
+    net::{TcpListener, TcpSocket},
+    task::JoinHandle,
+};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
@@ -39,12 +42,16 @@ pub struct Edge {
 /// Default for [`Edge::header_timeout`].
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+/// Connections the kernel completes before the service accepts them (it caps this at
+/// `net.core.somaxconn`, 4096 on current kernels). Tokio's `TcpListener::bind` asks for 128:
+/// 256 clients connecting at once overflowed it, and each connection whose handshake was
+/// dropped waited for the client's SYN retry, a full second (`loadgen --concurrency 256`:
+/// 95 listen overflows, request max 1.1 s). A fleet reconnecting after a deploy does that.
+pub const LISTEN_BACKLOG: u32 = 4096;
 
 impl Edge {
     pub async fn bind(addr: SocketAddr) -> Result<Edge, EdgeError> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| EdgeError::Bind { addr, source })?;
+        let listener = listen(addr).map_err(|source| EdgeError::Bind { addr, source })?;
         let addr = listener.local_addr().unwrap_or(addr);
         Ok(Edge {
             listener,
@@ -141,6 +148,19 @@ impl Edge {
     }
 }
 
+/// A listener on `addr` with [`LISTEN_BACKLOG`], address reuse on as tokio's own `bind` sets
+/// it (a restarted service binds while the old connections linger in `TIME_WAIT`).
+fn listen(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Accepts connections on `edge` and serves `app` on them until `shutdown`; then turns not
 /// ready and lets open requests finish for at most `drain`.
 async fn accept(
@@ -224,6 +244,24 @@ mod tests {
     };
 
     use super::*;
+
+    #[tokio::test]
+    async fn a_burst_of_connections_is_queued_before_the_service_accepts_them() {
+        // Not serving yet: every connection waits in the kernel's accept queue. Beyond the
+        // backlog the kernel drops the handshake and a client waits for its SYN retry
+        // (a second, then more); the timeout only ends that failure.
+        let edge = Edge::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = edge.local_addr();
+        let mut streams = Vec::with_capacity(512);
+        for n in 0..512 {
+            match tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => streams.push(stream),
+                Ok(Err(e)) => panic!("connection {n} refused: {e}"),
+                Err(_) => panic!("connection {n} not queued within 5 s"),
+            }
+        }
+        drop(edge);
+    }
 
     async fn get_status(addr: SocketAddr, path: &str) -> String {
         let mut stream = TcpStream::connect(addr).await.unwrap();
