@@ -34,6 +34,12 @@ pub use clock::IngestClock;
 pub use publish::ProducerError;
 pub use settings::Settings;
 
+/// Events a batch request works through before giving its worker back to the runtime, in
+/// validation (`validate::Rules::events_in_turns`) and in queueing (`publish`): 500 events
+/// in one poll were milliseconds during which a critical single POST on the same worker
+/// waited (docs/design.md, "Ingest").
+const EVENTS_PER_TURN: usize = 64;
+
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
     #[error(transparent)]

@@ -16,6 +16,7 @@ use crate::{
     clock::IngestClock,
     settings::KafkaSettings,
     tick::{host_micros, Activity, ReleaseTicks, TickLane},
+    EVENTS_PER_TURN,
 };
 
 /// Where the brokers stored one event.
@@ -131,9 +132,7 @@ impl Publisher {
         let mut pending = Vec::with_capacity(events.len());
         let mut value = Vec::new();
         for (index, event) in events.iter().enumerate() {
-            if index > 0 && index % RECORDS_PER_TURN == 0 {
-                // A batch's records take milliseconds to encode and queue: in turns, so a
-                // critical event on the same worker is not held behind all of them.
+            if index > 0 && index % EVENTS_PER_TURN == 0 {
                 tokio::task::yield_now().await;
             }
             value.clear();
@@ -223,10 +222,6 @@ impl Publisher {
         }
     }
 }
-
-/// Records queued between two turns given back to the runtime (as validation does:
-/// `validate::Rules::events_in_turns`).
-const RECORDS_PER_TURN: usize = 64;
 
 fn request_timeout(delivery_timeout: Duration) -> Duration {
     (delivery_timeout / 2).max(Duration::from_millis(500))

@@ -7,6 +7,8 @@ use serde_json::{value::RawValue, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use uuid::Uuid;
 
+use crate::EVENTS_PER_TURN;
+
 // The field rules are the topics' contract: db-writer and query-service check decoded
 // records against the same functions.
 use schemas::contract::{client_id_problem, payload_problem, sdk_problem, type_problem, SDK_MAX};
@@ -104,9 +106,6 @@ impl Checked {
     }
 }
 
-/// Items validated between two turns given back to the runtime ([`Rules::events_in_turns`]).
-const ITEMS_PER_TURN: usize = 64;
-
 impl Rules {
     /// Validates every item; the request is all-or-nothing, so every error of every item is
     /// collected for the answer. At once: requests use [`Rules::events_in_turns`].
@@ -118,16 +117,14 @@ impl Rules {
     }
 
     /// As [`Rules::events`], giving the worker back to the runtime after every
-    /// `ITEMS_PER_TURN` items. A batch of 500 events is milliseconds of CPU; run in one
-    /// turn, a critical single event whose request landed on the same worker waited for all
-    /// of it (and for the batch's publishing, which yields the same way).
+    /// [`EVENTS_PER_TURN`] items.
     pub async fn events_in_turns(&self, items: &[&RawValue]) -> Result<Valid, Vec<FieldError>> {
         let mut checked = Checked::with_capacity(items.len());
-        for (turn, chunk) in items.chunks(ITEMS_PER_TURN).enumerate() {
+        for (turn, chunk) in items.chunks(EVENTS_PER_TURN).enumerate() {
             if turn > 0 {
                 tokio::task::yield_now().await;
             }
-            self.check(turn * ITEMS_PER_TURN, chunk, &mut checked);
+            self.check(turn * EVENTS_PER_TURN, chunk, &mut checked);
         }
         checked.into_result()
     }
@@ -386,8 +383,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_checked_in_turns_names_each_item_by_its_place_in_the_request() {
-        let bad = [ITEMS_PER_TURN + 1, 2 * ITEMS_PER_TURN + 3];
-        let items: Vec<String> = (0..2 * ITEMS_PER_TURN + 5)
+        let bad = [EVENTS_PER_TURN + 1, 2 * EVENTS_PER_TURN + 3];
+        let items: Vec<String> = (0..2 * EVENTS_PER_TURN + 5)
             .map(|i| {
                 let kind = if bad.contains(&i) { "" } else { "t" };
                 format!(r#"{{"client_id":"c{i}","type":"{kind}"}}"#)
@@ -411,7 +408,7 @@ mod tests {
             .collect();
         let valid = rules.events_in_turns(&good).await.unwrap();
         let clients: Vec<&str> = valid.events.iter().map(|e| e.client_id.as_str()).collect();
-        let expected: Vec<String> = (0..2 * ITEMS_PER_TURN + 5)
+        let expected: Vec<String> = (0..2 * EVENTS_PER_TURN + 5)
             .filter(|i| !bad.contains(i))
             .map(|i| format!("c{i}"))
             .collect();
