@@ -80,8 +80,14 @@ TLS_DIR="$PIPELINE_STATE_DIR/tls"
 KAFKA_ADMIN_USER=admin
 KAFKA_PIPELINE_USER=pipeline
 
-# Topics.
-PIPELINE_PARTITIONS="${PIPELINE_PARTITIONS:-6}"
+# Topics. Two partitions per topic: one machine runs one consumer per group, and every
+# partition costs requests, since librdkafka puts one partition in a produce request
+# (confluentinc/librdkafka#1700) and each wakes every group's fetch. Against six at 5,000
+# events/s here: query-service 6.6-7.8 against 9.4-12.2 us of CPU per event, critical
+# visible-in-GET p99 at 2,000/s 18.5/20.9 against 26.2/32.9 ms, the same NDJSON rate
+# (docs/benchmarks.md, 2026-12-05). More consumers than partitions idle: grow the topics
+# first (topics --partitions N).
+PIPELINE_PARTITIONS="${PIPELINE_PARTITIONS:-2}"
 PIPELINE_TOPICS="${PIPELINE_TOPICS:-events events-critical events-dlq events-persisted}"
 # How far a gateway's clock may run ahead of the brokers' before its records are refused.
 PIPELINE_MAX_CLOCK_AHEAD_MS="${PIPELINE_MAX_CLOCK_AHEAD_MS:-2000}"
