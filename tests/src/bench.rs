@@ -2,11 +2,11 @@
 //! `tests/bench` gathers into one table (`bench_table`).
 
 use std::{
-    collections::HashSet,
+    collections::HashMap,
     fmt,
     io::Write,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::{Duration, Instant, SystemTime},
 };
 
 use serde::{Deserialize, Serialize};
@@ -141,13 +141,30 @@ async fn metrics_text(http: &reqwest::Client, base: &str) -> reqwest::Result<Str
         .await
 }
 
+/// When a request was sent, on both clocks: the monotonic one for what is timed here, the
+/// wall clock for comparing with times a shard recorded (commit timestamps).
+#[derive(Debug, Clone, Copy)]
+pub struct SentAt {
+    pub instant: Instant,
+    pub wall: SystemTime,
+}
+
+impl SentAt {
+    pub fn now() -> Self {
+        SentAt {
+            instant: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+}
+
 /// An acknowledged event whose arrival in its shard is timed.
 #[derive(Debug, Clone, Copy)]
 pub struct Timed {
     pub id: Uuid,
     pub critical: bool,
     /// When its request was (first) sent.
-    pub sent: Instant,
+    pub sent: SentAt,
 }
 
 /// What [`watch_stored`] saw, per lane (index 0 normal, 1 critical).
@@ -155,19 +172,62 @@ pub struct Timed {
 pub struct Stored {
     /// Request sent → row visible, for each event found.
     pub after: [Vec<Duration>; 2],
+    /// Request sent → the poll that found the row answered: the poll's own view, late by up
+    /// to its interval and its statement's time (kept to compare with `after`).
+    pub found: [Vec<Duration>; 2],
     /// Events not found within the give-up time.
     pub gave_up: [usize; 2],
+    /// How the rows were timed.
+    pub timed_by: TimedBy,
+    /// Rows a poll did not see although their commit timestamp was earlier than the poll was
+    /// sent: the commit had been recorded but was not yet visible (its WAL flush). Each was
+    /// timed from that poll instead, and the largest such wait is kept.
+    pub visible_after_commit: usize,
+    pub visible_after_commit_max: Duration,
+}
+
+/// How [`watch_stored`] timed a row's arrival.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub enum TimedBy {
+    /// The row's commit timestamp (`track_commit_timestamp = on`), or the send of a poll that
+    /// did not see the row, whichever is later: the latest time the row is known not to have
+    /// been visible. The commit timestamp is taken before the commit's WAL flush, so alone it
+    /// can read early; a poll that missed a committed row bounds that (any wait longer than
+    /// the poll interval is caught). Early by less than the poll interval and by less than
+    /// the flush wait, where a found poll is late by up to the interval.
+    #[default]
+    CommitTimestamp,
+    /// The poll that found the row (the shard keeps no commit timestamps): late by up to
+    /// the poll interval.
+    Poll,
+}
+
+impl fmt::Display for TimedBy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimedBy::CommitTimestamp => "commit_timestamp",
+            TimedBy::Poll => "poll",
+        })
+    }
 }
 
 /// Ids asked for in one poll statement, at most.
 const POLL_BATCH: usize = 2_000;
 
+/// A timed event not seen yet, and when a poll last asked for it in vain (wall clock, taken
+/// before the statement was sent, so the row was not visible then).
+struct Pending {
+    timed: Timed,
+    missed_at: Option<SystemTime>,
+}
+
 /// Polls one shard every `every` for the timed events fed to it until it has seen each or
 /// given it up (`give_up` after its send), and no more will come: the feed closed or `done`
 /// cancelled. Oldest first, one statement per tick over the next [`POLL_BATCH`] ids, so a
 /// backlog costs the shard no more than that and no id waits behind one that is slow to
-/// appear: each is asked at least every `pending / POLL_BATCH` ticks (the resolution then).
-/// At most `max_pending` are held; the rest wait in the feed.
+/// appear. A row is timed by its commit timestamp when the shard keeps them ([`TimedBy`]), so
+/// the poll's interval is only how soon it is found, and a slower poll loads the shard it
+/// measures less. At most `max_pending` are held; the rest wait in the feed.
 pub async fn watch_stored(
     shard: &tokio_postgres::Client,
     mut feed: mpsc::Receiver<Timed>,
@@ -176,16 +236,33 @@ pub async fn watch_stored(
     max_pending: usize,
     done: CancellationToken,
 ) -> Result<Stored, tokio_postgres::Error> {
+    let commit_timestamps = shard
+        .query_one(
+            "SELECT current_setting('track_commit_timestamp') = 'on'",
+            &[],
+        )
+        .await?
+        .get::<_, bool>(0);
     // The time bound keeps the probe to the newest day partitions (pruned at execution): the
     // poll must not load the shard it measures.
     let statement = shard
-        .prepare(
-            "SELECT event_id FROM events WHERE event_id = ANY($1) \
-             AND ordered_at > now() - interval '10 minutes'",
-        )
+        .prepare(if commit_timestamps {
+            "SELECT event_id, pg_xact_commit_timestamp(xmin) FROM events \
+             WHERE event_id = ANY($1) AND ordered_at > now() - interval '10 minutes'"
+        } else {
+            "SELECT event_id, NULL::timestamptz FROM events \
+             WHERE event_id = ANY($1) AND ordered_at > now() - interval '10 minutes'"
+        })
         .await?;
-    let (mut pending, mut cursor) = (Vec::<Timed>::new(), 0);
-    let mut stored = Stored::default();
+    let (mut pending, mut cursor) = (Vec::<Pending>::new(), 0);
+    let mut stored = Stored {
+        timed_by: if commit_timestamps {
+            TimedBy::CommitTimestamp
+        } else {
+            TimedBy::Poll
+        },
+        ..Stored::default()
+    };
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -195,7 +272,10 @@ pub async fn watch_stored(
         let mut ended = done.is_cancelled();
         while pending.len() < max_pending {
             match feed.try_recv() {
-                Ok(t) => pending.push(t),
+                Ok(timed) => pending.push(Pending {
+                    timed,
+                    missed_at: None,
+                }),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     ended = true;
@@ -210,29 +290,68 @@ pub async fn watch_stored(
             continue;
         }
         let asked = poll_window(pending.len(), cursor, POLL_BATCH);
-        let end = asked.end;
-        let ids: Vec<Uuid> = pending[asked].iter().map(|t| t.id).collect();
+        let (start, end) = (asked.start, asked.end);
+        let ids: Vec<Uuid> = pending[asked].iter().map(|p| p.timed.id).collect();
+        let asked_at = SystemTime::now();
         let rows = shard.query(&statement, &[&ids]).await?;
-        let found: HashSet<Uuid> = rows.iter().map(|row| row.get(0)).collect();
+        let found: HashMap<Uuid, Option<SystemTime>> =
+            rows.iter().map(|row| (row.get(0), row.get(1))).collect();
         let (now, mut index) = (Instant::now(), 0);
         cursor = 0;
-        pending.retain(|t| {
-            let (lane, age) = (usize::from(t.critical), now - t.sent);
-            let keep = if found.contains(&t.id) {
-                stored.after[lane].push(age);
-                false
-            } else if age >= give_up {
-                stored.gave_up[lane] += 1;
-                false
-            } else {
-                true
+        pending.retain_mut(|p| {
+            let (lane, age) = (usize::from(p.timed.critical), now - p.timed.sent.instant);
+            let was_asked = (start..end).contains(&index);
+            index += 1;
+            let keep = match found.get(&p.timed.id) {
+                Some(committed) => {
+                    let after = stored_after(&mut stored, p, *committed, age);
+                    stored.after[lane].push(after);
+                    stored.found[lane].push(age);
+                    false
+                }
+                None if age >= give_up => {
+                    stored.gave_up[lane] += 1;
+                    false
+                }
+                None => {
+                    if was_asked {
+                        p.missed_at = Some(asked_at);
+                    }
+                    true
+                }
             };
             // The next statement starts after what this one asked.
-            cursor += usize::from(keep && index < end);
-            index += 1;
+            cursor += usize::from(keep && index <= end);
             keep
         });
     }
+}
+
+/// Request sent → row visible for a row just found (`found_after` since its send by the
+/// monotonic clock), by its commit timestamp when there is one ([`TimedBy`]).
+fn stored_after(
+    stored: &mut Stored,
+    pending: &Pending,
+    committed: Option<SystemTime>,
+    found_after: Duration,
+) -> Duration {
+    let Some(committed) = committed else {
+        return found_after;
+    };
+    let visible = match pending.missed_at {
+        Some(missed) if missed > committed => {
+            let wait = missed.duration_since(committed).unwrap_or_default();
+            stored.visible_after_commit += 1;
+            stored.visible_after_commit_max = stored.visible_after_commit_max.max(wait);
+            missed
+        }
+        _ => committed,
+    };
+    // The clocks are the same machine's; a commit before the send cannot happen, so a
+    // negative span would be a clock step, read as zero rather than as a huge number.
+    visible
+        .duration_since(pending.timed.sent.wall)
+        .unwrap_or_default()
 }
 
 /// The pending ids (`len` of them, oldest first) one poll asks for: all while they fit in
@@ -377,6 +496,77 @@ fn number(value: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn pending(sent_wall: SystemTime, missed_at: Option<SystemTime>) -> Pending {
+        let sent = SentAt {
+            instant: Instant::now(),
+            wall: sent_wall,
+        };
+        Pending {
+            timed: Timed {
+                id: Uuid::nil(),
+                critical: true,
+                sent,
+            },
+            missed_at,
+        }
+    }
+
+    #[test]
+    fn a_row_is_timed_by_its_commit_unless_a_later_poll_missed_it() {
+        let ms = Duration::from_millis;
+        let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut stored = Stored::default();
+        // Committed 7 ms after the send, found by a poll 12 ms after it.
+        let after = stored_after(
+            &mut stored,
+            &pending(sent, None),
+            Some(sent + ms(7)),
+            ms(12),
+        );
+        assert_eq!(after, ms(7));
+        // A poll sent 5 ms after the send (before the commit) missed it: the commit stands.
+        let p = pending(sent, Some(sent + ms(5)));
+        assert_eq!(
+            stored_after(&mut stored, &p, Some(sent + ms(7)), ms(12)),
+            ms(7)
+        );
+        assert_eq!(stored.visible_after_commit, 0);
+        // A poll sent 9 ms after the send missed a row committed at 7 ms: it became visible
+        // after 9 ms at the earliest, and the wait after the commit is counted.
+        let p = pending(sent, Some(sent + ms(9)));
+        assert_eq!(
+            stored_after(&mut stored, &p, Some(sent + ms(7)), ms(12)),
+            ms(9)
+        );
+        assert_eq!(stored.visible_after_commit, 1);
+        assert_eq!(stored.visible_after_commit_max, ms(2));
+    }
+
+    #[test]
+    fn without_a_commit_timestamp_a_row_is_timed_by_the_poll_that_found_it() {
+        let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut stored = Stored::default();
+        let found = Duration::from_millis(12);
+        assert_eq!(
+            stored_after(&mut stored, &pending(sent, None), None, found),
+            found
+        );
+    }
+
+    #[test]
+    fn a_commit_stamped_before_the_send_reads_as_zero_not_as_a_huge_span() {
+        let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        let mut stored = Stored::default();
+        let committed = sent - Duration::from_millis(3);
+        let after = stored_after(
+            &mut stored,
+            &pending(sent, None),
+            Some(committed),
+            Duration::ZERO,
+        );
+        assert_eq!(after, Duration::ZERO);
+    }
 
     #[test]
     fn a_poll_asks_every_pending_id_while_they_fit_and_walks_a_backlog_in_turns() {

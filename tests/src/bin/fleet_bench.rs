@@ -20,7 +20,7 @@ use clap::Parser;
 use db_writer::settings::GroupProtocol;
 use event_store::ShardRouter;
 use pipeline_tests::{
-    bench::{percentile_ms, watch_stored, Outcome, Output, Target, Timed},
+    bench::{percentile_ms, watch_stored, Outcome, Output, SentAt, Target, Timed},
     Block, Ledger, SseReader, Stack, WriterProcess,
 };
 use serde_json::{json, Value};
@@ -81,8 +81,9 @@ struct Args {
     /// Devices (the first ones) that hold an SSE stream for the run.
     #[arg(long, default_value_t = 20)]
     streams: usize,
-    /// How often each shard is asked for the timed events not seen yet (the resolution; a
-    /// tighter poll loads the shard it measures, see latency_bench).
+    /// How often each shard is asked for the timed events not seen yet (how soon a row is
+    /// found; the resolution too when a shard keeps no commit timestamps, see latency_bench;
+    /// a tighter poll loads the shard it measures).
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     shard_poll: Duration,
     #[command(flatten)]
@@ -293,8 +294,10 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (mut persisted, mut unseen) = ([Vec::new(), Vec::new()], [0usize; 2]);
+    let mut timed_by = Vec::new();
     while let Some(done) = pollers.join_next().await {
         let found = done.context("a shard poller")??;
+        timed_by.push(found.timed_by.to_string());
         let [normal, critical] = found.after;
         persisted[0].extend(normal);
         persisted[1].extend(critical);
@@ -330,7 +333,7 @@ async fn main() -> anyhow::Result<()> {
             "persist_p99_critical_ms": ms(critical, 0.99), "persist_p50_normal_ms": ms(normal, 0.5),
             "persist_p99_normal_ms": ms(normal, 0.99), "timed_critical": critical.len(),
             "timed_normal": normal.len(), "unseen_critical": unseen[1], "unseen_normal": unseen[0],
-            "samples_dropped": c(&k.samples_dropped),
+            "samples_dropped": c(&k.samples_dropped), "timed_by": timed_by,
             "max_oldest_unstored_s": round(max_unstored_age), "max_depth": max_depth}],
         ["GET /events", {"gets": gets.len(), "get_p50_ms": ms(&gets, 0.5), "get_p99_ms": ms(&gets, 0.99),
             "get_4xx": c(&k.get_4xx), "get_5xx": c(&k.get_5xx), "get_errors": c(&k.get_errors)}],
@@ -478,7 +481,7 @@ async fn post(fleet: &Fleet, events: &[Value], rng: &mut Rng, acks: &mut Vec<Dur
             return;
         };
         bump(&k.requests);
-        let sent = *first_sent.get_or_insert_with(Instant::now);
+        let sent = *first_sent.get_or_insert_with(SentAt::now);
         let attempt_sent = Instant::now();
         let request = fleet
             .http
@@ -548,7 +551,7 @@ async fn post(fleet: &Fleet, events: &[Value], rng: &mut Rng, acks: &mut Vec<Dur
 
 /// Records a first 202 in the ledger and hands the events to time to their shard's poller:
 /// every critical one, a sample of the normal ones, timed from the request's first send.
-fn acknowledge(fleet: &Fleet, events: &[Value], ids: &[Uuid], sent: Instant, rng: &mut Rng) {
+fn acknowledge(fleet: &Fleet, events: &[Value], ids: &[Uuid], sent: SentAt, rng: &mut Rng) {
     fleet.ledger.acknowledged(events, ids);
     for (event, &id) in events.iter().zip(ids) {
         let critical = event["priority"] == "critical";
