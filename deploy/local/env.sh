@@ -22,7 +22,18 @@ KAFKA_HEAP="${KAFKA_HEAP:--Xms512m -Xmx1g}"
 # The collector flags of Kafka's own start script (kafka-run-class.sh). G1's default 200 ms
 # pause goal gave young pauses of 40-65 ms here, each one stalling every acknowledgement; with
 # a 20 ms goal they were ~10 ms, more often (docs/benchmarks.md). Pauses go to gc.log.
-KAFKA_GC="${KAFKA_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent}"
+# Every collector worker is started with the JVM (-UseDynamicNumberOfGCThreads), so that
+# KAFKA_GC_PRIORITY below finds them all at start.
+KAFKA_GC="${KAFKA_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOccupancyPercent=35 -XX:+ExplicitGCInvokesConcurrent -XX:-UseDynamicNumberOfGCThreads}"
+# Real-time (SCHED_FIFO) priority of each broker's stop-the-world collector threads: the GC
+# workers and the VM thread, which run only while the broker is paused. On cores shared with
+# the shards and services, a young pause waited for a worker that had no core: 10-70 ms pauses
+# instead of ~8, every acknowledgement stalled meanwhile, critical stored p99 at 2,000 events/s
+# 12.6-23.6 ms against 8.7-9.7 with the priority (docs/benchmarks.md, "The broker's collector
+# on real-time priority"). Empty leaves them at normal priority; without the right to raise
+# priority (CAP_SYS_NICE) the start says so and goes on. A broker on cores of its own (the
+# production examples) does not need it.
+KAFKA_GC_PRIORITY="${KAFKA_GC_PRIORITY-10}"
 # JDK 17's code-cache sweeper discards compiled methods that went cold for a while, and C2
 # compiles them again when they run: 20 minutes after a start the C2 thread still took 12 %
 # (at times all) of a core here, the broker ~55 % at 5,000 events/s against ~43 % without
@@ -93,7 +104,7 @@ PIPELINE_TOPICS="${PIPELINE_TOPICS:-events events-critical events-dlq events-per
 PIPELINE_MAX_CLOCK_AHEAD_MS="${PIPELINE_MAX_CLOCK_AHEAD_MS:-2000}"
 
 export PIPELINE_TLS
-export REPO PIPELINE_STATE_DIR KAFKA_VERSION KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_HEAP KAFKA_BOOTSTRAP \
+export REPO PIPELINE_STATE_DIR KAFKA_VERSION KAFKA_PORT KAFKA_CONTROLLER_PORT KAFKA_HEAP KAFKA_GC_PRIORITY KAFKA_BOOTSTRAP \
   KAFKA_BROKERS KAFKA_REPLICATION KAFKA_MIN_ISR \
   PIPELINE_PG_PORTS PIPELINE_PG_DB PIPELINE_PG_USER PIPELINE_PARTITIONS PIPELINE_TOPICS PIPELINE_MAX_CLOCK_AHEAD_MS
 
@@ -371,6 +382,30 @@ kafka_start_node() {
     -Dlog4j2.configurationFile="$dir/log4j2.properties" \
     kafka.Kafka "$dir/server.properties" >"$dir/stdout.log" 2>&1 </dev/null &
   echo $! >"$dir/kafka.pid"
+  kafka_gc_priority "$i"
+}
+
+# kafka_gc_priority <i>: puts node i's stop-the-world collector threads (GC workers, the VM
+# thread) on SCHED_FIFO priority KAFKA_GC_PRIORITY, once the JVM has made them.
+kafka_gc_priority() {
+  [[ -n "$KAFKA_GC_PRIORITY" ]] || return 0
+  local i=$1 pid task name raised=0
+  pid=$(cat "$(kafka_node_dir "$i")/kafka.pid")
+  collector_threads_made() { grep -qx 'VM Thread' /proc/"$1"/task/*/comm; }
+  wait_until 30 "node $i's JVM threads" collector_threads_made "$pid" || return 0
+  for task in /proc/"$pid"/task/*; do
+    name=$(cat "$task/comm" 2>/dev/null) || continue
+    case $name in
+      "VM Thread" | "GC Thread#"*)
+        if ! chrt -f -p "$KAFKA_GC_PRIORITY" "${task##*/}" >/dev/null 2>&1; then
+          log "node $i: cannot put the collector threads on real-time priority (needs CAP_SYS_NICE); its pauses may wait for a core"
+          return 0
+        fi
+        raised=$((raised + 1))
+        ;;
+    esac
+  done
+  log "node $i: $raised collector threads on SCHED_FIFO priority $KAFKA_GC_PRIORITY"
 }
 
 # kafka_all_brokers_up: every node is registered with the cluster and answers.

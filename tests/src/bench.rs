@@ -167,48 +167,28 @@ pub struct Timed {
     pub sent: SentAt,
 }
 
-/// What [`watch_stored`] saw, per lane (index 0 normal, 1 critical).
+/// What [`watch_stored`] saw, per lane (index 0 normal, 1 critical). A row became visible
+/// between its two bounds; a percentile of `after` at most a target proves the target met.
 #[derive(Debug, Default)]
 pub struct Stored {
-    /// Request sent → row visible, for each event found.
+    /// Request sent → a time the row was visible by: the shard's clock (`clock_timestamp()`,
+    /// read after the statement's snapshot) in the poll that found it. Late by up to the poll
+    /// interval, not by the poll's way back or the benchmark's own scheduling.
     pub after: [Vec<Duration>; 2],
-    /// Request sent → the poll that found the row answered: the poll's own view, late by up
-    /// to its interval and its statement's time (kept to compare with `after`).
-    pub found: [Vec<Duration>; 2],
+    /// Request sent → the latest time the row is known not to have been visible: its commit
+    /// timestamp (when the shard keeps them) or the send of the last poll that missed it,
+    /// whichever is later. A commit timestamp is taken before the commit's WAL flush, so it
+    /// can read early; a poll that missed a committed row corrects it (a wait longer than
+    /// the poll interval is always caught).
+    pub not_before: [Vec<Duration>; 2],
     /// Events not found within the give-up time.
     pub gave_up: [usize; 2],
-    /// How the rows were timed.
-    pub timed_by: TimedBy,
+    /// Whether the shard keeps commit timestamps (`track_commit_timestamp`).
+    pub commit_timestamps: bool,
     /// Rows a poll did not see although their commit timestamp was earlier than the poll was
-    /// sent: the commit had been recorded but was not yet visible (its WAL flush). Each was
-    /// timed from that poll instead, and the largest such wait is kept.
+    /// sent, and the longest such wait seen.
     pub visible_after_commit: usize,
     pub visible_after_commit_max: Duration,
-}
-
-/// How [`watch_stored`] timed a row's arrival.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub enum TimedBy {
-    /// The row's commit timestamp (`track_commit_timestamp = on`), or the send of a poll that
-    /// did not see the row, whichever is later: the latest time the row is known not to have
-    /// been visible. The commit timestamp is taken before the commit's WAL flush, so alone it
-    /// can read early; a poll that missed a committed row bounds that (any wait longer than
-    /// the poll interval is caught). Early by less than the poll interval and by less than
-    /// the flush wait, where a found poll is late by up to the interval.
-    #[default]
-    CommitTimestamp,
-    /// The poll that found the row (the shard keeps no commit timestamps): late by up to
-    /// the poll interval.
-    Poll,
-}
-
-impl fmt::Display for TimedBy {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            TimedBy::CommitTimestamp => "commit_timestamp",
-            TimedBy::Poll => "poll",
-        })
-    }
 }
 
 /// Ids asked for in one poll statement, at most.
@@ -225,9 +205,8 @@ struct Pending {
 /// given it up (`give_up` after its send), and no more will come: the feed closed or `done`
 /// cancelled. Oldest first, one statement per tick over the next [`POLL_BATCH`] ids, so a
 /// backlog costs the shard no more than that and no id waits behind one that is slow to
-/// appear. A row is timed by its commit timestamp when the shard keeps them ([`TimedBy`]), so
-/// the poll's interval is only how soon it is found, and a slower poll loads the shard it
-/// measures less. At most `max_pending` are held; the rest wait in the feed.
+/// appear: each is asked at least every `pending / POLL_BATCH` ticks. Each row found is timed
+/// between two bounds ([`Stored`]). At most `max_pending` are held; the rest wait in the feed.
 pub async fn watch_stored(
     shard: &tokio_postgres::Client,
     mut feed: mpsc::Receiver<Timed>,
@@ -247,20 +226,16 @@ pub async fn watch_stored(
     // poll must not load the shard it measures.
     let statement = shard
         .prepare(if commit_timestamps {
-            "SELECT event_id, pg_xact_commit_timestamp(xmin) FROM events \
+            "SELECT event_id, pg_xact_commit_timestamp(xmin), clock_timestamp() FROM events \
              WHERE event_id = ANY($1) AND ordered_at > now() - interval '10 minutes'"
         } else {
-            "SELECT event_id, NULL::timestamptz FROM events \
+            "SELECT event_id, NULL::timestamptz, clock_timestamp() FROM events \
              WHERE event_id = ANY($1) AND ordered_at > now() - interval '10 minutes'"
         })
         .await?;
     let (mut pending, mut cursor) = (Vec::<Pending>::new(), 0);
     let mut stored = Stored {
-        timed_by: if commit_timestamps {
-            TimedBy::CommitTimestamp
-        } else {
-            TimedBy::Poll
-        },
+        commit_timestamps,
         ..Stored::default()
     };
     let mut tick = tokio::time::interval(every);
@@ -294,8 +269,10 @@ pub async fn watch_stored(
         let ids: Vec<Uuid> = pending[asked].iter().map(|p| p.timed.id).collect();
         let asked_at = SystemTime::now();
         let rows = shard.query(&statement, &[&ids]).await?;
-        let found: HashMap<Uuid, Option<SystemTime>> =
-            rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+        let found: HashMap<Uuid, (Option<SystemTime>, SystemTime)> = rows
+            .iter()
+            .map(|row| (row.get(0), (row.get(1), row.get(2))))
+            .collect();
         let (now, mut index) = (Instant::now(), 0);
         cursor = 0;
         pending.retain_mut(|p| {
@@ -303,10 +280,10 @@ pub async fn watch_stored(
             let was_asked = (start..end).contains(&index);
             index += 1;
             let keep = match found.get(&p.timed.id) {
-                Some(committed) => {
-                    let after = stored_after(&mut stored, p, *committed, age);
+                Some(&(committed, seen)) => {
+                    let (not_before, after) = bounds(&mut stored, p, committed, seen);
+                    stored.not_before[lane].push(not_before);
                     stored.after[lane].push(after);
-                    stored.found[lane].push(age);
                     false
                 }
                 None if age >= give_up => {
@@ -327,31 +304,27 @@ pub async fn watch_stored(
     }
 }
 
-/// Request sent → row visible for a row just found (`found_after` since its send by the
-/// monotonic clock), by its commit timestamp when there is one ([`TimedBy`]).
-fn stored_after(
+/// The two bounds ([`Stored`]) of a row just found: committed at `committed` (if the shard
+/// keeps commit timestamps), seen by a poll whose shard clock read `seen`.
+fn bounds(
     stored: &mut Stored,
     pending: &Pending,
     committed: Option<SystemTime>,
-    found_after: Duration,
-) -> Duration {
-    let Some(committed) = committed else {
-        return found_after;
-    };
-    let visible = match pending.missed_at {
-        Some(missed) if missed > committed => {
-            let wait = missed.duration_since(committed).unwrap_or_default();
+    seen: SystemTime,
+) -> (Duration, Duration) {
+    if let (Some(committed), Some(missed)) = (committed, pending.missed_at) {
+        if let Ok(wait) = missed.duration_since(committed) {
             stored.visible_after_commit += 1;
             stored.visible_after_commit_max = stored.visible_after_commit_max.max(wait);
-            missed
         }
-        _ => committed,
-    };
-    // The clocks are the same machine's; a commit before the send cannot happen, so a
-    // negative span would be a clock step, read as zero rather than as a huge number.
-    visible
-        .duration_since(pending.timed.sent.wall)
-        .unwrap_or_default()
+    }
+    let sent = pending.timed.sent.wall;
+    let not_visible_at = committed.max(pending.missed_at).unwrap_or(sent);
+    // The clocks are the same machine's; a span that would end before the send is a clock
+    // step, read as zero rather than as a huge number.
+    let since_sent = |at: SystemTime| at.duration_since(sent).unwrap_or_default();
+    let after = since_sent(seen);
+    (since_sent(not_visible_at).min(after), after)
 }
 
 /// The pending ids (`len` of them, oldest first) one poll asks for: all while they fit in
@@ -513,59 +486,56 @@ mod tests {
     }
 
     #[test]
-    fn a_row_is_timed_by_its_commit_unless_a_later_poll_missed_it() {
+    fn a_row_is_timed_between_its_commit_or_a_later_miss_and_the_poll_that_saw_it() {
         let ms = Duration::from_millis;
         let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut stored = Stored::default();
-        // Committed 7 ms after the send, found by a poll 12 ms after it.
-        let after = stored_after(
-            &mut stored,
-            &pending(sent, None),
-            Some(sent + ms(7)),
-            ms(12),
+        // Committed 7 ms after the send, seen by a poll at 12 ms.
+        let p = pending(sent, None);
+        assert_eq!(
+            bounds(&mut stored, &p, Some(sent + ms(7)), sent + ms(12)),
+            (ms(7), ms(12))
         );
-        assert_eq!(after, ms(7));
-        // A poll sent 5 ms after the send (before the commit) missed it: the commit stands.
+        // A poll sent at 5 ms (before the commit) missed it: the commit stands.
         let p = pending(sent, Some(sent + ms(5)));
         assert_eq!(
-            stored_after(&mut stored, &p, Some(sent + ms(7)), ms(12)),
-            ms(7)
+            bounds(&mut stored, &p, Some(sent + ms(7)), sent + ms(12)),
+            (ms(7), ms(12))
         );
         assert_eq!(stored.visible_after_commit, 0);
-        // A poll sent 9 ms after the send missed a row committed at 7 ms: it became visible
-        // after 9 ms at the earliest, and the wait after the commit is counted.
+        // A poll sent at 9 ms missed a row committed at 7 ms: not visible before 9 ms, and
+        // the wait after the commit is counted.
         let p = pending(sent, Some(sent + ms(9)));
         assert_eq!(
-            stored_after(&mut stored, &p, Some(sent + ms(7)), ms(12)),
-            ms(9)
+            bounds(&mut stored, &p, Some(sent + ms(7)), sent + ms(12)),
+            (ms(9), ms(12))
         );
         assert_eq!(stored.visible_after_commit, 1);
         assert_eq!(stored.visible_after_commit_max, ms(2));
     }
 
     #[test]
-    fn without_a_commit_timestamp_a_row_is_timed_by_the_poll_that_found_it() {
+    fn without_a_commit_timestamp_the_last_miss_is_the_lower_bound() {
+        let ms = Duration::from_millis;
         let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut stored = Stored::default();
-        let found = Duration::from_millis(12);
-        assert_eq!(
-            stored_after(&mut stored, &pending(sent, None), None, found),
-            found
-        );
+        let p = pending(sent, Some(sent + ms(4)));
+        assert_eq!(bounds(&mut stored, &p, None, sent + ms(9)), (ms(4), ms(9)));
+        // Found by the first poll: nothing is known before it but the send.
+        let p = pending(sent, None);
+        assert_eq!(bounds(&mut stored, &p, None, sent + ms(9)), (ms(0), ms(9)));
     }
 
     #[test]
-    fn a_commit_stamped_before_the_send_reads_as_zero_not_as_a_huge_span() {
+    fn a_clock_step_reads_as_zero_not_as_a_huge_span_and_never_inverts_the_bounds() {
+        let ms = Duration::from_millis;
         let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut stored = Stored::default();
-        let committed = sent - Duration::from_millis(3);
-        let after = stored_after(
-            &mut stored,
-            &pending(sent, None),
-            Some(committed),
-            Duration::ZERO,
-        );
-        assert_eq!(after, Duration::ZERO);
+        let p = pending(sent, None);
+        let (before, after) = bounds(&mut stored, &p, Some(sent - ms(3)), sent - ms(1));
+        assert_eq!((before, after), (ms(0), ms(0)));
+        let (before, after) = bounds(&mut stored, &p, Some(sent + ms(8)), sent + ms(6));
+        assert!(before <= after, "{before:?} > {after:?}");
     }
 
     #[test]

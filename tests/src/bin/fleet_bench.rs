@@ -294,10 +294,12 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let (mut persisted, mut unseen) = ([Vec::new(), Vec::new()], [0usize; 2]);
-    let mut timed_by = Vec::new();
+    let mut not_before = [Vec::new(), Vec::new()];
     while let Some(done) = pollers.join_next().await {
         let found = done.context("a shard poller")??;
-        timed_by.push(found.timed_by.to_string());
+        let [normal, critical] = found.not_before;
+        not_before[0].extend(normal);
+        not_before[1].extend(critical);
         let [normal, critical] = found.after;
         persisted[0].extend(normal);
         persisted[1].extend(critical);
@@ -312,6 +314,7 @@ async fn main() -> anyhow::Result<()> {
     acks.sort();
     gets.sort();
     persisted.iter_mut().for_each(|v| v.sort());
+    not_before.iter_mut().for_each(|v| v.sort());
     let (k, c) = (&fleet.counts, |a: &AtomicU64| a.load(Relaxed));
     let round = |x: f64| (x * 10.0).round() / 10.0;
     let ms = |v: &[Duration], q| round(percentile_ms(v, q));
@@ -333,7 +336,9 @@ async fn main() -> anyhow::Result<()> {
             "persist_p99_critical_ms": ms(critical, 0.99), "persist_p50_normal_ms": ms(normal, 0.5),
             "persist_p99_normal_ms": ms(normal, 0.99), "timed_critical": critical.len(),
             "timed_normal": normal.len(), "unseen_critical": unseen[1], "unseen_normal": unseen[0],
-            "samples_dropped": c(&k.samples_dropped), "timed_by": timed_by,
+            "samples_dropped": c(&k.samples_dropped),
+            "persist_p99_critical_lower_bound_ms": ms(&not_before[1], 0.99),
+            "persist_p99_normal_lower_bound_ms": ms(&not_before[0], 0.99),
             "max_oldest_unstored_s": round(max_unstored_age), "max_depth": max_depth}],
         ["GET /events", {"gets": gets.len(), "get_p50_ms": ms(&gets, 0.5), "get_p99_ms": ms(&gets, 0.99),
             "get_4xx": c(&k.get_4xx), "get_5xx": c(&k.get_5xx), "get_errors": c(&k.get_errors)}],
