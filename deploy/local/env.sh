@@ -29,7 +29,7 @@ KAFKA_GC="${KAFKA_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOcc
 # workers and the VM thread, which run only while the broker is paused. On cores shared with
 # the shards and services, a young pause waited for a worker that had no core: 10-70 ms pauses
 # instead of ~8, every acknowledgement stalled meanwhile, critical stored p99 at 2,000 events/s
-# 12.6-23.6 ms against 8.7-9.7 with the priority (docs/benchmarks.md, "The broker's collector
+# 20.2-29.3 ms against 13.5-14.7 with the priority (docs/benchmarks.md, "The broker's collector
 # on real-time priority"). Empty leaves them at normal priority; without the right to raise
 # priority (CAP_SYS_NICE) the start says so and goes on. A broker on cores of its own (the
 # production examples) does not need it.
