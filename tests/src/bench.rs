@@ -470,10 +470,16 @@ fn number(value: f64) -> String {
 mod tests {
     use super::*;
 
-    fn pending(sent_wall: SystemTime, missed_at: Option<SystemTime>) -> Pending {
+    /// A second before [`pending`]'s send, on the wall clock.
+    const SENT: SystemTime = SystemTime::UNIX_EPOCH;
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    fn pending(missed_at: Option<SystemTime>) -> Pending {
         let sent = SentAt {
             instant: Instant::now(),
-            wall: sent_wall,
+            wall: SENT + Duration::from_secs(1),
         };
         Pending {
             timed: Timed {
@@ -485,56 +491,53 @@ mod tests {
         }
     }
 
+    /// `n` ms after the send of [`pending`].
+    fn at(n: u64) -> SystemTime {
+        SENT + Duration::from_secs(1) + ms(n)
+    }
+
     #[test]
     fn a_row_is_timed_between_its_commit_or_a_later_miss_and_the_poll_that_saw_it() {
-        let ms = Duration::from_millis;
-        let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut stored = Stored::default();
         // Committed 7 ms after the send, seen by a poll at 12 ms.
-        let p = pending(sent, None);
-        assert_eq!(
-            bounds(&mut stored, &p, Some(sent + ms(7)), sent + ms(12)),
-            (ms(7), ms(12))
-        );
+        let seen = bounds(&mut stored, &pending(None), Some(at(7)), at(12));
+        assert_eq!(seen, (ms(7), ms(12)));
         // A poll sent at 5 ms (before the commit) missed it: the commit stands.
-        let p = pending(sent, Some(sent + ms(5)));
-        assert_eq!(
-            bounds(&mut stored, &p, Some(sent + ms(7)), sent + ms(12)),
-            (ms(7), ms(12))
-        );
+        let seen = bounds(&mut stored, &pending(Some(at(5))), Some(at(7)), at(12));
+        assert_eq!(seen, (ms(7), ms(12)));
         assert_eq!(stored.visible_after_commit, 0);
         // A poll sent at 9 ms missed a row committed at 7 ms: not visible before 9 ms, and
         // the wait after the commit is counted.
-        let p = pending(sent, Some(sent + ms(9)));
-        assert_eq!(
-            bounds(&mut stored, &p, Some(sent + ms(7)), sent + ms(12)),
-            (ms(9), ms(12))
-        );
+        let seen = bounds(&mut stored, &pending(Some(at(9))), Some(at(7)), at(12));
+        assert_eq!(seen, (ms(9), ms(12)));
         assert_eq!(stored.visible_after_commit, 1);
         assert_eq!(stored.visible_after_commit_max, ms(2));
     }
 
     #[test]
     fn without_a_commit_timestamp_the_last_miss_is_the_lower_bound() {
-        let ms = Duration::from_millis;
-        let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut stored = Stored::default();
-        let p = pending(sent, Some(sent + ms(4)));
-        assert_eq!(bounds(&mut stored, &p, None, sent + ms(9)), (ms(4), ms(9)));
+        let seen = bounds(&mut stored, &pending(Some(at(4))), None, at(9));
+        assert_eq!(seen, (ms(4), ms(9)));
         // Found by the first poll: nothing is known before it but the send.
-        let p = pending(sent, None);
-        assert_eq!(bounds(&mut stored, &p, None, sent + ms(9)), (ms(0), ms(9)));
+        assert_eq!(
+            bounds(&mut stored, &pending(None), None, at(9)),
+            (ms(0), ms(9))
+        );
     }
 
     #[test]
     fn a_clock_step_reads_as_zero_not_as_a_huge_span_and_never_inverts_the_bounds() {
-        let ms = Duration::from_millis;
-        let sent = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
         let mut stored = Stored::default();
-        let p = pending(sent, None);
-        let (before, after) = bounds(&mut stored, &p, Some(sent - ms(3)), sent - ms(1));
-        assert_eq!((before, after), (ms(0), ms(0)));
-        let (before, after) = bounds(&mut stored, &p, Some(sent + ms(8)), sent + ms(6));
+        let before_the_send = SENT + Duration::from_secs(1) - ms(3);
+        let seen = bounds(
+            &mut stored,
+            &pending(None),
+            Some(before_the_send),
+            before_the_send,
+        );
+        assert_eq!(seen, (ms(0), ms(0)));
+        let (before, after) = bounds(&mut stored, &pending(None), Some(at(8)), at(6));
         assert!(before <= after, "{before:?} > {after:?}");
     }
 
