@@ -471,7 +471,7 @@ mod tests {
     use super::*;
 
     /// A second before [`pending`]'s send, on the wall clock.
-    const SENT: SystemTime = SystemTime::UNIX_EPOCH;
+    const ORIGIN: SystemTime = SystemTime::UNIX_EPOCH;
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
     }
@@ -479,7 +479,7 @@ mod tests {
     fn pending(missed_at: Option<SystemTime>) -> Pending {
         let sent = SentAt {
             instant: Instant::now(),
-            wall: SENT + Duration::from_secs(1),
+            wall: ORIGIN + Duration::from_secs(1),
         };
         Pending {
             timed: Timed {
@@ -493,7 +493,7 @@ mod tests {
 
     /// `n` ms after the send of [`pending`].
     fn at(n: u64) -> SystemTime {
-        SENT + Duration::from_secs(1) + ms(n)
+        ORIGIN + Duration::from_secs(1) + ms(n)
     }
 
     #[test]
@@ -529,7 +529,7 @@ mod tests {
     #[test]
     fn a_clock_step_reads_as_zero_not_as_a_huge_span_and_never_inverts_the_bounds() {
         let mut stored = Stored::default();
-        let before_the_send = SENT + Duration::from_secs(1) - ms(3);
+        let before_the_send = ORIGIN + Duration::from_secs(1) - ms(3);
         let seen = bounds(
             &mut stored,
             &pending(None),
