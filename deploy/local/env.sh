@@ -28,11 +28,11 @@ KAFKA_GC="${KAFKA_GC:--XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:InitiatingHeapOcc
 # Real-time (SCHED_FIFO) priority of each broker's stop-the-world collector threads: the GC
 # workers and the VM thread, which run only while the broker is paused. On cores shared with
 # the shards and services, a young pause waited for a worker that had no core: 10-70 ms pauses
-# instead of ~8, every acknowledgement stalled meanwhile, critical stored p99 at 2,000 events/s
-# 20.2-29.3 ms against 13.5-14.7 with the priority (docs/benchmarks.md, "The broker's collector
-# on real-time priority"). Empty leaves them at normal priority; without the right to raise
-# priority (CAP_SYS_NICE) the start says so and goes on. A broker on cores of its own (the
-# production examples) does not need it.
+# instead of ~8, every acknowledgement stalled meanwhile, critical stored p99 (as polled) at
+# 2,000 events/s 20.2-29.3 ms against 13.5-14.7 with the priority (docs/benchmarks.md, "The
+# broker's collector on real-time priority"). Empty leaves them at normal priority; without the
+# right to raise priority (CAP_SYS_NICE) the start says so and goes on. A broker on cores of its
+# own (the production examples) does not need it.
 KAFKA_GC_PRIORITY="${KAFKA_GC_PRIORITY-10}"
 # JDK 17's code-cache sweeper discards compiled methods that went cold for a while, and C2
 # compiles them again when they run: 20 minutes after a start the C2 thread still took 12 %

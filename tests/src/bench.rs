@@ -222,16 +222,18 @@ pub async fn watch_stored(
         )
         .await?
         .get::<_, bool>(0);
+    let committed = if commit_timestamps {
+        "pg_xact_commit_timestamp(xmin)"
+    } else {
+        "NULL::timestamptz"
+    };
     // The time bound keeps the probe to the newest day partitions (pruned at execution): the
     // poll must not load the shard it measures.
     let statement = shard
-        .prepare(if commit_timestamps {
-            "SELECT event_id, pg_xact_commit_timestamp(xmin), clock_timestamp() FROM events \
+        .prepare(&format!(
+            "SELECT event_id, {committed}, clock_timestamp() FROM events \
              WHERE event_id = ANY($1) AND ordered_at > now() - interval '10 minutes'"
-        } else {
-            "SELECT event_id, NULL::timestamptz, clock_timestamp() FROM events \
-             WHERE event_id = ANY($1) AND ordered_at > now() - interval '10 minutes'"
-        })
+        ))
         .await?;
     let (mut pending, mut cursor) = (Vec::<Pending>::new(), 0);
     let mut stored = Stored {
@@ -265,8 +267,7 @@ pub async fn watch_stored(
             continue;
         }
         let asked = poll_window(pending.len(), cursor, POLL_BATCH);
-        let (start, end) = (asked.start, asked.end);
-        let ids: Vec<Uuid> = pending[asked].iter().map(|p| p.timed.id).collect();
+        let ids: Vec<Uuid> = pending[asked.clone()].iter().map(|p| p.timed.id).collect();
         let asked_at = SystemTime::now();
         let rows = shard.query(&statement, &[&ids]).await?;
         let found: HashMap<Uuid, (Option<SystemTime>, SystemTime)> = rows
@@ -277,7 +278,7 @@ pub async fn watch_stored(
         cursor = 0;
         pending.retain_mut(|p| {
             let (lane, age) = (usize::from(p.timed.critical), now - p.timed.sent.instant);
-            let was_asked = (start..end).contains(&index);
+            let was_asked = asked.contains(&index);
             index += 1;
             let keep = match found.get(&p.timed.id) {
                 Some(&(committed, seen)) => {
@@ -298,7 +299,7 @@ pub async fn watch_stored(
                 }
             };
             // The next statement starts after what this one asked.
-            cursor += usize::from(keep && index <= end);
+            cursor += usize::from(keep && index <= asked.end);
             keep
         });
     }

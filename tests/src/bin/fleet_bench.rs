@@ -81,9 +81,9 @@ struct Args {
     /// Devices (the first ones) that hold an SSE stream for the run.
     #[arg(long, default_value_t = 20)]
     streams: usize,
-    /// How often each shard is asked for the timed events not seen yet (how soon a row is
-    /// found; the resolution too when a shard keeps no commit timestamps, see latency_bench;
-    /// a tighter poll loads the shard it measures).
+    /// How often each shard is asked for the timed events not seen yet: how far apart a
+    /// row's two bounds may be (`bench::Stored`; a tighter poll loads the shard it measures,
+    /// see latency_bench).
     #[arg(long, default_value = "10ms", value_parser = humantime::parse_duration)]
     shard_poll: Duration,
     #[command(flatten)]
