@@ -471,16 +471,20 @@ fn number(value: f64) -> String {
 mod tests {
     use super::*;
 
-    /// A second before [`pending`]'s send, on the wall clock.
-    const ORIGIN: SystemTime = SystemTime::UNIX_EPOCH;
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    /// When [`pending`] was sent, on the wall clock; a second after the epoch, so that a
+    /// clock step back from it stays representable.
+    fn sent_wall() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1)
     }
 
     fn pending(missed_at: Option<SystemTime>) -> Pending {
         let sent = SentAt {
             instant: Instant::now(),
-            wall: ORIGIN + Duration::from_secs(1),
+            wall: sent_wall(),
         };
         Pending {
             timed: Timed {
@@ -494,7 +498,7 @@ mod tests {
 
     /// `n` ms after the send of [`pending`].
     fn at(n: u64) -> SystemTime {
-        ORIGIN + Duration::from_secs(1) + ms(n)
+        sent_wall() + ms(n)
     }
 
     #[test]
@@ -530,7 +534,7 @@ mod tests {
     #[test]
     fn a_clock_step_reads_as_zero_not_as_a_huge_span_and_never_inverts_the_bounds() {
         let mut stored = Stored::default();
-        let before_the_send = ORIGIN + Duration::from_secs(1) - ms(3);
+        let before_the_send = sent_wall() - ms(3);
         let seen = bounds(
             &mut stored,
             &pending(None),

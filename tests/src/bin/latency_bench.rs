@@ -316,12 +316,14 @@ async fn run_rate(
         visible.sort();
         not_before.sort();
         let p = |v: &[Duration], q| percentile_ms(v, q);
+        // p50, p90, p99 and max, as every table and results line reports them.
+        let spread = |v: &[Duration]| [0.5, 0.9, 0.99, 1.0].map(|q| p(v, q));
         let (ack_p50, ack_p99) = (p(&ack, 0.5), p(&ack, 0.99));
-        let stored = [0.5, 0.9, 0.99, 1.0].map(|q| p(&persisted, q));
-        let earliest = [0.5, 0.9, 0.99, 1.0].map(|q| p(&not_before, q));
+        let stored = spread(&persisted);
+        let earliest = spread(&not_before);
         let unseen = samples.unseen.get(&lane).copied().unwrap_or(0);
         let (name, acked, timed) = (lane.name(), ack.len(), persisted.len());
-        let seen = [0.5, 0.9, 0.99, 1.0].map(|q| p(&visible, q));
+        let seen = spread(&visible);
         println!(
             "| {rate}/s | {achieved:.0}/s | {name} | {acked} | {timed} | {ack_p50:.1} / {ack_p99:.1} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} / {:.1} ({}) | {unseen} | {refused} |",
             stored[0], stored[1], stored[2], stored[3], seen[0], seen[1], seen[2], seen[3], visible.len(),
