@@ -19,6 +19,11 @@ use crate::{
     EVENTS_PER_TURN,
 };
 
+/// The normal lane's produce requests in flight per broker connection (librdkafka's default,
+/// the most the idempotent producer allows): its batches come from the linger, and a closed-loop
+/// client at 256 connections keeps several partitions' batches going at once.
+const NORMAL_IN_FLIGHT: u32 = 5;
+
 /// Where the brokers stored one event.
 #[derive(Debug, Clone)]
 pub struct Ack {
@@ -76,12 +81,17 @@ impl Publisher {
         Ok(Publisher {
             normal: Lane {
                 topic: settings.topic.clone(),
-                producer: producer(kafka, settings, settings.linger)?,
+                producer: producer(kafka, settings, settings.linger, NORMAL_IN_FLIGHT)?,
                 activity: Arc::default(),
             },
             critical: Lane {
                 topic: settings.critical_topic.clone(),
-                producer: producer(kafka, settings, settings.critical_linger)?,
+                producer: producer(
+                    kafka,
+                    settings,
+                    settings.critical_linger,
+                    settings.critical_in_flight,
+                )?,
                 activity: Arc::default(),
             },
             codec: EventCodec::new(),
@@ -231,6 +241,7 @@ fn producer(
     kafka: &ClientConfig,
     settings: &KafkaSettings,
     linger: Duration,
+    in_flight: u32,
 ) -> Result<FutureProducer, KafkaError> {
     kafka
         .clone()
@@ -240,6 +251,10 @@ fn producer(
         // Same placement as Kafka's Java clients for the same key.
         .set("partitioner", "murmur2_random")
         .set("linger.ms", linger.as_millis().to_string())
+        .set(
+            "max.in.flight.requests.per.connection",
+            in_flight.to_string(),
+        )
         .set(
             "queue.buffering.max.messages",
             settings.queue_max_messages.to_string(),
@@ -268,4 +283,37 @@ fn producer(
         )
         .set("batch.num.messages", "10000")
         .create()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn publisher(critical_in_flight: u32) -> Result<Publisher, String> {
+        let settings = KafkaSettings {
+            critical_in_flight,
+            ..KafkaSettings::default()
+        };
+        // Creating producers does not connect: no broker is needed to see the settings taken.
+        let kafka = settings
+            .security
+            .client_config(&settings.brokers)
+            .map_err(|e| e.to_string())?;
+        Publisher::new(&kafka, &settings, Arc::new(IngestClock::default()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn the_critical_lanes_requests_in_flight_reach_its_producer() {
+        assert!(publisher(1).is_ok());
+        assert!(publisher(5).is_ok());
+        // Past what the idempotent producer allows, the start fails naming the property.
+        for refused in [0, 6] {
+            let error = publisher(refused).err().unwrap_or_default();
+            assert!(
+                error.contains("max.in.flight"),
+                "{refused} in flight: {error:?}"
+            );
+        }
+    }
 }

@@ -127,6 +127,14 @@ pub struct KafkaSettings {
     /// The same for the critical lane, which has a producer of its own. Default 0ms.
     #[serde(with = "humantime_serde")]
     pub critical_linger: Duration,
+    /// Produce requests the critical lane's producer keeps in flight per broker connection
+    /// (librdkafka `max.in.flight.requests.per.connection`; 1–5, the idempotent producer
+    /// allows no more). With one, critical events that arrive while a request is out go
+    /// together in the next: no wait when the lane is quiet (unlike a linger), fewer requests
+    /// for the broker and every consumer group when it is busy. At 10,000 single events/s
+    /// here (2026-12-05, seven pairs) the critical acknowledgement p99 was ~35 ms against
+    /// ~45 with 5, stored p99 no different; at 2,000/s no different. Default 1.
+    pub critical_in_flight: u32,
     /// Messages each lane's local producer queue holds before publishing answers 503. Default 200000.
     pub queue_max_messages: u32,
     /// Bytes (KiB) the local producer queue holds before publishing answers 503. Default 262144 (256 MiB).
@@ -226,6 +234,7 @@ impl Default for KafkaSettings {
             critical_topic: "events-critical".into(),
             linger: Duration::from_millis(3),
             critical_linger: Duration::ZERO,
+            critical_in_flight: 1,
             queue_max_messages: 200_000,
             queue_max_kbytes: 256 * 1024,
             delivery_timeout: Duration::from_secs(10),
