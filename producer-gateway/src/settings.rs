@@ -132,8 +132,9 @@ pub struct KafkaSettings {
     /// allows no more). With one, critical events that arrive while a request is out go
     /// together in the next: no wait when the lane is quiet (unlike a linger), fewer requests
     /// for the broker and every consumer group when it is busy. At 10,000 single events/s
-    /// here (2026-12-05, seven pairs) the critical acknowledgement p99 was ~35 ms against
-    /// ~45 with 5, stored p99 no different; at 2,000/s no different. Default 1.
+    /// here (2026-12-05, nine pairs) the critical acknowledgement p99 was 26–49 ms (mean 34)
+    /// against 37–57 (mean 45) with 5 and the generator sent more, stored p99 no different;
+    /// at 2,000/s no different (docs/benchmarks.md). Default 1.
     pub critical_in_flight: u32,
     /// Messages each lane's local producer queue holds before publishing answers 503. Default 200000.
     pub queue_max_messages: u32,
