@@ -11,7 +11,9 @@ mod observe;
 mod oldest;
 
 pub use behind::{behind, lagging, Behind, LaneBehind};
-pub use observe::{assignment, members, partitions, topic_size, Member, Observed, Slot};
+pub use observe::{
+    assignment, layout, members, partitions, partitions_of, topic_size, Member, Observed, Slot,
+};
 pub use oldest::oldest_timestamps;
 
 use rdkafka::{config::ClientConfig, consumer::BaseConsumer, error::KafkaError};

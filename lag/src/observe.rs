@@ -31,7 +31,16 @@ pub fn partitions(
     observer: &BaseConsumer,
     topics: &[String],
 ) -> Result<BTreeMap<Slot, Observed>, KafkaError> {
-    let tpl = all_partitions(observer, topics)?;
+    partitions_of(observer, &layout(observer, topics)?)
+}
+
+/// [`partitions`] for a list of partitions read before ([`layout`]): a caller that reads often
+/// saves the metadata request per topic, since partitions change only when added.
+pub fn partitions_of(
+    observer: &BaseConsumer,
+    slots: &[Slot],
+) -> Result<BTreeMap<Slot, Observed>, KafkaError> {
+    let tpl = list(slots);
     let committed = observer.committed_offsets(tpl.clone(), KAFKA_TIMEOUT)?;
     let ends = end_offsets(observer, &tpl)?;
     Ok(committed
@@ -56,20 +65,26 @@ pub fn partitions(
         .collect())
 }
 
-fn all_partitions(
-    observer: &BaseConsumer,
-    topics: &[String],
-) -> Result<TopicPartitionList, KafkaError> {
-    let mut tpl = TopicPartitionList::new();
+/// Every partition of `topics`, from the brokers' metadata (a request per topic).
+pub fn layout(observer: &BaseConsumer, topics: &[String]) -> Result<Vec<Slot>, KafkaError> {
+    let mut slots = Vec::new();
     for topic in topics {
         let metadata = observer.fetch_metadata(Some(topic), KAFKA_TIMEOUT)?;
         for t in metadata.topics() {
             for p in t.partitions() {
-                tpl.add_partition(t.name(), p.id());
+                slots.push((t.name().to_owned(), p.id()));
             }
         }
     }
-    Ok(tpl)
+    Ok(slots)
+}
+
+fn list(slots: &[Slot]) -> TopicPartitionList {
+    let mut tpl = TopicPartitionList::new();
+    for (topic, partition) in slots {
+        tpl.add_partition(topic, *partition);
+    }
+    tpl
 }
 
 /// ListOffsets for "latest" of every partition in one request per broker.
@@ -94,7 +109,7 @@ fn end_offsets(
 
 /// Records ever written to `topic` (the sum of its end offsets).
 pub fn topic_size(observer: &BaseConsumer, topic: &str) -> Result<u64, KafkaError> {
-    let tpl = all_partitions(observer, &[topic.to_owned()])?;
+    let tpl = list(&layout(observer, &[topic.to_owned()])?);
     Ok(end_offsets(observer, &tpl)?
         .values()
         .map(|end| u64::try_from(*end).unwrap_or(0))

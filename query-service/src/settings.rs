@@ -44,9 +44,10 @@ pub struct KafkaSettings {
     /// Prefix of this replica's own group id (a random suffix makes it unique: every
     /// replica reads every partition). Default `query-service`.
     pub group_prefix: String,
-    /// How often the writer's committed offsets, the end offsets and the partition counts
-    /// are re-read. Keep it below the gateways' `kafka.metadata_refresh`: partitions added
-    /// later must be known here before gateways write to them. Answers do not wait for it
+    /// How often the writer's committed offsets and the end offsets are re-read (the
+    /// partition counts every second, or at this pace if slower). Keep it below the gateways'
+    /// `kafka.metadata_refresh`: partitions added later must be known here before gateways
+    /// write to them. Answers do not wait for it
     /// (an event stays served from memory until a reading shows it committed); stored events
     /// leave memory and `/pipeline` moves at this pace. Each reading is a few requests to the
     /// brokers: at 100ms an idle replica used 9-10 ms of CPU a second, at 300ms 4, and at

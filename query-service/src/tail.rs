@@ -40,7 +40,7 @@ use crate::{
     wall_clock::{now_micros, seconds_since},
 };
 
-/// How often the dead-letter topic and the writer group's members are read.
+/// How often the topics' partitions, the dead-letter topic and the writer group's members are read.
 const SLOW_REFRESH: Duration = Duration::from_secs(1);
 /// How long start-up waits for Kafka to answer before the service gives up.
 const START_PATIENCE: Duration = Duration::from_secs(60);
@@ -63,6 +63,8 @@ struct Core {
     /// A client in the writer's group that never joins it: reads its commits and the
     /// partitions' end offsets.
     observer: Arc<BaseConsumer>,
+    /// The topics' partitions as last read; the readings between slow ones reuse it.
+    layout: Option<Arc<Vec<Slot>>>,
     topics: Vec<String>,
     refresh_interval: Duration,
     partitions: Partitions,
@@ -92,6 +94,8 @@ struct Core {
 /// One reading of Kafka by [`Core::read`].
 struct Reading {
     observed: Result<BTreeMap<Slot, Observed>, KafkaError>,
+    /// The partitions the reading covered, when it read them.
+    layout: Option<Arc<Vec<Slot>>>,
     slowly: Option<SlowReading>,
 }
 
@@ -151,6 +155,7 @@ impl Tail {
         let quiet_bound = i64::try_from(order.quiet_bound.as_micros()).unwrap_or(i64::MAX);
         let mut core = Core {
             observer: Arc::new(observer),
+            layout: None,
             topics: kafka.topics.clone(),
             refresh_interval: kafka.refresh_interval,
             partitions: Partitions::new(
@@ -319,25 +324,42 @@ impl Core {
     }
 
     /// The writer's commits and the end offsets of every partition, and with `slowly` the
-    /// dead-letter topic's size and the writer group's members (they change slowly), read off
-    /// the async runtime.
+    /// topics' partitions, the dead-letter topic's size and the writer group's members (they
+    /// change slowly), read off the async runtime. Between slow readings the partitions read
+    /// last are reused: their metadata was a request per topic in every reading, and an
+    /// operator's added partitions are still followed within `SLOW_REFRESH`.
     fn read(&self, slowly: bool) -> JoinHandle<Reading> {
         let observer = self.observer.clone();
         let topics = self.topics.clone();
+        let known = if slowly { None } else { self.layout.clone() };
         let (dead_letter_topic, writer_group) =
             (self.dead_letter_topic.clone(), self.writer_group.clone());
-        tokio::task::spawn_blocking(move || Reading {
-            observed: lag::partitions(&observer, &topics),
-            slowly: slowly.then(|| SlowReading {
-                dead_letters: lag::topic_size(&observer, &dead_letter_topic),
-                members: lag::members(&observer, &writer_group),
-            }),
+        tokio::task::spawn_blocking(move || {
+            let layout = match known {
+                Some(known) => Ok(known),
+                None => lag::layout(&observer, &topics).map(Arc::new),
+            };
+            let (observed, layout) = match layout {
+                Ok(layout) => (lag::partitions_of(&observer, &layout), Some(layout)),
+                Err(e) => (Err(e), None),
+            };
+            Reading {
+                observed,
+                layout,
+                slowly: slowly.then(|| SlowReading {
+                    dead_letters: lag::topic_size(&observer, &dead_letter_topic),
+                    members: lag::members(&observer, &writer_group),
+                }),
+            }
         })
     }
 
     /// Applies a reading; what Kafka did not answer keeps its previous value.
     fn apply_reading(&mut self, consumer: &StreamConsumer, reading: Reading, sent_at: i64) {
         let slowly = reading.slowly.is_some();
+        if let Some(layout) = reading.layout {
+            self.layout = Some(layout);
+        }
         if let Some(SlowReading {
             dead_letters: dead,
             members,
