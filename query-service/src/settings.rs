@@ -47,11 +47,11 @@ pub struct KafkaSettings {
     /// How often the writer's committed offsets and the end offsets are re-read (the
     /// partition counts every second, or at this pace if slower). Keep it below the gateways'
     /// `kafka.metadata_refresh`: partitions added later must be known here before gateways
-    /// write to them. Answers do not wait for it
-    /// (an event stays served from memory until a reading shows it committed); stored events
-    /// leave memory and `/pipeline` moves at this pace. Each reading is a few requests to the
-    /// brokers: at 100ms an idle replica used 9-10 ms of CPU a second, at 300ms 4, and at
-    /// 5,000 events/s ~0.9 µs less per event (docs/benchmarks.md, 2026-12-05). Default 300ms.
+    /// write to them. Answers do not wait for it (an event stays served from memory until a
+    /// reading shows it committed); stored events leave memory and `/pipeline` moves at this
+    /// pace. Each reading is a few requests to the brokers: at 100ms an idle replica used
+    /// 9-10 ms of CPU a second, at 300ms 4, and at 5,000 events/s ~0.9 µs less per event
+    /// (docs/benchmarks.md, 2026-12-05). Default 300ms.
     #[serde(with = "humantime_serde")]
     pub refresh_interval: Duration,
     /// The tail's fetches: the broker answers once this many bytes are ready or after

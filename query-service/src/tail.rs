@@ -40,7 +40,8 @@ use crate::{
     wall_clock::{now_micros, seconds_since},
 };
 
-/// How often the topics' partitions, the dead-letter topic and the writer group's members are read.
+/// How often the topics' partitions, the dead-letter topic and the writer group's members
+/// are read.
 const SLOW_REFRESH: Duration = Duration::from_secs(1);
 /// How long start-up waits for Kafka to answer before the service gives up.
 const START_PATIENCE: Duration = Duration::from_secs(60);
@@ -326,8 +327,8 @@ impl Core {
     /// The writer's commits and the end offsets of every partition, and with `slowly` the
     /// topics' partitions, the dead-letter topic's size and the writer group's members (they
     /// change slowly), read off the async runtime. Between slow readings the partitions read
-    /// last are reused: their metadata was a request per topic in every reading, and an
-    /// operator's added partitions are still followed within `SLOW_REFRESH`.
+    /// last are reused: their metadata is a request per topic, and they change only when an
+    /// operator adds some, which are then followed within `SLOW_REFRESH`.
     fn read(&self, slowly: bool) -> JoinHandle<Reading> {
         let observer = self.observer.clone();
         let topics = self.topics.clone();
