@@ -95,7 +95,7 @@ struct Core {
 /// One reading of Kafka by [`Core::read`].
 struct Reading {
     observed: Result<BTreeMap<Slot, Observed>, KafkaError>,
-    /// The partitions the reading covered, when it read them.
+    /// The partitions the reading covered, read or reused; `None` when they could not be read.
     layout: Option<Arc<Vec<Slot>>>,
     slowly: Option<SlowReading>,
 }
