@@ -189,6 +189,33 @@ pub struct Stored {
     /// sent, and the longest such wait seen.
     pub visible_after_commit: usize,
     pub visible_after_commit_max: Duration,
+    /// The [`SLOWEST`] rows with the latest `after`, per lane, slowest first: when they were
+    /// sent, to be matched with the servers' logs.
+    pub slowest: [Vec<Slow>; 2],
+}
+
+/// Slow rows kept per lane in [`Stored::slowest`].
+pub const SLOWEST: usize = 5;
+
+/// One slow row: its request's send (wall clock), and from then until its commit timestamp
+/// (when the shard keeps them) and until a poll saw it.
+#[derive(Debug, Clone, Copy)]
+pub struct Slow {
+    pub sent: SystemTime,
+    pub committed: Option<Duration>,
+    pub after: Duration,
+}
+
+impl Stored {
+    /// Keeps `slow` if it is among the lane's [`SLOWEST`].
+    fn keep_if_slow(&mut self, lane: usize, slow: Slow) {
+        let slowest = &mut self.slowest[lane];
+        let at = slowest.partition_point(|s| s.after >= slow.after);
+        if at < SLOWEST {
+            slowest.insert(at, slow);
+            slowest.truncate(SLOWEST);
+        }
+    }
 }
 
 /// Ids asked for in one poll statement, at most.
@@ -285,6 +312,16 @@ pub async fn watch_stored(
                     let (not_before, after) = bounds(&mut stored, p, committed, seen);
                     stored.not_before[lane].push(not_before);
                     stored.after[lane].push(after);
+                    let sent = p.timed.sent.wall;
+                    let committed = committed.and_then(|c| c.duration_since(sent).ok());
+                    stored.keep_if_slow(
+                        lane,
+                        Slow {
+                            sent,
+                            committed,
+                            after,
+                        },
+                    );
                     false
                 }
                 None if age >= give_up => {
@@ -611,5 +648,31 @@ mod tests {
             .collect();
         assert_eq!(read, written);
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn the_slowest_rows_are_kept_per_lane_slowest_first() {
+        let mut stored = Stored::default();
+        for (n, after) in [5, 30, 10, 50, 1, 40, 20, 60, 30].into_iter().enumerate() {
+            let slow = Slow {
+                sent: sent_wall() + ms(n as u64),
+                committed: None,
+                after: ms(after),
+            };
+            stored.keep_if_slow(1, slow);
+        }
+        stored.keep_if_slow(
+            0,
+            Slow {
+                sent: sent_wall(),
+                committed: Some(ms(2)),
+                after: ms(3),
+            },
+        );
+        let kept: Vec<_> = stored.slowest[1].iter().map(|s| s.after).collect();
+        assert_eq!(kept, [60, 50, 40, 30, 30].map(ms));
+        // Of two as slow, the first seen is listed first.
+        assert_eq!(stored.slowest[1][3].sent, sent_wall() + ms(1));
+        assert_eq!(stored.slowest[0].len(), 1);
     }
 }

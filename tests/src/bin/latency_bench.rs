@@ -74,10 +74,13 @@ struct Args {
     /// query-service base URL, for the time until a GET without a token answers an event.
     #[arg(long, default_value = "http://127.0.0.1:8081")]
     query: String,
-    /// Share of timed events also watched through GET (each watch polls its client's newest
-    /// page every `--poll`, so this is a cost too).
-    #[arg(long, default_value_t = 0.05)]
-    visible_sample: f64,
+    /// Timed events also watched through GET, per second on average (each watch polls its
+    /// client's newest page every `--poll`, so this is a cost too). A rate, not a share: a
+    /// low offered rate's p99 rests on as many events as a high one's (a 5 % share watched
+    /// 301 critical events at 2,000/s in 15 s, so its p99 was the fourth-worst). 0 watches
+    /// none.
+    #[arg(long, default_value_t = 80.0)]
+    watch_rate: f64,
     /// Watches through GET at once, at most; past it an event is not watched.
     #[arg(long, default_value_t = 32)]
     max_watches: usize,
@@ -126,7 +129,9 @@ const GIVE_UP: Duration = Duration::from_secs(30);
 /// Timed events waiting to be seen per shard, at most; past it an event is not timed.
 const MAX_PENDING: usize = 200_000;
 
-#[tokio::main]
+// One thread: the generator shares the machine with what it measures, and a second worker
+// only added cross-thread wake-ups (~17 % of its CPU, docs/benchmarks.md).
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let http = reqwest::Client::builder()
@@ -183,6 +188,9 @@ async fn run_rate(
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
     let total = (rate as f64 * args.duration.as_secs_f64()) as u64;
+    let timed_rate =
+        rate as f64 * (args.critical_share + (1.0 - args.critical_share) * args.normal_sample);
+    let watch_share = (args.watch_rate / timed_rate.max(1.0)).min(1.0);
     let mut tasks = tokio::task::JoinSet::new();
     let mut seed: u64 = 0x9e37_79b9_7f4a_7c15 ^ rate;
     for n in 0..total {
@@ -205,7 +213,7 @@ async fn run_rate(
         let timed = lane == Lane::Critical
             || (draw - args.critical_share) / (1.0 - args.critical_share) < args.normal_sample;
         // A second draw, so the watched share is independent of the lane.
-        let watched = timed && ((seed >> 3) & 0xffff) as f64 / 65_536.0 < args.visible_sample;
+        let watched = timed && ((seed >> 3) & 0xffff) as f64 / 65_536.0 < watch_share;
         let watch = if watched {
             watches.clone().try_acquire_owned().ok()
         } else {
@@ -273,11 +281,15 @@ async fn run_rate(
     };
     let (mut commit_timestamps, mut visible_after_commit, mut visible_after_commit_max) =
         (true, 0, Duration::ZERO);
+    let mut slowest: [Vec<bench::Slow>; 2] = Default::default();
     for poller in pollers {
         let found = poller.await.context("poller")?.context("shard poll")?;
         commit_timestamps &= found.commit_timestamps;
         visible_after_commit += found.visible_after_commit;
         visible_after_commit_max = visible_after_commit_max.max(found.visible_after_commit_max);
+        for (all, shard) in slowest.iter_mut().zip(found.slowest) {
+            all.extend(shard);
+        }
         for (lane, index) in [(Lane::Normal, 0), (Lane::Critical, 1)] {
             samples
                 .persisted
@@ -358,7 +370,7 @@ async fn run_rate(
                 "ms",
             ));
         }
-        if offered && args.visible_sample > 0.0 {
+        if offered && args.watch_rate > 0.0 {
             outcomes.push(
                 Outcome::new(
                     &scenario,
@@ -386,6 +398,34 @@ async fn run_rate(
         println!(
             "note: {visible_after_commit} rows were not yet visible after their commit timestamp (the commit's WAL flush; up to {:.2} ms seen)",
             visible_after_commit_max.as_secs_f64() * 1000.0
+        );
+    }
+    // When the slowest were sent, to be matched with the servers' logs (gc.log, the shards'
+    // checkpoints and autovacuums): a rare stall shows in the max and the p99 alone.
+    for (lane, mut slow) in [(Lane::Critical, 1), (Lane::Normal, 0)]
+        .map(|(lane, index)| (lane, std::mem::take(&mut slowest[index])))
+    {
+        slow.sort_by_key(|s| std::cmp::Reverse(s.after));
+        slow.truncate(bench::SLOWEST);
+        if slow.is_empty() {
+            continue;
+        }
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        let rows: Vec<String> = slow
+            .iter()
+            .map(|s| {
+                let committed = s.committed.map_or("-".into(), |c| format!("{:.1}", ms(c)));
+                format!(
+                    "{} {committed} / {:.1}",
+                    humantime::format_rfc3339_millis(s.sent),
+                    ms(s.after)
+                )
+            })
+            .collect();
+        println!(
+            "note: slowest {} rows at {rate}/s (sent at, then ms to commit / to seen): {}",
+            lane.name(),
+            rows.join(", ")
         );
     }
     if behind > 0 {
