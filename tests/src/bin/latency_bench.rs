@@ -120,8 +120,12 @@ struct Samples {
     /// POST sent → the row not visible before then (`bench::Stored::not_before`).
     not_before: HashMap<Lane, Vec<Duration>>,
     unseen: HashMap<Lane, usize>,
-    /// POST sent → the event in its client's GET answer.
+    /// POST sent → the event in its client's GET answer (the answer's receipt: an upper
+    /// bound, late by up to `--poll`).
     visible: HashMap<Lane, Vec<Duration>>,
+    /// POST sent → the send of the last GET whose answer did not hold it (0 if the first
+    /// did): the event was not visible before then.
+    visible_not_before: HashMap<Lane, Vec<Duration>>,
 }
 
 /// How long a timed event may stay unseen before it counts as not persisted.
@@ -261,10 +265,15 @@ async fn run_rate(
                 let _ = feed.try_send(Timed { id, critical, sent });
             }
             if let Some(_watch) = watch {
-                if let Some(visible) = watch_visible(&http, &history, id, sent.instant, poll).await
+                if let Some((not_before, visible)) =
+                    watch_visible(&http, &history, id, sent.instant, poll).await
                 {
                     if let Ok(mut acks) = acks.lock() {
                         acks.visible.entry(lane).or_default().push(visible);
+                        acks.visible_not_before
+                            .entry(lane)
+                            .or_default()
+                            .push(not_before);
                     }
                 }
             }
@@ -322,10 +331,12 @@ async fn run_rate(
         let mut ack = samples.ack.remove(&lane).unwrap_or_default();
         let mut persisted = samples.persisted.remove(&lane).unwrap_or_default();
         let mut visible = samples.visible.remove(&lane).unwrap_or_default();
+        let mut visible_not_before = samples.visible_not_before.remove(&lane).unwrap_or_default();
         let mut not_before = samples.not_before.remove(&lane).unwrap_or_default();
         ack.sort();
         persisted.sort();
         visible.sort();
+        visible_not_before.sort();
         not_before.sort();
         let p = |v: &[Duration], q| percentile_ms(v, q);
         // p50, p90, p99 and max, as every table and results line reports them.
@@ -336,6 +347,7 @@ async fn run_rate(
         let unseen = samples.unseen.get(&lane).copied().unwrap_or(0);
         let (name, acked, timed) = (lane.name(), ack.len(), persisted.len());
         let seen = spread(&visible);
+        let seen_earliest = spread(&visible_not_before);
         println!(
             "| {rate}/s | {achieved:.0}/s | {name} | {acked} | {timed} | {ack_p50:.1} / {ack_p99:.1} | {:.1} / {:.1} / {:.1} / {:.1} | {:.1} / {:.1} / {:.1} / {:.1} ({}) | {unseen} | {refused} |",
             stored[0], stored[1], stored[2], stored[3], seen[0], seen[1], seen[2], seen[3], visible.len(),
@@ -380,12 +392,18 @@ async fn run_rate(
                 )
                 .target(target),
             );
+            outcomes.push(Outcome::new(
+                &scenario,
+                &format!("{name} visible in GET p99, lower bound"),
+                seen_earliest[2],
+                "ms",
+            ));
         }
         args.output.report(
             env!("CARGO_BIN_NAME"),
             &format!(
-                "latency_bench: offered={rate}/s achieved={achieved:.0}/s lane={name} acknowledged={acked} timed={timed} ack_ms p50={ack_p50:.2} p99={ack_p99:.2} persisted_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} visible_in_get_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} watched={} not_seen={unseen} refused={refused} generator_behind={behind} commit_timestamps={commit_timestamps} persisted_not_before_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} visible_after_commit={visible_after_commit} visible_after_commit_max_ms={:.2} shard_poll={:?} get_poll={:?}",
-                stored[0], stored[1], stored[2], stored[3], seen[0], seen[1], seen[2], seen[3], visible.len(), earliest[0], earliest[1], earliest[2], earliest[3], visible_after_commit_max.as_secs_f64() * 1000.0, args.shard_poll, args.poll,
+                "latency_bench: offered={rate}/s achieved={achieved:.0}/s lane={name} acknowledged={acked} timed={timed} ack_ms p50={ack_p50:.2} p99={ack_p99:.2} persisted_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} visible_in_get_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} watched={} not_seen={unseen} refused={refused} generator_behind={behind} commit_timestamps={commit_timestamps} persisted_not_before_ms p50={:.2} p90={:.2} p99={:.2} max={:.2} visible_after_commit={visible_after_commit} visible_after_commit_max_ms={:.2} shard_poll={:?} get_poll={:?} visible_in_get_not_before_ms p50={:.2} p90={:.2} p99={:.2} max={:.2}",
+                stored[0], stored[1], stored[2], stored[3], seen[0], seen[1], seen[2], seen[3], visible.len(), earliest[0], earliest[1], earliest[2], earliest[3], visible_after_commit_max.as_secs_f64() * 1000.0, args.shard_poll, args.poll, seen_earliest[0], seen_earliest[1], seen_earliest[2], seen_earliest[3],
             ),
         )?;
     }
@@ -444,21 +462,24 @@ async fn run_rate(
     Ok(())
 }
 
-/// Asks for the client's newest page every `every` until it holds `id`: the time from the
-/// POST until a reader without a token sees the event; `None` if it never did within
-/// [`GIVE_UP`].
+/// Asks for the client's newest page every `every` until it holds `id`: from the POST until
+/// a reader without a token sees the event, as two bounds: the send of the last GET that
+/// did not see it (0 if the first did) and the receipt of the first that did. `None` if it
+/// never did within [`GIVE_UP`].
 async fn watch_visible(
     http: &reqwest::Client,
     history: &str,
     id: Uuid,
     sent: Instant,
     every: Duration,
-) -> Option<Duration> {
+) -> Option<(Duration, Duration)> {
     let wanted = id.to_string();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut not_before = Duration::ZERO;
     while sent.elapsed() < GIVE_UP {
         tick.tick().await;
+        let asked = sent.elapsed();
         let Ok(answer) = http.get(history).send().await else {
             continue;
         };
@@ -469,8 +490,9 @@ async fn watch_visible(
             .as_array()
             .is_some_and(|events| events.iter().any(|e| e["event_id"] == wanted.as_str()));
         if found {
-            return Some(sent.elapsed());
+            return Some((not_before, sent.elapsed()));
         }
+        not_before = asked;
     }
     None
 }
