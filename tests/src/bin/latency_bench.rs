@@ -121,7 +121,7 @@ struct Samples {
     not_before: HashMap<Lane, Vec<Duration>>,
     unseen: HashMap<Lane, usize>,
     /// POST sent → the event in its client's GET answer (the answer's receipt: an upper
-    /// bound, late by up to `--poll`).
+    /// bound, late by up to `--poll` plus the GET's own time).
     visible: HashMap<Lane, Vec<Duration>>,
     /// POST sent → the send of the last GET whose answer did not hold it (0 if the first
     /// did): the event was not visible before then.
