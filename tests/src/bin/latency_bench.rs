@@ -420,9 +420,8 @@ async fn run_rate(
     }
     // When the slowest were sent, to be matched with the servers' logs (gc.log, the shards'
     // checkpoints and autovacuums): a rare stall shows in the max and the p99 alone.
-    for (lane, mut slow) in [(Lane::Critical, 1), (Lane::Normal, 0)]
-        .map(|(lane, index)| (lane, std::mem::take(&mut slowest[index])))
-    {
+    for (lane, index) in [(Lane::Critical, 1), (Lane::Normal, 0)] {
+        let slow = &mut slowest[index];
         slow.sort_by_key(|s| std::cmp::Reverse(s.after));
         slow.truncate(bench::SLOWEST);
         if slow.is_empty() {
