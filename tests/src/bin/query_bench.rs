@@ -3,7 +3,8 @@
 //! how many of each phase's pages query-service read from a shard (its page cache missed).
 //! Needs the services running (deploy/local/demo, or the release binaries). Before the
 //! reads, an ingest-only phase measures query-service's CPU per consumed event (every replica
-//! consumes every event). Per phase it also prints how many blocks the shards found in
+//! consumes every event), and with `--baseline-metrics` that of a second replica in the same
+//! phase, side by side, and the ratio. Per phase it also prints how many blocks the shards found in
 //! PostgreSQL's buffers and how many they read from outside them (the OS cache or the disk):
 //! a cold page is ~100 heap pages, and where they come from decides its latency. Prints
 //! percentiles and appends them to a results file.
@@ -79,6 +80,18 @@ struct Args {
     /// Target: query-service CPU per consumed event at most this (µs).
     #[arg(long)]
     cpu_per_event_target_us: Option<f64>,
+    /// Metrics base URL of a second replica on the same stack, built from the code issue 12
+    /// started from (`tests/bench` builds and starts it): its CPU per event is measured in the
+    /// same ingest-only phase, side by side, so machine speed cancels out of the ratio.
+    #[arg(long)]
+    baseline_metrics: Option<String>,
+    /// Target: query-service's CPU per event at most this share of the baseline's (the issue
+    /// asks for "at least halved": 0.5).
+    #[arg(long)]
+    cpu_ratio_target: Option<f64>,
+    /// Only the ingest-only CPU phase, no GET phases (a baseline replica would load them).
+    #[arg(long)]
+    cpu_only: bool,
     #[command(flatten)]
     output: Output,
 }
@@ -187,25 +200,47 @@ async fn main() -> anyhow::Result<()> {
     let mut outcomes = Vec::new();
     let mut ingest_cost = None;
     if !args.cpu_phase.is_zero() {
-        let per_event = cpu_per_event(&http, &args, &ingested).await?;
-        ingest_cost = Some(per_event);
-        let line = format!(
-            "query-service CPU per consumed event: {per_event:.2} µs (ingest only, {:?})",
+        let replicas: Vec<&str> = std::iter::once(args.query_metrics.as_str())
+            .chain(args.baseline_metrics.as_deref())
+            .collect();
+        let per_event = cpu_per_event(&http, &replicas, args.cpu_phase, &ingested).await?;
+        let (own, baseline) = (per_event[0], per_event.get(1).copied());
+        ingest_cost = Some(own);
+        let ingest = format!("ingest {}/s", args.ingest_rate);
+        let mut line = format!(
+            "query-service CPU per consumed event: {own:.2} µs (ingest only, {:?})",
             args.cpu_phase
         );
+        outcomes.push(
+            Outcome::new(&ingest, "query-service CPU per event", own, "µs")
+                .target_if(args.cpu_per_event_target_us.map(Target::AtMost)),
+        );
+        if let Some(baseline) = baseline {
+            let ratio = own / baseline;
+            line.push_str(&format!(
+                "; the issue's start, side by side: {baseline:.2} µs; ratio {ratio:.3}"
+            ));
+            outcomes.push(Outcome::new(
+                &ingest,
+                "the issue's start's CPU per event, side by side",
+                baseline,
+                "µs",
+            ));
+            outcomes.push(
+                Outcome::new(&ingest, "CPU per event / the issue's start's", ratio, "×")
+                    .target_if(args.cpu_ratio_target.map(Target::AtMost)),
+            );
+        }
         println!("{line}");
         report.push_str(&line);
         report.push('\n');
-        let outcome = Outcome::new(
-            &format!("ingest {}/s", args.ingest_rate),
-            "query-service CPU per event",
-            per_event,
-            "µs",
-        );
-        outcomes.push(outcome.target_if(args.cpu_per_event_target_us.map(Target::AtMost)));
     }
-    let mut phases = vec![("cache-hot", Phase::Hot), ("cold", Phase::Cold)];
-    if args.heavy_client_events > 0 {
+    let mut phases = if args.cpu_only {
+        Vec::new()
+    } else {
+        vec![("cache-hot", Phase::Hot), ("cold", Phase::Cold)]
+    };
+    if args.heavy_client_events > 0 && !args.cpu_only {
         phases.push(("heavy", Phase::Heavy));
     }
     for (phase, kind) in phases {
@@ -309,20 +344,30 @@ async fn shard_blocks(shards: &[tokio_postgres::Client]) -> anyhow::Result<Block
     Ok(blocks)
 }
 
-/// query-service's CPU seconds over the events ingested meanwhile, in microseconds: with no
+/// Each replica's CPU seconds over the events ingested meanwhile, in microseconds: with no
 /// reads running, what it spends consuming (every replica consumes every event).
 async fn cpu_per_event(
     http: &reqwest::Client,
-    args: &Args,
+    replicas: &[&str],
+    phase: Duration,
     ingested: &AtomicU64,
-) -> anyhow::Result<f64> {
-    let cpu = || metric_sum(http, &args.query_metrics, "process_cpu_seconds_total");
-    let (cpu_before, events_before) = (cpu().await?, ingested.load(Ordering::Relaxed));
-    tokio::time::sleep(args.cpu_phase).await;
-    let (cpu_after, events_after) = (cpu().await?, ingested.load(Ordering::Relaxed));
-    let events = events_after.saturating_sub(events_before);
+) -> anyhow::Result<Vec<f64>> {
+    let cpu = |metrics| metric_sum(http, metrics, "process_cpu_seconds_total");
+    let mut before = Vec::new();
+    for metrics in replicas {
+        before.push(cpu(metrics).await?);
+    }
+    let events_before = ingested.load(Ordering::Relaxed);
+    tokio::time::sleep(phase).await;
+    let events = ingested
+        .load(Ordering::Relaxed)
+        .saturating_sub(events_before);
     anyhow::ensure!(events > 0, "nothing was ingested during the CPU phase");
-    Ok((cpu_after - cpu_before) * 1e6 / events as f64)
+    let mut per_event = Vec::new();
+    for (metrics, before) in replicas.iter().zip(before) {
+        per_event.push((cpu(metrics).await? - before) * 1e6 / events as f64);
+    }
+    Ok(per_event)
 }
 
 /// The id of this run's client `n` (a number, or `heavy`): what the seed and the ingest write
