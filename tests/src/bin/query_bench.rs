@@ -4,10 +4,10 @@
 //! Needs the services running (deploy/local/demo, or the release binaries). Before the
 //! reads, an ingest-only phase measures query-service's CPU per consumed event (every replica
 //! consumes every event), and with `--baseline-metrics` that of a second replica in the same
-//! phase, side by side, and the ratio. Per phase it also prints how many blocks the shards found in
-//! PostgreSQL's buffers and how many they read from outside them (the OS cache or the disk):
-//! a cold page is ~100 heap pages, and where they come from decides its latency. Prints
-//! percentiles and appends them to a results file.
+//! phase, side by side, and the ratio. Per phase it also prints how many blocks the shards
+//! found in PostgreSQL's buffers and how many they read from outside them (the OS cache or
+//! the disk): a cold page is ~100 heap pages, and where they come from decides its latency.
+//! Prints percentiles and appends them to a results file.
 
 use std::{
     sync::{
