@@ -586,15 +586,32 @@ impl InFlight {
         let Some(copies) = client.ids.get_mut(&id) else {
             return Change::default();
         };
+        let mut stored_key = None;
         match found {
             Some(copy) if copy.client_id == held.event.client_id => {
                 let rank = copy.rank.clone();
+                stored_key = Some(OrderKey {
+                    ordered_at_micros: rank.ordered_at_micros,
+                    event_id: id,
+                });
                 copies.stored = Some(copies.stored.take().map_or(rank.clone(), |s| s.min(rank)));
             }
             Some(_) => copies.taken = true,
             None => {}
         }
-        client.refresh(&held.event.client_id, id, before)
+        let mut change = client.refresh(&held.event.client_id, id, before);
+        // The stored copy may be one this replica consumed, released into its streams' queue
+        // and evicted, its memory pushed out before this copy arrived: then it is still
+        // waiting for release (or held back by this very check) and nothing else hides it.
+        // When a copy before it stands, readers must not get it (the model test found a
+        // stream given both).
+        let standing = client.standing(id).key();
+        if change.hidden.is_none() {
+            change.hidden = stored_key
+                .filter(|key| standing.is_some_and(|s| s != *key))
+                .map(|key| (held.event.client_id.clone(), key));
+        }
+        change
     }
 
     /// Forgets a copy the writer has committed: it is in PostgreSQL now (or was refused).

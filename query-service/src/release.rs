@@ -22,7 +22,7 @@
 //! from [`Frontier`] and the rest from `in_flight`.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet},
+    collections::{BTreeMap, HashMap, HashSet, VecDeque},
     sync::{
         atomic::{AtomicI64, Ordering},
         Arc, RwLock, RwLockReadGuard,
@@ -31,6 +31,7 @@ use std::{
 
 use schemas::{partitioning::partition_for, OrderKey};
 use tracing::error;
+use uuid::Uuid;
 
 use crate::{
     in_flight::{Change, Held, InFlight},
@@ -213,6 +214,62 @@ pub struct Release {
     /// Duplicate checks outstanding per client.
     checking: HashMap<String, usize>,
     released: i64,
+    /// Producer-chosen ids released lately.
+    handed: HandedIds,
+}
+
+/// Producer-chosen ids released lately (with their client's hash), so that a second copy of
+/// one event released in another round is not handed to streams again (a stream opened after
+/// the first copy's release has it from its replay). The in-flight set hides
+/// such a copy when it knows both, but its memory of a copy that was stored and evicted is
+/// bounded: a later copy consumed, evicted and forgotten before the earlier copy arrived
+/// stayed pending here, nothing hid it, and a stream got the event twice (the model test
+/// found it, 2026-12-06). The first copy handed is the one streams keep: the earlier key when
+/// both are held back together (blocked copies go in key order); otherwise the position a
+/// stream already has (as a reader's cursor keeps it). Gateway-assigned ids never repeat and
+/// are not remembered.
+struct HandedIds {
+    clients: HashMap<Uuid, u64>,
+    order: VecDeque<Uuid>,
+    hasher: ahash::RandomState,
+}
+
+/// Ids remembered by [`HandedIds`]: at 20,000 producer-chosen ids a second, the last ~3 s
+/// (copies of one event are released within the release delay of each other, far less).
+const HANDED_IDS: usize = 65_536;
+
+impl Default for HandedIds {
+    fn default() -> Self {
+        HandedIds {
+            clients: HashMap::new(),
+            order: VecDeque::new(),
+            hasher: ahash::RandomState::new(),
+        }
+    }
+}
+
+impl HandedIds {
+    /// Whether a copy of `held`'s event may go to streams: not when one was released already.
+    fn first(&mut self, held: &Held) -> bool {
+        if held.id_assigned {
+            return true;
+        }
+        let id = held.event.event_id;
+        let client = self.hasher.hash_one(held.event.client_id.as_str());
+        match self.clients.get(&id) {
+            Some(handed) => *handed != client,
+            None => {
+                if self.order.len() >= HANDED_IDS {
+                    if let Some(oldest) = self.order.pop_front() {
+                        self.clients.remove(&oldest);
+                    }
+                }
+                self.clients.insert(id, client);
+                self.order.push_back(id);
+                true
+            }
+        }
+    }
 }
 
 impl Release {
@@ -226,6 +283,7 @@ impl Release {
             blocked: HashMap::new(),
             checking: HashMap::new(),
             released: i64::MIN,
+            handed: HandedIds::default(),
         }
     }
 
@@ -435,7 +493,7 @@ impl Release {
                 .insert(held.order_key(), held);
             return;
         }
-        if self.streams.wants(client) {
+        if self.handed.first(&held) && self.streams.wants(client) {
             self.streams.deliver(&held);
         }
     }
@@ -453,7 +511,7 @@ impl Release {
                 break;
             }
             let held = entry.remove();
-            if wants {
+            if self.handed.first(&held) && wants {
                 self.streams.deliver(&held);
             }
         }
@@ -465,8 +523,8 @@ impl Release {
 
 #[cfg(test)]
 mod tests {
+    use event_store::{KafkaPosition, StoredEvent};
     use schemas::{Event, Priority};
-    use uuid::Uuid;
 
     use super::*;
     use crate::{partitions::Partitions, progress::Progress, streams::Subscription};
@@ -621,5 +679,51 @@ mod tests {
         replica.tick("events", 0, 4, 260);
         assert_eq!(replica.frontier.for_client(CLIENT), OrderKey::floor(250));
         assert_eq!(replica.delivered(), vec![205]);
+    }
+
+    fn copy(id: u128, client: &str, id_assigned: bool) -> Held {
+        Arc::new(StoredEvent {
+            event: Event {
+                event_id: Uuid::from_u128(id),
+                client_id: client.into(),
+                event_type: "t".into(),
+                ts_micros: None,
+                ingested_at_micros: 0,
+                priority: Priority::Normal,
+                payload: "{}".into(),
+                sdk: None,
+            },
+            position: KafkaPosition {
+                topic: Arc::from("events"),
+                partition: 0,
+                offset: 0,
+            },
+            ordered_at_micros: 0,
+            id_assigned,
+        })
+    }
+
+    #[test]
+    fn a_producer_chosen_id_goes_to_streams_once() {
+        let mut handed = HandedIds::default();
+        assert!(handed.first(&copy(1, "a", false)));
+        assert!(!handed.first(&copy(1, "a", false)), "a second copy");
+        assert!(
+            handed.first(&copy(1, "b", false)),
+            "another client's event with the same id"
+        );
+        assert!(handed.first(&copy(2, "a", true)));
+        assert!(
+            handed.first(&copy(2, "a", true)),
+            "gateway-assigned ids never repeat: not remembered"
+        );
+        for id in 3..3 + HANDED_IDS as u128 {
+            assert!(handed.first(&copy(id, "a", false)));
+        }
+        assert!(
+            handed.first(&copy(1, "a", false)),
+            "forgotten past the bound"
+        );
+        assert_eq!(handed.order.len(), HANDED_IDS);
     }
 }
