@@ -879,13 +879,15 @@ impl InFlight {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use event_store::KafkaPosition;
     use schemas::{Event, Priority};
 
     use super::*;
 
-    fn copy(client: &str, id: u128, at: i64, topic: &str, offset: i64) -> Held {
+    /// A copy of event `id` of `client` at `at`, at `offset` of partition 0 of `topic`, with
+    /// a producer-chosen id.
+    pub(crate) fn copy(client: &str, id: u128, at: i64, topic: &str, offset: i64) -> Held {
         Arc::new(StoredEvent {
             event: Event {
                 event_id: Uuid::from_u128(id),

@@ -523,7 +523,7 @@ impl Release {
 
 #[cfg(test)]
 mod tests {
-    use event_store::{KafkaPosition, StoredEvent};
+    use event_store::StoredEvent;
     use schemas::{Event, Priority};
 
     use super::*;
@@ -682,24 +682,10 @@ mod tests {
     }
 
     fn copy(id: u128, client: &str, id_assigned: bool) -> Held {
+        let copy = crate::in_flight::tests::copy(client, id, 0, "events", 0);
         Arc::new(StoredEvent {
-            event: Event {
-                event_id: Uuid::from_u128(id),
-                client_id: client.into(),
-                event_type: "t".into(),
-                ts_micros: None,
-                ingested_at_micros: 0,
-                priority: Priority::Normal,
-                payload: "{}".into(),
-                sdk: None,
-            },
-            position: KafkaPosition {
-                topic: Arc::from("events"),
-                partition: 0,
-                offset: 0,
-            },
-            ordered_at_micros: 0,
             id_assigned,
+            ..StoredEvent::clone(&copy)
         })
     }
 
