@@ -600,11 +600,10 @@ impl InFlight {
             None => {}
         }
         let mut change = client.refresh(&held.event.client_id, id, before);
-        // The stored copy may be one this replica consumed, released into its streams' queue
-        // and evicted, its memory pushed out before this copy arrived: then it is still
-        // waiting for release (or held back by this very check) and nothing else hides it.
-        // When a copy before it stands, readers must not get it (the model test found a
-        // stream given both).
+        // The stored copy may be one this replica consumed and evicted, its memory pushed out
+        // before this copy arrived, while it still waited for release (or is held back by this
+        // very check): nothing else hides it then. When a copy before it stands, readers must
+        // not get it (the model test found a stream given both).
         let standing = client.standing(id).key();
         if change.hidden.is_none() {
             change.hidden = stored_key

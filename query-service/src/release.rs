@@ -220,22 +220,22 @@ pub struct Release {
 
 /// Producer-chosen ids released lately (with their client's hash), so that a second copy of
 /// one event released in another round is not handed to streams again (a stream opened after
-/// the first copy's release has it from its replay). The in-flight set hides
-/// such a copy when it knows both, but its memory of a copy that was stored and evicted is
-/// bounded: a later copy consumed, evicted and forgotten before the earlier copy arrived
-/// stayed pending here, nothing hid it, and a stream got the event twice (the model test
-/// found it, 2026-12-06). The first copy handed is the one streams keep: the earlier key when
-/// both are held back together (blocked copies go in key order); otherwise the position a
-/// stream already has (as a reader's cursor keeps it). Gateway-assigned ids never repeat and
-/// are not remembered.
+/// the first copy's release has it from its replay). The in-flight set hides such a copy when
+/// it knows both, but its memory of a copy that was stored and evicted is bounded: a later
+/// copy consumed, evicted and forgotten before the earlier copy arrived stayed pending here,
+/// nothing hid it, and a stream got the event twice (the model test found it, 2026-12-06).
+/// The first copy handed is the one streams keep: the earlier key when both are held back
+/// together (blocked copies go in key order); otherwise the position a stream already has (as
+/// a reader's cursor keeps it). Gateway-assigned ids never repeat and are not remembered.
 struct HandedIds {
     clients: HashMap<Uuid, u64>,
     order: VecDeque<Uuid>,
     hasher: ahash::RandomState,
 }
 
-/// Ids remembered by [`HandedIds`]: at 20,000 producer-chosen ids a second, the last ~3 s
-/// (copies of one event are released within the release delay of each other, far less).
+/// Ids remembered by [`HandedIds`] (~4 MB): at 20,000 producer-chosen ids a second the last
+/// ~3 s of releases. Two copies released further apart than that still both reach a stream
+/// when the in-flight set forgot the later one too.
 const HANDED_IDS: usize = 65_536;
 
 impl Default for HandedIds {
