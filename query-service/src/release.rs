@@ -226,7 +226,10 @@ pub struct Release {
 /// nothing hid it, and a stream got the event twice (the model test found it, 2026-12-06).
 /// The first copy handed is the one streams keep: the earlier key when both are held back
 /// together (blocked copies go in key order); otherwise the position a stream already has (as
-/// a reader's cursor keeps it). Gateway-assigned ids never repeat and are not remembered.
+/// a reader's cursor keeps it). A copy whose id the gateway assigned is not remembered (that
+/// would be every event): a producer that resends the id the gateway gave it makes a pair of
+/// which only the resent copy is, so such a pair is kept to one copy only where the in-flight
+/// set or one round's release ([`Release::advance`]) sees both.
 struct HandedIds {
     clients: HashMap<Uuid, u64>,
     order: VecDeque<Uuid>,
