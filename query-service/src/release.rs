@@ -229,7 +229,8 @@ pub struct Release {
 /// a reader's cursor keeps it). A copy whose id the gateway assigned is not remembered (that
 /// would be every event): a producer that resends the id the gateway gave it makes a pair of
 /// which only the resent copy is, so such a pair is kept to one copy only where the in-flight
-/// set or one round's release ([`Release::advance`]) sees both.
+/// set (with the resent copy's duplicate check) or one round's release ([`Release::advance`])
+/// sees both.
 struct HandedIds {
     clients: HashMap<Uuid, u64>,
     order: VecDeque<Uuid>,
