@@ -19,11 +19,6 @@ use crate::{
     EVENTS_PER_TURN,
 };
 
-/// The normal lane's produce requests in flight per broker connection (librdkafka's default,
-/// the most the idempotent producer allows): its batches come from the linger, and a closed-loop
-/// client at 256 connections keeps several partitions' batches going at once.
-const NORMAL_IN_FLIGHT: u32 = 5;
-
 /// Where the brokers stored one event.
 #[derive(Debug, Clone)]
 pub struct Ack {
@@ -81,7 +76,7 @@ impl Publisher {
         Ok(Publisher {
             normal: Lane {
                 topic: settings.topic.clone(),
-                producer: producer(kafka, settings, settings.linger, NORMAL_IN_FLIGHT)?,
+                producer: producer(kafka, settings, settings.linger, settings.in_flight)?,
                 activity: Arc::default(),
             },
             critical: Lane {
@@ -289,8 +284,9 @@ fn producer(
 mod tests {
     use super::*;
 
-    fn publisher(critical_in_flight: u32) -> Result<Publisher, String> {
+    fn publisher(in_flight: u32, critical_in_flight: u32) -> Result<Publisher, String> {
         let settings = KafkaSettings {
+            in_flight,
             critical_in_flight,
             ..KafkaSettings::default()
         };
@@ -304,16 +300,19 @@ mod tests {
     }
 
     #[test]
-    fn the_critical_lanes_requests_in_flight_reach_its_producer() {
-        assert!(publisher(1).is_ok());
-        assert!(publisher(5).is_ok());
-        // Past what the idempotent producer allows, the start fails naming the property.
+    fn each_lanes_requests_in_flight_reach_its_producer() {
+        assert!(publisher(1, 1).is_ok());
+        assert!(publisher(5, 5).is_ok());
+        // Past what the idempotent producer allows, the start fails naming the property,
+        // whichever lane was given it.
         for refused in [0, 6] {
-            let error = publisher(refused).err().unwrap_or_default();
-            assert!(
-                error.contains("max.in.flight"),
-                "{refused} in flight: {error:?}"
-            );
+            for (normal, critical) in [(refused, 1), (5, refused)] {
+                let error = publisher(normal, critical).err().unwrap_or_default();
+                assert!(
+                    error.contains("max.in.flight"),
+                    "{normal} / {critical} in flight: {error:?}"
+                );
+            }
         }
     }
 }
