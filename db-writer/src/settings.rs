@@ -69,9 +69,10 @@ pub struct KafkaSettings {
     /// round every member must join; Kafka 4.0+ brokers). With `consumer` the session timeout
     /// and heartbeat interval are the brokers' (`group.consumer.session.timeout.ms`,
     /// `group.consumer.heartbeat.interval.ms`, or the group's own configs), and
-    /// `session_timeout` / `heartbeat_interval` below are not used (docs/benchmarks.md, "The
-    /// consumer group protocol in the rolling restart": critical stored p99 median 1.1 s
-    /// against 2.3–6.0 s). Default `classic`.
+    /// `session_timeout` / `heartbeat_interval` below are not used. In a rolling restart
+    /// (docs/benchmarks.md, 2026-12-06) critical stored p99 0.59 s with the local brokers' 1 s
+    /// heartbeat, against 0.34–0.47 s on `classic` with `heartbeat_interval` 300ms.
+    /// Default `classic`.
     pub group_protocol: GroupProtocol,
     /// Group session timeout: how fast a crashed writer's partitions move on (`classic`).
     /// Default 10s.
@@ -81,10 +82,10 @@ pub struct KafkaSettings {
     /// learns that a rebalance began (a writer joined or left): each round of a cooperative
     /// rebalance waits for every member's next heartbeat, and the partitions that move are
     /// consumed by nobody meanwhile. Measured in the fleet rollout (rolling restart of two
-    /// writers, docs/benchmarks.md): 300ms against 3s took the normal lane's stored p99 from
-    /// 2.3–2.8 s to 0.6–0.7 s but the critical lane's from 2.2–2.6 s to 4.1–4.7 s (cause not
-    /// found), so the default stays librdkafka's. Below `session_timeout` (`classic`).
-    /// Default 3s.
+    /// writers, docs/benchmarks.md, 2026-12-06): critical stored p99 0.34–0.47 s with 300ms
+    /// (six runs) against 2.3–5.0 s with librdkafka's 3s (seven) and 1.7 s with 1s; a
+    /// heartbeat costs the coordinator one small request per lane member. Below
+    /// `session_timeout` (`classic`). Default 300ms.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
     /// How often topic metadata is re-read, i.e. how soon partitions an operator adds are
@@ -228,7 +229,7 @@ impl Default for KafkaSettings {
             persisted_linger: Duration::from_millis(100),
             commit_interval: Duration::from_millis(50),
             session_timeout: Duration::from_secs(10),
-            heartbeat_interval: Duration::from_secs(3),
+            heartbeat_interval: Duration::from_millis(300),
             metadata_refresh: Duration::from_secs(30),
         }
     }
