@@ -604,10 +604,9 @@ impl InFlight {
         // before this copy arrived, while it still waited for release (or is held back by this
         // very check): nothing else hides it then. When a copy before it stands, readers must
         // not get it (the model test found a stream given both).
-        let standing = client.standing(id).key();
         if change.hidden.is_none() {
             change.hidden = stored_key
-                .filter(|key| standing.is_some_and(|s| s != *key))
+                .filter(|key| client.standing(id).key().is_some_and(|s| s != *key))
                 .map(|key| (held.event.client_id.clone(), key));
         }
         change
