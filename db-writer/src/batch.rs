@@ -171,6 +171,7 @@ mod tests {
             max_bytes: bytes,
             max_wait: Duration::from_millis(50),
             idle_wait: Duration::from_secs(1),
+            synchronous_commit: true,
         }
     }
 

@@ -1,5 +1,5 @@
 //! One lane (one topic) from end to end: its own consumer → `clocks` → decode → `batch` →
-//! `sink` (store, dead-letter) → commit, in the order the batches were taken.
+//! `sink` (store, dead-letter, confirm flushed) → commit, in the order the batches were taken.
 //!
 //! Each lane has a consumer of its own in the writer's group, and its own committer. With one
 //! consumer for both topics, librdkafka's prefetch queue was shared: a critical record
@@ -47,9 +47,15 @@ const PAUSE_AFTER: Duration = Duration::from_secs(1);
 /// wait for it, and memory stays bounded (a tick-only batch forms about every `idle_wait`).
 const MAX_QUEUED_TICK_BATCHES: usize = 256;
 
+/// Stored batches waiting for their flush to be confirmed, at most, and the records they hold at
+/// most: their rows stay in memory until then. A flush that stalls stops the lane from starting
+/// batches once either is reached. A lane that waits for the flush in its writes confirms at
+/// once.
+const MAX_CONFIRMING_BATCHES: usize = 1024;
+const MAX_CONFIRMING_RECORDS: usize = 50_000;
+
 /// What the lanes of one writer process share.
 pub struct Shared {
-    pub writer: ShardWriter,
     pub dead_letters: DeadLetters,
     pub notifier: Option<Notifier>,
     /// Names this process in persisted notices.
@@ -66,6 +72,8 @@ pub struct Shared {
 pub struct Lane {
     topic: String,
     consumer: Arc<WriterConsumer>,
+    /// Writes with or without waiting for the WAL flush (the lane's `synchronous_commit`).
+    writer: Arc<ShardWriter>,
     batcher: Batcher,
     /// Whether each batch being stored writes rows. Only those count against the depth: a
     /// batch of ticks alone writes nothing, and letting it take a slot behind a batch stuck
@@ -90,12 +98,14 @@ impl Lane {
     pub fn new(
         topic: &str,
         consumer: Arc<WriterConsumer>,
+        writer: Arc<ShardWriter>,
         settings: &BatchSettings,
         pace: Pace,
     ) -> Self {
         Lane {
             topic: topic.to_owned(),
             consumer,
+            writer,
             batcher: Batcher::new(settings),
             writes: VecDeque::new(),
             committing: true,
@@ -115,12 +125,13 @@ impl Lane {
     ) -> Result<(), WriterError> {
         // A handle of its own: `recv` borrows it across the select, whose arms change `self`.
         let consumer = self.consumer.clone();
+        let writer = self.writer.clone();
         let (committer, mut commit_results) =
             Committer::start(consumer.clone(), shared.commit_interval)
                 .map_err(WriterError::Thread)?;
         let sinks = Sinks {
             committer: &committer,
-            writer: &shared.writer,
+            writer: &writer,
             dead_letters: &shared.dead_letters,
             notifier: shared.notifier.as_ref(),
             member: shared.member.clone(),
@@ -128,10 +139,18 @@ impl Lane {
         let mut clocks = PartitionClocks::default();
         let decoder = Decoder::default();
         let depth = shared.depth.max(1);
+        // For the confirmations of the final flush, which come after `shutdown`.
+        let drain = CancellationToken::new();
         // Batches being stored, oldest first. Up to `depth` are written at once so that
         // consuming and decoding overlap with the database; the lane commits strictly in the
         // order it took them, so a commit never covers an unstored record.
         let mut storing = FuturesOrdered::new();
+        // Stored batches waiting for their rows' flush, oldest first. They hold no write slot:
+        // a slow flush does not keep the next batches from being written (and visible).
+        let mut confirming = FuturesOrdered::new();
+        // The records of each batch in `confirming`, in the same order, and their sum.
+        let mut held: VecDeque<usize> = VecDeque::new();
+        let mut held_records = 0usize;
         // Commits made and not yet acknowledged, oldest first (the committer answers in the
         // order commits were made).
         let mut awaiting: VecDeque<sink::Committing> = VecDeque::new();
@@ -141,7 +160,9 @@ impl Lane {
             self.yielding.set(i64::from(limits.yielding()));
             let due = self.batcher.holds(limits.rows)
                 || self.batcher.deadline().is_some_and(|d| d <= now);
-            if due && free(&self.writes, limits.depth) {
+            let room =
+                confirming.len() < MAX_CONFIRMING_BATCHES && held_records < MAX_CONFIRMING_RECORDS;
+            if due && room && free(&self.writes, limits.depth) {
                 let batch = self.batcher.take();
                 self.writes.push_back(
                     batch
@@ -153,7 +174,7 @@ impl Lane {
             // A full batch that cannot start yet stops the lane taking records (memory stays
             // bounded), and pauses it if that lasts.
             let waited_out = self.pause_while_full(now, limits.rows);
-            let deadline = if free(&self.writes, limits.depth) {
+            let deadline = if room && free(&self.writes, limits.depth) {
                 self.batcher.deadline()
             } else {
                 None
@@ -169,7 +190,15 @@ impl Lane {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(outcome) = storing.next() => {
-                    self.settle(&sinks, outcome?, &mut awaiting);
+                    self.writes.pop_front();
+                    let outcome = outcome?;
+                    held.push_back(outcome.records());
+                    held_records += outcome.records();
+                    confirming.push_back(sinks.confirm(outcome, &shutdown));
+                }
+                Some(outcome) = confirming.next() => {
+                    held_records = held_records.saturating_sub(held.pop_front().unwrap_or(0));
+                    self.settle(&sinks, outcome, &mut awaiting);
                 }
                 Some(result) = commit_results.recv() => {
                     if let Some(commit) = awaiting.pop_front() {
@@ -215,13 +244,16 @@ impl Lane {
         let flush_began = tokio::time::Instant::now();
         let last = async {
             while let Some(outcome) = storing.next().await {
-                self.settle(&sinks, outcome?, &mut awaiting);
+                self.writes.pop_front();
+                confirming.push_back(sinks.confirm(outcome?, &drain));
             }
             let in_flight_stored = flush_began.elapsed();
             self.forget_revoked(&mut clocks);
-            let drain = CancellationToken::new();
             let outcome = sinks.store(self.batcher.take(), &drain).await?;
-            self.settle(&sinks, outcome, &mut awaiting);
+            confirming.push_back(sinks.confirm(outcome, &drain));
+            while let Some(outcome) = confirming.next().await {
+                self.settle(&sinks, outcome, &mut awaiting);
+            }
             let consumed_stored = flush_began.elapsed();
             // The acknowledgements come while the consumer is polled; what it delivers now
             // stays uncommitted, for the next owner.
@@ -254,20 +286,21 @@ impl Lane {
             ),
         }
         drop(storing);
+        drop(confirming);
         drop(sinks);
         committer.close(awaiting.is_empty());
         consumer.unsubscribe();
         Ok(())
     }
 
-    /// A batch of the lane is stored: commits it (in the lane's order) while allowed.
+    /// A batch of the lane is stored and flushed: commits it (in the lane's order) while
+    /// allowed.
     fn settle(
         &mut self,
         sinks: &Sinks<'_>,
         outcome: sink::Outcome,
         awaiting: &mut VecDeque<sink::Committing>,
     ) {
-        self.writes.pop_front();
         let (still, commit) = sinks.settle(outcome, self.committing);
         self.committing = still;
         awaiting.extend(commit);

@@ -76,7 +76,11 @@ pub struct DbWriter {
     settings: Settings,
     /// One consumer per lane, normal then critical, members of one group.
     consumers: [Arc<WriterConsumer>; 2],
-    writer: ShardWriter,
+    /// Per lane, normal then critical: each writes with its own sessions, waiting for the WAL
+    /// flush or not (its `synchronous_commit`).
+    writers: [Arc<ShardWriter>; 2],
+    /// Sessions that wait for the flush: partition upkeep and readiness.
+    shards: ShardSet,
     dead_letters: DeadLetters,
     notifier: Option<Notifier>,
     metrics_edge: Edge,
@@ -120,8 +124,27 @@ impl DbWriter {
             &[&settings.kafka.topic, &settings.kafka.critical_topic],
         );
         partitions::pass(&shards, &settings.partitions).await;
+        let writers = [&settings.batch, &settings.critical_batch].map(|lane| {
+            if lane.synchronous_commit {
+                Ok(Arc::new(ShardWriter::new(
+                    shards.clone(),
+                    settings.retry.clone(),
+                    settings.store.insert_method,
+                )))
+            } else {
+                ShardWriter::unflushed(
+                    &settings.store,
+                    shards.clone(),
+                    settings.flush_interval,
+                    settings.retry.clone(),
+                )
+                .map(Arc::new)
+            }
+        });
+        let [normal_writer, critical_writer] = writers;
         Ok(DbWriter {
-            writer: ShardWriter::new(shards, settings.retry.clone(), settings.store.insert_method),
+            writers: [normal_writer?, critical_writer?],
+            shards,
             settings,
             consumers,
             dead_letters,
@@ -142,7 +165,8 @@ impl DbWriter {
         let DbWriter {
             settings,
             consumers,
-            writer,
+            writers,
+            shards,
             dead_letters,
             notifier,
             metrics_edge,
@@ -171,13 +195,13 @@ impl DbWriter {
             });
         }
         tokio::spawn(partitions::maintain(
-            writer.shards().clone(),
+            shards.clone(),
             settings.partitions.clone(),
             shutdown.clone(),
         ));
         tokio::spawn(watch_readiness(
             readiness,
-            writer.shards().clone(),
+            shards,
             consumers.to_vec(),
             shutdown.clone(),
         ));
@@ -194,7 +218,6 @@ impl DbWriter {
         // timer, write slot or commit (offsets of different topics never cover each other),
         // and a normal lane that cannot keep up pauses only its own partitions.
         let shared = Arc::new(lane::Shared {
-            writer,
             dead_letters,
             notifier,
             member,
@@ -203,6 +226,7 @@ impl DbWriter {
             commit_interval: settings.kafka.commit_interval,
         });
         let [normal, critical] = consumers;
+        let [normal_writer, critical_writer] = writers;
         let critical_activity = priority::CriticalActivity::new();
         // A lane that fails stops the other one too (after its final flush): the process ends
         // with the error instead of running half.
@@ -211,6 +235,7 @@ impl DbWriter {
             Lane::new(
                 &settings.kafka.topic,
                 normal,
+                normal_writer,
                 &settings.batch,
                 Pace::Normal {
                     activity: critical_activity.clone(),
@@ -220,6 +245,7 @@ impl DbWriter {
             Lane::new(
                 &settings.kafka.critical_topic,
                 critical,
+                critical_writer,
                 &settings.critical_batch,
                 Pace::Critical(critical_activity),
             ),

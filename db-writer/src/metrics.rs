@@ -32,6 +32,8 @@ pub fn init(shards: usize, topics: &[&str]) {
         PARTITIONS_DROPPED.with_label_values(&shard);
         PARTITION_MAINTENANCE_FAILURES.with_label_values(&shard);
         DEFAULT_PARTITION_ROWS.with_label_values(&shard);
+        FLUSH_WAIT_SECONDS.with_label_values(&shard);
+        UNCONFIRMED_WRITES.with_label_values(&shard);
     }
     for class in DEAD_LETTER_CLASSES {
         DEAD_LETTERS.with_label_values(&[class]);
@@ -71,6 +73,25 @@ pub static WRITE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
         "Duration of one bulk insert statement, by shard",
         &["shard"],
         vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+    )
+    .expect("metric registers once")
+});
+
+pub static FLUSH_WAIT_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "db_writer_flush_wait_seconds",
+        "From the end of a write made without waiting for the WAL flush (a lane's synchronous_commit off) to the shard's confirmation that its WAL is flushed past it, by shard",
+        &["shard"],
+        vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+    )
+    .expect("metric registers once")
+});
+
+pub static UNCONFIRMED_WRITES: LazyLock<IntCounterVec> = LazyLock::new(|| {
+    register_int_counter_vec!(
+        "db_writer_unconfirmed_writes_total",
+        "Writes made without waiting for the WAL flush whose flush no session could confirm (the shard restarted or its connection broke), written again waiting for the flush, by shard",
+        &["shard"]
     )
     .expect("metric registers once")
 });

@@ -30,6 +30,15 @@ pub struct Settings {
     /// How long a shutdown may take to flush and commit before the process gives up. Default 15s.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// For a lane whose `synchronous_commit` is off: the least time between two checks that a
+    /// shard's WAL is flushed past the lane's writes (each a round trip on a session of its
+    /// own, and a flush if the shard has not flushed meanwhile). The writes of that interval
+    /// share one flush; their offsets commit after it, which `kafka.commit_interval` (50ms)
+    /// spaces anyway. At 10ms the rounds cost more than they saved here: critical stored
+    /// p99 at 2,000 events/s was lower waiting for the flush in five pairs of six
+    /// (docs/benchmarks.md, 2026-12-06). Default 50ms.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -112,6 +121,15 @@ pub struct BatchSettings {
     /// partition and its oldest unstored age under this wait). Default 200ms.
     #[serde(with = "humantime_serde")]
     pub idle_wait: Duration,
+    /// Whether the lane's writes wait for the shard's WAL flush before their rows are
+    /// visible (PostgreSQL's `synchronous_commit`). Off, a row is visible as soon as it is
+    /// committed, and the lane commits its Kafka offsets (so query-service lets go of its
+    /// copies) only once the shard's WAL is flushed past it (`flush_interval`); if the shard
+    /// crashes first, the rows are written again from the batch. Either way nothing
+    /// acknowledged is lost; off keeps a slow disk flush (a bulk load's WAL ahead of it, or
+    /// this disk's occasional 50-300 ms stalls) out of the row's time to visible
+    /// (docs/benchmarks.md, 2026-12-06). Default on (normal lane), off (critical lane).
+    pub synchronous_commit: bool,
 }
 
 /// How the normal lane yields to the critical lane.
@@ -157,6 +175,7 @@ impl Default for Settings {
                 max_bytes: 1024 * 1024,
                 max_wait: Duration::from_millis(2),
                 idle_wait: Duration::from_millis(200),
+                synchronous_commit: false,
             },
             store: StoreSettings::default(),
             partitions: PartitionSettings::default(),
@@ -165,6 +184,7 @@ impl Default for Settings {
             max_in_flight_batches: 4,
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9101)),
             shutdown_timeout: Duration::from_secs(15),
+            flush_interval: Duration::from_millis(50),
         }
     }
 }
@@ -242,6 +262,7 @@ impl Default for BatchSettings {
             max_bytes: 8 * 1024 * 1024,
             max_wait: Duration::from_millis(25),
             idle_wait: Duration::from_millis(200),
+            synchronous_commit: true,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! Where a complete batch goes: routed and written to the shards, what can never be stored to
-//! the dead-letter topic, then — in batch order — its offsets committed and a notice sent.
+//! the dead-letter topic, then — in batch order — confirmed flushed (a lane that does not wait
+//! for the flush), its offsets committed and a notice sent.
 
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -13,7 +14,7 @@ use crate::{
     notice::{self, PendingNotice},
     notify::Notifier,
     route::route,
-    write::{Fate, ShardWriter},
+    write::{Fate, ShardWriter, Written},
     WriterError,
 };
 
@@ -31,6 +32,8 @@ pub struct Stored {
     ranges: commit::Ranges,
     records: usize,
     notice: Option<PendingNotice>,
+    /// Rows written without waiting for the flush, per shard, until `confirm`.
+    unconfirmed: Option<Box<(Vec<Vec<event_store::StoredEvent>>, Written)>>,
 }
 
 /// A commit made and not yet acknowledged; acknowledgements come in the order commits were
@@ -47,6 +50,16 @@ pub enum Outcome {
     Empty,
     /// Given up at shutdown while a shard was down: nothing of it, nor after it, may commit.
     Abandoned,
+}
+
+impl Outcome {
+    /// The records of a stored batch (events, refused records and ticks).
+    pub fn records(&self) -> usize {
+        match self {
+            Outcome::Stored(stored) => stored.records,
+            Outcome::Empty | Outcome::Abandoned => 0,
+        }
+    }
 }
 
 impl Sinks<'_> {
@@ -80,8 +93,8 @@ impl Sinks<'_> {
         let routed = route(events, self.writer.router());
         let per_shard: Vec<&[event_store::StoredEvent]> =
             routed.iter().map(|rows| rows.events.as_slice()).collect();
-        let fates = match self.writer.write(&per_shard, shutdown).await {
-            Ok(fates) => fates,
+        let (fates, written) = match self.writer.write(&per_shard, shutdown).await {
+            Ok(written) => written,
             Err(abandoned) => {
                 warn!(%abandoned, "batch not written; offsets not committed");
                 return Ok(Outcome::Abandoned);
@@ -143,11 +156,35 @@ impl Sinks<'_> {
         metrics::BATCH_FLUSH_SECONDS
             .with_label_values(&[&topic])
             .observe(started.elapsed().as_secs_f64());
+        drop(stored);
+        let unconfirmed = self.writer.needs_confirming().then(|| {
+            Box::new((
+                routed.into_iter().map(|rows| rows.events).collect(),
+                written,
+            ))
+        });
         Ok(Outcome::Stored(Stored {
             ranges,
             records: batch_size,
             notice,
+            unconfirmed,
         }))
+    }
+
+    /// Waits until a stored batch's rows are flushed on their shards (at once when the lane
+    /// waits for the flush in its writes), writing again what no session saw flushed.
+    pub async fn confirm(&self, outcome: Outcome, shutdown: &CancellationToken) -> Outcome {
+        let Outcome::Stored(mut stored) = outcome else {
+            return outcome;
+        };
+        if let Some(unconfirmed) = stored.unconfirmed.take() {
+            let (rows, written) = *unconfirmed;
+            if let Err(abandoned) = self.writer.confirm(&rows, &written, shutdown).await {
+                warn!(%abandoned, "batch not confirmed flushed; offsets not committed");
+                return Outcome::Abandoned;
+            }
+        }
+        Outcome::Stored(stored)
     }
 
     /// Commits a stored batch while commits are allowed; returns whether they still are, and

@@ -1,13 +1,19 @@
 //! Writes each shard's rows concurrently. Transient and operational errors are retried with
 //! exponential backoff and jitter while the loop stops consuming (the shard is "paused");
-//! rows the database refuses as data are isolated by bisection.
+//! rows the database refuses as data are isolated by bisection. A writer for a lane whose
+//! `synchronous_commit` is off writes without waiting for the WAL flush and then, apart,
+//! `confirm`s each write through the shard's `FlushWatch`, writing it again (waiting for the
+//! flush) when no session could see it flushed.
 
 use std::{
     ops::Range,
     time::{Duration, Instant},
 };
 
-use event_store::{InsertMethod, RetryHint, RowOutcome, Shard, ShardSet, StoreError, StoredEvent};
+use event_store::{
+    Began, FlushWatch, InsertMethod, RetryHint, RowOutcome, Shard, ShardSet, StoreError,
+    StoreSettings, StoredEvent,
+};
 use futures::future::join_all;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
@@ -42,7 +48,21 @@ pub struct ShardWriter {
     shards: ShardSet,
     retry: RetrySettings,
     method: InsertMethod,
+    /// Set when `shards` commit without waiting for the WAL flush.
+    unflushed: Option<Unflushed>,
 }
+
+/// What confirms the writes of sessions with `synchronous_commit` off.
+struct Unflushed {
+    /// One per shard.
+    watches: Vec<FlushWatch>,
+    /// Sessions that wait for the flush, for writing again what no session saw flushed.
+    flushed: ShardSet,
+}
+
+/// Per shard, when the write of its rows began by its flush watch (`None` for a shard without
+/// rows, and for every shard of a writer that waits for the flush).
+pub type Written = Vec<Option<Began>>;
 
 impl ShardWriter {
     pub fn new(shards: ShardSet, retry: RetrySettings, method: InsertMethod) -> Self {
@@ -50,31 +70,110 @@ impl ShardWriter {
             shards,
             retry,
             method,
+            unflushed: None,
         }
+    }
+
+    /// A writer whose sessions do not wait for the WAL flush, with a flush watch per shard
+    /// (rounds at least `flush_interval` apart) to confirm its writes; `flushed` writes again
+    /// what they cannot confirm.
+    pub fn unflushed(
+        store: &StoreSettings,
+        flushed: ShardSet,
+        flush_interval: Duration,
+        retry: RetrySettings,
+    ) -> Result<Self, StoreError> {
+        let watches = store
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(index, url)| FlushWatch::start(store, index, url, flush_interval))
+            .collect();
+        Ok(ShardWriter {
+            shards: ShardSet::connect_unflushed(store)?,
+            retry,
+            method: store.insert_method,
+            unflushed: Some(Unflushed { watches, flushed }),
+        })
     }
 
     pub fn router(&self) -> event_store::ShardRouter {
         self.shards.router()
     }
 
-    pub fn shards(&self) -> &ShardSet {
-        &self.shards
-    }
-
     /// Writes every shard's rows (`per_shard[i]` to shard `i`) concurrently; returns each
-    /// row's fate, in the same shape.
+    /// row's fate, in the same shape, and what `confirm` needs.
     pub async fn write(
         &self,
         per_shard: &[&[StoredEvent]],
         shutdown: &CancellationToken,
-    ) -> Result<Vec<Vec<Fate>>, Abandoned> {
+    ) -> Result<(Vec<Vec<Fate>>, Written), Abandoned> {
+        let watches = self.unflushed.as_ref().map(|u| u.watches.as_slice());
+        let began: Written = per_shard
+            .iter()
+            .zip(watches.into_iter().flatten())
+            .map(|(rows, watch)| (!rows.is_empty()).then(|| watch.began()))
+            .collect();
         let writes = self
             .shards
             .shards()
             .iter()
             .zip(per_shard)
             .map(|(shard, rows)| self.write_shard(shard, rows, shutdown));
-        join_all(writes).await.into_iter().collect()
+        let fates = join_all(writes)
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        Ok((fates, began))
+    }
+
+    /// Whether `write` returns before the rows are flushed, so that they need `confirm`.
+    pub fn needs_confirming(&self) -> bool {
+        self.unflushed.is_some()
+    }
+
+    /// Returns once every shard's WAL is flushed past the rows `write` wrote there
+    /// (`per_shard`, as written). A shard whose flush no session saw gets its rows again,
+    /// waiting for the flush: if the shard lost them in a crash they are back, and if not
+    /// the event id absorbs the repeat.
+    pub async fn confirm(
+        &self,
+        per_shard: &[Vec<StoredEvent>],
+        written: &Written,
+        shutdown: &CancellationToken,
+    ) -> Result<(), Abandoned> {
+        let Some(unflushed) = &self.unflushed else {
+            return Ok(());
+        };
+        let confirms = per_shard
+            .iter()
+            .zip(written)
+            .zip(unflushed.watches.iter().zip(unflushed.flushed.shards()))
+            .enumerate()
+            .filter_map(|(index, ((rows, began), (watch, shard)))| {
+                Some((index, rows, (*began)?, watch, shard))
+            })
+            .map(|(index, rows, began, watch, shard)| async move {
+                let label = index.to_string();
+                let waited = Instant::now();
+                match watch.flushed(began).await {
+                    Ok(()) => {
+                        metrics::FLUSH_WAIT_SECONDS
+                            .with_label_values(&[&label])
+                            .observe(waited.elapsed().as_secs_f64());
+                        Ok(())
+                    }
+                    Err(unconfirmed) => {
+                        metrics::UNCONFIRMED_WRITES
+                            .with_label_values(&[&label])
+                            .inc();
+                        warn!(%unconfirmed, rows = rows.len(), "writing the rows again, waiting for the flush");
+                        // Their fates were settled by the first write.
+                        self.write_shard(shard, rows, shutdown).await.map(|_| ())
+                    }
+                }
+            });
+        join_all(confirms).await.into_iter().collect()
     }
 
     /// Writes one shard's rows; on a data error splits the failing range in halves until

@@ -1,9 +1,11 @@
 //! The PostgreSQL side of the pipeline: the shard a client lives on, the `events` table's
-//! migrations, bulk idempotent writes (db-writer), ordered client reads (query-service) and
-//! the day partitions' upkeep (created ahead, dropped past the retention).
+//! migrations, bulk idempotent writes (db-writer) and when they reach the disk
+//! (`flush_watch`), ordered client reads (query-service) and the day partitions' upkeep
+//! (created ahead, dropped past the retention).
 
 mod copies;
 mod error;
+mod flush_watch;
 mod identity;
 mod link;
 mod migrate;
@@ -17,6 +19,7 @@ mod write;
 
 pub use copies::{CopyRank, RowOutcome};
 pub use error::{RetryHint, StoreError};
+pub use flush_watch::{Began, FlushWatch, Unconfirmed};
 pub use identity::{identity_of, Identity};
 pub use link::{ShardLink, TlsMode};
 pub use partitions::{MaintenanceReport, PartitionInfo, PartitionSettings};

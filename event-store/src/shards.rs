@@ -44,11 +44,31 @@ impl ShardSet {
         if settings.migrate_on_start {
             settings.migrate().await?;
         }
+        Self::pools(settings, true)
+    }
+
+    /// Pools whose sessions commit without waiting for the WAL flush (`synchronous_commit`
+    /// off): a write's rows are visible at once and durable only once the shard's WAL is
+    /// flushed past them (`FlushWatch`). No migration: `connect` runs them.
+    pub fn connect_unflushed(settings: &StoreSettings) -> Result<Self, StoreError> {
+        if settings.shards.is_empty() {
+            return Err(StoreError::Config {
+                shard: 0,
+                reason: "no shards configured".into(),
+            });
+        }
+        Self::pools(settings, false)
+    }
+
+    fn pools(settings: &StoreSettings, synchronous_commit: bool) -> Result<Self, StoreError> {
         let shards = settings
             .shards
             .iter()
             .enumerate()
-            .map(|(index, url)| build_pool(index, url, settings).map(|pool| Shard { index, pool }))
+            .map(|(index, url)| {
+                build_pool(index, url, settings, synchronous_commit)
+                    .map(|pool| Shard { index, pool })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let router = ShardRouter::new(shards.len());
         Ok(ShardSet { shards, router })
@@ -67,12 +87,25 @@ impl ShardSet {
     }
 }
 
-fn build_pool(index: usize, url: &str, settings: &StoreSettings) -> Result<Pool, StoreError> {
+fn build_pool(
+    index: usize,
+    url: &str,
+    settings: &StoreSettings,
+    synchronous_commit: bool,
+) -> Result<Pool, StoreError> {
     let config_err = |reason: String| StoreError::Config {
         shard: index,
         reason,
     };
-    let link = settings.link(index, url)?;
+    let mut link = settings.link(index, url)?;
+    if !synchronous_commit {
+        // After the URL's own options, so that this one wins.
+        let options = match link.config.get_options() {
+            Some(options) if !options.is_empty() => format!("{options} -c synchronous_commit=off"),
+            _ => "-c synchronous_commit=off".to_owned(),
+        };
+        link.config.options(options);
+    }
     let manager = Manager::from_config(
         link.config,
         link.tls,

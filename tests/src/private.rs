@@ -50,6 +50,11 @@ pub struct PrivateShard {
 
 impl PrivateShard {
     pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// With `extra` added to its `postgresql.conf`.
+    pub async fn start_with(extra: &str) -> Self {
         let bindir = std::fs::read_dir("/usr/lib/postgresql")
             .expect("PostgreSQL installed (deploy/local/install)")
             .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
@@ -72,6 +77,8 @@ impl PrivateShard {
         );
         let mut existing = std::fs::read_to_string(dir.join("postgresql.conf")).expect("conf");
         existing.push_str(&conf);
+        existing.push_str(extra);
+        existing.push('\n');
         std::fs::write(dir.join("postgresql.conf"), existing).expect("write conf");
         let shard = PrivateShard { dir, bindir, port };
         shard.start_again().await;
@@ -96,6 +103,12 @@ impl PrivateShard {
     /// Fast shutdown: connections are cut, as when an operator restarts the server.
     pub fn stop(&self) {
         run(&mut self.pg_ctl(&["-m", "fast", "-w", "stop"]));
+    }
+
+    /// Immediate shutdown, as in a crash: no checkpoint, and what the WAL buffers held that was
+    /// not written out is gone (recovery replays what reached the files).
+    pub fn crash(&self) {
+        run(&mut self.pg_ctl(&["-m", "immediate", "-w", "stop"]));
     }
 
     pub async fn start_again(&self) {

@@ -320,3 +320,72 @@ async fn a_shutdown_while_a_shard_is_down_commits_nothing_unstored() {
         1
     );
 }
+
+/// The critical lane's rows are visible before their WAL flush (`synchronous_commit` off), so
+/// its offsets must wait for the flush: a shard that crashes in between may lose the rows, and
+/// only uncommitted offsets bring them back. Here the writer's flush rounds are 20 s apart and
+/// the shard's own WAL writer wakes every 10 s, so the second event sits visible and unflushed;
+/// the shard then crashes (immediate stop), and every event ends up stored exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_critical_row_visible_before_its_flush_survives_a_shard_crash() {
+    let shard = PrivateShard::start_with("wal_writer_delay = 10s").await;
+    let mut stack = Stack::new().await;
+    stack.shard_urls[1] = shard.url();
+    let gateway = stack.start_gateway().await;
+    let defaults = stack.writer_settings();
+    let (_writer, writer_metrics) = stack
+        .start_writer_with(db_writer::Settings {
+            flush_interval: Duration::from_secs(20),
+            ..defaults
+        })
+        .await;
+    let router = ShardRouter::new(2);
+    let client = (0..)
+        .map(|n| format!("valve-{n}"))
+        .find(|c| router.shard_for(c) == 1)
+        .unwrap();
+    let critical = |n: u32| json!({"client_id": client, "type": "alarm", "priority": "critical", "payload": {"n": n}});
+
+    // The first write after a quiet spell is confirmed by a round at once.
+    let first = stack.post_events(&gateway, &[critical(1)]).await;
+    stack.drained(DRAIN).await;
+    // The next one waits for the round 20 s after that one: visible, not committed.
+    let second = stack.post_events(&gateway, &[critical(2)]).await;
+    let ends = stack.kafka.end_offsets(&stack.critical_topic);
+    let id = second.event_ids[0];
+    eventually(DRAIN, "the second row visible on its shard", || async {
+        stack
+            .rows_on(1)
+            .await
+            .iter()
+            .any(|row| row.1 == id)
+            .then_some(())
+    })
+    .await;
+    let partition = second.partitions[0];
+    let committed = stack
+        .kafka
+        .committed_offsets(&stack.writer_group, &stack.critical_topic);
+    assert!(
+        committed.get(&partition).copied().unwrap_or(-1) < ends[&partition],
+        "the offset of a row not known to be flushed is not committed (committed {committed:?}, ends {ends:?})"
+    );
+
+    shard.crash();
+    shard.start_again().await;
+    stack.drained(DRAIN).await;
+    let counts = stack.row_counts().await;
+    for id in first.event_ids.iter().chain(&second.event_ids) {
+        assert_eq!(counts.get(id), Some(&1), "{id} lost or duplicated");
+    }
+    let rewritten = stack
+        .metric(
+            &writer_metrics,
+            r#"db_writer_unconfirmed_writes_total{shard="1"}"#,
+        )
+        .await;
+    assert!(
+        rewritten >= 1.0,
+        "the unconfirmed write was written again ({rewritten})"
+    );
+}
