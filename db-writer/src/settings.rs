@@ -129,8 +129,8 @@ pub struct BatchSettings {
     /// acknowledged is lost; off keeps a slow disk flush (a bulk load's WAL ahead of it, or
     /// this disk's occasional 50-300 ms stalls) out of the row's time to visible: critical
     /// stored p50 0.3-2.0 ms lower in 13 pairs of 13 at 2,000 events/s and beside a backlog,
-    /// p99 lower in 8 (docs/benchmarks.md, 2026-12-06). Default on (normal lane), off
-    /// (critical lane).
+    /// p99 lower in 8; no gain on a saturated machine (10,000/s here; docs/benchmarks.md,
+    /// 2026-12-06). Default on (normal lane), off (critical lane).
     pub synchronous_commit: bool,
 }
 
