@@ -148,8 +148,7 @@ impl Lane {
         // Stored batches waiting for their rows' flush, oldest first. They hold no write slot:
         // a slow flush does not keep the next batches from being written (and visible).
         let mut confirming = FuturesOrdered::new();
-        // The records of each batch in `confirming`, in the same order, and their sum.
-        let mut held: VecDeque<usize> = VecDeque::new();
+        // The records of the batches in `confirming`.
         let mut held_records = 0usize;
         // Commits made and not yet acknowledged, oldest first (the committer answers in the
         // order commits were made).
@@ -192,12 +191,11 @@ impl Lane {
                 Some(outcome) = storing.next() => {
                     self.writes.pop_front();
                     let outcome = outcome?;
-                    held.push_back(outcome.records());
                     held_records += outcome.records();
                     confirming.push_back(sinks.confirm(outcome, &shutdown));
                 }
-                Some(outcome) = confirming.next() => {
-                    held_records = held_records.saturating_sub(held.pop_front().unwrap_or(0));
+                Some((outcome, records)) = confirming.next() => {
+                    held_records = held_records.saturating_sub(records);
                     self.settle(&sinks, outcome, &mut awaiting);
                 }
                 Some(result) = commit_results.recv() => {
@@ -251,7 +249,7 @@ impl Lane {
             self.forget_revoked(&mut clocks);
             let outcome = sinks.store(self.batcher.take(), &drain).await?;
             confirming.push_back(sinks.confirm(outcome, &drain));
-            while let Some(outcome) = confirming.next().await {
+            while let Some((outcome, _)) = confirming.next().await {
                 self.settle(&sinks, outcome, &mut awaiting);
             }
             let consumed_stored = flush_began.elapsed();

@@ -173,18 +173,24 @@ impl Sinks<'_> {
 
     /// Waits until a stored batch's rows are flushed on their shards (at once when the lane
     /// waits for the flush in its writes), writing again what no session saw flushed.
-    pub async fn confirm(&self, outcome: Outcome, shutdown: &CancellationToken) -> Outcome {
+    /// Returns the outcome and the records the batch held meanwhile.
+    pub async fn confirm(
+        &self,
+        outcome: Outcome,
+        shutdown: &CancellationToken,
+    ) -> (Outcome, usize) {
+        let records = outcome.records();
         let Outcome::Stored(mut stored) = outcome else {
-            return outcome;
+            return (outcome, records);
         };
         if let Some(unconfirmed) = stored.unconfirmed.take() {
             let (rows, written) = *unconfirmed;
             if let Err(abandoned) = self.writer.confirm(&rows, &written, shutdown).await {
                 warn!(%abandoned, "batch not confirmed flushed; offsets not committed");
-                return Outcome::Abandoned;
+                return (Outcome::Abandoned, records);
             }
         }
-        Outcome::Stored(stored)
+        (Outcome::Stored(stored), records)
     }
 
     /// Commits a stored batch while commits are allowed; returns whether they still are, and

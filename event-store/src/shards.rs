@@ -35,32 +35,29 @@ pub struct ShardSet {
 impl ShardSet {
     /// Builds the pools (connections open lazily) and, if configured, migrates every shard.
     pub async fn connect(settings: &StoreSettings) -> Result<Self, StoreError> {
-        if settings.shards.is_empty() {
-            return Err(StoreError::Config {
-                shard: 0,
-                reason: "no shards configured".into(),
-            });
-        }
+        // Pools open no connection until used: made first, they refuse an empty list before
+        // any migration runs.
+        let set = Self::pools(settings, true)?;
         if settings.migrate_on_start {
             settings.migrate().await?;
         }
-        Self::pools(settings, true)
+        Ok(set)
     }
 
     /// Pools whose sessions commit without waiting for the WAL flush (`synchronous_commit`
     /// off): a write's rows are visible at once and durable only once the shard's WAL is
     /// flushed past them (`FlushWatch`). No migration: `connect` runs them.
     pub fn connect_unflushed(settings: &StoreSettings) -> Result<Self, StoreError> {
+        Self::pools(settings, false)
+    }
+
+    fn pools(settings: &StoreSettings, synchronous_commit: bool) -> Result<Self, StoreError> {
         if settings.shards.is_empty() {
             return Err(StoreError::Config {
                 shard: 0,
                 reason: "no shards configured".into(),
             });
         }
-        Self::pools(settings, false)
-    }
-
-    fn pools(settings: &StoreSettings, synchronous_commit: bool) -> Result<Self, StoreError> {
         let shards = settings
             .shards
             .iter()
