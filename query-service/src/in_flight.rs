@@ -11,7 +11,7 @@
 //! its client's later events) until `verify` has looked the id up in the shard.
 
 use std::{
-    collections::{hash_map::Entry, BTreeMap, BTreeSet, HashMap, VecDeque},
+    collections::{hash_map::Entry, BTreeMap, BTreeSet, HashMap},
     ops::Bound,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
@@ -23,6 +23,8 @@ use event_store::{ClientQuery, CopyRank, Direction, StoredCopy, StoredEvent};
 use schemas::OrderKey;
 use smallvec::SmallVec;
 use uuid::Uuid;
+
+use crate::recent_ids::RecentIds;
 
 const SHARDS: usize = 64;
 
@@ -211,15 +213,13 @@ struct Recent {
     partial: bool,
 }
 
-#[derive(Default)]
 struct Shard {
     clients: Map<Arc<str>, Client>,
     /// Versioning of the persisted side, for the page cache: how each client's rows changed
     /// (`Moved`); `floor` stands for the clients not remembered.
     moved: Map<Arc<str>, Moved>,
     floor: u64,
-    recent: Map<Uuid, Recent>,
-    recent_order: VecDeque<Uuid>,
+    recent: RecentIds<Recent>,
     /// Clock of the newest entry dropped from `recent`.
     recent_floor: u64,
     /// Clients whose events are indexed (`cache.index_on_read`: read lately), with when
@@ -230,9 +230,12 @@ struct Shard {
 impl Shard {
     fn with_recent(bound: usize) -> Self {
         Shard {
-            recent: Map::with_capacity_and_hasher(bound + 1, ahash::RandomState::new()),
-            recent_order: VecDeque::with_capacity(bound + 1),
-            ..Shard::default()
+            clients: Map::default(),
+            moved: Map::default(),
+            floor: 0,
+            recent: RecentIds::new(bound),
+            recent_floor: 0,
+            indexed: Map::default(),
         }
     }
 }
@@ -273,25 +276,9 @@ pub enum Verdict {
 #[derive(Debug)]
 pub struct Stale;
 
-/// Remembers an evicted copy, forgetting the oldest beyond `bound`.
-fn remember(
-    recent: &mut Map<Uuid, Recent>,
-    order: &mut VecDeque<Uuid>,
-    floor: &mut u64,
-    bound: usize,
-    id: Uuid,
-    entry: Recent,
-) {
-    if recent.insert(id, entry).is_none() {
-        order.push_back(id);
-    }
-    while order.len() > bound {
-        if let Some(old) = order.pop_front() {
-            if let Some(dropped) = recent.remove(&old) {
-                *floor = (*floor).max(dropped.clock);
-            }
-        }
-    }
+/// Remembers an evicted copy; `floor` rises to the clock of any it forgets.
+fn remember(recent: &mut RecentIds<Recent>, floor: &mut u64, id: Uuid, entry: Recent) {
+    recent.insert(id, entry, |dropped| *floor = (*floor).max(dropped.clock));
 }
 
 /// Clients remembered in `moved` per shard before they are folded into `floor`.
@@ -316,7 +303,6 @@ pub struct InFlight {
     bytes: AtomicUsize,
     max_events: usize,
     max_bytes: usize,
-    recent_per_shard: usize,
 }
 
 /// What an event costs in memory, roughly: its text plus the index entries that point at it.
@@ -345,8 +331,6 @@ impl InFlight {
     ) -> Self {
         let recent_per_shard = (recent / SHARDS).max(16);
         InFlight {
-            // The memory of evictions is sized for its bound at once: growing it reallocated
-            // and rehashed it on the tail's thread while the first evictions came in.
             shards: (0..SHARDS)
                 .map(|_| Mutex::new(Shard::with_recent(recent_per_shard)))
                 .collect(),
@@ -357,7 +341,6 @@ impl InFlight {
             bytes: AtomicUsize::new(0),
             max_events: max_events.max(1),
             max_bytes: max_bytes.max(1),
-            recent_per_shard,
         }
     }
 
@@ -487,7 +470,6 @@ impl InFlight {
         let removed = shard.clients.remove(client_id);
         let Shard {
             recent,
-            recent_order,
             recent_floor,
             ..
         } = &mut *shard;
@@ -499,10 +481,9 @@ impl InFlight {
             }
         }
         if let Some(client) = removed {
-            let bound = self.recent_per_shard;
             for (id, copies) in client.ids {
                 if let Some(entry) = copies.memory(clock, &key, true) {
-                    remember(recent, recent_order, recent_floor, bound, id, entry);
+                    remember(recent, recent_floor, id, entry);
                 }
             }
         }
@@ -627,14 +608,12 @@ impl InFlight {
     fn evict_if(&self, held: &Held, checked_only: bool) -> bool {
         let id = held.event.event_id;
         let client_id = held.event.client_id.as_str();
-        let recent_bound = self.recent_per_shard;
         let mut shard = self.shard(client_id);
         let Shard {
             clients,
             moved,
             floor,
             recent,
-            recent_order,
             recent_floor,
             ..
         } = &mut *shard;
@@ -671,7 +650,7 @@ impl InFlight {
                 client.visible.remove(&b.order_key());
             }
             if let Some(entry) = copies.memory(clock, &client_key, false) {
-                remember(recent, recent_order, recent_floor, recent_bound, id, entry);
+                remember(recent, recent_floor, id, entry);
             }
         } else {
             // Storing a copy never changes which copy comes first, so readers need no word.
@@ -710,12 +689,10 @@ impl InFlight {
         if held.id_assigned {
             return;
         }
-        let recent_bound = self.recent_per_shard;
         let clock = self.clock.fetch_add(1, Ordering::Relaxed) + 1;
         let mut shard = self.shard(&held.event.client_id);
         let Shard {
             recent,
-            recent_order,
             recent_floor,
             ..
         } = &mut *shard;
@@ -735,7 +712,7 @@ impl InFlight {
             rank,
             partial: true,
         };
-        remember(recent, recent_order, recent_floor, recent_bound, id, entry);
+        remember(recent, recent_floor, id, entry);
     }
 
     /// Whether `client`'s persisted rows read at eviction clock `read_at` are still what a

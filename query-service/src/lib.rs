@@ -24,6 +24,7 @@ mod page_cache;
 mod partitions;
 mod pipeline;
 mod progress;
+mod recent_ids;
 mod release;
 pub mod settings;
 mod streams;

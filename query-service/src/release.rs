@@ -22,7 +22,7 @@
 //! from [`Frontier`] and the rest from `in_flight`.
 
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, HashMap, HashSet},
     sync::{
         atomic::{AtomicI64, Ordering},
         Arc, RwLock, RwLockReadGuard,
@@ -31,11 +31,11 @@ use std::{
 
 use schemas::{partitioning::partition_for, OrderKey};
 use tracing::error;
-use uuid::Uuid;
 
 use crate::{
     in_flight::{Change, Held, InFlight},
     metrics,
+    recent_ids::RecentIds,
     streams::Streams,
     wall_clock::{now_micros, seconds_since},
 };
@@ -232,8 +232,8 @@ pub struct Release {
 /// set (with the resent copy's duplicate check) or one round's release ([`Release::advance`])
 /// sees both.
 struct HandedIds {
-    clients: HashMap<Uuid, u64>,
-    order: VecDeque<Uuid>,
+    /// The hash of each id's client.
+    clients: RecentIds<u64>,
     hasher: ahash::RandomState,
 }
 
@@ -245,8 +245,7 @@ const HANDED_IDS: usize = 65_536;
 impl Default for HandedIds {
     fn default() -> Self {
         HandedIds {
-            clients: HashMap::new(),
-            order: VecDeque::new(),
+            clients: RecentIds::new(HANDED_IDS),
             hasher: ahash::RandomState::new(),
         }
     }
@@ -263,13 +262,7 @@ impl HandedIds {
         match self.clients.get(&id) {
             Some(handed) => *handed != client,
             None => {
-                if self.order.len() >= HANDED_IDS {
-                    if let Some(oldest) = self.order.pop_front() {
-                        self.clients.remove(&oldest);
-                    }
-                }
-                self.clients.insert(id, client);
-                self.order.push_back(id);
+                self.clients.insert(id, client, drop);
                 true
             }
         }
@@ -529,6 +522,7 @@ impl Release {
 mod tests {
     use event_store::StoredEvent;
     use schemas::{Event, Priority};
+    use uuid::Uuid;
 
     use super::*;
     use crate::{partitions::Partitions, progress::Progress, streams::Subscription};
@@ -714,6 +708,9 @@ mod tests {
             handed.first(&copy(1, "a", false)),
             "forgotten past the bound"
         );
-        assert_eq!(handed.order.len(), HANDED_IDS);
+        assert!(
+            !handed.first(&copy(2 + HANDED_IDS as u128, "a", false)),
+            "the newest still remembered"
+        );
     }
 }
