@@ -108,7 +108,11 @@ impl PrivateShard {
     /// Immediate shutdown, as in a crash: no checkpoint, and what the WAL buffers held that was
     /// not written out is gone (recovery replays what reached the files).
     pub fn crash(&self) {
-        run(&mut self.pg_ctl(&["-m", "immediate", "-w", "stop"]));
+        run(&mut self.immediate_stop());
+    }
+
+    fn immediate_stop(&self) -> Command {
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"])
     }
 
     pub async fn start_again(&self) {
@@ -119,7 +123,8 @@ impl PrivateShard {
 
 impl Drop for PrivateShard {
     fn drop(&mut self) {
-        let _ = self.pg_ctl(&["-m", "immediate", "-w", "stop"]).output();
+        // Already stopped (a test's crash without a start) is fine.
+        let _ = self.immediate_stop().output();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
