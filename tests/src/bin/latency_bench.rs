@@ -20,11 +20,10 @@ use bytes::Bytes;
 use clap::Parser;
 use event_store::ShardRouter;
 use pipeline_tests::{
-    bench::{self, percentile_ms, watch_stored, Outcome, Output, SentAt, Target, Timed},
+    bench::{self, percentile_ms, Outcome, Output, SentAt, Target, Timed},
     keep_alive::KeepAlive,
 };
 use tokio::sync::{mpsc, Semaphore};
-use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 #[derive(Parser, Clone)]
@@ -142,18 +141,13 @@ async fn main() -> anyhow::Result<()> {
         .pool_max_idle_per_host(args.concurrency)
         .build()
         .context("http client")?;
-    let shards: Vec<_> = bench::connect_shards(&args.shards)
-        .await?
-        .into_iter()
-        .map(Arc::new)
-        .collect();
-    let router = ShardRouter::new(shards.len());
+    let router = ShardRouter::new(args.shards.len());
     println!(
         "| offered | achieved | lane | acknowledged | timed | ack p50 / p99 ms | persisted p50 / p90 / p99 / max ms | visible in GET p50 / p90 / p99 / max ms (watched) | not seen | refused |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for &rate in &args.rates {
-        run_rate(&args, &http, &shards, &router, rate).await?;
+        run_rate(&args, &http, &router, rate).await?;
     }
     Ok(())
 }
@@ -161,21 +155,20 @@ async fn main() -> anyhow::Result<()> {
 async fn run_rate(
     args: &Args,
     http: &reqwest::Client,
-    shards: &[Arc<tokio_postgres::Client>],
     router: &ShardRouter,
     rate: u64,
 ) -> anyhow::Result<()> {
-    // One poller per shard, fed the acknowledged events to time.
+    // One poller per shard, each on a thread of its own, fed the acknowledged events to time.
     let mut feeds = Vec::new();
     let mut pollers = Vec::new();
-    for shard in shards {
+    for url in &args.shards {
         let (tx, rx) = mpsc::channel::<Timed>(MAX_PENDING);
         feeds.push(tx);
-        let (shard, every) = (shard.clone(), args.shard_poll);
-        pollers.push(tokio::spawn(async move {
-            let ends_with_the_feed = CancellationToken::new();
-            watch_stored(&shard, rx, every, GIVE_UP, MAX_PENDING, ends_with_the_feed).await
-        }));
+        pollers.push(
+            bench::watch_stored_apart(url, rx, args.shard_poll, GIVE_UP, MAX_PENDING)
+                .await
+                .context("a shard to poll")?,
+        );
     }
     // Idle kept-open connections: a request takes one or, when all are busy, is skipped.
     let (idle_tx, mut idle) = mpsc::channel::<KeepAlive>(args.concurrency);
@@ -292,7 +285,9 @@ async fn run_rate(
         (true, 0, Duration::ZERO);
     let mut slowest: [Vec<bench::Slow>; 2] = Default::default();
     for poller in pollers {
-        let found = poller.await.context("poller")?.context("shard poll")?;
+        let found = poller
+            .join()
+            .map_err(|_| anyhow::anyhow!("a shard's poll panicked"))??;
         commit_timestamps &= found.commit_timestamps;
         visible_after_commit += found.visible_after_commit;
         visible_after_commit_max = visible_after_commit_max.max(found.visible_after_commit_max);
