@@ -23,7 +23,7 @@ use pipeline_tests::{
     bench::{self, percentile_ms, Outcome, Output, SentAt, Target, Timed},
     keep_alive::KeepAlive,
 };
-use tokio::sync::{mpsc, Semaphore};
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 #[derive(Parser, Clone)]
@@ -137,27 +137,18 @@ const MAX_PENDING: usize = 200_000;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(args.concurrency)
-        .build()
-        .context("http client")?;
     let router = ShardRouter::new(args.shards.len());
     println!(
         "| offered | achieved | lane | acknowledged | timed | ack p50 / p99 ms | persisted p50 / p90 / p99 / max ms | visible in GET p50 / p90 / p99 / max ms (watched) | not seen | refused |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     for &rate in &args.rates {
-        run_rate(&args, &http, &router, rate).await?;
+        run_rate(&args, &router, rate).await?;
     }
     Ok(())
 }
 
-async fn run_rate(
-    args: &Args,
-    http: &reqwest::Client,
-    router: &ShardRouter,
-    rate: u64,
-) -> anyhow::Result<()> {
+async fn run_rate(args: &Args, router: &ShardRouter, rate: u64) -> anyhow::Result<()> {
     // One poller per shard, each on a thread of its own, fed the acknowledged events to time.
     let mut feeds = Vec::new();
     let mut pollers = Vec::new();
@@ -181,6 +172,7 @@ async fn run_rate(
     let refused = Arc::new(AtomicU64::new(0));
     let behind = Arc::new(AtomicU64::new(0));
     let acks: Arc<std::sync::Mutex<Samples>> = Arc::default();
+    let (watch_tx, watcher) = spawn_watcher(args.max_watches, args.poll, acks.clone())?;
     let padding = "x".repeat(args.payload_bytes);
     let started = Instant::now();
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
@@ -225,13 +217,16 @@ async fn run_rate(
             r#"{{"client_id":"{client}","type":"reading"{priority},"payload":{{"n":{n},"pad":"{padding}"}}}}"#
         );
         let feed = feeds[router.shard_for(&client)].clone();
-        let (http, idle_tx, refused, acks) =
-            (http.clone(), idle_tx.clone(), refused.clone(), acks.clone());
+        let (watch_tx, idle_tx, refused, acks) = (
+            watch_tx.clone(),
+            idle_tx.clone(),
+            refused.clone(),
+            acks.clone(),
+        );
         let history = format!(
             "{}/events?clientId={client}&order=desc&limit=20",
             args.query
         );
-        let poll = args.poll;
         tasks.spawn(async move {
             let sent = SentAt::now();
             let answer = connection
@@ -257,18 +252,15 @@ async fn run_rate(
                 let critical = lane == Lane::Critical;
                 let _ = feed.try_send(Timed { id, critical, sent });
             }
-            if let Some(_watch) = watch {
-                if let Some((not_before, visible)) =
-                    watch_visible(&http, &history, id, sent.instant, poll).await
-                {
-                    if let Ok(mut acks) = acks.lock() {
-                        acks.visible.entry(lane).or_default().push(visible);
-                        acks.visible_not_before
-                            .entry(lane)
-                            .or_default()
-                            .push(not_before);
-                    }
-                }
+            if let Some(permit) = watch {
+                // The permits bound the watches queued and running, so the queue has room.
+                let _ = watch_tx.try_send(Watch {
+                    history,
+                    id,
+                    lane,
+                    sent: sent.instant,
+                    _permit: permit,
+                });
             }
         });
         // Finished requests are reaped as we go: the set stays at the concurrency bound.
@@ -277,6 +269,9 @@ async fn run_rate(
     while tasks.join_next().await.is_some() {}
     let elapsed = started.elapsed();
     drop(feeds);
+    drop(watch_tx);
+    // The watcher ends when its last watch has: every request task (and its sender) is done.
+    watcher.await.context("the GET watches' thread")?;
     let mut samples = match Arc::try_unwrap(acks) {
         Ok(acks) => acks.into_inner().unwrap_or_default(),
         Err(_) => Samples::default(),
@@ -460,6 +455,63 @@ async fn run_rate(
 /// a reader without a token sees the event, as two bounds: the send of the last GET that
 /// did not see it (0 if the first did) and the receipt of the first that did. `None` if it
 /// never did within [`GIVE_UP`].
+/// An acknowledged event to watch for in its client's GET answers.
+struct Watch {
+    history: String,
+    id: Uuid,
+    lane: Lane,
+    sent: Instant,
+    /// Held until the watch ends: at most `--max-watches` at once.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// The GET watches on a thread, a runtime and connections of their own: on the generator's
+/// one busy thread at 10,000/s their polls waited behind its requests, and the upper bound
+/// of "visible in GET" carried that wait (docs/benchmarks.md, "The observer's own thread").
+/// Resolves when the sender is dropped and every watch has ended.
+fn spawn_watcher(
+    capacity: usize,
+    every: Duration,
+    samples: Arc<std::sync::Mutex<Samples>>,
+) -> anyhow::Result<(mpsc::Sender<Watch>, tokio::sync::oneshot::Receiver<()>)> {
+    let (tx, mut rx) = mpsc::channel::<Watch>(capacity.max(1));
+    let (finished, done) = tokio::sync::oneshot::channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("the GET watches' runtime")?;
+    std::thread::Builder::new()
+        .name("get-watch".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let http = reqwest::Client::new();
+                let mut running = tokio::task::JoinSet::new();
+                while let Some(watch) = rx.recv().await {
+                    let (http, samples) = (http.clone(), samples.clone());
+                    running.spawn(async move {
+                        let found =
+                            watch_visible(&http, &watch.history, watch.id, watch.sent, every).await;
+                        if let (Some((not_before, visible)), Ok(mut samples)) =
+                            (found, samples.lock())
+                        {
+                            samples.visible.entry(watch.lane).or_default().push(visible);
+                            samples
+                                .visible_not_before
+                                .entry(watch.lane)
+                                .or_default()
+                                .push(not_before);
+                        }
+                    });
+                    while running.try_join_next().is_some() {}
+                }
+                while running.join_next().await.is_some() {}
+            });
+            let _ = finished.send(());
+        })
+        .context("the GET watches' thread")?;
+    Ok((tx, done))
+}
+
 async fn watch_visible(
     http: &reqwest::Client,
     history: &str,
