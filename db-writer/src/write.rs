@@ -61,7 +61,7 @@ struct Unflushed {
 }
 
 /// Per shard, when the write of its rows began by its flush watch (`None` for a shard without
-/// rows, and for every shard of a writer that waits for the flush).
+/// rows); empty for a writer that waits for the flush, which has no watches.
 pub type Written = Vec<Option<Began>>;
 
 impl ShardWriter {

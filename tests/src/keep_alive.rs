@@ -1,9 +1,10 @@
 //! One HTTP/1.1 connection kept open per load-generator worker, requests written and answers
 //! read by the worker's own task: no pool, no per-request URL parsing, no connection task
 //! between the worker and its socket. The generators share the two cores with what they
-//! measure: `reqwest` spent ~18 µs of CPU per single POST, hyper's client connection (a task
-//! of its own per connection, woken twice a request) ~9 µs, this less (docs/benchmarks.md,
-//! "The generators' HTTP client" and "The generator's own cost").
+//! measure: hyper's client connection (a task of its own per connection, so two tasks woken a
+//! request) took ~15.8 µs of CPU per single POST at 256 connections, this ~12.6 µs in the
+//! same hour (docs/benchmarks.md, "The generator's own cost"; `reqwest` before hyper cost
+//! about twice hyper's, "The generators' HTTP client").
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
