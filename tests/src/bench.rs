@@ -353,17 +353,18 @@ pub async fn watch_stored_apart(
     every: Duration,
     give_up: Duration,
     max_pending: usize,
-) -> Result<std::thread::JoinHandle<Result<Stored, WatchError>>, WatchError> {
+) -> Result<ApartWatch, WatchError> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(WatchError::Runtime)?;
     let (connected, ready) = tokio::sync::oneshot::channel();
+    let (result_tx, result) = tokio::sync::oneshot::channel();
     let url = url.to_owned();
-    let thread = std::thread::Builder::new()
+    std::thread::Builder::new()
         .name("shard-poll".into())
         .spawn(move || {
-            runtime.block_on(async move {
+            let stored = runtime.block_on(async move {
                 let shard = match connect_shards(std::slice::from_ref(&url)).await {
                     Ok(mut shards) if !shards.is_empty() => shards.swap_remove(0),
                     Ok(_) => return Err(WatchError::Ended),
@@ -384,13 +385,28 @@ pub async fn watch_stored_apart(
                 )
                 .await
                 .map_err(WatchError::Poll)
-            })
+            });
+            // The caller may have gone (its own error); nobody to tell then.
+            let _ = result_tx.send(stored);
         })
         .map_err(WatchError::Runtime)?;
     match ready.await {
-        Ok(Ok(())) => Ok(thread),
+        Ok(Ok(())) => Ok(ApartWatch { result }),
         Ok(Err(e)) => Err(WatchError::Connect(e)),
         Err(_) => Err(WatchError::Ended),
+    }
+}
+
+/// A running [`watch_stored_apart`].
+pub struct ApartWatch {
+    result: tokio::sync::oneshot::Receiver<Result<Stored, WatchError>>,
+}
+
+impl ApartWatch {
+    /// What the poll found, once its feed closed and every event fed was seen or given up.
+    /// Awaited, not joined: the caller's runtime keeps running its other tasks meanwhile.
+    pub async fn finished(self) -> Result<Stored, WatchError> {
+        self.result.await.unwrap_or(Err(WatchError::Vanished))
     }
 }
 
@@ -405,6 +421,8 @@ pub enum WatchError {
     Poll(tokio_postgres::Error),
     #[error("the poll's thread ended before it connected")]
     Ended,
+    #[error("the poll's thread ended without a result (it panicked)")]
+    Vanished,
 }
 
 /// The two bounds ([`Stored`]) of a row just found: committed at `committed` (if the shard

@@ -280,9 +280,7 @@ async fn run_rate(args: &Args, router: &ShardRouter, rate: u64) -> anyhow::Resul
         (true, 0, Duration::ZERO);
     let mut slowest: [Vec<bench::Slow>; 2] = Default::default();
     for poller in pollers {
-        let found = poller
-            .join()
-            .map_err(|_| anyhow::anyhow!("a shard's poll panicked"))??;
+        let found = poller.finished().await.context("a shard's poll")?;
         commit_timestamps &= found.commit_timestamps;
         visible_after_commit += found.visible_after_commit;
         visible_after_commit_max = visible_after_commit_max.max(found.visible_after_commit_max);
