@@ -1,8 +1,11 @@
 //! The group consumer, what it learns from rebalances, and how a message becomes a record.
 
-use std::sync::{
-    atomic::{AtomicBool, Ordering},
-    Arc, Mutex,
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
 };
 
 use rdkafka::{
@@ -90,6 +93,21 @@ impl ConsumerContext for WriterContext {
 
 pub type WriterConsumer = StreamConsumer<WriterContext>;
 
+/// When the broker answers a lane's fetch: once `min_bytes` are ready, or after `wait`.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchWait {
+    pub min_bytes: u32,
+    pub wait: Duration,
+}
+
+impl FetchWait {
+    /// The critical lane's: whatever arrived, at once.
+    pub const AT_ONCE: FetchWait = FetchWait {
+        min_bytes: 1,
+        wait: Duration::from_millis(500),
+    };
+}
+
 /// A member of the writer's group subscribed to `topic` alone (one per lane). `kafka`: the
 /// brokers and `kafka.security`, which every client starts from. `client_id` names the
 /// process, so that its lanes' members show as one writer (unless `kafka.security.properties`
@@ -99,6 +117,7 @@ pub fn create(
     settings: &KafkaSettings,
     topic: &str,
     client_id: &str,
+    fetch: FetchWait,
 ) -> Result<Arc<WriterConsumer>, KafkaError> {
     let mut config = kafka.clone();
     if config.get("client.id").is_none() {
@@ -136,6 +155,8 @@ pub fn create(
         )
         // Bounds what librdkafka prefetches while a batch is being written.
         .set("queued.max.messages.kbytes", "65536")
+        .set("fetch.min.bytes", fetch.min_bytes.to_string())
+        .set("fetch.wait.max.ms", fetch.wait.as_millis().to_string())
         .create_with_context(WriterContext::default())?;
     consumer.subscribe(&[topic])?;
     Ok(Arc::new(consumer))

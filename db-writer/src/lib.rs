@@ -103,13 +103,24 @@ impl DbWriter {
             settings.kafka.group_id,
             uuid::Uuid::new_v4().simple()
         );
+        let normal_fetch = consume::FetchWait {
+            min_bytes: settings.kafka.fetch_min_bytes,
+            wait: settings.kafka.fetch_wait,
+        };
         let consumers = [
-            consume::create(&kafka, &settings.kafka, &settings.kafka.topic, &member)?,
+            consume::create(
+                &kafka,
+                &settings.kafka,
+                &settings.kafka.topic,
+                &member,
+                normal_fetch,
+            )?,
             consume::create(
                 &kafka,
                 &settings.kafka,
                 &settings.kafka.critical_topic,
                 &member,
+                consume::FetchWait::AT_ONCE,
             )?,
         ];
         let dead_letters = DeadLetters::new(&kafka, &settings.kafka.dead_letter_topic)?;

@@ -101,6 +101,18 @@ pub struct KafkaSettings {
     /// consumed. Default 30s.
     #[serde(with = "humantime_serde")]
     pub metadata_refresh: Duration,
+    /// The normal lane's fetches: the broker answers once this many bytes are ready or after
+    /// `fetch_wait` (librdkafka `fetch.min.bytes`). With 1, every produce request into the
+    /// lane answers the writer's fetch at once: a fetch per request. 65536 with a 10ms wait
+    /// saved ~300 fetches a second at 2,000 and 10,000 single events/s here, ~2-4 % of a core,
+    /// and stored normal events 6-12 ms later at the median (docs/benchmarks.md, 2026-12-06).
+    /// The critical lane always fetches at once. Default 1.
+    pub fetch_min_bytes: u32,
+    /// Longest the broker holds a normal-lane fetch for `fetch_min_bytes` (librdkafka
+    /// `fetch.wait.max.ms`); a normal event may reach its batch this much later. Default 500ms
+    /// (with `fetch_min_bytes` 1, only an idle lane waits).
+    #[serde(with = "humantime_serde")]
+    pub fetch_wait: Duration,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -253,6 +265,8 @@ impl Default for KafkaSettings {
             session_timeout: Duration::from_secs(10),
             heartbeat_interval: Duration::from_millis(300),
             metadata_refresh: Duration::from_secs(30),
+            fetch_min_bytes: 1,
+            fetch_wait: Duration::from_millis(500),
         }
     }
 }
