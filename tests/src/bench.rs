@@ -354,47 +354,60 @@ pub async fn watch_stored_apart(
     give_up: Duration,
     max_pending: usize,
 ) -> Result<ApartWatch, WatchError> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(WatchError::Runtime)?;
     let (connected, ready) = tokio::sync::oneshot::channel();
-    let (result_tx, result) = tokio::sync::oneshot::channel();
     let url = url.to_owned();
-    std::thread::Builder::new()
-        .name("shard-poll".into())
-        .spawn(move || {
-            let stored = runtime.block_on(async move {
-                let shard = match connect_shards(std::slice::from_ref(&url)).await {
-                    Ok(mut shards) if !shards.is_empty() => shards.swap_remove(0),
-                    Ok(_) => return Err(WatchError::Ended),
-                    Err(e) => {
-                        let _ = connected.send(Err(e));
-                        return Err(WatchError::Ended);
-                    }
-                };
-                let _ = connected.send(Ok(()));
-                let ends_with_the_feed = CancellationToken::new();
-                watch_stored(
-                    &shard,
-                    feed,
-                    every,
-                    give_up,
-                    max_pending,
-                    ends_with_the_feed,
-                )
-                .await
-                .map_err(WatchError::Poll)
-            });
-            // The caller may have gone (its own error); nobody to tell then.
-            let _ = result_tx.send(stored);
-        })
-        .map_err(WatchError::Runtime)?;
+    let result = run_apart("shard-poll", async move {
+        let shard = match connect_shards(std::slice::from_ref(&url)).await {
+            Ok(mut shards) if !shards.is_empty() => shards.swap_remove(0),
+            Ok(_) => return Err(WatchError::Ended),
+            Err(e) => {
+                let _ = connected.send(Err(e));
+                return Err(WatchError::Ended);
+            }
+        };
+        let _ = connected.send(Ok(()));
+        let ends_with_the_feed = CancellationToken::new();
+        watch_stored(
+            &shard,
+            feed,
+            every,
+            give_up,
+            max_pending,
+            ends_with_the_feed,
+        )
+        .await
+        .map_err(WatchError::Poll)
+    })
+    .map_err(WatchError::Runtime)?;
     match ready.await {
         Ok(Ok(())) => Ok(ApartWatch { result }),
         Ok(Err(e)) => Err(WatchError::Connect(e)),
         Err(_) => Err(WatchError::Ended),
     }
+}
+
+/// Runs `work` on a thread and a single-threaded runtime of its own, for an observer that
+/// must keep its own timing beside a generator whose one thread is busy sending. The receiver
+/// gets the output; it closes without one if `work` panicked.
+pub fn run_apart<F>(
+    name: &str,
+    work: F,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<F::Output>>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (output_tx, output) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            // The caller may have gone (its own error); nobody to tell then.
+            let _ = output_tx.send(runtime.block_on(work));
+        })?;
+    Ok(output)
 }
 
 /// A running [`watch_stored_apart`].

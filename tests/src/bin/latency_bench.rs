@@ -449,10 +449,6 @@ async fn run_rate(args: &Args, router: &ShardRouter, rate: u64) -> anyhow::Resul
     Ok(())
 }
 
-/// Asks for the client's newest page every `every` until it holds `id`: from the POST until
-/// a reader without a token sees the event, as two bounds: the send of the last GET that
-/// did not see it (0 if the first did) and the receipt of the first that did. `None` if it
-/// never did within [`GIVE_UP`].
 /// An acknowledged event to watch for in its client's GET answers.
 struct Watch {
     history: String,
@@ -473,43 +469,34 @@ fn spawn_watcher(
     samples: Arc<std::sync::Mutex<Samples>>,
 ) -> anyhow::Result<(mpsc::Sender<Watch>, tokio::sync::oneshot::Receiver<()>)> {
     let (tx, mut rx) = mpsc::channel::<Watch>(capacity.max(1));
-    let (finished, done) = tokio::sync::oneshot::channel();
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("the GET watches' runtime")?;
-    std::thread::Builder::new()
-        .name("get-watch".into())
-        .spawn(move || {
-            runtime.block_on(async move {
-                let http = reqwest::Client::new();
-                let mut running = tokio::task::JoinSet::new();
-                while let Some(watch) = rx.recv().await {
-                    let (http, samples) = (http.clone(), samples.clone());
-                    running.spawn(async move {
-                        let found =
-                            watch_visible(&http, &watch.history, watch.id, watch.sent, every).await;
-                        if let (Some((not_before, visible)), Ok(mut samples)) =
-                            (found, samples.lock())
-                        {
-                            samples.visible.entry(watch.lane).or_default().push(visible);
-                            samples
-                                .visible_not_before
-                                .entry(watch.lane)
-                                .or_default()
-                                .push(not_before);
-                        }
-                    });
-                    while running.try_join_next().is_some() {}
+    let done = bench::run_apart("get-watch", async move {
+        let http = reqwest::Client::new();
+        let mut running = tokio::task::JoinSet::new();
+        while let Some(watch) = rx.recv().await {
+            let (http, samples) = (http.clone(), samples.clone());
+            running.spawn(async move {
+                let found = watch_visible(&http, &watch.history, watch.id, watch.sent, every).await;
+                if let (Some((not_before, visible)), Ok(mut samples)) = (found, samples.lock()) {
+                    samples.visible.entry(watch.lane).or_default().push(visible);
+                    samples
+                        .visible_not_before
+                        .entry(watch.lane)
+                        .or_default()
+                        .push(not_before);
                 }
-                while running.join_next().await.is_some() {}
             });
-            let _ = finished.send(());
-        })
-        .context("the GET watches' thread")?;
+            while running.try_join_next().is_some() {}
+        }
+        while running.join_next().await.is_some() {}
+    })
+    .context("the GET watches' thread")?;
     Ok((tx, done))
 }
 
+/// Asks for the client's newest page every `every` until it holds `id`: from the POST until
+/// a reader without a token sees the event, as two bounds: the send of the last GET that
+/// did not see it (0 if the first did) and the receipt of the first that did. `None` if it
+/// never did within [`GIVE_UP`].
 async fn watch_visible(
     http: &reqwest::Client,
     history: &str,
