@@ -84,7 +84,12 @@ impl Gateway {
             .security
             .checked_client_config(&settings.kafka.brokers)
             .await?;
-        let publisher = publish::Publisher::new(&kafka, &settings.kafka, clock.clone())?;
+        let gateway = format!(
+            "{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        );
+        let publisher = publish::Publisher::new(&kafka, &settings.kafka, clock.clone(), &gateway)?;
         let readiness = Readiness::new(&[tick::READY_BROKERS]);
         let ticker = tick::Ticker {
             lanes: publisher.tick_lanes(),
@@ -97,11 +102,7 @@ impl Gateway {
             normal_interval: settings.kafka.normal_tick_interval,
             idle_interval: settings.kafka.idle_tick_interval,
             metadata_refresh: settings.kafka.metadata_refresh,
-            gateway: format!(
-                "{}-{}",
-                std::process::id(),
-                &uuid::Uuid::new_v4().simple().to_string()[..8]
-            ),
+            gateway,
             readiness: readiness.clone(),
         };
         let edge = Edge::bind(settings.listen)

@@ -36,7 +36,7 @@ pub static PUBLISH_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
 pub static TICKS: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "gateway_ticks_total",
-        "Ticks queued, by kind: release (after critical acknowledgements), periodic, final",
+        "Ticks queued, by kind: release (after critical acknowledgements), trailing (behind critical events), periodic, final",
         &["kind"]
     )
     .expect("metric registers once")

@@ -9,13 +9,13 @@ use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
 };
-use schemas::{headers, Event, EventCodec, Priority};
+use schemas::{headers, partitioning::partition_for, Event, EventCodec, Priority, Tick, TickCodec};
 use tracing::warn;
 
 use crate::{
     clock::IngestClock,
     settings::KafkaSettings,
-    tick::{host_micros, Activity, ReleaseTicks, TickLane},
+    tick::{host_micros, queue_tick, Activity, ReleaseTicks, TickKind, TickLane},
     EVENTS_PER_TURN,
 };
 
@@ -47,6 +47,12 @@ pub enum PublishError {
 #[error("cannot create the Kafka producer: {0}")]
 pub struct ProducerError(#[from] KafkaError);
 
+/// What trailing ticks need beside the critical lane.
+struct Trailing {
+    codec: TickCodec,
+    gateway: String,
+}
+
 /// One urgency lane: its topic, a producer tuned for it, and when each partition last got a
 /// record from this gateway (for ticks).
 struct Lane {
@@ -61,17 +67,21 @@ pub struct Publisher {
     codec: EventCodec,
     clock: Arc<IngestClock>,
     release_ticks: ReleaseTicks,
+    /// Trailing ticks behind critical events (`kafka.trailing_ticks`), signed `gateway`.
+    trailing: Option<Trailing>,
     /// Upper bound on waiting for acknowledgements: librdkafka fails a message after
     /// `message.timeout.ms`; this margin only guards against a lost callback.
     ack_deadline: Duration,
 }
 
 impl Publisher {
-    /// `kafka`: the brokers and `kafka.security`, which every producer starts from.
+    /// `kafka`: the brokers and `kafka.security`, which every producer starts from;
+    /// `gateway` names this gateway in its ticks.
     pub fn new(
         kafka: &ClientConfig,
         settings: &KafkaSettings,
         clock: Arc<IngestClock>,
+        gateway: &str,
     ) -> Result<Self, ProducerError> {
         Ok(Publisher {
             normal: Lane {
@@ -92,6 +102,10 @@ impl Publisher {
             codec: EventCodec::new(),
             clock,
             release_ticks: settings.release_ticks,
+            trailing: settings.trailing_ticks.then(|| Trailing {
+                codec: TickCodec::default(),
+                gateway: gateway.to_owned(),
+            }),
             ack_deadline: settings.delivery_timeout + Duration::from_secs(2),
         })
     }
@@ -178,6 +192,9 @@ impl Publisher {
                 Err((e, _)) => return Err(PublishError::NotAcknowledged(e)),
             }
         }
+        if let Some(trailing) = &self.trailing {
+            self.trail_critical(trailing, events);
+        }
         let (lanes, deliveries): (Vec<&Lane>, Vec<_>) = pending.into_iter().unzip();
         let results = tokio::time::timeout(self.ack_deadline, join_all(deliveries))
             .await
@@ -216,6 +233,50 @@ impl Publisher {
                 Err(_canceled) => Err(PublishError::NotAcknowledged(KafkaError::Canceled)),
             })
             .collect()
+    }
+
+    /// Queues a tick behind the critical `events` just queued, into each partition they went
+    /// to. The same producer keeps it behind them, and it joins their produce request whenever
+    /// that is built after both were queued: the usual case, since the request waits for the
+    /// one in flight or for the broker thread to wake. Readers then see the partition's clock
+    /// pass the events in the same fetch, and the partition needs no release tick of its own
+    /// after the acknowledgement: a produce request and a fetch answer per consumer group
+    /// fewer per critical event at moderate rates. Before the first metadata the partitions
+    /// are unknown and release ticks do it all.
+    fn trail_critical(&self, trailing: &Trailing, events: &[Event]) {
+        let count = self.critical.activity.partitions();
+        let mut partitions: Vec<usize> = Vec::new();
+        for event in events.iter().filter(|e| e.priority == Priority::Critical) {
+            match partition_for(event.client_id.as_bytes(), count) {
+                Some(p) if !partitions.contains(&p) => partitions.push(p),
+                _ => {}
+            }
+        }
+        for partition in partitions {
+            let Ok(partition_id) = i32::try_from(partition) else {
+                continue;
+            };
+            // Stamped after every event of the request, like any tick.
+            let tick = Tick {
+                at: self.clock.reserve(1),
+                gateway: trailing.gateway.clone(),
+            };
+            // One not queued (the queue full) is left to the release tick after the
+            // acknowledgement, which it would have spared; not logged: under overload that
+            // would be a line per request.
+            if queue_tick(
+                &trailing.codec,
+                &self.critical.producer,
+                &self.critical.topic,
+                partition_id,
+                &tick,
+                TickKind::Trailing,
+            )
+            .is_ok()
+            {
+                self.critical.activity.queued_in(partition, tick.at);
+            }
+        }
     }
 
     /// Waits for every queued message to be acknowledged, up to `timeout`.
@@ -295,7 +356,7 @@ mod tests {
             .security
             .client_config(&settings.brokers)
             .map_err(|e| e.to_string())?;
-        Publisher::new(&kafka, &settings, Arc::new(IngestClock::default()))
+        Publisher::new(&kafka, &settings, Arc::new(IngestClock::default()), "test")
             .map_err(|e| e.to_string())
     }
 

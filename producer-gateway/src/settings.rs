@@ -171,6 +171,13 @@ pub struct KafkaSettings {
     /// coming; each tick is a produce request that every consumer group fetches). Default 5ms.
     #[serde(with = "humantime_serde")]
     pub release_spacing: Duration,
+    /// A tick right behind the critical events of each request, into each partition they go
+    /// to, through the critical lane's own producer: it rides in their produce request (one
+    /// request in flight, no linger), so readers see that partition's clock pass the events in
+    /// the same fetch, and no release tick of its own (a produce request, and a fetch answer
+    /// for every consumer group) is needed there. The normal lane's partition still gets a
+    /// release tick when no later record covers it. Default true.
+    pub trailing_ticks: bool,
     /// With `release_ticks = "all"`, release rounds: when the critical lane acknowledges an
     /// event, a tick goes into every partition without a later record from this gateway;
     /// while critical events keep coming, such rounds come at most this often (each round is
@@ -253,6 +260,7 @@ impl Default for KafkaSettings {
             metadata_refresh: Duration::from_secs(30),
             release_ticks: ReleaseTicks::Client,
             release_spacing: Duration::from_millis(5),
+            trailing_ticks: true,
             tick_interval: Duration::from_millis(20),
             normal_tick_interval: Duration::from_millis(40),
             idle_tick_interval: Duration::from_secs(1),

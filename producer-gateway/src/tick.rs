@@ -9,6 +9,9 @@
 //!   `kafka.release_spacing`. They go through a producer of their own (no linger, no bulk
 //!   records queued ahead of them, no share of the critical lane's requests in flight), so a
 //!   critical event's release waits neither for the normal lane's batches nor for a round.
+//!   With `kafka.trailing_ticks` (the default) the critical lane's partition needs none:
+//!   the publisher queues a trailing tick right behind the request's critical events, in
+//!   their produce request, and the partition counts it as a later record.
 //! - Release rounds instead, with `release_ticks = "all"` (for readers that release by the
 //!   slowest of all partitions): a tick into every partition of both lanes whose latest
 //!   acknowledged record is stamped at or before the latest critical event, at most one round
@@ -144,6 +147,11 @@ impl Activity {
         );
     }
 
+    /// A record stamped `stamp_micros` was queued into `partition` of this lane.
+    pub fn queued_in(&self, partition: usize, stamp_micros: i64) {
+        raise(&self.queued, |_| Some(partition), stamp_micros);
+    }
+
     fn resize(&self, partitions: usize) {
         for slots in [&self.last, &self.wanted, &self.queued] {
             if let Ok(mut slots) = slots.write() {
@@ -184,7 +192,8 @@ impl Activity {
             .collect()
     }
 
-    fn partitions(&self) -> usize {
+    /// The lane's partition count from the latest metadata; 0 before the first.
+    pub fn partitions(&self) -> usize {
         self.last.read().map_or(0, |l| l.len())
     }
 
@@ -309,8 +318,10 @@ fn round_due(
 
 /// Why a tick was sent (the `kind` label of `gateway_ticks_total`).
 #[derive(Clone, Copy)]
-enum TickKind {
+pub enum TickKind {
     Release,
+    /// Right behind a request's critical events (`kafka.trailing_ticks`).
+    Trailing,
     Periodic,
     Final,
 }
@@ -319,10 +330,42 @@ impl TickKind {
     fn as_str(self) -> &'static str {
         match self {
             TickKind::Release => "release",
+            TickKind::Trailing => "trailing",
             TickKind::Periodic => "periodic",
             TickKind::Final => "final",
         }
     }
+}
+
+/// Queues `tick` into `partition` of `topic`. Not awaited: a lost tick only delays release
+/// until the next one.
+pub fn queue_tick(
+    codec: &TickCodec,
+    producer: &FutureProducer,
+    topic: &str,
+    partition: i32,
+    tick: &Tick,
+    kind: TickKind,
+) -> Result<(), TickError> {
+    let value = codec.encode(tick)?;
+    let record = FutureRecord::<(), _>::to(topic)
+        .partition(partition)
+        .payload(&value)
+        .headers(OwnedHeaders::new().insert(Header {
+            key: headers::KIND,
+            value: Some(headers::KIND_TICK),
+        }));
+    producer.send_result(record).map_err(|(e, _)| e)?;
+    metrics::TICKS.with_label_values(&[kind.as_str()]).inc();
+    Ok(())
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TickError {
+    #[error("tick could not be encoded: {0}")]
+    Encode(#[from] schemas::EncodeError),
+    #[error("tick not queued: {0}")]
+    Queue(#[from] KafkaError),
 }
 
 /// One lane's topic, producer and activity.
@@ -521,22 +564,8 @@ impl Ticker {
             at: self.clock.reserve(1),
             gateway: self.gateway.clone(),
         };
-        let Ok(value) = codec.encode(&tick) else {
-            return;
-        };
-        let record = FutureRecord::<(), _>::to(&lane.topic)
-            .partition(partition)
-            .payload(&value)
-            .headers(OwnedHeaders::new().insert(Header {
-                key: headers::KIND,
-                value: Some(headers::KIND_TICK),
-            }));
-        // Not awaited: a lost tick only delays release until the next one.
-        match producer.send_result(record) {
-            Ok(_) => metrics::TICKS.with_label_values(&[kind.as_str()]).inc(),
-            Err((e, _)) => {
-                warn!(topic = %lane.topic, partition, error = %e, "tick not queued")
-            }
+        if let Err(e) = queue_tick(codec, producer, &lane.topic, partition, &tick, kind) {
+            warn!(topic = %lane.topic, partition, error = %e, "tick not queued");
         }
     }
 

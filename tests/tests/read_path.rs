@@ -95,6 +95,57 @@ async fn a_critical_event_is_released_by_the_ticks_its_acknowledgement_sends() {
     .await;
 }
 
+/// A critical event's own partition needs no release tick: the tick queued right behind it,
+/// in its produce request, carries that partition's clock past it (`kafka.trailing_ticks`).
+/// Release ticks here are a minute apart after the first, so only the trailing tick can
+/// answer the second critical event in time; a later normal event of its client in the same
+/// request passes the normal lane's partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_critical_event_is_released_by_the_tick_trailing_it() {
+    let stack = Stack::new().await;
+    let mut query_settings = stack.query_settings();
+    query_settings.order.quiet_bound = Duration::from_secs(120);
+    query_settings.order.growth_settle = Duration::ZERO;
+    let (query, _stop) = stack.start_query_with(query_settings).await;
+    let mut gateway_settings = rare_rounds(&stack);
+    gateway_settings.kafka.release_spacing = Duration::from_secs(60);
+    let gateway = stack.start_gateway_with(gateway_settings).await;
+    stack.ready(&gateway, Duration::from_secs(30)).await;
+    let client = "trail-c";
+    let critical = json!({"client_id": client, "type": "t", "priority": "critical"});
+    // The first one spends each partition's release tick for a minute.
+    let first = stack
+        .post_events(&gateway, std::slice::from_ref(&critical))
+        .await;
+    eventually(
+        Duration::from_secs(20),
+        "the first critical event answered",
+        || async {
+            (ids(&stack.history(&query, client, 100).await) == first.event_ids).then_some(())
+        },
+    )
+    .await;
+    let second = stack
+        .post_events(
+            &gateway,
+            &[critical, json!({"client_id": client, "type": "t"})],
+        )
+        .await;
+    // The normal event waits for a later record in its partition; the critical one does not.
+    let expected: HashSet<Uuid> = [first.event_ids[0], second.event_ids[0]].into();
+    eventually(
+        Duration::from_secs(20),
+        "the second critical event answered within the release ticks' minute",
+        || async {
+            let seen: HashSet<Uuid> = ids(&stack.history(&query, client, 100).await)
+                .into_iter()
+                .collect();
+            (seen == expected).then_some(())
+        },
+    )
+    .await;
+}
+
 /// With release rounds (`release_ticks = "all"`) and a replica releasing by the slowest of
 /// all partitions, a critical acknowledgement's round also passes the normal events before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
