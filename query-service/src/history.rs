@@ -101,14 +101,12 @@ async fn attempt(
         None => {
             metrics::PAGE_CACHE.with_label_values(&["miss"]).inc();
             let shard = sources.shards.shard_for(client);
-            let rows: Arc<Vec<Held>> = Arc::new(
-                shard
-                    .client_events(&probe)
-                    .await?
-                    .into_iter()
-                    .map(Arc::new)
-                    .collect(),
-            );
+            let timer = metrics::READ_STAGE_SECONDS
+                .with_label_values(&["shard"])
+                .start_timer();
+            let read = shard.client_events(&probe).await;
+            timer.observe_duration();
+            let rows: Arc<Vec<Held>> = Arc::new(read?.into_iter().map(Arc::new).collect());
             sources.in_flight.rows_read(client, snapshot.clock);
             sources
                 .cache

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{in_flight::InFlight, wall_clock::now_micros};
+use crate::{in_flight::InFlight, metrics, wall_clock::now_micros};
 
 /// A read's request to the tail: index `client`'s held events, then answer `done`.
 pub struct Request {
@@ -52,6 +52,9 @@ impl Indexing {
         if !self.on_read || self.in_flight.touch(client, now_micros()) {
             return Ok(());
         }
+        let _timer = metrics::READ_STAGE_SECONDS
+            .with_label_values(&["index"])
+            .start_timer();
         let (done, indexed) = oneshot::channel();
         self.requests
             .send(Request {

@@ -189,6 +189,16 @@ pub static INDEXINGS: LazyLock<IntCounter> = LazyLock::new(|| {
     .expect("metric registers once")
 });
 
+pub static READ_STAGE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "query_read_stage_seconds",
+        "Where a read's time goes, by stage: index (waiting for the tail to index a client not read lately), shard (reading a page of rows from its shard)",
+        &["stage"],
+        vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
+    )
+    .expect("metric registers once")
+});
+
 pub static CHECK_SECONDS: LazyLock<Histogram> = LazyLock::new(|| {
     register_histogram!(
         "query_duplicate_check_seconds",
