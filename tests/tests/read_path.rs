@@ -63,17 +63,15 @@ async fn a_token_always_shows_the_posted_events_over_many_rounds() {
 }
 
 /// A critical event is answered without waiting for the gateway's periodic rounds of ticks:
-/// its acknowledgement sends a release tick into each partition its client maps to, and the
-/// replica releases a client's events by those partitions alone.
+/// its acknowledgement sends a release tick into its client's partition of the normal lane
+/// (its own partition has the tick trailing it), and the replica releases a client's events
+/// by those partitions alone.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_critical_event_is_released_by_the_ticks_its_acknowledgement_sends() {
     let stack = Stack::new().await;
     // Per-client release once the gateway's first round (at its start, after the replica's)
     // has passed the replica's start.
-    let mut query_settings = stack.query_settings();
-    query_settings.order.quiet_bound = Duration::from_secs(120);
-    query_settings.order.growth_settle = Duration::ZERO;
-    let (query, _stop) = stack.start_query_with(query_settings).await;
+    let (query, _stop) = stack.start_query_with(per_client_release(&stack)).await;
     // Periodic rounds a minute apart after that first one, and a safety net later than the
     // test's deadline: only release ticks can answer the event in time.
     let gateway = stack.start_gateway_with(rare_rounds(&stack)).await;
@@ -103,10 +101,7 @@ async fn a_critical_event_is_released_by_the_ticks_its_acknowledgement_sends() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_critical_event_is_released_by_the_tick_trailing_it() {
     let stack = Stack::new().await;
-    let mut query_settings = stack.query_settings();
-    query_settings.order.quiet_bound = Duration::from_secs(120);
-    query_settings.order.growth_settle = Duration::ZERO;
-    let (query, _stop) = stack.start_query_with(query_settings).await;
+    let (query, _stop) = stack.start_query_with(per_client_release(&stack)).await;
     let mut gateway_settings = rare_rounds(&stack);
     gateway_settings.kafka.release_spacing = Duration::from_secs(60);
     let gateway = stack.start_gateway_with(gateway_settings).await;
@@ -180,6 +175,16 @@ async fn a_release_round_answers_a_critical_event_and_the_normal_events_before_i
         )
         .await;
     }
+}
+
+/// Replica settings that release a client's events by its own partitions from the start,
+/// with a safety net (`order.quiet_bound`) later than any test's deadline: only ticks
+/// release events in time.
+fn per_client_release(stack: &Stack) -> query_service::Settings {
+    let mut settings = stack.query_settings();
+    settings.order.quiet_bound = Duration::from_secs(120);
+    settings.order.growth_settle = Duration::ZERO;
+    settings
 }
 
 /// Gateway settings whose periodic rounds are a minute apart (the first, at start, passes
