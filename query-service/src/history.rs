@@ -10,7 +10,7 @@ use schemas::OrderKey;
 
 use crate::{
     in_flight::{Held, InFlight, Snapshot, Verdict},
-    indexing::{Indexing, TailStopped},
+    indexing::{Indexing, Ready, TailStopped},
     metrics,
     page_cache::PageCache,
     release::Frontier,
@@ -55,9 +55,13 @@ pub struct Sources<'a> {
 const ATTEMPTS: usize = 4;
 
 pub async fn page(sources: &Sources<'_>, query: &ClientQuery<'_>) -> Result<Page, HistoryError> {
-    sources.indexing.reading(query.client_id).await?;
     for _ in 0..ATTEMPTS {
-        if let Some(page) = attempt(sources, query).await? {
+        // Each attempt asks again: a client with nothing held may have some by the next.
+        let ready = sources
+            .indexing
+            .before_page(query.client_id, sources.frontier)
+            .await?;
+        if let Some(page) = attempt(sources, query, ready).await? {
             return Ok(page);
         }
         metrics::PAGE_RETRIES.inc();
@@ -68,6 +72,7 @@ pub async fn page(sources: &Sources<'_>, query: &ClientQuery<'_>) -> Result<Page
 async fn attempt(
     sources: &Sources<'_>,
     query: &ClientQuery<'_>,
+    ready: Ready,
 ) -> Result<Option<Page>, HistoryError> {
     let client = query.client_id;
     // In-flight first, PostgreSQL second: an event leaves the in-flight set only after the
@@ -76,9 +81,11 @@ async fn attempt(
         limit: query.limit + 1,
         ..*query
     };
-    let snapshot = sources
-        .in_flight
-        .snapshot(&probe, sources.frontier.for_client(client));
+    let (released, cached) = match ready {
+        Ready::Indexed => (sources.frontier.for_client(client), true),
+        Ready::NothingHeld { released } => (released, false),
+    };
+    let snapshot = sources.in_flight.snapshot(&probe, released);
     // Newest first, the shard is read from the frontier down: rows above it are not answered
     // yet and would only take the places of rows that are.
     let probe = match query.direction {
@@ -88,18 +95,23 @@ async fn attempt(
             ..probe
         },
     };
-    let cached = sources.cache.get(&probe).await.filter(|page| {
-        sources
-            .in_flight
-            .rows_unchanged(client, page.read_at, reach(&probe, &page.rows))
-    });
-    let rows = match cached {
+    let page = if cached {
+        sources.cache.get(&probe).await.filter(|page| {
+            sources
+                .in_flight
+                .rows_unchanged(client, page.read_at, reach(&probe, &page.rows))
+        })
+    } else {
+        None
+    };
+    let rows = match page {
         Some(page) => {
             metrics::PAGE_CACHE.with_label_values(&["hit"]).inc();
             page.rows.clone()
         }
         None => {
-            metrics::PAGE_CACHE.with_label_values(&["miss"]).inc();
+            let source = if cached { "miss" } else { "bypassed" };
+            metrics::PAGE_CACHE.with_label_values(&[source]).inc();
             let shard = sources.shards.shard_for(client);
             let timer = metrics::READ_STAGE_SECONDS
                 .with_label_values(&["shard"])
@@ -107,11 +119,13 @@ async fn attempt(
             let read = shard.client_events(&probe).await;
             timer.observe_duration();
             let rows: Arc<Vec<Held>> = Arc::new(read?.into_iter().map(Arc::new).collect());
-            sources.in_flight.rows_read(client, snapshot.clock);
-            sources
-                .cache
-                .put(&probe, rows.clone(), snapshot.clock)
-                .await;
+            if cached {
+                sources.in_flight.rows_read(client, snapshot.clock);
+                sources
+                    .cache
+                    .put(&probe, rows.clone(), snapshot.clock)
+                    .await;
+            }
             rows
         }
     };

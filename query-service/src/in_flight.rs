@@ -24,7 +24,7 @@ use schemas::OrderKey;
 use smallvec::SmallVec;
 use uuid::Uuid;
 
-use crate::recent_ids::RecentIds;
+use crate::{held_clients::HeldClients, recent_ids::RecentIds};
 
 const SHARDS: usize = 64;
 
@@ -303,6 +303,8 @@ pub struct InFlight {
     bytes: AtomicUsize,
     max_events: usize,
     max_bytes: usize,
+    /// The clients of the events counted in, indexed or not.
+    held: HeldClients,
 }
 
 /// What an event costs in memory, roughly: its text plus the index entries that point at it.
@@ -341,6 +343,7 @@ impl InFlight {
             bytes: AtomicUsize::new(0),
             max_events: max_events.max(1),
             max_bytes: max_bytes.max(1),
+            held: HeldClients::new(max_events),
         }
     }
 
@@ -369,15 +372,28 @@ impl InFlight {
 
     /// A consumed event is held (indexed or not): it counts towards the bounds until
     /// [`InFlight::count_out`].
-    pub fn count_in(&self, event: &StoredEvent) {
+    /// `client_hash`: [`InFlight::client_hash`] of its client.
+    pub fn count_in(&self, event: &StoredEvent, client_hash: u64) {
         self.events.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(weight(event), Ordering::Relaxed);
+        self.held.add(client_hash);
     }
 
     /// A held event is gone (evicted, or dropped unindexed once stored).
-    pub fn count_out(&self, event: &StoredEvent) {
+    pub fn count_out(&self, event: &StoredEvent, client_hash: u64) {
         self.events.fetch_sub(1, Ordering::Relaxed);
         self.bytes.fetch_sub(weight(event), Ordering::Relaxed);
+        self.held.remove(client_hash);
+    }
+
+    /// The hash of a client id that the tail keeps beside each held event.
+    pub fn client_hash(&self, client_id: &str) -> u64 {
+        self.held.hash(client_id)
+    }
+
+    /// False only if no event of `client_id` is counted in now (see [`HeldClients::may_hold`]).
+    pub fn may_hold(&self, client_id: &str) -> bool {
+        self.held.may_hold(client_id)
     }
 
     /// A read of `client` at `now` (micros): true if its events are indexed (and it stays so
@@ -1043,23 +1059,23 @@ pub(crate) mod tests {
     fn bounded_by_count_and_bytes_and_freed_by_eviction() {
         let set = InFlight::new(2, 1 << 20, 100);
         let (a, b) = (copy("a", 1, 1, "events", 1), copy("a", 2, 2, "events", 2));
-        set.count_in(&a);
+        set.count_in(&a, set.client_hash("a"));
         set.insert(a.clone(), true);
         assert!(!set.is_full());
         // Held but not indexed counts too.
-        set.count_in(&b);
+        set.count_in(&b, set.client_hash("a"));
         assert!(set.is_full());
         let read_at = set.snapshot(&query("a"), OrderKey::floor(i64::MAX)).clock;
         set.evict(&a);
-        set.count_out(&a);
+        set.count_out(&a, set.client_hash("a"));
         assert!(!set.is_full());
         assert!(!set.rows_unchanged("a", read_at, None));
         assert!(set.rows_unchanged("z", read_at, None));
 
         let small = InFlight::new(100, 2 * weight(&a), 100);
-        small.count_in(&a);
+        small.count_in(&a, 0);
         assert!(!small.is_full());
-        small.count_in(&b);
+        small.count_in(&b, 0);
         assert!(small.is_full());
     }
 

@@ -12,6 +12,7 @@
 mod api;
 #[doc(hidden)]
 pub mod bench;
+mod held_clients;
 mod history;
 mod in_flight;
 mod indexing;

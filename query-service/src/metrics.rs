@@ -22,6 +22,7 @@ pub fn init(shards: usize) {
         SHARD_UP.with_label_values(&[&shard.to_string()]);
     }
     LazyLock::force(&PAGE_RETRIES);
+    LazyLock::force(&UNHELD_READS);
     LazyLock::force(&IN_FLIGHT);
     LazyLock::force(&IN_FLIGHT_BYTES);
     LazyLock::force(&TAIL_PAUSED);
@@ -49,7 +50,7 @@ pub fn init(shards: usize) {
 pub static PAGE_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
     register_int_counter_vec!(
         "query_page_cache_total",
-        "Persisted-page lookups by result (hit, miss)",
+        "Persisted pages by where they came from: hit (the page cache), miss (a shard, after a lookup), bypassed (a shard, for a client not indexed, whose pages the cache cannot follow)",
         &["result"]
     )
     .expect("metric registers once")
@@ -59,6 +60,14 @@ pub static PAGE_RETRIES: LazyLock<IntCounter> = LazyLock::new(|| {
     register_int_counter!(
         "query_page_retries_total",
         "Pages read again because evictions during the shard read outran what the replica remembers"
+    )
+    .expect("metric registers once")
+});
+
+pub static UNHELD_READS: LazyLock<IntCounter> = LazyLock::new(|| {
+    register_int_counter!(
+        "query_unheld_reads_total",
+        "Pages of a client not read lately that nothing in flight was held of: read without waiting for the tail to index it"
     )
     .expect("metric registers once")
 });

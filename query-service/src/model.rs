@@ -358,6 +358,23 @@ impl World {
         self.checks.extend(checks);
     }
 
+    /// As `Indexing::before_page`: a client not indexed that nothing held is of is read
+    /// without indexing, below the frontier read before the held events were counted
+    /// (returned); otherwise indexed first.
+    fn before_page(&mut self, client: &str) -> Option<OrderKey> {
+        if !self.in_flight.touch(client, self.now) {
+            let released = self.frontier.for_client(client);
+            if !self.in_flight.may_hold(client) {
+                if trace() {
+                    eprintln!("  {client}: nothing held, read without indexing");
+                }
+                return Some(released);
+            }
+        }
+        self.reading(client);
+        None
+    }
+
     /// Every client not read since the last step, and followed by no stream, stops being
     /// indexed.
     fn unindex_idle(&mut self) {
@@ -410,7 +427,6 @@ impl World {
         race: u8,
         direction: Direction,
     ) -> Page {
-        self.reading(client);
         // Like `history::page`, a read that keeps racing gives up; here it then reads again
         // without forcing races, and one that cannot settle even so is a bug, not a hang.
         let mut race = race;
@@ -418,6 +434,7 @@ impl World {
             if attempt == ATTEMPTS_WITH_RACES {
                 race = 0;
             }
+            let nothing_held = self.before_page(client);
             let probe = ClientQuery {
                 client_id: client,
                 from,
@@ -426,9 +443,8 @@ impl World {
                 limit: limit + 1,
                 direction,
             };
-            let snapshot = self
-                .in_flight
-                .snapshot(&probe, self.frontier.for_client(client));
+            let released = nothing_held.unwrap_or_else(|| self.frontier.for_client(client));
+            let snapshot = self.in_flight.snapshot(&probe, released);
             let from = match direction {
                 Direction::Forward => from,
                 Direction::Backward => Some(from.map_or(snapshot.bound, |f| f.min(snapshot.bound))),
@@ -445,7 +461,7 @@ impl World {
             let cached = self
                 .cache
                 .get(&(client.to_owned(), from))
-                .filter(|_| direction == Direction::Forward)
+                .filter(|_| direction == Direction::Forward && nothing_held.is_none())
                 .filter(|(rows, read_at)| {
                     let reach = reach(&probe_from, rows);
                     self.in_flight.rows_unchanged(client, *read_at, reach)
@@ -455,7 +471,7 @@ impl World {
                 Some(rows) => rows,
                 None => {
                     let rows = self.table.page(client, from, limit + 1, direction);
-                    if direction == Direction::Forward {
+                    if direction == Direction::Forward && nothing_held.is_none() {
                         self.in_flight.rows_read(client, snapshot.clock);
                         self.cache
                             .insert((client.to_owned(), from), (rows.clone(), snapshot.clock));

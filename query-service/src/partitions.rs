@@ -68,8 +68,6 @@ pub struct Partitions {
 /// Which clients' events are indexed when only read clients' are
 /// (docs/design.md, "Indexing on read").
 pub struct OnRead {
-    /// Hashes every held event's client id, once, when consumed.
-    hasher: ahash::RandomState,
     /// The hashes of the clients indexed (how many clients share each): a record of a client
     /// not indexed costs one probe of it, no lock, no string compared.
     hashes: HashMap<u64, u32, BuildPassThrough>,
@@ -84,16 +82,11 @@ pub struct OnRead {
 impl OnRead {
     pub fn new(ttl_micros: i64, max_clients: usize) -> Self {
         OnRead {
-            hasher: ahash::RandomState::new(),
             hashes: HashMap::default(),
             clients: HashSet::default(),
             ttl_micros,
             max_clients,
         }
-    }
-
-    fn hash(&self, client: &str) -> u64 {
-        self.hasher.hash_one(client)
     }
 
     fn indexes(&self, hash: u64, client: &str) -> bool {
@@ -106,9 +99,8 @@ impl OnRead {
         }
     }
 
-    fn remove(&mut self, client: &str) {
+    fn remove(&mut self, hash: u64, client: &str) {
         if self.clients.remove(client) {
-            let hash = self.hash(client);
             if let Some(n) = self.hashes.get_mut(&hash) {
                 *n -= 1;
                 if *n == 0 {
@@ -149,7 +141,7 @@ impl std::hash::Hasher for PassThrough {
 }
 
 /// A partition's held events in offset order, each with its client's hash
-/// ([`OnRead::hash`]; 0 when every event is indexed) beside it: indexing a client scans the
+/// ([`InFlight::client_hash`]) beside it: indexing a client scans the
 /// hashes, contiguous, and looks at an event only when its hash matches.
 #[derive(Default)]
 struct HeldEvents {
@@ -248,7 +240,7 @@ impl Partitions {
             if on_read.clients.contains(client.as_str()) {
                 self.in_flight.mark_indexed(client, now);
             } else if !wanted.iter().any(|(_, w)| w == client) {
-                wanted.push((on_read.hash(client), client));
+                wanted.push((self.in_flight.client_hash(client), client));
             }
         }
         if wanted.is_empty() {
@@ -308,7 +300,7 @@ impl Partitions {
             if self.release.holds(&client) {
                 self.in_flight.mark_indexed(&client, now);
             } else if self.in_flight.unindex(&client, grace_since.max(idle_since)) {
-                on_read.remove(&client);
+                on_read.remove(self.in_flight.client_hash(&client), &client);
             }
         }
         metrics::INDEXED_CLIENTS.set(self.in_flight.indexed_clients() as i64);
@@ -417,11 +409,8 @@ impl Partitions {
             ordered_at_micros,
             id_assigned,
         });
-        self.in_flight.count_in(&held);
-        let hash = self
-            .on_read
-            .as_ref()
-            .map_or(0, |r| r.hash(&held.event.client_id));
+        let hash = self.in_flight.client_hash(&held.event.client_id);
+        self.in_flight.count_in(&held, hash);
         partition.held.push(held.clone(), hash);
         if !Self::indexes(&self.on_read, hash, &held.event.client_id) {
             return None;
@@ -443,7 +432,8 @@ impl Partitions {
                 if let Some(at) = partition.deferred.iter().position(|d| Arc::ptr_eq(d, held)) {
                     partition.deferred.swap_remove(at);
                     self.in_flight.evict(held);
-                    self.in_flight.count_out(held);
+                    let hash = self.in_flight.client_hash(&held.event.client_id);
+                    self.in_flight.count_out(held, hash);
                 }
             }
         }
@@ -471,9 +461,9 @@ impl Partitions {
             // Until its duplicate check answers, the copy stays.
             if !Self::indexes(&self.on_read, hash, &held.event.client_id) {
                 self.in_flight.stored_unindexed(&held);
-                self.in_flight.count_out(&held);
+                self.in_flight.count_out(&held, hash);
             } else if self.in_flight.evict_checked(&held) {
-                self.in_flight.count_out(&held);
+                self.in_flight.count_out(&held, hash);
             } else {
                 partition.deferred.push(held);
             }

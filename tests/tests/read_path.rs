@@ -346,6 +346,62 @@ async fn a_restarted_replica_rebuilds_exactly_the_unpersisted_tail_and_replicas_
     assert_eq!(answers(third).await, before, "replicas answer alike");
 }
 
+/// A cold read (a client not read lately) of a client the replica holds nothing of in flight
+/// is answered from its shard at once; only a client with events in flight waits for the
+/// replica's tail to index them first. Both show in the replica's own metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn only_a_cold_read_of_a_client_with_events_in_flight_waits_for_the_tail() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    // A process of its own: its metrics count this test's reads only.
+    let query = stack.spawn_query_process().await;
+    let writer = stack.start_writer().await;
+    let stored = stack.post_events(&gateway, &events(1, 5, "stored")).await;
+    stack.drained(DRAIN).await;
+    writer.cancel();
+    let held_batch: Vec<Value> = (0..5)
+        .map(|n| json!({"client_id": "held", "type": "t", "payload": {"n": n}}))
+        .collect();
+    let held = stack.post_events(&gateway, &held_batch).await;
+    // Consumed, and the stored events evicted: the replica holds exactly the five.
+    eventually(
+        Duration::from_secs(30),
+        "the held events in flight",
+        || async {
+            (stack.metric(query.url(), "query_in_flight_events").await == 5.0).then_some(())
+        },
+    )
+    .await;
+    let count = |sample: &'static str| stack.metric(query.url(), sample);
+    const INDEX_WAITS: &str = "query_read_stage_seconds_count{stage=\"index\"}";
+    const UNHELD: &str = "query_unheld_reads_total";
+
+    let history = stack.history(query.url(), "r0", 100).await;
+    assert_eq!(ids(&history), stored.event_ids);
+    assert!(history.iter().all(|e| e["status"] == "persisted"));
+    assert_eq!(count(INDEX_WAITS).await, 0.0, "nothing of r0 to index");
+    let unheld = count(UNHELD).await;
+    assert!(unheld >= 1.0, "r0's page was read without the tail");
+
+    let history = eventually(
+        Duration::from_secs(20),
+        "the held events released",
+        || async {
+            let h = stack.history(query.url(), "held", 100).await;
+            (h.len() >= 5).then_some(h)
+        },
+    )
+    .await;
+    assert_eq!(ids(&history), held.event_ids);
+    assert!(history.iter().all(|e| e["status"] == "in_flight"));
+    assert!(count(INDEX_WAITS).await >= 1.0, "held was indexed first");
+    assert_eq!(
+        count(UNHELD).await,
+        unheld,
+        "no read of held went past the tail"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn partitions_added_under_traffic_keep_answers_complete_and_ordered() {
     let stack = Stack::new().await;

@@ -251,7 +251,8 @@ async fn main() -> anyhow::Result<()> {
         let page_reads = || async {
             let series = |result| format!("query_page_cache_total{{result=\"{result}\"}}");
             let hits = metric_series(&http, &args.query_metrics, &series("hit")).await?;
-            let misses = metric_series(&http, &args.query_metrics, &series("miss")).await?;
+            let misses = metric_series(&http, &args.query_metrics, &series("miss")).await?
+                + metric_series(&http, &args.query_metrics, &series("bypassed")).await?;
             reqwest::Result::Ok((hits, misses))
         };
         let cpu = || metric_sum(&http, &args.query_metrics, "process_cpu_seconds_total");
