@@ -3,7 +3,8 @@
 //!
 //! `tail` (every partition from the writer's committed offsets and log clocks) → `in_flight`
 //! (the unpersisted tail, evicted as the writer commits; indexed only for clients read lately,
-//! at a reader's request through `indexing`; copies of one event judged, producer ids checked
+//! at a reader's request through `indexing`, which a read of a client with nothing held
+//! skips: `held_clients`; copies of one event judged, producer ids checked
 //! by `verify`) → `release` (the frontier every partition has passed; delivery to
 //! `streams`) → `history` (one page: in-flight ⊕ shard, via `page_cache`) → `api`
 //! (`GET /events`, `GET /events/stream`), with `progress` for read-your-writes tokens; every
