@@ -358,9 +358,9 @@ impl World {
         self.checks.extend(checks);
     }
 
-    /// As `Indexing::before_page`: a client not indexed that nothing held is of is read
-    /// without indexing, below the frontier read before the held events were counted
-    /// (returned); otherwise indexed first.
+    /// As `Indexing::before_page`: a client not indexed, of which nothing is held, is read
+    /// without indexing, below the frontier read before its held events were counted
+    /// (returned); any other client is indexed first.
     fn before_page(&mut self, client: &str) -> Option<OrderKey> {
         if !self.in_flight.touch(client, self.now) {
             let released = self.frontier.for_client(client);
