@@ -68,7 +68,7 @@ impl Indexing {
         client: &str,
         frontier: &Frontier,
     ) -> Result<Ready, TailStopped> {
-        if !self.on_read || self.in_flight.touch(client, now_micros()) {
+        if self.indexed(client) {
             return Ok(Ready::Indexed);
         }
         // The frontier first: the tail counts an event held before it publishes a clock past
@@ -86,10 +86,16 @@ impl Indexing {
     /// stay so while it is read at least every `cache.read_client_ttl`. For reads that follow
     /// the client's events as they come (streams, read-your-writes tokens).
     pub async fn reading(&self, client: &str) -> Result<(), TailStopped> {
-        if !self.on_read || self.in_flight.touch(client, now_micros()) {
+        if self.indexed(client) {
             return Ok(());
         }
         self.index(client).await
+    }
+
+    /// Whether `client`'s in-flight events are indexed already (every client's, with
+    /// `cache.index_on_read` off); a read now keeps them so for the read-client TTL.
+    fn indexed(&self, client: &str) -> bool {
+        !self.on_read || self.in_flight.touch(client, now_micros())
     }
 
     async fn index(&self, client: &str) -> Result<(), TailStopped> {

@@ -358,11 +358,8 @@ async fn only_a_cold_read_of_a_client_with_events_in_flight_waits_for_the_tail()
     let writer = stack.start_writer().await;
     let stored = stack.post_events(&gateway, &events(1, 5, "stored")).await;
     stack.drained(DRAIN).await;
-    let holds = |n: f64| {
-        let (stack, url) = (&stack, query.url());
-        async move { (stack.metric(url, "query_in_flight_events").await == n).then_some(()) }
-    };
     let count = |sample: &'static str| stack.metric(query.url(), sample);
+    let holds = |n: f64| async move { (count("query_in_flight_events").await == n).then_some(()) };
     const INDEX_WAITS: &str = "query_read_stage_seconds_count{stage=\"index\"}";
     const UNHELD: &str = "query_unheld_reads_total";
     // The replica has consumed r0's events (a read after their token waits for that; of
