@@ -256,6 +256,35 @@ impl Shard {
         ))
         .await
         .map_err(self.pg())?;
+        // PostgreSQL gives a new partition the default statistics target on every column, not
+        // the parent's: copy the parent's, so ANALYZE of the day skips what no read filters
+        // on (migration V6).
+        let targets = tx
+            .query(
+                "SELECT attname::text, attstattarget::int FROM pg_attribute \
+                 WHERE attrelid = 'events'::regclass AND attnum > 0 AND NOT attisdropped \
+                 AND coalesce(attstattarget::int, -1) >= 0 ORDER BY attnum",
+                &[],
+            )
+            .await
+            .map_err(self.pg())?;
+        if !targets.is_empty() {
+            let corrupt = |e: tokio_postgres::Error| StoreError::CorruptRow(e.to_string());
+            let columns = targets
+                .iter()
+                .map(|row| {
+                    let column: &str = row.try_get(0).map_err(corrupt)?;
+                    let target: i32 = row.try_get(1).map_err(corrupt)?;
+                    Ok(format!(
+                        "ALTER COLUMN {} SET STATISTICS {target}",
+                        quote_ident(column)
+                    ))
+                })
+                .collect::<Result<Vec<String>, StoreError>>()?;
+            tx.batch_execute(&format!("ALTER TABLE {name} {}", columns.join(", ")))
+                .await
+                .map_err(self.pg())?;
+        }
         tx.commit().await.map_err(self.pg())?;
         Ok(true)
     }

@@ -535,6 +535,97 @@ async fn a_read_of_a_time_window_or_after_a_cursor_touches_only_its_days() {
     assert_eq!(scanned, 3, "{after_cursor}");
 }
 
+/// Autovacuum analyzes a day again and again while it fills, on every shard at once: it must
+/// gather only what the reads' plans use (migration V6), on days db-writer creates as on the
+/// partitions the migration found, and the reads must still be planned on the client index.
+#[tokio::test]
+async fn analyze_of_a_day_gathers_only_what_reads_are_planned_by() {
+    let stack = Stack::new().await;
+    let shards = ShardSet::connect(&stack.store_settings()).await.unwrap();
+    let shard = shards.shard_for("c0");
+    shard
+        .maintain_partitions(&PartitionSettings::default(), OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let today = now_micros();
+    let rows: Vec<StoredEvent> = (0..2_000)
+        .map(|n| {
+            let mut row = copy(
+                Uuid::now_v7(),
+                &format!("c{}", n % 50),
+                today + n,
+                "events",
+                n,
+            );
+            row.id_assigned = true;
+            row
+        })
+        .collect();
+    shard
+        .insert_events(&rows, InsertMethod::DirectCopy)
+        .await
+        .unwrap();
+    let url = &stack.shard_urls[shard.index];
+    let day = day_partition(today);
+    query(url, &format!("ANALYZE {day}")).await;
+    let gathered: Vec<String> = query(
+        url,
+        &format!("SELECT attname::text FROM pg_stats WHERE tablename = '{day}' ORDER BY 1"),
+    )
+    .await
+    .iter()
+    .map(|r| r.get(0))
+    .collect();
+    assert_eq!(gathered, ["client_id", "event_id", "ordered_at"], "{day}");
+    // The partition the migration found (the default one) has the same targets as the parent.
+    let targets = |table: &'static str| async move {
+        query(
+            url,
+            &format!(
+                "SELECT attname::text, attstattarget::int FROM pg_attribute \
+                 WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped \
+                 ORDER BY attnum"
+            ),
+        )
+        .await
+        .iter()
+        .map(|r| (r.get::<_, String>(0), r.get::<_, i32>(1)))
+        .collect::<Vec<_>>()
+    };
+    let parent = targets("events").await;
+    assert!(parent.contains(&("payload".into(), 0)), "{parent:?}");
+    assert_eq!(targets("events_default").await, parent);
+    // A client's page, as query-service plans it (a prepared statement's generic plan), is
+    // still read through the client index.
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "SET plan_cache_mode = force_generic_plan; PREPARE page AS {}",
+            include_str!("../../event-store/src/sql/client_events.sql")
+        ))
+        .await
+        .unwrap();
+    let plan: Vec<String> = client
+        .query(
+            "EXPLAIN (COSTS OFF) EXECUTE page('c7', '-infinity', \
+             '00000000-0000-0000-0000-000000000000', '-infinity', 'infinity', 100)",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.contains(&format!(
+            "Scan using {day}_client_id_ordered_at_event_id_idx"
+        )),
+        "{plan}"
+    );
+}
+
 /// Found by the suite: a day made while a read held `events` deadlocked with it (the pass
 /// locked the default partition and then the parent; a read locks the parent and then the
 /// partitions). Now the pass waits for the read, and the read for nothing.
