@@ -257,8 +257,8 @@ impl Shard {
         .await
         .map_err(self.pg())?;
         // PostgreSQL gives a new partition the default statistics target on every column, not
-        // the parent's: copy the parent's, so ANALYZE of the day skips what no read filters
-        // on (migration V6).
+        // the parent's: copy the parent's, so ANALYZE of the day gathers only what reads are
+        // planned by (migration V6).
         let targets = tx
             .query(
                 "SELECT attname::text, attstattarget::int FROM pg_attribute \
