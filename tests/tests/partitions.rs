@@ -92,6 +92,33 @@ async fn guarded_ids(stack: &Stack) -> Vec<Uuid> {
     all
 }
 
+/// A session on `url` with the statement query-service runs prepared as `page`, planned once
+/// for every parameter value the way a prepared statement is reused.
+async fn page_statement(url: &str) -> tokio_postgres::Client {
+    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
+    tokio::spawn(connection);
+    client
+        .batch_execute(&format!(
+            "SET plan_cache_mode = force_generic_plan; PREPARE page AS {}",
+            include_str!("../../event-store/src/sql/client_events.sql")
+        ))
+        .await
+        .unwrap();
+    client
+}
+
+/// The lines of an `EXPLAIN`.
+async fn plan_of(client: &tokio_postgres::Client, explain: &str) -> String {
+    client
+        .query(explain, &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get::<_, String>(0))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn fast_upkeep(retention: Duration) -> PartitionSettings {
     PartitionSettings {
         retention,
@@ -486,30 +513,10 @@ async fn a_read_of_a_time_window_or_after_a_cursor_touches_only_its_days() {
             .await
             .unwrap();
     }
-    let url = &stack.shard_urls[0];
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    // The statement query-service runs, planned once for every parameter value the way a
-    // prepared statement is reused.
-    client
-        .batch_execute(&format!(
-            "SET plan_cache_mode = force_generic_plan; PREPARE page AS {}",
-            include_str!("../../event-store/src/sql/client_events.sql")
-        ))
-        .await
-        .unwrap();
+    let client = page_statement(&stack.shard_urls[0]).await;
     let plan = |sql: String| {
         let client = &client;
-        async move {
-            client
-                .query(&sql, &[])
-                .await
-                .unwrap()
-                .iter()
-                .map(|r| r.get::<_, String>(0))
-                .collect::<Vec<_>>()
-                .join("\n")
-        }
+        async move { plan_of(client, &sql).await }
     };
     let tomorrow = day_partition(now_micros() + DAY_MICROS);
     let window = plan(
@@ -595,29 +602,13 @@ async fn analyze_of_a_day_gathers_only_what_reads_are_planned_by() {
     let parent = targets("events").await;
     assert!(parent.contains(&("payload".into(), 0)), "{parent:?}");
     assert_eq!(targets("events_default").await, parent);
-    // A client's page, as query-service plans it (a prepared statement's generic plan), is
-    // still read through the client index.
-    let (client, connection) = tokio_postgres::connect(url, NoTls).await.unwrap();
-    tokio::spawn(connection);
-    client
-        .batch_execute(&format!(
-            "SET plan_cache_mode = force_generic_plan; PREPARE page AS {}",
-            include_str!("../../event-store/src/sql/client_events.sql")
-        ))
-        .await
-        .unwrap();
-    let plan: Vec<String> = client
-        .query(
-            "EXPLAIN (COSTS OFF) EXECUTE page('c7', '-infinity', \
-             '00000000-0000-0000-0000-000000000000', '-infinity', 'infinity', 100)",
-            &[],
-        )
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    let plan = plan.join("\n");
+    // A client's page, as query-service plans it, is still read through the client index.
+    let plan = plan_of(
+        &page_statement(url).await,
+        "EXPLAIN (COSTS OFF) EXECUTE page('c7', '-infinity', \
+         '00000000-0000-0000-0000-000000000000', '-infinity', 'infinity', 100)",
+    )
+    .await;
     assert!(
         plan.contains(&format!(
             "Scan using {day}_client_id_ordered_at_event_id_idx"
