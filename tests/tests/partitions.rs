@@ -617,6 +617,48 @@ async fn analyze_of_a_day_gathers_only_what_reads_are_planned_by() {
     );
 }
 
+/// A rolling upgrade that adds a migration: once the first instance of the new release has
+/// migrated a shard, an instance of the old one that restarts must still start and store
+/// (refinery alone refuses a migration it does not know; the bench's older replica did).
+#[tokio::test]
+async fn a_shard_a_later_release_migrated_still_serves_this_one() {
+    let stack = Stack::new().await;
+    let settings = stack.store_settings();
+    settings.migrate().await.unwrap();
+    for url in &stack.shard_urls {
+        query(
+            url,
+            "INSERT INTO refinery_schema_history (version, name, applied_on, checksum) \
+             VALUES (1000, 'from_a_later_release', '2026-12-06T00:00:00Z', '0')",
+        )
+        .await;
+    }
+    let shards = ShardSet::connect(&settings).await.unwrap();
+    let shard = shards.shard_for("c");
+    shard
+        .maintain_partitions(&PartitionSettings::default(), OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    let row = copy(Uuid::new_v4(), "c", now_micros(), "events", 1);
+    assert_eq!(
+        shard
+            .insert_events(&[row], InsertMethod::DirectCopy)
+            .await
+            .unwrap(),
+        vec![RowOutcome::Inserted]
+    );
+    let newest = query(
+        &stack.shard_urls[shard.index],
+        "SELECT max(version)::bigint FROM refinery_schema_history",
+    )
+    .await;
+    assert_eq!(
+        newest[0].get::<_, i64>(0),
+        1000,
+        "the later release's history stays"
+    );
+}
+
 /// Found by the suite: a day made while a read held `events` deadlocked with it (the pass
 /// locked the default partition and then the parent; a read locks the parent and then the
 /// partitions). Now the pass waits for the read, and the read for nothing.
