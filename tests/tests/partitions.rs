@@ -514,27 +514,23 @@ async fn a_read_of_a_time_window_or_after_a_cursor_touches_only_its_days() {
             .unwrap();
     }
     let client = page_statement(&stack.shard_urls[0]).await;
-    let plan = |sql: String| {
-        let client = &client;
-        async move { plan_of(client, &sql).await }
-    };
     let tomorrow = day_partition(now_micros() + DAY_MICROS);
-    let window = plan(
+    let window = plan_of(
+        &client,
         "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE page('c', '-infinity', \
          '00000000-0000-0000-0000-000000000000', date_trunc('day', now(), 'UTC') + interval '1 day 1 hour', \
-         date_trunc('day', now(), 'UTC') + interval '1 day 2 hours', 10)"
-            .into(),
+         date_trunc('day', now(), 'UTC') + interval '1 day 2 hours', 10)",
     )
     .await;
     let scanned: Vec<&str> = window.lines().filter(|l| l.contains("Scan")).collect();
     assert_eq!(scanned.len(), 1, "one day's partition: {window}");
     assert!(scanned[0].contains(&tomorrow), "{window}");
     // A page after a cursor four days ahead skips every day before it.
-    let after_cursor = plan(
+    let after_cursor = plan_of(
+        &client,
         "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) EXECUTE page('c', \
          date_trunc('day', now(), 'UTC') + interval '4 days', '00000000-0000-0000-0000-000000000000', \
-         '-infinity', 'infinity', 10)"
-            .into(),
+         '-infinity', 'infinity', 10)",
     )
     .await;
     let scanned = after_cursor.lines().filter(|l| l.contains("Scan")).count();
