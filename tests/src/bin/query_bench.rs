@@ -6,7 +6,8 @@
 //! consumes every event), and with `--baseline-metrics` that of a second replica in the same
 //! phase, side by side, and the ratio. Per phase it also prints how many blocks the shards
 //! found in PostgreSQL's buffers and how many they read from outside them (the OS cache or
-//! the disk): a cold page is ~100 heap pages, and where they come from decides its latency.
+//! the disk): a cold page is ~100 heap pages, and where they come from decides its latency;
+//! and how much of the phase a shard spent vacuuming or analyzing `events` (autovacuum).
 //! Prints percentiles and appends them to a results file.
 
 use std::{
@@ -26,6 +27,8 @@ use pipeline_tests::{
 
 /// A GET unanswered after this counts as not answered, not as a latency.
 const GET_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often the shards are asked whether a vacuum or analyze of `events` is under way.
+const MAINTENANCE_SAMPLE: Duration = Duration::from_millis(200);
 
 #[derive(Parser)]
 #[command(
@@ -258,7 +261,17 @@ async fn main() -> anyhow::Result<()> {
         let cpu = || metric_sum(&http, &args.query_metrics, "process_cpu_seconds_total");
         let (before, blocks_before) = (page_reads().await?, shard_blocks(&shards).await?);
         let (cpu_before, events_before) = (cpu().await?, ingested.load(Ordering::Relaxed));
-        let (mut latencies, failed) = run_phase(&args, kind).await?;
+        let done = AtomicBool::new(false);
+        let (timed, maintenance) = tokio::join!(
+            async {
+                let timed = run_phase(&args, kind).await;
+                done.store(true, Ordering::Relaxed);
+                timed
+            },
+            shard_maintenance(&shards, &done)
+        );
+        let (mut latencies, failed) = timed?;
+        let maintenance = maintenance?;
         let (cpu_after, events_after) = (cpu().await?, ingested.load(Ordering::Relaxed));
         let (after, blocks_after) = (page_reads().await?, shard_blocks(&shards).await?);
         // What the phase's reads cost query-service: its CPU less what consuming the phase's
@@ -286,6 +299,12 @@ async fn main() -> anyhow::Result<()> {
             "ms",
         ));
         outcomes.push(p99.target_if(target.map(Target::AtMost)));
+        outcomes.push(Outcome::new(
+            &scenario,
+            &format!("{phase}: a shard vacuuming or analyzing events"),
+            maintenance.share_percent(),
+            "% of the phase",
+        ));
         // The latencies are of 200 answers: a phase that answered 503s fast would otherwise
         // look quick.
         outcomes.push(
@@ -298,13 +317,15 @@ async fn main() -> anyhow::Result<()> {
             .target(Target::AtMost(0.0)),
         );
         let line = format!(
-            "{} failed={failed} query-service CPU per GET={per_get:.0}µs{} pages: from memory={} from a shard={} shard blocks (writer's too): in buffers={} read from outside={}",
+            "{} failed={failed} query-service CPU per GET={per_get:.0}µs{} pages: from memory={} from a shard={} shard blocks (writer's too): in buffers={} read from outside={} vacuum or analyze of events running: {} of {} samples",
             summarize(phase, &latencies),
             if ingest_cost.is_some() { "" } else { " (its ingest's too)" },
             after.0 - before.0,
             after.1 - before.1,
             blocks_after.hit - blocks_before.hit,
             blocks_after.read - blocks_before.read,
+            maintenance.busy,
+            maintenance.samples,
         );
         println!("{line}");
         report.push_str(&line);
@@ -347,6 +368,57 @@ async fn shard_blocks(shards: &[tokio_postgres::Client]) -> anyhow::Result<Block
         blocks.read += row.try_get::<_, i64>(1)?;
     }
     Ok(blocks)
+}
+
+/// How often a phase found a shard vacuuming or analyzing a partition of `events`
+/// (autovacuum's passes): such a pass takes the CPU and the page cache cold reads need, and
+/// explains a phase's p99 that the code does not (docs/benchmarks.md, 2026-12-06).
+struct Maintenance {
+    samples: u32,
+    /// Samples in which at least one shard had such a pass under way.
+    busy: u32,
+}
+
+impl Maintenance {
+    fn share_percent(&self) -> f64 {
+        100.0 * f64::from(self.busy) / f64::from(self.samples.max(1))
+    }
+}
+
+/// Every `MAINTENANCE_SAMPLE` until `done`: is a vacuum or an analyze of a partition of
+/// `events` under way on any shard (`pg_stat_progress_vacuum` / `_analyze`)?
+async fn shard_maintenance(
+    shards: &[tokio_postgres::Client],
+    done: &AtomicBool,
+) -> anyhow::Result<Maintenance> {
+    let mut seen = Maintenance {
+        samples: 0,
+        busy: 0,
+    };
+    let mut tick = tokio::time::interval(MAINTENANCE_SAMPLE);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while !done.load(Ordering::Relaxed) {
+        tick.tick().await;
+        let mut busy = false;
+        for shard in shards {
+            let row = shard
+                .query_one(
+                    "SELECT (SELECT count(*) FROM pg_stat_progress_vacuum p
+                               JOIN pg_inherits i ON i.inhrelid = p.relid
+                              WHERE i.inhparent = 'events'::regclass)
+                          + (SELECT count(*) FROM pg_stat_progress_analyze p
+                               JOIN pg_inherits i ON i.inhrelid = p.relid
+                              WHERE i.inhparent = 'events'::regclass)",
+                    &[],
+                )
+                .await
+                .context("reading a shard's vacuum and analyze progress")?;
+            busy |= row.try_get::<_, i64>(0)? > 0;
+        }
+        seen.samples += 1;
+        seen.busy += u32::from(busy);
+    }
+    Ok(seen)
 }
 
 /// Each replica's CPU seconds over the events ingested meanwhile, in microseconds: with no
