@@ -371,8 +371,9 @@ async fn shard_blocks(shards: &[tokio_postgres::Client]) -> anyhow::Result<Block
 }
 
 /// How often a phase found a shard vacuuming or analyzing a partition of `events`
-/// (autovacuum's passes): such a pass takes the CPU and the page cache cold reads need, and
-/// explains a phase's p99 that the code does not (docs/benchmarks.md, 2026-12-06).
+/// (autovacuum's passes), which compete with the reads for the CPU and the page cache:
+/// printed beside the phase's p99, so a reader sees whether the two met (the worst cold
+/// phases of 2026-12-06 all had a pass ending in them; not every phase with one was slow).
 struct Maintenance {
     samples: u32,
     /// Samples in which at least one shard had such a pass under way.
