@@ -404,12 +404,11 @@ async fn shard_maintenance(
         for shard in shards {
             let row = shard
                 .query_one(
-                    "SELECT (SELECT count(*) FROM pg_stat_progress_vacuum p
-                               JOIN pg_inherits i ON i.inhrelid = p.relid
-                              WHERE i.inhparent = 'events'::regclass)
-                          + (SELECT count(*) FROM pg_stat_progress_analyze p
-                               JOIN pg_inherits i ON i.inhrelid = p.relid
-                              WHERE i.inhparent = 'events'::regclass)",
+                    "SELECT count(*)
+                       FROM (SELECT relid FROM pg_stat_progress_vacuum
+                             UNION ALL SELECT relid FROM pg_stat_progress_analyze) p
+                       JOIN pg_inherits i ON i.inhrelid = p.relid
+                      WHERE i.inhparent = 'events'::regclass",
                     &[],
                 )
                 .await
