@@ -53,6 +53,23 @@ pub fn ids(history: &[Value]) -> Vec<Uuid> {
         .collect()
 }
 
+/// `(ordered_at micros, event_id)`: an answered event's position in its client's history, the
+/// order every read promises (README, "Reads exactly once, in a stable order"). Posted order
+/// is that order only within one lane: another lane's partition may raise `ordered_at`.
+pub fn order_key(event: &Value) -> (i64, Uuid) {
+    let at = time::OffsetDateTime::parse(
+        event["ordered_at"].as_str().expect("ordered_at"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("ordered_at is RFC 3339");
+    let id = event["event_id"]
+        .as_str()
+        .expect("event_id")
+        .parse()
+        .expect("uuid");
+    ((at.unix_timestamp_nanos() / 1_000) as i64, id)
+}
+
 /// Acknowledged ids per client, in the order they were posted.
 pub fn by_client(events: &[Value], ids: &[Uuid]) -> HashMap<String, Vec<Uuid>> {
     let mut map: HashMap<String, Vec<Uuid>> = HashMap::new();

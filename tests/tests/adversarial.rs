@@ -33,10 +33,9 @@ use std::{
     time::Duration,
 };
 
-use pipeline_tests::{assert_same_content, eventually, ids, Block, SseReader, Stack};
+use pipeline_tests::{assert_same_content, eventually, ids, order_key, Block, SseReader, Stack};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
-use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use tokio::{sync::watch, time::Instant};
 use uuid::Uuid;
 
@@ -334,12 +333,6 @@ fn seq_of(item: &Value) -> u64 {
 
 fn event_id(event: &Value) -> Uuid {
     event["event_id"].as_str().unwrap().parse().unwrap()
-}
-
-/// `(ordered_at micros, event_id)`: the position of an answered event.
-fn order_key(event: &Value) -> (i64, Uuid) {
-    let at = OffsetDateTime::parse(event["ordered_at"].as_str().unwrap(), &Rfc3339).unwrap();
-    ((at.unix_timestamp_nanos() / 1_000) as i64, event_id(event))
 }
 
 // ---------------------------------------------------------------------------------------

@@ -11,9 +11,10 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use pipeline_tests::{by_client, ids, sibling_binary, SecureStack, Stack};
+use pipeline_tests::{by_client, ids, order_key, sibling_binary, SecureStack, Stack};
 use secrecy::SecretString;
 use serde_json::{json, Value};
+use uuid::Uuid;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 /// A refused start must come well before this: no hang.
@@ -82,11 +83,38 @@ async fn events_flow_end_to_end_over_sasl_ssl_and_verified_tls() {
             (h.len() >= want.len() && h.iter().all(|e| e["status"] == "persisted")).then_some(h)
         })
         .await;
-        assert_eq!(
-            ids(&history),
-            want,
-            "{client}: read back once each, in order"
+        let mut answered = ids(&history);
+        let keys: Vec<_> = history.iter().map(order_key).collect();
+        assert!(
+            keys.windows(2).all(|w| w[0] < w[1]),
+            "{client}: read back in (ordered_at, event_id) order: {keys:?}"
         );
+        answered.sort();
+        let mut posted = want.clone();
+        posted.sort();
+        assert_eq!(
+            answered, posted,
+            "{client}: each posted event read back once"
+        );
+        // Within a lane, posted order is the read order (one partition, increasing ids);
+        // across lanes the critical one's partition may have raised `ordered_at`.
+        for lane in ["critical", "normal"] {
+            let in_lane = |events: Vec<Uuid>| -> Vec<Uuid> {
+                events
+                    .into_iter()
+                    .filter(|id| {
+                        history
+                            .iter()
+                            .any(|e| e["event_id"] == id.to_string() && e["priority"] == lane)
+                    })
+                    .collect()
+            };
+            assert_eq!(
+                in_lane(ids(&history)),
+                in_lane(want.clone()),
+                "{client}: the {lane} lane read back in posted order"
+            );
+        }
     }
 
     // Every session of the services to the shards is encrypted (pg_hba allows no other,
