@@ -10,18 +10,10 @@ use std::{
 use serde_json::Value;
 use uuid::Uuid;
 
-use crate::{assert_same_content, eventually, ids, Stack};
+use crate::{assert_same_content, event_id, eventually, ids, Stack};
 
 /// How long a POST in progress may take to be answered.
 const ANSWER: Duration = Duration::from_secs(30);
-
-fn event_id(event: &Value) -> Uuid {
-    event["event_id"]
-        .as_str()
-        .expect("id")
-        .parse()
-        .expect("uuid")
-}
 
 #[derive(Default)]
 struct Entries {

@@ -41,16 +41,16 @@ use uuid::Uuid;
 
 /// The `event_id`s of events as the query API returns them, in order.
 pub fn ids(history: &[Value]) -> Vec<Uuid> {
-    history
-        .iter()
-        .map(|e| {
-            e["event_id"]
-                .as_str()
-                .expect("event_id")
-                .parse()
-                .expect("uuid")
-        })
-        .collect()
+    history.iter().map(event_id).collect()
+}
+
+/// The `event_id` of an event as the query API returns it (or as a test posted it).
+pub fn event_id(event: &Value) -> Uuid {
+    event["event_id"]
+        .as_str()
+        .expect("event_id")
+        .parse()
+        .expect("uuid")
 }
 
 /// `(ordered_at micros, event_id)`: an answered event's position in its client's history, the
@@ -62,12 +62,7 @@ pub fn order_key(event: &Value) -> (i64, Uuid) {
         &time::format_description::well_known::Rfc3339,
     )
     .expect("ordered_at is RFC 3339");
-    let id = event["event_id"]
-        .as_str()
-        .expect("event_id")
-        .parse()
-        .expect("uuid");
-    ((at.unix_timestamp_nanos() / 1_000) as i64, id)
+    ((at.unix_timestamp_nanos() / 1_000) as i64, event_id(event))
 }
 
 /// Acknowledged ids per client, in the order they were posted.

@@ -33,7 +33,9 @@ use std::{
     time::Duration,
 };
 
-use pipeline_tests::{assert_same_content, eventually, ids, order_key, Block, SseReader, Stack};
+use pipeline_tests::{
+    assert_same_content, event_id, eventually, ids, order_key, Block, SseReader, Stack,
+};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use serde_json::{json, Value};
 use tokio::{sync::watch, time::Instant};
@@ -329,10 +331,6 @@ fn own_id(item: &Value) -> Option<Uuid> {
 
 fn seq_of(item: &Value) -> u64 {
     item["payload"]["seq"].as_u64().unwrap()
-}
-
-fn event_id(event: &Value) -> Uuid {
-    event["event_id"].as_str().unwrap().parse().unwrap()
 }
 
 // ---------------------------------------------------------------------------------------
