@@ -9,7 +9,10 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // a test fails loudly on what it did not expect
 
-use std::{collections::HashMap, time::Duration};
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
 
 use pipeline_tests::{by_client, ids, order_key, sibling_binary, SecureStack, Stack};
 use secrecy::SecretString;
@@ -77,41 +80,48 @@ async fn events_flow_end_to_end_over_sasl_ssl_and_verified_tls() {
         assert_eq!(counts.get(id), Some(&1), "{id} stored once");
     }
     assert_eq!(counts.len(), posted.event_ids.len(), "nothing else stored");
+    // The lane each event was posted to: its priority.
+    let critical: HashSet<Uuid> = sent
+        .iter()
+        .zip(&posted.event_ids)
+        .filter(|(event, _)| event["priority"] == "critical")
+        .map(|(_, id)| *id)
+        .collect();
     for (client, want) in by_client(&sent, &posted.event_ids) {
         let history = pipeline_tests::eventually(DEADLINE, "persisted history", || async {
             let h = stack.history(&query, &client, 5).await;
             (h.len() >= want.len() && h.iter().all(|e| e["status"] == "persisted")).then_some(h)
         })
         .await;
-        let mut answered = ids(&history);
         let keys: Vec<_> = history.iter().map(order_key).collect();
         assert!(
             keys.windows(2).all(|w| w[0] < w[1]),
             "{client}: read back in (ordered_at, event_id) order: {keys:?}"
         );
-        answered.sort();
-        let mut posted = want.clone();
-        posted.sort();
+        let answered = ids(&history);
+        let sorted = |events: &[Uuid]| {
+            let mut events = events.to_vec();
+            events.sort();
+            events
+        };
         assert_eq!(
-            answered, posted,
+            sorted(&answered),
+            sorted(&want),
             "{client}: each posted event read back once"
         );
         // Within a lane, posted order is the read order (one partition, increasing ids);
         // across lanes the critical one's partition may have raised `ordered_at`.
-        for lane in ["critical", "normal"] {
-            let in_lane = |events: Vec<Uuid>| -> Vec<Uuid> {
+        for (lane, is_critical) in [("critical", true), ("normal", false)] {
+            let in_lane = |events: &[Uuid]| -> Vec<Uuid> {
                 events
-                    .into_iter()
-                    .filter(|id| {
-                        history
-                            .iter()
-                            .any(|e| e["event_id"] == id.to_string() && e["priority"] == lane)
-                    })
+                    .iter()
+                    .filter(|id| critical.contains(id) == is_critical)
+                    .copied()
                     .collect()
             };
             assert_eq!(
-                in_lane(ids(&history)),
-                in_lane(want.clone()),
+                in_lane(&answered),
+                in_lane(&want),
                 "{client}: the {lane} lane read back in posted order"
             );
         }
