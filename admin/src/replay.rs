@@ -1,14 +1,17 @@
 //! `dlq replay`: dead letters back to the topic they came from, with their original key,
 //! bytes and headers, through an idempotent producer. The store keeps one row per event id,
 //! so replaying an event that meanwhile got stored (or replaying twice) stores it once; the
-//! gateway's id-origin mark is left off, since a replay is a copy.
+//! gateway's id-origin mark is taken off (the value's `id_origin` of `event.v3`, the header of
+//! older records), since a replay is a copy.
 
-use std::time::Duration;
+use std::{borrow::Cow, time::Duration};
 
 use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
 };
+
+use schemas::{EventCodec, IdOrigin};
 
 use crate::{
     dlq::{self, Selection},
@@ -49,6 +52,7 @@ pub async fn run(configs: &Configs, args: Args) -> Result<(), AdminError> {
         // Same placement as the gateway for the same key.
         .set("partitioner", "murmur2_random")
         .create()?;
+    let codec = EventCodec::new();
     let mut replayed = 0;
     for letter in &letters {
         let Some(target) = &letter.source_topic else {
@@ -98,8 +102,13 @@ pub async fn run(configs: &Configs, args: Args) -> Result<(), AdminError> {
         if let Some(key) = &letter.key {
             record = record.key(key);
         }
-        if let Some(value) = &letter.value {
-            record = record.payload(value);
+        let value = letter
+            .value
+            .as_deref()
+            .map(|v| as_copy(&codec, v))
+            .transpose()?;
+        if let Some(value) = &value {
+            record = record.payload(value.as_ref());
         }
         producer
             .send(record, Duration::from_secs(30))
@@ -112,4 +121,77 @@ pub async fn run(configs: &Configs, args: Args) -> Result<(), AdminError> {
         letters.len()
     );
     Ok(())
+}
+
+/// `value` as a copy is replayed: an event whose value names the gateway as its id's origin
+/// is written again naming the producer, so that writers and readers check its id against
+/// the copies stored. Anything else (an older version, whose mark was a header; a value that
+/// does not decode, which is refused again as before) goes back byte for byte.
+fn as_copy<'v>(codec: &EventCodec, value: &'v [u8]) -> Result<Cow<'v, [u8]>, AdminError> {
+    match codec.decode(value) {
+        Ok(event) if event.id_origin == Some(IdOrigin::Gateway) => {
+            let copy = schemas::Event {
+                id_origin: Some(IdOrigin::Producer),
+                ..event
+            };
+            codec
+                .encode(&copy)
+                .map(Cow::Owned)
+                .map_err(|e| AdminError::CheckFailed(format!("re-encoding a replayed event: {e}")))
+        }
+        _ => Ok(Cow::Borrowed(value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::{Event, Priority};
+    use uuid::Uuid;
+
+    use super::*;
+
+    fn event(id_origin: Option<IdOrigin>) -> Event {
+        Event {
+            event_id: Uuid::now_v7(),
+            client_id: "c".into(),
+            event_type: "t".into(),
+            ts_micros: None,
+            ingested_at_micros: 1_763_000_000_000_000,
+            priority: Priority::Normal,
+            payload: "{}".into(),
+            sdk: None,
+            id_origin,
+        }
+    }
+
+    #[test]
+    fn a_replayed_gateway_id_is_marked_as_a_copy() {
+        let codec = EventCodec::new();
+        let original = event(Some(IdOrigin::Gateway));
+        let value = codec.encode(&original).unwrap();
+        let copy = as_copy(&codec, &value).unwrap();
+        let read = codec.decode(&copy).unwrap();
+        assert_eq!(read.id_origin, Some(IdOrigin::Producer));
+        assert_eq!(
+            Event {
+                id_origin: original.id_origin,
+                ..read
+            },
+            original,
+            "nothing else changes"
+        );
+    }
+
+    #[test]
+    fn other_values_are_replayed_byte_for_byte() {
+        let codec = EventCodec::new();
+        let own_id = codec.encode(&event(Some(IdOrigin::Producer))).unwrap();
+        let v2 = codec
+            .encode_as(&event(None), codec.version(2).unwrap())
+            .unwrap();
+        for value in [own_id.as_slice(), v2.as_slice(), b"not avro".as_slice()] {
+            let replayed = as_copy(&codec, value).unwrap();
+            assert!(matches!(replayed, Cow::Borrowed(v) if v == value));
+        }
+    }
 }

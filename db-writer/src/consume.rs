@@ -179,21 +179,26 @@ impl Decoder {
             partition: message.partition(),
             offset: message.offset(),
         };
-        let has_header = |name: &str, value: &str| {
-            message.headers().is_some_and(|h| {
-                h.iter()
-                    .any(|h| h.key == name && h.value == Some(value.as_bytes()))
-            })
+        // Looked at only for a tick's value or an event older than v3 (`TickCodec::is_tick`).
+        let header_pairs = || {
+            message
+                .headers()
+                .into_iter()
+                .flat_map(|h| h.iter())
+                .map(|h| (h.key, h.value))
         };
-        let is_tick = has_header(headers::KIND, headers::KIND_TICK);
-        let id_assigned = has_header(headers::ID_ORIGIN, headers::ID_ORIGIN_GATEWAY);
         let decoded = match message.payload() {
             None | Some([]) => Err(("empty", "message has no value".to_owned())),
-            Some(value) if is_tick => self
-                .ticks
-                .decode(value)
-                .map(|tick| Err(tick.at))
-                .map_err(|e| ("undecodable", format!("tick: {e}"))),
+            Some(value)
+                if self
+                    .ticks
+                    .is_tick(value, || headers::marks_tick(header_pairs())) =>
+            {
+                self.ticks
+                    .decode(value)
+                    .map(|tick| Err(tick.at))
+                    .map_err(|e| ("undecodable", format!("tick: {e}")))
+            }
             Some(value) => match self.events.decode(value) {
                 // Checked before anything of it is stored or moves the clock: query-service
                 // skips the same records (`contract`).
@@ -205,6 +210,7 @@ impl Decoder {
         };
         match decoded {
             Ok(Ok(event)) => {
+                let id_assigned = event.id_assigned(|| headers::marks_gateway_id(header_pairs()));
                 let ordered_at_micros = clock.observe(event.ingested_at_micros);
                 Record::Event {
                     event: StoredEvent {
@@ -262,7 +268,8 @@ fn raw(message: OwnedMessage) -> Raw {
 
 #[cfg(test)]
 mod tests {
-    use schemas::{Event, Priority};
+    use rdkafka::message::{Header, OwnedHeaders};
+    use schemas::{Event, IdOrigin, Priority};
     use uuid::Uuid;
 
     use super::*;
@@ -279,6 +286,7 @@ mod tests {
             priority: Priority::Normal,
             payload: payload.into(),
             sdk: None,
+            id_origin: None,
         }
     }
 
@@ -334,6 +342,86 @@ mod tests {
             assert!(error.starts_with(reason), "{error}");
             assert_eq!(clock.latest(), Some(AT - 1), "{error}");
         }
+    }
+
+    /// A v3 value says who chose the id; a record written before v3 says it in a header.
+    #[test]
+    fn the_value_says_who_chose_the_id_and_an_older_record_its_header() {
+        let id_assigned = |value: Vec<u8>, mark: bool| {
+            let headers = mark.then(|| {
+                OwnedHeaders::new().insert(Header {
+                    key: headers::ID_ORIGIN,
+                    value: Some(headers::ID_ORIGIN_GATEWAY),
+                })
+            });
+            let message = OwnedMessage::new(
+                Some(value),
+                Some(b"c".to_vec()),
+                "events".into(),
+                Timestamp::CreateTime(AT / 1_000),
+                0,
+                7,
+                headers,
+            );
+            match Decoder::default().record(message, &mut LogClock::default()) {
+                Record::Event { event, .. } => event.id_assigned,
+                other => panic!("not an event: {other:?}"),
+            }
+        };
+        let codec = EventCodec::new();
+        let gateway = Event {
+            id_origin: Some(IdOrigin::Gateway),
+            ..event("{}", AT)
+        };
+        let producer = Event {
+            id_origin: Some(IdOrigin::Producer),
+            ..event("{}", AT)
+        };
+        assert!(id_assigned(codec.encode(&gateway).unwrap(), false));
+        assert!(
+            !id_assigned(codec.encode(&producer).unwrap(), true),
+            "a v3 value decides, not a header"
+        );
+        let v2 = codec.version(2).unwrap();
+        assert!(id_assigned(codec.encode_as(&producer, v2).unwrap(), true));
+        assert!(!id_assigned(codec.encode_as(&gateway, v2).unwrap(), false));
+    }
+
+    /// A tick value marked as one moves the clock; unmarked, it is no event either.
+    #[test]
+    fn a_tick_is_a_tick_value_marked_as_one() {
+        let value = TickCodec::default()
+            .encode(&schemas::Tick {
+                at: AT,
+                gateway: "gw".into(),
+            })
+            .unwrap();
+        let message = |marked: bool| {
+            OwnedMessage::new(
+                Some(value.clone()),
+                None,
+                "events".into(),
+                Timestamp::CreateTime(AT / 1_000),
+                0,
+                7,
+                marked.then(|| {
+                    OwnedHeaders::new().insert(Header {
+                        key: headers::KIND,
+                        value: Some(headers::KIND_TICK),
+                    })
+                }),
+            )
+        };
+        let mut clock = LogClock::default();
+        let record = Decoder::default().record(message(true), &mut clock);
+        assert!(matches!(record, Record::Tick { .. }), "{record:?}");
+        assert_eq!(clock.latest(), Some(AT));
+        let (class, error) = refused(message(false), &mut clock);
+        assert_eq!(class, "undecodable");
+        assert!(
+            error.contains("unknown writer schema fingerprint"),
+            "{error}"
+        );
     }
 
     #[test]

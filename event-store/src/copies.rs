@@ -123,6 +123,7 @@ mod tests {
                 priority: Priority::Normal,
                 payload: "{}".into(),
                 sdk: None,
+                id_origin: None,
             },
             position: KafkaPosition {
                 topic: topic.into(),

@@ -188,6 +188,7 @@ impl EventColumns {
                     .map_err(|e| StoreError::CorruptRow(e.to_string()))?,
                 payload: row.try_get(self.payload).map_err(corrupt)?,
                 sdk: row.try_get(self.sdk).map_err(corrupt)?,
+                id_origin: None,
             },
             position: KafkaPosition {
                 topic: row.try_get::<_, &str>(self.topic).map_err(corrupt)?.into(),

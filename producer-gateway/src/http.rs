@@ -164,10 +164,7 @@ async fn accept(
         })??;
     let items = body::split(format, &bytes, state.limits.max_events)?;
     let single = format == Format::Json && items.len() == 1 && !is_array(&bytes);
-    let Valid {
-        mut events,
-        ids_assigned,
-    } = state
+    let Valid { mut events } = state
         .rules
         .events_in_turns(&items)
         .await
@@ -213,7 +210,7 @@ async fn accept(
     let started = Instant::now();
     let acks = state
         .publisher
-        .publish(&mut events, &ids_assigned, traceparent)
+        .publish(&mut events, traceparent)
         .await
         .map_err(|e| unavailable(e, state))?;
     metrics::PUBLISH_SECONDS.observe(started.elapsed().as_secs_f64());

@@ -52,6 +52,8 @@ pub enum GatewayError {
     KafkaSecurity(#[from] chassis::kafka_security::KafkaSecurityError),
     #[error("auth: {0}")]
     Auth(#[from] chassis::auth::AuthConfigError),
+    #[error("kafka.schema_version: {0}")]
+    SchemaVersion(#[from] schemas::UnwritableVersion),
 }
 
 /// A gateway bound to its address, ready to serve.
@@ -89,7 +91,9 @@ impl Gateway {
             std::process::id(),
             &uuid::Uuid::new_v4().simple().to_string()[..8]
         );
-        let publisher = publish::Publisher::new(&kafka, &settings.kafka, clock.clone(), &gateway)?;
+        let codec = schemas::EventCodec::writing(settings.kafka.schema_version)?;
+        let publisher =
+            publish::Publisher::new(&kafka, &settings.kafka, codec, clock.clone(), &gateway)?;
         let readiness = Readiness::new(&[tick::READY_BROKERS]);
         let ticker = tick::Ticker {
             lanes: publisher.tick_lanes(),

@@ -9,7 +9,9 @@ use rdkafka::{
     message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord, Producer},
 };
-use schemas::{headers, partitioning::partition_for, Event, EventCodec, Priority, Tick, TickCodec};
+use schemas::{
+    headers, partitioning::partition_for, Event, EventCodec, IdOrigin, Priority, Tick, TickCodec,
+};
 use tracing::warn;
 
 use crate::{
@@ -75,11 +77,13 @@ pub struct Publisher {
 }
 
 impl Publisher {
-    /// `kafka`: the brokers and `kafka.security`, which every producer starts from;
-    /// `gateway` names this gateway in its ticks.
+    /// `kafka`: the brokers and `kafka.security`, which every producer starts from; `codec`
+    /// writes the schema version `kafka.schema_version` names; `gateway` names this gateway
+    /// in its ticks.
     pub fn new(
         kafka: &ClientConfig,
         settings: &KafkaSettings,
+        codec: EventCodec,
         clock: Arc<IngestClock>,
         gateway: &str,
     ) -> Result<Self, ProducerError> {
@@ -99,7 +103,7 @@ impl Publisher {
                 )?,
                 activity: Arc::default(),
             },
-            codec: EventCodec::new(),
+            codec,
             clock,
             release_ticks: settings.release_ticks,
             trailing: settings.trailing_ticks.then(|| Trailing {
@@ -135,12 +139,11 @@ impl Publisher {
     /// On error some events may still be stored: producers retry with their own `event_id`
     /// to stay exactly-once.
     /// Stamps each event's ingest time just before it is queued, so times and queue order
-    /// agree as closely as they can. `ids_assigned[i]` tells whether the gateway chose event
-    /// `i`'s id (readers then skip the duplicate check).
+    /// agree as closely as they can. Whether the gateway chose an event's id (readers then
+    /// skip the duplicate check) travels in its value (`event.v3`'s `id_origin`).
     pub async fn publish(
         &self,
         events: &mut [Event],
-        ids_assigned: &[bool],
         traceparent: Option<&str>,
     ) -> Result<Vec<Ack>, PublishError> {
         let first = self.clock.reserve(events.len());
@@ -157,27 +160,34 @@ impl Publisher {
             value.clear();
             self.codec.encode_into(event, &mut value)?;
             let lane = self.lane(event.priority);
-            let mut record_headers = OwnedHeaders::new_with_capacity(2);
-            if let Some(traceparent) = traceparent {
-                record_headers = record_headers.insert(Header {
-                    key: headers::TRACEPARENT,
-                    value: Some(traceparent),
-                });
-            }
-            if ids_assigned.get(index).copied().unwrap_or(false) {
-                record_headers = record_headers.insert(Header {
-                    key: headers::ID_ORIGIN,
-                    value: Some(headers::ID_ORIGIN_GATEWAY),
-                });
-            }
             // The record's time is the ingest time: brokers refuse one too far ahead of their
             // clocks (`message.timestamp.after.max.ms`), which bounds how far a gateway's
             // clock can pull the order key ahead.
-            let record = FutureRecord::to(lane.topic.as_str())
+            let mut record = FutureRecord::to(lane.topic.as_str())
                 .key(event.client_id.as_str())
                 .payload(value.as_slice())
-                .timestamp(event.ingested_at_micros / 1_000)
-                .headers(record_headers);
+                .timestamp(event.ingested_at_micros / 1_000);
+            // Headers only when there is one to carry: every consumer and every copy of a
+            // record (db-writer's dead-letter raw) pays for a header list per record. A value
+            // older than v3 has no `id_origin`, so a gateway id is marked in a header.
+            let marked =
+                self.codec.writer().version < 3 && event.id_origin == Some(IdOrigin::Gateway);
+            if traceparent.is_some() || marked {
+                let mut record_headers = OwnedHeaders::new_with_capacity(2);
+                if let Some(traceparent) = traceparent {
+                    record_headers = record_headers.insert(Header {
+                        key: headers::TRACEPARENT,
+                        value: Some(traceparent),
+                    });
+                }
+                if marked {
+                    record_headers = record_headers.insert(Header {
+                        key: headers::ID_ORIGIN,
+                        value: Some(headers::ID_ORIGIN_GATEWAY),
+                    });
+                }
+                record = record.headers(record_headers);
+            }
             match lane.producer.send_result(record) {
                 Ok(delivery) => {
                     if self.release_ticks == ReleaseTicks::Client {
@@ -356,8 +366,15 @@ mod tests {
             .security
             .client_config(&settings.brokers)
             .map_err(|e| e.to_string())?;
-        Publisher::new(&kafka, &settings, Arc::new(IngestClock::default()), "test")
-            .map_err(|e| e.to_string())
+        let codec = EventCodec::new();
+        Publisher::new(
+            &kafka,
+            &settings,
+            codec,
+            Arc::new(IngestClock::default()),
+            "test",
+        )
+        .map_err(|e| e.to_string())
     }
 
     #[test]

@@ -155,6 +155,13 @@ pub struct KafkaSettings {
     pub delivery_timeout: Duration,
     /// Compression of produced batches: none, gzip, snappy, lz4, zstd. Default `lz4`.
     pub compression: String,
+    /// The event schema version written (`schemas/avro/event.v<n>.avsc`): 3 says in each
+    /// value who chose its id (`id_origin`), which readers then take without parsing the
+    /// record's headers; 2 writes `event.v2` and says it in the `eventpipe-id-origin` header,
+    /// for readers (db-writer, query-service) built before v3, which cannot read v3. In a
+    /// rolling upgrade, upgrade the readers first or keep gateways at 2 until they are.
+    /// Default 3.
+    pub schema_version: u32,
     /// How often topic metadata is re-read, i.e. how soon partitions an operator adds start
     /// receiving events. Default 30s.
     #[serde(with = "humantime_serde")]
@@ -257,6 +264,7 @@ impl Default for KafkaSettings {
             queue_max_kbytes: 256 * 1024,
             delivery_timeout: Duration::from_secs(10),
             compression: "lz4".into(),
+            schema_version: 3,
             metadata_refresh: Duration::from_secs(30),
             release_ticks: ReleaseTicks::Client,
             release_spacing: Duration::from_millis(5),

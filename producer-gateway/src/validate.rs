@@ -1,7 +1,7 @@
 //! Field rules of one incoming event, and the event the gateway makes of it.
 
 use chassis::problem::FieldError;
-use schemas::{Event, Priority};
+use schemas::{Event, IdOrigin, Priority};
 use serde::Deserialize;
 use serde_json::{value::RawValue, Value};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
@@ -75,9 +75,8 @@ pub struct Rules {
 /// (`publish`), as close to the broker as possible.
 #[derive(Debug)]
 pub struct Valid {
+    /// Each with its `id_origin`: whether the gateway chose its id (the producer sent none).
     pub events: Vec<Event>,
-    /// Whether the gateway chose each event's id (the producer sent none).
-    pub ids_assigned: Vec<bool>,
 }
 
 /// What a request's items came to so far.
@@ -91,7 +90,6 @@ impl Checked {
         Checked {
             valid: Valid {
                 events: Vec::with_capacity(items),
-                ids_assigned: Vec::with_capacity(items),
             },
             errors: Vec::new(),
         }
@@ -133,16 +131,13 @@ impl Rules {
     fn check(&self, first: usize, items: &[&RawValue], checked: &mut Checked) {
         for (index, item) in (first..).zip(items) {
             match self.event(index, item) {
-                Ok((event, assigned)) => {
-                    checked.valid.events.push(event);
-                    checked.valid.ids_assigned.push(assigned);
-                }
+                Ok(event) => checked.valid.events.push(event),
                 Err(mut item_errors) => checked.errors.append(&mut item_errors),
             }
         }
     }
 
-    fn event(&self, index: usize, item: &RawValue) -> Result<(Event, bool), Vec<FieldError>> {
+    fn event(&self, index: usize, item: &RawValue) -> Result<Event, Vec<FieldError>> {
         let error = |field: &str, reason: String| FieldError {
             index,
             field: field.to_owned(),
@@ -182,7 +177,10 @@ impl Rules {
                 }
             },
         };
-        let id_assigned = incoming.event_id.is_none();
+        let id_origin = match incoming.event_id {
+            None => IdOrigin::Gateway,
+            Some(_) => IdOrigin::Producer,
+        };
         let event_id = match incoming.event_id {
             None => Some(Uuid::now_v7()),
             Some(Value::String(s)) => Uuid::parse_str(&s)
@@ -248,19 +246,17 @@ impl Rules {
                 Some(event_id),
                 Some(ts_micros),
                 Some(priority),
-            ) if errors.is_empty() => Ok((
-                Event {
-                    event_id,
-                    client_id,
-                    event_type,
-                    ts_micros,
-                    ingested_at_micros: 0,
-                    priority,
-                    payload,
-                    sdk,
-                },
-                id_assigned,
-            )),
+            ) if errors.is_empty() => Ok(Event {
+                event_id,
+                client_id,
+                event_type,
+                ts_micros,
+                ingested_at_micros: 0,
+                priority,
+                payload,
+                sdk,
+                id_origin: Some(id_origin),
+            }),
             _ => Err(errors),
         }
     }
@@ -351,7 +347,9 @@ mod tests {
         let events = &valid.events;
         assert_eq!(events[0].event_id.get_version_num(), 7);
         assert_ne!(events[0].event_id, events[1].event_id);
-        assert_eq!(valid.ids_assigned, vec![true, true, false]);
+        let origins: Vec<_> = events.iter().map(|e| e.id_origin).collect();
+        let (gateway, producer) = (Some(IdOrigin::Gateway), Some(IdOrigin::Producer));
+        assert_eq!(origins, vec![gateway, gateway, producer]);
         assert_eq!(events[0].payload, "{}");
         assert_eq!(events[0].priority, Priority::Normal);
     }
@@ -413,7 +411,6 @@ mod tests {
             .map(|i| format!("c{i}"))
             .collect();
         assert_eq!(clients, expected);
-        assert_eq!(valid.ids_assigned.len(), good.len());
     }
 
     fn validate_payload(payload: &str) -> Result<Vec<Event>, Vec<FieldError>> {

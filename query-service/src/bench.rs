@@ -58,6 +58,7 @@ pub fn replay(workload: &Workload) -> Duration {
                 priority: Priority::Normal,
                 payload: format!("{{\"pad\":\"{}\"}}", "x".repeat(workload.payload_bytes)),
                 sdk: Some("ios-5.2".into()),
+                id_origin: None,
             };
             let bytes = codec.encode(&event).expect("a valid event encodes");
             (client_id, bytes)

@@ -253,6 +253,7 @@ mod tests {
                 priority: Priority::Normal,
                 payload: "{}".into(),
                 sdk: None,
+                id_origin: None,
             },
             position: KafkaPosition {
                 topic: "events".into(),

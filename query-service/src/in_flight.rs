@@ -889,6 +889,7 @@ pub(crate) mod tests {
                 priority: Priority::Normal,
                 payload: "{}".into(),
                 sdk: None,
+                id_origin: None,
             },
             position: KafkaPosition {
                 topic: topic.into(),

@@ -130,6 +130,7 @@ fn write(events: &[Planned], skew: i64) -> Vec<Vec<Record>> {
                 priority: Priority::Normal,
                 payload: format!("{{\"n\":{n}}}"),
                 sdk: None,
+                id_origin: None,
             },
             id_assigned: !planned.producer_id,
         });

@@ -583,6 +583,7 @@ mod tests {
                 priority: Priority::Critical,
                 payload: "{}".into(),
                 sdk: None,
+                id_origin: None,
             };
             self.partitions.event(at_index, offset, event, true);
             self.partitions.advance();

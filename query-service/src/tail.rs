@@ -461,15 +461,21 @@ impl Core {
             return;
         };
         let offset = message.offset();
-        let header = |name: &str| {
+        // Looked at only for a tick's value or an event older than v3: librdkafka parses a
+        // record's headers on the first look (`TickCodec::is_tick`, `Event::id_assigned`).
+        let header_pairs = || {
             message
                 .headers()
-                .and_then(|h| h.iter().find(|h| h.key == name).and_then(|h| h.value))
+                .into_iter()
+                .flat_map(|h| h.iter())
+                .map(|h| (h.key, h.value))
         };
-        let is_tick = header(headers::KIND) == Some(headers::KIND_TICK.as_bytes());
-        let id_assigned = header(headers::ID_ORIGIN) == Some(headers::ID_ORIGIN_GATEWAY.as_bytes());
         let check = match message.payload() {
-            Some(value) if is_tick => {
+            Some(value)
+                if self
+                    .ticks
+                    .is_tick(value, || headers::marks_tick(header_pairs())) =>
+            {
                 match self.ticks.decode(value) {
                     Ok(tick) => {
                         self.tick_delay
@@ -489,6 +495,8 @@ impl Core {
                 {
                     self.event_delay
                         .observe(seconds_since(self.drained_at, event.ingested_at_micros));
+                    let id_assigned =
+                        event.id_assigned(|| headers::marks_gateway_id(header_pairs()));
                     self.partitions.event(slot, offset, event, id_assigned)
                 }
                 Ok(_) | Err(_) => {

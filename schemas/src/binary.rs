@@ -1,5 +1,5 @@
 //! Direct readers of the datums the services consume with every message (Avro binary encoding
-//! of `event.v1`/`event.v2`, `tick.v1`, `persisted.v1`), so they need not build a generic Avro
+//! of `event.v1` to `event.v3`, `tick.v1`, `persisted.v1`), so they need not build a generic Avro
 //! value tree for each: apache-avro resolved the schema and built a tree of every event id in a
 //! persisted notice, twice per id. They read exactly what apache-avro reads for these schemas
 //! (property tests hold them to it).
@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::{
     codec::DecodeError,
     persisted::{OffsetRange, PersistedBatch, ShardWrite},
-    Event, Priority, Tick,
+    Event, IdOrigin, Priority, Tick,
 };
 
 struct Reader<'a> {
@@ -110,8 +110,9 @@ fn malformed(what: &'static str) -> DecodeError {
     DecodeError::Malformed(what)
 }
 
-/// Reads one event datum written with `event.v1` (`with_sdk` false) or `event.v2`.
-pub(crate) fn event(datum: &[u8], with_sdk: bool) -> Result<Event, DecodeError> {
+/// Reads one event datum written with `event.v<version>` (1 to 3): v2 added `sdk`, v3
+/// `id_origin`.
+pub(crate) fn event(datum: &[u8], version: u32) -> Result<Event, DecodeError> {
     let mut r = Reader { bytes: datum };
     let event_id = r.string()?;
     let event_id = Uuid::parse_str(event_id).map_err(|_| DecodeError::EventId(event_id.into()))?;
@@ -125,8 +126,17 @@ pub(crate) fn event(datum: &[u8], with_sdk: bool) -> Result<Event, DecodeError> 
         _ => return Err(malformed("priority symbol out of range")),
     };
     let payload = r.owned_string()?;
-    let sdk = if with_sdk {
+    let sdk = if version >= 2 {
         r.optional(Reader::owned_string)?
+    } else {
+        None
+    };
+    let id_origin = if version >= 3 {
+        Some(match r.long()? {
+            0 => IdOrigin::Producer,
+            1 => IdOrigin::Gateway,
+            _ => return Err(malformed("id_origin symbol out of range")),
+        })
     } else {
         None
     };
@@ -140,6 +150,7 @@ pub(crate) fn event(datum: &[u8], with_sdk: bool) -> Result<Event, DecodeError> 
         priority,
         payload,
         sdk,
+        id_origin,
     })
 }
 
@@ -317,12 +328,14 @@ mod tests {
 
     proptest! {
         #[test]
-        fn reads_what_apache_avro_reads(event in events(), version in 1u32..=2) {
+        fn reads_what_apache_avro_reads(event in events(), version in 1u32..=3) {
             let codec = EventCodec::new();
             let schema = codec.version(version).unwrap();
             let bytes = codec.encode_as(&event, schema).unwrap();
-            let fast = super::event(&bytes[HEADER_LEN..], version >= 2).unwrap();
-            let generic = codec.decode_as(&bytes, codec.latest()).unwrap();
+            let fast = super::event(&bytes[HEADER_LEN..], version).unwrap();
+            // Read with the writer's own schema: resolution to a newer one would fill
+            // `id_origin`'s default, where the direct reader leaves it to the header.
+            let generic = codec.decode_as(&bytes, schema).unwrap();
             prop_assert_eq!(&fast, &generic);
         }
 
@@ -337,11 +350,11 @@ mod tests {
             let bytes = codec.encode(&event).unwrap();
             let datum = &bytes[HEADER_LEN..];
             let truncated = &datum[..cut.index(datum.len())];
-            prop_assert!(super::event(truncated, true).is_err());
+            prop_assert!(super::event(truncated, 3).is_err());
             let mut flipped = datum.to_vec();
             let at = flip.index(flipped.len());
             flipped[at] ^= bits;
-            let fast = super::event(&flipped, true);
+            let fast = super::event(&flipped, 3);
             let mut whole = bytes[..HEADER_LEN].to_vec();
             whole.extend(&flipped);
             let generic = codec.decode_as(&whole, codec.latest());

@@ -5,7 +5,7 @@ use apache_avro::{
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::{fingerprint::fingerprint, Event, Priority};
+use crate::{fingerprint::fingerprint, Event, IdOrigin, Priority};
 
 /// Single-object encoding marker (Avro specification, "Single-object encoding").
 const MAGIC: [u8; 2] = [0xC3, 0x01];
@@ -15,6 +15,7 @@ pub const HEADER_LEN: usize = 10;
 const VERSIONS: &[(u32, &str)] = &[
     (1, include_str!("../avro/event.v1.avsc")),
     (2, include_str!("../avro/event.v2.avsc")),
+    (3, include_str!("../avro/event.v3.avsc")),
 ];
 
 /// One known writer schema and its fingerprint.
@@ -127,11 +128,21 @@ pub enum DecodeError {
     Malformed(&'static str),
 }
 
-/// Encodes events with the newest schema and decodes any known version into it.
+/// Encodes events with the newest schema (or one chosen with [`EventCodec::writing`]) and
+/// decodes any known version into it.
 #[derive(Debug)]
 pub struct EventCodec {
     versions: Vec<SchemaVersion>,
+    /// Index into `versions` of the one written.
+    writer: usize,
 }
+
+/// The oldest version a writer may choose: `event.v1` has no `sdk`, which it would drop.
+pub const OLDEST_WRITABLE: u32 = 2;
+
+#[derive(Debug, thiserror::Error)]
+#[error("event schema version {0} cannot be written: this build writes {OLDEST_WRITABLE} to {newest}", newest = VERSIONS[VERSIONS.len() - 1].0)]
+pub struct UnwritableVersion(pub u32);
 
 impl Default for EventCodec {
     fn default() -> Self {
@@ -142,6 +153,22 @@ impl Default for EventCodec {
 /// The Avro record as serde sees it, borrowed for writing.
 #[derive(Serialize)]
 struct RecordRef<'a> {
+    event_id: String,
+    client_id: &'a str,
+    #[serde(rename = "type")]
+    event_type: &'a str,
+    ts: Option<i64>,
+    ingested_at: i64,
+    priority: Priority,
+    payload: &'a str,
+    sdk: Option<&'a str>,
+    id_origin: IdOrigin,
+}
+
+/// The same for `event.v2`, which has no `id_origin`: apache-avro refuses a field its
+/// schema does not have, skipped or not.
+#[derive(Serialize)]
+struct RecordRefV2<'a> {
     event_id: String,
     client_id: &'a str,
     #[serde(rename = "type")]
@@ -167,6 +194,18 @@ struct Record {
     /// Absent from v1 data read without resolution, hence the serde default.
     #[serde(default)]
     sdk: Option<String>,
+    /// Absent from v1 and v2 data read without resolution. Present, it is an Avro enum,
+    /// not the union serde's `Option` expects.
+    #[serde(default, deserialize_with = "present")]
+    id_origin: Option<IdOrigin>,
+}
+
+fn present<'de, D, T>(deserializer: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(deserializer).map(Some)
 }
 
 impl EventCodec {
@@ -176,6 +215,18 @@ impl EventCodec {
                 .iter()
                 .map(|(v, json)| SchemaVersion::parse(*v, json))
                 .collect(),
+            writer: VERSIONS.len() - 1,
+        }
+    }
+
+    /// A codec that writes `version` instead of the newest, for producers whose readers do
+    /// not all know the newest yet (a rolling upgrade: readers first). It reads every
+    /// version as always.
+    pub fn writing(version: u32) -> Result<Self, UnwritableVersion> {
+        let codec = Self::new();
+        match codec.versions.iter().position(|v| v.version == version) {
+            Some(writer) if version >= OLDEST_WRITABLE => Ok(EventCodec { writer, ..codec }),
+            _ => Err(UnwritableVersion(version)),
         }
     }
 
@@ -195,15 +246,32 @@ impl EventCodec {
         self.versions.iter().find(|v| v.version == version)
     }
 
-    fn writer(&self) -> &SchemaVersion {
-        self.latest()
+    /// The version this codec writes.
+    pub fn writer(&self) -> &SchemaVersion {
+        &self.versions[self.writer]
     }
 
     /// Appends the single-object encoding of `event` to `out`.
     pub fn encode_into(&self, event: &Event, out: &mut Vec<u8>) -> Result<(), EncodeError> {
         let writer = self.writer();
         out.extend_from_slice(&writer.header);
-        write_avro_datum_ref(&writer.schema, &record_ref(event), out)?;
+        let record = record_ref(event);
+        if writer.version >= 3 {
+            write_avro_datum_ref(&writer.schema, &record, out)?;
+        } else {
+            // `writing` allows no version before 2.
+            let v2 = RecordRefV2 {
+                event_id: record.event_id,
+                client_id: record.client_id,
+                event_type: record.event_type,
+                ts: record.ts,
+                ingested_at: record.ingested_at,
+                priority: record.priority,
+                payload: record.payload,
+                sdk: record.sdk,
+            };
+            write_avro_datum_ref(&writer.schema, &v2, out)?;
+        }
         Ok(())
     }
 
@@ -238,14 +306,15 @@ impl EventCodec {
         if bytes.len() < HEADER_LEN {
             return Err(DecodeError::TooShort(bytes.len()));
         }
-        // The versions this build knows are read directly (`binary`); resolution to the
-        // newest only fills `sdk`'s default for v1.
+        // The versions this build knows are read directly (`binary`). Resolution to the
+        // newest would fill `sdk`'s and `id_origin`'s defaults; read directly, a field the
+        // writer did not have stays `None`, so a v2 record's origin is taken from its header.
         match self
             .versions
             .iter()
             .find(|v| v.header == bytes[..HEADER_LEN])
         {
-            Some(writer) => crate::binary::event(&bytes[HEADER_LEN..], writer.version >= 2),
+            Some(writer) => crate::binary::event(&bytes[HEADER_LEN..], writer.version),
             None => self.decode_as(bytes, self.writer()),
         }
     }
@@ -282,6 +351,7 @@ impl EventCodec {
             priority: record.priority,
             payload: record.payload,
             sdk: record.sdk,
+            id_origin: record.id_origin,
         })
     }
 }
@@ -296,6 +366,7 @@ fn record_ref(event: &Event) -> RecordRef<'_> {
         priority: event.priority,
         payload: &event.payload,
         sdk: event.sdk.as_deref(),
+        id_origin: event.id_origin.unwrap_or_default(),
     }
 }
 
@@ -317,6 +388,7 @@ mod tests {
             priority: Priority::Critical,
             payload: r#"{"celsius":21.5,"tags":["a","b"]}"#.into(),
             sdk: Some("ios/3.2.1".into()),
+            id_origin: Some(IdOrigin::Gateway),
         }
     }
 
@@ -347,7 +419,7 @@ mod tests {
     fn writes_the_latest_version() {
         let codec = EventCodec::new();
         let bytes = codec.encode(&sample()).unwrap();
-        assert_eq!(codec.latest().version, 2);
+        assert_eq!(codec.latest().version, 3);
         assert_eq!(&bytes[2..10], &codec.latest().fingerprint());
     }
 
@@ -360,7 +432,14 @@ mod tests {
         assert_eq!(&bytes[2..10], &v1.fingerprint());
         let read = codec.decode_as(&bytes, v2).unwrap();
         assert_eq!(read.sdk, None, "v1 has no sdk: v2's default applies");
-        assert_eq!(read, Event { sdk: None, ..event });
+        assert_eq!(
+            read,
+            Event {
+                sdk: None,
+                id_origin: None,
+                ..event
+            }
+        );
     }
 
     #[test]
@@ -369,22 +448,123 @@ mod tests {
         let (v1, v2) = (codec.version(1).unwrap(), codec.version(2).unwrap());
         let event = sample();
         let bytes = codec.encode_as(&event, v2).unwrap();
+        let read = codec.decode_as(&bytes, v1).unwrap();
+        assert_eq!(
+            read,
+            Event {
+                sdk: None,
+                id_origin: None,
+                ..event
+            }
+        );
+    }
+
+    #[test]
+    fn v3_data_is_read_by_the_v2_reader_without_the_origin() {
+        let codec = EventCodec::new();
+        let (v2, v3) = (codec.version(2).unwrap(), codec.version(3).unwrap());
+        let event = sample();
+        let bytes = codec.encode_as(&event, v3).unwrap();
         assert_eq!(
             bytes,
             codec.encode(&event).unwrap(),
             "fast and generic writers agree"
         );
-        let read = codec.decode_as(&bytes, v1).unwrap();
-        assert_eq!(read, Event { sdk: None, ..event });
+        let read = codec.decode_as(&bytes, v2).unwrap();
+        assert_eq!(
+            read,
+            Event {
+                id_origin: None,
+                ..event
+            }
+        );
+    }
+
+    /// What makes a consumer fall back to the `eventpipe-id-origin` header: a record written
+    /// before v3 is read with no origin, not with v3's default (a producer's id), which would
+    /// send every gateway-assigned id of a v2 record to the duplicate check.
+    #[test]
+    fn a_record_older_than_v3_leaves_the_origin_to_its_header() {
+        let codec = EventCodec::new();
+        let event = sample();
+        for version in [1, 2] {
+            let bytes = codec
+                .encode_as(&event, codec.version(version).unwrap())
+                .unwrap();
+            let read = codec.decode(&bytes).unwrap();
+            assert_eq!(read.id_origin, None, "v{version}");
+            assert!(read.id_assigned(|| true), "v{version}: the header decides");
+            assert!(
+                !read.id_assigned(|| false),
+                "v{version}: the header decides"
+            );
+        }
+        let read = codec.decode(&codec.encode(&event).unwrap()).unwrap();
+        assert_eq!(read.id_origin, Some(IdOrigin::Gateway));
+        assert!(
+            read.id_assigned(|| false),
+            "v3: the value decides, not the header"
+        );
+        let own_id = Event {
+            id_origin: Some(IdOrigin::Producer),
+            ..event
+        };
+        let read = codec.decode(&codec.encode(&own_id).unwrap()).unwrap();
+        assert!(
+            !read.id_assigned(|| true),
+            "v3: the value decides, not the header"
+        );
+    }
+
+    #[test]
+    fn a_codec_writing_v2_writes_what_a_v2_writer_writes() {
+        let codec = EventCodec::writing(2).unwrap();
+        let newest = EventCodec::new();
+        let event = sample();
+        let bytes = codec.encode(&event).unwrap();
+        assert_eq!(
+            bytes,
+            newest
+                .encode_as(&event, newest.version(2).unwrap())
+                .unwrap()
+        );
+        assert_eq!(
+            codec.decode(&bytes).unwrap(),
+            Event {
+                id_origin: None,
+                ..event.clone()
+            },
+            "the origin is left to the header"
+        );
+        assert_eq!(
+            codec.decode(&newest.encode(&event).unwrap()).unwrap(),
+            event
+        );
+    }
+
+    #[test]
+    fn only_known_versions_with_every_field_a_gateway_fills_are_written() {
+        assert_eq!(EventCodec::writing(3).unwrap().writer().version, 3);
+        for version in [0, 1, 4] {
+            let err = EventCodec::writing(version).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "event schema version {version} cannot be written: this build writes 2 to 3"
+                )
+            );
+        }
     }
 
     #[test]
     fn fingerprints_of_versions_differ() {
         let codec = EventCodec::new();
-        assert_ne!(
-            codec.version(1).unwrap().fingerprint(),
-            codec.version(2).unwrap().fingerprint()
-        );
+        let fingerprints: std::collections::HashSet<[u8; 8]> = codec
+            .versions()
+            .iter()
+            .map(SchemaVersion::fingerprint)
+            .collect();
+        assert_eq!(fingerprints.len(), codec.versions().len());
     }
 
     #[test]
@@ -443,16 +623,21 @@ mod properties {
 
     proptest! {
         #[test]
-        fn every_event_survives_encode_then_decode_in_both_versions(event in events()) {
+        fn every_event_survives_encode_then_decode_in_every_version(event in events()) {
             let codec = EventCodec::new();
             let bytes = codec.encode(&event).unwrap();
             prop_assert_eq!(&codec.decode(&bytes).unwrap(), &event);
             prop_assert_eq!(&codec.decode_as(&bytes, codec.latest()).unwrap(), &event);
+            let v2 = codec.version(2).unwrap();
+            let older = codec.encode_as(&event, v2).unwrap();
+            let without_origin = Event { id_origin: None, ..event.clone() };
+            prop_assert_eq!(&codec.decode(&older).unwrap(), &without_origin);
+            prop_assert_eq!(&codec.decode_as(&older, v2).unwrap(), &without_origin);
             let v1 = codec.version(1).unwrap();
             let old = codec.encode_as(&event, v1).unwrap();
-            let without_sdk = Event { sdk: None, ..event };
+            let without_sdk = Event { sdk: None, id_origin: None, ..event };
             prop_assert_eq!(&codec.decode(&old).unwrap(), &without_sdk);
-            prop_assert_eq!(&codec.decode_as(&old, codec.latest()).unwrap(), &without_sdk);
+            prop_assert_eq!(&codec.decode_as(&old, v2).unwrap(), &without_sdk);
         }
 
         #[test]
@@ -467,7 +652,7 @@ mod properties {
 
         #[test]
         fn arbitrary_datums_behind_a_known_header_never_panic(
-            version in 1u32..=2,
+            version in 1u32..=3,
             datum in prop::collection::vec(any::<u8>(), 0..200),
         ) {
             let codec = EventCodec::new();
@@ -520,7 +705,16 @@ mod fuzz {
                     let _ = contract::check_record(&event, Some(event.client_id.as_bytes()), None);
                     let again = codec.encode(&event).expect("a decoded event encodes");
                     let read = codec.decode(&again).expect("an encoded event decodes");
-                    assert_eq!(read, event);
+                    // Written as v3, an origin an older record left to its header reads as
+                    // the field's default.
+                    let origin = Some(event.id_origin.unwrap_or_default());
+                    assert_eq!(
+                        read,
+                        Event {
+                            id_origin: origin,
+                            ..event
+                        }
+                    );
                 }
                 let _ = codec.decode_as(&bytes, codec.latest());
                 let _ = ticks.decode(&bytes);

@@ -184,6 +184,7 @@ mod tests {
             priority: Priority::Normal,
             payload: r#"{"a":[1,2]}"#.into(),
             sdk: Some("ios/1".into()),
+            id_origin: None,
         }
     }
 

@@ -96,6 +96,7 @@ mod golden {
     const GOLDEN: &[(&str, &str)] = &[
         ("event.v1.avsc", "88c2f60e89271108"),
         ("event.v2.avsc", "d990b6aaeecbe8f7"),
+        ("event.v3.avsc", "c8755ff54f3dc05d"),
         ("persisted.v1.avsc", "d30ba440eec973d3"),
         ("tick.v1.avsc", "3158c4c7f9a12452"),
     ];

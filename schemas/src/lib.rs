@@ -20,8 +20,11 @@ mod persisted;
 mod read_token;
 mod tick;
 
-pub use codec::{DecodeError, EncodeError, EventCodec, SchemaVersion, HEADER_LEN};
-pub use event::{Event, Priority, PriorityParseError};
+pub use codec::{
+    DecodeError, EncodeError, EventCodec, SchemaVersion, UnwritableVersion, HEADER_LEN,
+    OLDEST_WRITABLE,
+};
+pub use event::{Event, IdOrigin, Priority, PriorityParseError};
 pub use order::{LogClock, OrderKey};
 pub use persisted::{OffsetRange, PersistedBatch, PersistedCodec, ShardWrite};
 pub use read_token::{ReadToken, TokenError};

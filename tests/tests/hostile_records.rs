@@ -45,6 +45,7 @@ fn event(client: &str) -> Event {
         priority: Priority::Normal,
         payload: r#"{"n":1}"#.into(),
         sdk: Some("direct/1".into()),
+        id_origin: None,
     }
 }
 
@@ -332,18 +333,11 @@ fn garbage(stack: &Stack) -> Vec<(Record, Expected)> {
             ),
         ),
         (
-            "a tick header on an event",
-            Some("good-a"),
-            Some(encoded(event("good-a"))),
-            vec![tick_header.clone()],
-            dead("undecodable", "tick: unknown writer schema fingerprint"),
-        ),
-        (
             "a tick header on random bytes",
             None,
             Some(random),
             vec![tick_header, traceparent],
-            dead("undecodable", "tick:"),
+            dead("undecodable", "missing single-object marker"),
         ),
         (
             "a tick without its header",
@@ -481,11 +475,29 @@ async fn garbage_in_the_event_topics_is_dead_lettered_whole_and_good_events_arou
         priority: Priority::Critical,
         ..event("good-c")
     };
-    for (e, bytes, topic) in [
-        (&v1, v1_bytes, &stack.critical_topic),
-        (&critical, codec.encode(&critical).unwrap(), &stack.topic),
+    // And an event with a tick's header: a tick is a tick's value marked as one, so a header
+    // does not make an event's value a tick (readers look at the value first).
+    let marked = event("good-a");
+    for (e, bytes, topic, headers) in [
+        (&v1, v1_bytes, &stack.critical_topic, vec![]),
+        (
+            &critical,
+            codec.encode(&critical).unwrap(),
+            &stack.topic,
+            vec![],
+        ),
+        (
+            &marked,
+            codec.encode(&marked).unwrap(),
+            &stack.critical_topic,
+            vec![(headers::KIND, headers::KIND_TICK.as_bytes().to_vec())],
+        ),
     ] {
-        writer.produce(&good_record(topic, e, bytes)).await;
+        let record = Record {
+            headers,
+            ..good_record(topic, e, bytes)
+        };
+        writer.produce(&record).await;
         good.entry(e.client_id.as_str())
             .or_default()
             .insert(e.event_id);

@@ -353,6 +353,7 @@ fn copy(id: Uuid, client: &str, at: i64, topic: &str, offset: i64) -> StoredEven
             priority: Priority::Normal,
             payload: format!("{{\"offset\": {offset}}}"),
             sdk: None,
+            id_origin: None,
         },
         position: KafkaPosition {
             topic: topic.into(),

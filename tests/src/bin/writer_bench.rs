@@ -182,6 +182,7 @@ fn generate(n: usize) -> Vec<StoredEvent> {
                     "x".repeat(150)
                 ),
                 sdk: None,
+                id_origin: None,
             },
             position: KafkaPosition {
                 topic: "events".into(),
