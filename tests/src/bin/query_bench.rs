@@ -4,10 +4,13 @@
 //! Needs the services running (deploy/local/demo, or the release binaries). Before the
 //! reads, an ingest-only phase measures query-service's CPU per consumed event (every replica
 //! consumes every event), and with `--baseline-metrics` that of a second replica in the same
-//! phase, side by side, and the ratio. Per phase it also prints how many blocks the shards
-//! found in PostgreSQL's buffers and how many they read from outside them (the OS cache or
-//! the disk): a cold page is ~100 heap pages, and where they come from decides its latency;
-//! and how much of the phase a shard spent vacuuming or analyzing `events` (autovacuum).
+//! phase, side by side, and the ratio; with `--baseline-gateway` too, the ingest alternates
+//! between that gateway (writing the records the baseline's gateway wrote) and the current
+//! one, and each replica is measured on its own gateway's records. Per phase it also prints
+//! how many blocks the shards found in PostgreSQL's buffers and how many they read from
+//! outside them (the OS cache or the disk): a cold page is ~100 heap pages, and where they
+//! come from decides its latency; and how much of the phase a shard spent vacuuming or
+//! analyzing `events` (autovacuum).
 //! Prints percentiles and appends them to a results file.
 
 use std::{
@@ -88,6 +91,14 @@ struct Args {
     /// same ingest-only phase, side by side, so machine speed cancels out of the ratio.
     #[arg(long)]
     baseline_metrics: Option<String>,
+    /// A gateway writing the records the baseline's own gateway wrote (`event.v2`, the id's
+    /// origin in a header: `kafka.schema_version = 2`), which the baseline replica reads;
+    /// it cannot read `event.v3`. With it the CPU phase is twice as long, in eight parts, the
+    /// ingest through this gateway, the current one, the current one, this one, and again
+    /// (so that a drift of the machine's speed cancels); the ratio is the current replica's
+    /// CPU per event on the current gateway's records over the baseline's on its own.
+    #[arg(long, requires = "baseline_metrics")]
+    baseline_gateway: Option<String>,
     /// Target: query-service's CPU per event at most this share of the baseline's (the issue
     /// asks for "at least halved": 0.5).
     #[arg(long)]
@@ -151,10 +162,16 @@ async fn main() -> anyhow::Result<()> {
     }
     let stop = Arc::new(AtomicBool::new(false));
     let ingested = Arc::new(AtomicU64::new(0));
+    // Whether the ingest goes through `--baseline-gateway` for now.
+    let via_baseline = Arc::new(AtomicBool::new(false));
     let ingest = {
-        let (http, gateway, stop, ingested) = (
+        let (http, gateways, via_baseline, stop, ingested) = (
             http.clone(),
-            args.gateway.clone(),
+            [
+                args.gateway.clone(),
+                args.baseline_gateway.clone().unwrap_or_default(),
+            ],
+            via_baseline.clone(),
             stop.clone(),
             ingested.clone(),
         );
@@ -173,6 +190,7 @@ async fn main() -> anyhow::Result<()> {
                     })
                     .collect();
                 let http = http.clone();
+                let gateway = &gateways[usize::from(via_baseline.load(Ordering::Relaxed))];
                 let url = format!("{gateway}/events");
                 let ingested = ingested.clone();
                 tokio::spawn(async move {
@@ -206,8 +224,29 @@ async fn main() -> anyhow::Result<()> {
         let replicas: Vec<&str> = std::iter::once(args.query_metrics.as_str())
             .chain(args.baseline_metrics.as_deref())
             .collect();
-        let per_event = cpu_per_event(&http, &replicas, args.cpu_phase, &ingested).await?;
-        let (own, baseline) = (per_event[0], per_event.get(1).copied());
+        let (own, baseline, like_for_like) = if args.baseline_gateway.is_some() {
+            let part = args.cpu_phase / 4;
+            let (mut own, mut baseline) = (Cost::default(), Cost::default());
+            let mut own_on_baseline_records = Cost::default();
+            for on_baseline in [true, false, false, true, true, false, false, true] {
+                via_baseline.store(on_baseline, Ordering::Relaxed);
+                let (cpu, events) = cpu_seconds(&http, &replicas, part, &ingested).await?;
+                if on_baseline {
+                    baseline.add(cpu[1], events);
+                    own_on_baseline_records.add(cpu[0], events);
+                } else {
+                    own.add(cpu[0], events);
+                }
+            }
+            via_baseline.store(false, Ordering::Relaxed);
+            let (own, baseline) = (own.per_event()?, baseline.per_event()?);
+            let like_for_like = own_on_baseline_records.per_event()?;
+            (own, Some(baseline), Some(like_for_like))
+        } else {
+            let (cpu, events) = cpu_seconds(&http, &replicas, args.cpu_phase, &ingested).await?;
+            let per_event: Vec<f64> = cpu.iter().map(|c| c * 1e6 / events as f64).collect();
+            (per_event[0], per_event.get(1).copied(), None)
+        };
         ingest_cost = Some(own);
         let ingest = format!("ingest {}/s", args.ingest_rate);
         let mut line = format!(
@@ -224,12 +263,17 @@ async fn main() -> anyhow::Result<()> {
         }
         if let Some(baseline) = baseline {
             let ratio = own / baseline;
+            let how = if like_for_like.is_some() {
+                "on its own gateway's records"
+            } else {
+                "side by side"
+            };
             line.push_str(&format!(
-                "; the issue's start, side by side: {baseline:.2} µs; ratio {ratio:.3}"
+                "; the issue's start, {how}: {baseline:.2} µs; ratio {ratio:.3}"
             ));
             outcomes.push(Outcome::new(
                 &ingest,
-                "the issue's start's CPU per event, side by side",
+                &format!("the issue's start's CPU per event, {how}"),
                 baseline,
                 "µs",
             ));
@@ -237,6 +281,20 @@ async fn main() -> anyhow::Result<()> {
                 Outcome::new(&ingest, "CPU per event / the issue's start's", ratio, "×")
                     .target_if(args.cpu_ratio_target.map(Target::AtMost)),
             );
+            if let Some(old_records) = like_for_like {
+                line.push_str(&format!(
+                    " (each on its own gateway's records, alternating; on the issue's start's \
+                     records, side by side, the current replica took {old_records:.2} µs, \
+                     ratio {:.3})",
+                    old_records / baseline
+                ));
+                outcomes.push(Outcome::new(
+                    &ingest,
+                    "the same, both on the issue's start's records",
+                    old_records / baseline,
+                    "×",
+                ));
+            }
         }
         println!("{line}");
         report.push_str(&line);
@@ -423,12 +481,13 @@ async fn shard_maintenance(
 
 /// Each replica's CPU seconds over the events ingested meanwhile, in microseconds: with no
 /// reads running, what it spends consuming (every replica consumes every event).
-async fn cpu_per_event(
+/// Each replica's CPU seconds over `phase`, and the events ingested meanwhile.
+async fn cpu_seconds(
     http: &reqwest::Client,
     replicas: &[&str],
     phase: Duration,
     ingested: &AtomicU64,
-) -> anyhow::Result<Vec<f64>> {
+) -> anyhow::Result<(Vec<f64>, u64)> {
     let cpu = |metrics| metric_sum(http, metrics, "process_cpu_seconds_total");
     let mut before = Vec::new();
     for metrics in replicas {
@@ -440,11 +499,31 @@ async fn cpu_per_event(
         .load(Ordering::Relaxed)
         .saturating_sub(events_before);
     anyhow::ensure!(events > 0, "nothing was ingested during the CPU phase");
-    let mut per_event = Vec::new();
+    let mut seconds = Vec::new();
     for (metrics, before) in replicas.iter().zip(before) {
-        per_event.push((cpu(metrics).await? - before) * 1e6 / events as f64);
+        seconds.push(cpu(metrics).await? - before);
     }
-    Ok(per_event)
+    Ok((seconds, events))
+}
+
+/// CPU seconds and events summed over the parts of a phase.
+#[derive(Default)]
+struct Cost {
+    seconds: f64,
+    events: u64,
+}
+
+impl Cost {
+    fn add(&mut self, seconds: f64, events: u64) {
+        self.seconds += seconds;
+        self.events += events;
+    }
+
+    /// Microseconds per event.
+    fn per_event(&self) -> anyhow::Result<f64> {
+        anyhow::ensure!(self.events > 0, "nothing was ingested during the CPU phase");
+        Ok(self.seconds * 1e6 / self.events as f64)
+    }
 }
 
 /// The id of this run's client `n` (a number, or `heavy`): what the seed and the ingest write
