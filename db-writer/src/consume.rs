@@ -8,6 +8,7 @@ use std::{
     time::Duration,
 };
 
+use chassis::kafka_headers;
 use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance, StreamConsumer},
@@ -179,14 +180,8 @@ impl Decoder {
             partition: message.partition(),
             offset: message.offset(),
         };
-        // Looked at only for a tick's value or an event older than v3 (`TickCodec::is_tick`).
-        let header_pairs = || {
-            message
-                .headers()
-                .into_iter()
-                .flat_map(|h| h.iter())
-                .map(|h| (h.key, h.value))
-        };
+        // Only for a tick's value or an event older than v3 (`kafka_headers::pairs`).
+        let header_pairs = || kafka_headers::pairs(&message);
         let decoded = match message.payload() {
             None | Some([]) => Err(("empty", "message has no value".to_owned())),
             Some(value)

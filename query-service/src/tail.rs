@@ -9,7 +9,7 @@ use std::{
     time::Duration,
 };
 
-use chassis::health::Readiness;
+use chassis::{health::Readiness, kafka_headers};
 use futures::{FutureExt, StreamExt};
 use lag::{Member, Observed, Slot};
 use prometheus::Histogram;
@@ -17,7 +17,7 @@ use rdkafka::{
     config::ClientConfig,
     consumer::{BaseConsumer, Consumer, StreamConsumer},
     error::KafkaError,
-    message::{BorrowedMessage, Headers, Message, Timestamp},
+    message::{BorrowedMessage, Message, Timestamp},
     Offset, TopicPartitionList,
 };
 use schemas::{contract, headers, EventCodec, TickCodec};
@@ -461,15 +461,8 @@ impl Core {
             return;
         };
         let offset = message.offset();
-        // Looked at only for a tick's value or an event older than v3: librdkafka parses a
-        // record's headers on the first look (`TickCodec::is_tick`, `Event::id_assigned`).
-        let header_pairs = || {
-            message
-                .headers()
-                .into_iter()
-                .flat_map(|h| h.iter())
-                .map(|h| (h.key, h.value))
-        };
+        // Only for a tick's value or an event older than v3 (`kafka_headers::pairs`).
+        let header_pairs = || kafka_headers::pairs(message);
         let check = match message.payload() {
             Some(value)
                 if self

@@ -166,7 +166,8 @@ struct RecordRef<'a> {
 }
 
 /// The same for `event.v2`, which has no `id_origin`: apache-avro refuses a field its
-/// schema does not have, skipped or not.
+/// schema does not have, skipped or not, and a `#[serde(flatten)]` of this into
+/// `RecordRef` serializes as a map, which it refuses for a record (tried).
 #[derive(Serialize)]
 struct RecordRefV2<'a> {
     event_id: String,
@@ -423,60 +424,47 @@ mod tests {
         assert_eq!(&bytes[2..10], &codec.latest().fingerprint());
     }
 
+    /// Avro's resolution between neighbouring versions: a newer reader fills what the writer
+    /// did not have with its default, an older one skips what it does not know.
     #[test]
-    fn v1_data_is_read_by_the_v2_reader_with_the_default() {
+    fn each_version_is_read_by_its_neighbours() {
         let codec = EventCodec::new();
-        let (v1, v2) = (codec.version(1).unwrap(), codec.version(2).unwrap());
         let event = sample();
-        let bytes = codec.encode_as(&event, v1).unwrap();
-        assert_eq!(&bytes[2..10], &v1.fingerprint());
-        let read = codec.decode_as(&bytes, v2).unwrap();
-        assert_eq!(read.sdk, None, "v1 has no sdk: v2's default applies");
+        let without = |sdk: bool, id_origin: bool| Event {
+            sdk: if sdk { None } else { event.sdk.clone() },
+            id_origin: if id_origin { None } else { event.id_origin },
+            ..event.clone()
+        };
+        // (writer, reader, what the reader reads back)
+        for (writer, reader, expected) in [
+            (1, 2, without(true, true)),
+            (2, 1, without(true, true)),
+            (
+                2,
+                3,
+                Event {
+                    id_origin: Some(IdOrigin::Producer),
+                    ..without(false, false)
+                },
+            ),
+            (3, 2, without(false, true)),
+        ] {
+            let (w, r) = (
+                codec.version(writer).unwrap(),
+                codec.version(reader).unwrap(),
+            );
+            let bytes = codec.encode_as(&event, w).unwrap();
+            assert_eq!(&bytes[2..10], &w.fingerprint());
+            assert_eq!(
+                codec.decode_as(&bytes, r).unwrap(),
+                expected,
+                "v{writer} by v{reader}"
+            );
+        }
         assert_eq!(
-            read,
-            Event {
-                sdk: None,
-                id_origin: None,
-                ..event
-            }
-        );
-    }
-
-    #[test]
-    fn v2_data_is_read_by_the_v1_reader_without_the_new_field() {
-        let codec = EventCodec::new();
-        let (v1, v2) = (codec.version(1).unwrap(), codec.version(2).unwrap());
-        let event = sample();
-        let bytes = codec.encode_as(&event, v2).unwrap();
-        let read = codec.decode_as(&bytes, v1).unwrap();
-        assert_eq!(
-            read,
-            Event {
-                sdk: None,
-                id_origin: None,
-                ..event
-            }
-        );
-    }
-
-    #[test]
-    fn v3_data_is_read_by_the_v2_reader_without_the_origin() {
-        let codec = EventCodec::new();
-        let (v2, v3) = (codec.version(2).unwrap(), codec.version(3).unwrap());
-        let event = sample();
-        let bytes = codec.encode_as(&event, v3).unwrap();
-        assert_eq!(
-            bytes,
+            codec.encode_as(&event, codec.latest()).unwrap(),
             codec.encode(&event).unwrap(),
             "fast and generic writers agree"
-        );
-        let read = codec.decode_as(&bytes, v2).unwrap();
-        assert_eq!(
-            read,
-            Event {
-                id_origin: None,
-                ..event
-            }
         );
     }
 
