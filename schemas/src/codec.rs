@@ -138,7 +138,7 @@ pub struct EventCodec {
 }
 
 /// The oldest version a writer may choose: `event.v1` has no `sdk`, which it would drop.
-pub const OLDEST_WRITABLE: u32 = 2;
+const OLDEST_WRITABLE: u32 = 2;
 
 #[derive(Debug, thiserror::Error)]
 #[error("event schema version {0} cannot be written: this build writes {OLDEST_WRITABLE} to {newest}", newest = VERSIONS[VERSIONS.len() - 1].0)]
@@ -316,7 +316,7 @@ impl EventCodec {
             .find(|v| v.header == bytes[..HEADER_LEN])
         {
             Some(writer) => crate::binary::event(&bytes[HEADER_LEN..], writer.version),
-            None => self.decode_as(bytes, self.writer()),
+            None => self.decode_as(bytes, self.latest()),
         }
     }
 

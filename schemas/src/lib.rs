@@ -22,7 +22,6 @@ mod tick;
 
 pub use codec::{
     DecodeError, EncodeError, EventCodec, SchemaVersion, UnwritableVersion, HEADER_LEN,
-    OLDEST_WRITABLE,
 };
 pub use event::{Event, IdOrigin, Priority, PriorityParseError};
 pub use order::{LogClock, OrderKey};
