@@ -53,6 +53,18 @@ fn events(n: usize, tag: &str) -> Vec<Value> {
         .collect()
 }
 
+/// Rows stored per the view's shards (a sample taken once a second).
+fn shard_rows(view: &Value) -> i64 {
+    view["shards"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .map(|s| s["rows_stored"].as_i64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
 fn rows_in_batches(view: &Value) -> i64 {
     view["batches"]
         .as_array()
@@ -79,12 +91,7 @@ async fn the_view_shows_depth_age_lanes_shards_writers_and_batches() {
             // The writer's two members (one per lane) join one after the other.
             && v["writers"][0]["partitions"].as_array().map(Vec::len)
                 == v["partitions"].as_array().map(Vec::len)
-            && v["shards"].as_array().is_some_and(|s| {
-                s.iter()
-                    .map(|s| s["rows_stored"].as_i64().unwrap_or(0))
-                    .sum::<i64>()
-                    == 200
-            })
+            && shard_rows(v) == 200
     })
     .await;
     let shards = caught_up["shards"].as_array().expect("shards");
@@ -168,23 +175,13 @@ async fn the_view_shows_depth_age_lanes_shards_writers_and_batches() {
 
     // A record that can never be stored is counted as a dead letter once the writer is back,
     // and everything drains. The shards' counts are the last second's sample while the batch
-    // list is live, so the wait is on the counts themselves (the batch list once ran ahead:
-    // 303 rows counted when the list already had the 300th).
+    // list is live (and holds the first 200 rows too), so the wait is on the counts
+    // themselves: waiting on the list once read counts of 303.
     stack
         .kafka
         .produce_raw(&stack.topic, "v0", b"not an event")
         .await;
     let _writer = stack.start_writer().await;
-    let shard_rows = |v: &Value| -> i64 {
-        v["shards"]
-            .as_array()
-            .map(|s| {
-                s.iter()
-                    .map(|s| s["rows_stored"].as_i64().unwrap_or(0))
-                    .sum()
-            })
-            .unwrap_or(0)
-    };
     let drained = view_until(&stack, &query, "drained, with a dead letter", |v| {
         shard_rows(v) >= 500
             && rows_in_batches(v) >= 300
