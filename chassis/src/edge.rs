@@ -109,17 +109,17 @@ impl Edge {
                 .merge(crate::health::router(readiness.clone()))
         };
         let (app, ops) = match self.ops {
-            None => (app.merge(common()), None),
+            None => (with_problem_fallbacks(app.merge(common())), None),
             Some(ops) => {
                 info!(addr = %ops.addr, "metrics and health listening");
                 let ops = tokio::spawn(accept(
                     *ops,
-                    common(),
+                    with_problem_fallbacks(common()),
                     readiness.clone(),
                     shutdown.clone(),
                     drain,
                 ));
-                (app, Some(ops))
+                (with_problem_fallbacks(app), Some(ops))
             }
         };
         let listener = Edge { ops: None, ..self };
@@ -146,6 +146,14 @@ impl Edge {
             task: tokio::spawn(self.serve(app, readiness, stop, drain)),
         }
     }
+}
+
+/// Every error answer is problem+json, also the ones axum makes itself: an unknown path and
+/// a method a route does not take (the latter keeps axum's `Allow` header). Set on the
+/// finished router: the method fallback reaches only the routes added before it.
+fn with_problem_fallbacks(app: Router) -> Router {
+    app.fallback(crate::problem::no_route)
+        .method_not_allowed_fallback(crate::problem::method_not_allowed)
 }
 
 /// A listener on `addr` with [`LISTEN_BACKLOG`], address reuse on as tokio's own `bind` sets

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use axum::{
-    http::{header, HeaderValue, StatusCode},
+    http::{header, HeaderName, HeaderValue, Method, StatusCode, Uri},
     response::{IntoResponse, Response},
     Json,
 };
@@ -16,7 +16,7 @@ pub struct Problem {
     /// A URI reference naming the problem type; relative ones resolve against the API's base.
     #[serde(rename = "type")]
     pub problem_type: String,
-    pub title: String,
+    pub title: &'static str,
     pub status: u16,
     pub detail: String,
     /// Per-item errors of a rejected batch.
@@ -25,6 +25,11 @@ pub struct Problem {
     #[serde(skip)]
     #[schema(ignore)]
     pub retry_after: Option<Duration>,
+    /// One more header the answer carries (`Accept-Encoding` on a refused content coding);
+    /// boxed, as every handler's `Result` carries a `Problem`.
+    #[serde(skip)]
+    #[schema(ignore)]
+    pub header: Option<Box<(HeaderName, HeaderValue)>>,
 }
 
 /// One invalid field of one item of a request.
@@ -40,12 +45,19 @@ impl Problem {
     pub fn new(status: StatusCode, problem_type: &str, detail: impl Into<String>) -> Self {
         Problem {
             problem_type: format!("/problems/{problem_type}"),
-            title: status.canonical_reason().unwrap_or("Error").to_owned(),
+            title: status.canonical_reason().unwrap_or("Error"),
             status: status.as_u16(),
             detail: detail.into(),
             errors: Vec::new(),
             retry_after: None,
+            header: None,
         }
+    }
+
+    /// Adds a header to the answer (one; a second replaces it).
+    pub fn with_header(mut self, name: HeaderName, value: HeaderValue) -> Self {
+        self.header = Some(Box::new((name, value)));
+        self
     }
 
     pub fn with_errors(mut self, errors: Vec<FieldError>) -> Self {
@@ -61,11 +73,16 @@ impl Problem {
 }
 
 impl IntoResponse for Problem {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
         let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let retry_after = self.retry_after;
+        let extra = self.header.take();
         let mut response = (status, Json(self)).into_response();
         let headers = response.headers_mut();
+        if let Some(extra) = extra {
+            let (name, value) = *extra;
+            headers.insert(name, value);
+        }
         headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE));
         if let Some(after) = retry_after {
             let secs = after.as_secs().max(1);
@@ -73,4 +90,22 @@ impl IntoResponse for Problem {
         }
         response
     }
+}
+
+/// The answer to a path no route serves: axum's own is an empty `404`.
+pub async fn no_route(method: Method, uri: Uri) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!("nothing is served at {method} {}", uri.path()),
+    )
+}
+
+/// The answer to a method a route does not take; axum adds the route's `Allow` header.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("{} does not take {method}; see Allow", uri.path()),
+    )
 }

@@ -25,6 +25,7 @@ use crate::{
     admission::Admission,
     body::{self, Format},
     capacity::Capacity,
+    encoding::Coding,
     metrics,
     publish::{PublishError, Publisher},
     rate_limit::RateLimiter,
@@ -93,7 +94,8 @@ struct AcceptedEvent {
     post,
     path = "/events",
     request_body(
-        description = "One event, a JSON array of events, or NDJSON (one event per line)",
+        description = "One event, a JSON array of events, or NDJSON (one event per line); \
+            sent as it is, or compressed with `Content-Encoding: gzip` or `deflate`",
         content(
             (EventsBody = "application/json"),
             (String = "application/x-ndjson"),
@@ -102,12 +104,12 @@ struct AcceptedEvent {
     params(("traceparent" = Option<String>, Header, description = "W3C trace context, carried with each event")),
     responses(
         (status = 202, description = "Acknowledged by the brokers; positions and a read-your-writes token", body = Accepted),
-        (status = 400, description = "Not JSON / NDJSON", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Not JSON / NDJSON, or a body its `Content-Encoding` does not decode", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "With `auth.enabled`: no credential, or one refused (bad signature, expired, not yet valid, wrong audience or issuer, unknown key, malformed); `WWW-Authenticate: Bearer`", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "With `auth.enabled`: an event's `client_id` is outside the credential's write grant; nothing of the request is published", body = Problem, content_type = "application/problem+json"),
         (status = 408, description = "The body did not arrive within `limits.body_timeout`", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body or event count over the limits", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Neither application/json nor application/x-ndjson", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body (as sent or decoded) or event count over the limits", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Neither application/json nor application/x-ndjson, or a `Content-Encoding` other than gzip, deflate or identity (the answer's `Accept-Encoding` lists them)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Invalid events, each bad field listed; nothing published", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "A client over its rate; retry after `Retry-After`", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "Brokers unavailable, queue full, pipeline behind or the gateway at its request/byte bounds; retry after `Retry-After` with the same event ids", body = Problem, content_type = "application/problem+json"),
@@ -140,6 +142,7 @@ async fn accept(
     body: Body,
 ) -> Result<Accepted, Problem> {
     let format = Format::of(headers)?;
+    let coding = Coding::of(headers)?;
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -148,8 +151,14 @@ async fn accept(
     if declared.is_some_and(|length| length > limit) {
         return Err(too_large(limit));
     }
+    let sent = declared.unwrap_or(limit);
+    // A coded body is held twice over for a moment: as sent, and decoded (up to the limit).
+    let buffered = match coding {
+        Coding::Identity => sent,
+        _ => sent + limit,
+    };
     // Held until the request is answered: its body, then its events, are in memory.
-    let _held = state.capacity.admit(declared.unwrap_or(limit))?;
+    let _held = state.capacity.admit(buffered)?;
     let bytes = tokio::time::timeout(state.limits.body_timeout, read_limited(body, limit))
         .await
         .map_err(|_| {
@@ -162,6 +171,19 @@ async fn accept(
                 ),
             )
         })??;
+    let bytes = match coding {
+        Coding::Identity => bytes,
+        // Inflating megabytes takes milliseconds: off the workers that answer other requests.
+        _ => tokio::task::spawn_blocking(move || coding.decode(bytes, limit))
+            .await
+            .map_err(|_| {
+                Problem::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "decode-failed",
+                    "decoding the request body failed; nothing was published",
+                )
+            })??,
+    };
     let items = body::split(format, &bytes, state.limits.max_events)?;
     let single = format == Format::Json && items.len() == 1 && !is_array(&bytes);
     let Valid { mut events } = state

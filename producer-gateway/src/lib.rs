@@ -1,7 +1,8 @@
 //! producer-gateway: HTTP in, Kafka out.
 //!
-//! request → the caller's credential (`chassis::auth`, with `auth.enabled`) → `body` (content
-//! type, limits, JSON syntax) → `validate` (field rules, ids, ingest time; the rules are
+//! request → the caller's credential (`chassis::auth`, with `auth.enabled`) → `encoding` (a
+//! gzip or deflate body decoded, within the body limit) → `body` (content type, limits, JSON
+//! syntax) → `validate` (field rules, ids, ingest time; the rules are
 //! `schemas::contract`, so nothing PostgreSQL's jsonb would refuse) → the caller's write grant
 //! covers every client id → `rate_limit` (per-client buckets, optional) → `publish` (Avro,
 //! keyed by client id, idempotent producer, wait for acks) → `202` with the events'
@@ -11,6 +12,7 @@ mod admission;
 mod body;
 mod capacity;
 mod clock;
+mod encoding;
 mod http;
 #[cfg(test)]
 mod input_properties;

@@ -183,9 +183,22 @@ impl Rules {
         };
         let event_id = match incoming.event_id {
             None => Some(Uuid::now_v7()),
-            Some(Value::String(s)) => Uuid::parse_str(&s)
-                .map_err(|_| errors.push(error("event_id", format!("{s:?} is not a UUID"))))
-                .ok(),
+            Some(Value::String(s)) => match Uuid::parse_str(&s) {
+                // An id field left uninitialised holds one of these: every event carrying it
+                // would be taken for a retry of the first and dropped as its duplicate.
+                Ok(id) if id.is_nil() || id.is_max() => {
+                    errors.push(error(
+                        "event_id",
+                        format!("{s:?} is the nil or max UUID, not an id of one event"),
+                    ));
+                    None
+                }
+                Ok(id) => Some(id),
+                Err(_) => {
+                    errors.push(error("event_id", format!("{s:?} is not a UUID")));
+                    None
+                }
+            },
             Some(_) => {
                 errors.push(error("event_id", "must be a UUID string".into()));
                 None
@@ -376,6 +389,20 @@ mod tests {
                 (3, "payload".into()),
                 (4, "".into()),
             ]
+        );
+    }
+
+    #[test]
+    fn the_nil_and_max_uuids_are_not_event_ids() {
+        let errors = validate(
+            r#"[{"client_id":"a","type":"t","event_id":"00000000-0000-0000-0000-000000000000"},
+                {"client_id":"a","type":"t","event_id":"FFFFFFFF-FFFF-FFFF-FFFF-FFFFFFFFFFFF"},
+                {"client_id":"a","type":"t","event_id":"00000000-0000-0000-0000-000000000001"}]"#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(errors),
+            vec![(0, "event_id".into()), (1, "event_id".into())]
         );
     }
 

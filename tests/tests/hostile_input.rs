@@ -1,11 +1,16 @@
 //! A gateway that survives abuse: hostile bodies get a clear 4xx and publish nothing; slow
 //! clients are cut off (headers) or answered 408 (bodies); past the bounds on requests in
 //! progress and bytes buffered, requests get 503 at once while other clients keep being
-//! served.
+//! served; compressed bodies are decoded, and one that inflates past the body limit is
+//! refused there.
 
 #![allow(clippy::unwrap_used)] // a test fails loudly on what it did not expect
 
-use std::time::{Duration, Instant};
+use std::{
+    collections::HashSet,
+    io::Write,
+    time::{Duration, Instant},
+};
 
 use pipeline_tests::Stack;
 use serde_json::Value;
@@ -13,6 +18,7 @@ use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
 };
+use uuid::Uuid;
 
 /// One POST on a connection of its own: a refused request's connection is closed by the
 /// gateway when it answers before reading the body, which a pooled client would reuse.
@@ -372,4 +378,116 @@ async fn bytes_buffered_across_requests_are_bounded() {
         },
     )
     .await;
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn compressed_bodies_are_stored_as_sent_and_a_bomb_stops_at_the_body_limit() {
+    let stack = Stack::new().await;
+    let gateway = stack.start_gateway().await;
+    let query = stack.start_query().await;
+    let max_body = stack.gateway_settings().limits.max_body_bytes;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
+    let send = |content_type: &'static str, coding: &'static str, body: Vec<u8>| {
+        let http = http.clone();
+        let url = format!("{gateway}/events");
+        async move {
+            let answer = http
+                .post(url)
+                .header("content-type", content_type)
+                .header("content-encoding", coding)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            let status = answer.status().as_u16();
+            let accept_encoding = answer
+                .headers()
+                .get("accept-encoding")
+                .map(|v| v.to_str().unwrap().to_owned());
+            let problem_json = answer
+                .headers()
+                .get("content-type")
+                .is_some_and(|v| v.to_str().unwrap() == "application/problem+json");
+            let body: Value = answer.json().await.unwrap();
+            assert!(
+                status < 400 || problem_json,
+                "{status} is problem+json: {body}"
+            );
+            (status, body, accept_encoding)
+        }
+    };
+
+    // A gzip NDJSON batch and a deflate (zlib) array: taken as if sent plain.
+    let lines: String = (0..50)
+        .map(|n| format!("{{\"client_id\":\"zipped\",\"type\":\"t\",\"payload\":{{\"n\":{n},\"s\":\"ä€\"}}}}\n"))
+        .collect();
+    let (status, gzipped, _) = send("application/x-ndjson", "gzip", gzip(lines.as_bytes())).await;
+    assert_eq!(status, 202, "{gzipped}");
+    assert_eq!(gzipped["accepted"], 50);
+    let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+    zlib.write_all(br#"[{"client_id":"zipped","type":"u","payload":{"n":50}}]"#)
+        .unwrap();
+    let (status, deflated, _) = send("application/json", "deflate", zlib.finish().unwrap()).await;
+    assert_eq!(status, 202, "{deflated}");
+
+    // A few KiB that inflate to three times the body limit: refused once the decoded body
+    // passes it, publishing nothing.
+    let mut bomb = b"{\"client_id\":\"zipped\",\"type\":\"bomb\",\"payload\":{\"s\":\"".to_vec();
+    bomb.resize(3 * max_body, b'x');
+    bomb.extend_from_slice(b"\"}}");
+    let bomb = gzip(&bomb);
+    assert!(bomb.len() < max_body / 100, "{} bytes", bomb.len());
+    let started = Instant::now();
+    let (status, problem, _) = send("application/json", "gzip", bomb).await;
+    assert_eq!(status, 413, "{problem}");
+    assert_eq!(problem["type"], "/problems/body-too-large");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "answered at once"
+    );
+    // Not gzip at all, and a coding the gateway does not take.
+    let (status, problem, _) = send(
+        "application/json",
+        "gzip",
+        br#"{"client_id":"zipped","type":"plain"}"#.to_vec(),
+    )
+    .await;
+    assert_eq!(status, 400, "{problem}");
+    assert_eq!(problem["type"], "/problems/undecodable-body");
+    let (status, problem, accepted) = send("application/json", "br", b"anything".to_vec()).await;
+    assert_eq!(status, 415, "{problem}");
+    assert_eq!(problem["type"], "/problems/unsupported-content-encoding");
+    assert_eq!(accepted.as_deref(), Some("gzip, deflate, identity"));
+    assert!(stack.service_failures().is_empty());
+
+    // Stored once each, nothing else; read back as sent.
+    let acknowledged: HashSet<Uuid> = gzipped["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(deflated["events"].as_array().unwrap())
+        .map(|e| e["event_id"].as_str().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(acknowledged.len(), 51);
+    let _writer = stack.start_writer().await;
+    stack.drained(Duration::from_secs(60)).await;
+    let rows = stack.row_counts().await;
+    assert_eq!(rows.keys().copied().collect::<HashSet<_>>(), acknowledged);
+    assert!(rows.values().all(|&n| n == 1), "{rows:?}");
+    let history = stack.history(&query, "zipped", 100).await;
+    let payloads: Vec<&Value> = history.iter().map(|e| &e["payload"]).collect();
+    assert_eq!(payloads.len(), 51);
+    for (n, payload) in payloads.iter().enumerate() {
+        assert_eq!(payload["n"], n, "{payload}");
+    }
+    assert_eq!(payloads[7]["s"], "ä€");
 }

@@ -172,6 +172,69 @@ async fn query_service_documents_what_it_serves() {
     })
     .await;
     assert_matches(&document, "/pipeline", "get", 200, &view);
+
+    // A parameter given twice, and a client id no event can have: documented 400s, not
+    // axum's plain text or an empty history.
+    for (query_string, said) in [
+        ("clientId=doc-reader&clientId=other", "duplicate field"),
+        ("clientId=doc%20reader", "not allowed"),
+    ] {
+        for path in ["/events", "/events/stream"] {
+            let answer = stack
+                .http
+                .get(format!("{query}{path}?{query_string}"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), 400, "{path}?{query_string}");
+            let problem: Value = answer.json().await.unwrap();
+            assert!(
+                problem["detail"].as_str().unwrap().contains(said),
+                "{path}?{query_string}: {problem}"
+            );
+            assert_matches(&document, path, "get", 400, &problem);
+        }
+    }
+    assert_problems_outside_the_document(&stack, &query, "/events", "POST", "GET,HEAD").await;
+}
+
+/// What no operation covers is still answered with problem+json: an unknown path (404) and a
+/// method the route does not take (405, with the route's `Allow`).
+async fn assert_problems_outside_the_document(
+    stack: &Stack,
+    base: &str,
+    path: &str,
+    method: &str,
+    allowed: &str,
+) {
+    let unknown = stack
+        .http
+        .get(format!("{base}/no/such/path"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(
+        unknown.headers()["content-type"],
+        "application/problem+json"
+    );
+    let problem: Value = unknown.json().await.unwrap();
+    assert_eq!(problem["status"], 404);
+    assert!(problem["detail"]
+        .as_str()
+        .unwrap()
+        .contains("/no/such/path"));
+    let wrong = stack
+        .http
+        .request(method.parse().unwrap(), format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status(), 405);
+    assert_eq!(wrong.headers()["allow"], allowed);
+    assert_eq!(wrong.headers()["content-type"], "application/problem+json");
+    let problem: Value = wrong.json().await.unwrap();
+    assert_eq!(problem["type"], "/problems/method-not-allowed");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -247,4 +310,28 @@ async fn producer_gateway_documents_what_it_serves() {
         415,
         &answer.json().await.unwrap(),
     );
+    // So is a content coding it does not take; the ones it takes are documented.
+    let described = document["paths"]["/events"]["post"]["requestBody"]["description"]
+        .as_str()
+        .unwrap();
+    assert!(described.contains("gzip"), "{described}");
+    let answer = stack
+        .http
+        .post(format!("{gateway}/events"))
+        .header("content-type", "application/json")
+        .header("content-encoding", "br")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 415);
+    assert!(answer.headers().contains_key("accept-encoding"));
+    assert_matches(
+        &document,
+        "/events",
+        "post",
+        415,
+        &answer.json().await.unwrap(),
+    );
+    assert_problems_outside_the_document(&stack, &gateway, "/events", "GET", "POST").await;
 }

@@ -6,7 +6,7 @@ use std::{
 };
 
 use axum::{
-    extract::{Query, State},
+    extract::{rejection::QueryRejection, Query, State},
     http::{HeaderMap, HeaderValue, StatusCode},
     response::{IntoResponse, Response},
     Json,
@@ -17,7 +17,10 @@ use schemas::ReadToken;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    params::{bad_request, format_cursor, parse_cursor, parse_order, parse_time},
+    params::{
+        bad_request, client_id, format_cursor, parse_cursor, parse_order, parse_time,
+        unreadable_query,
+    },
     view::{view, EventView},
     AppState,
 };
@@ -82,9 +85,13 @@ pub struct Answer<'a> {
 )]
 pub async fn get_events(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(rejection) => return unreadable_query(rejection).into_response(),
+    };
     let started = Instant::now();
     let response = match state.auth.authenticate(&headers) {
         Err(refused) => refused.into_response(),
@@ -102,10 +109,7 @@ pub async fn get_events(
 }
 
 async fn answer(state: &AppState, caller: &Caller, params: Params) -> Result<Response, Problem> {
-    let client_id = params
-        .client_id
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| bad_request("clientId is required".into()))?;
+    let client_id = client_id(params.client_id)?;
     state
         .auth
         .check_read(caller, &client_id)

@@ -1,14 +1,32 @@
 //! Query parameters shared by the handlers: cursors, times, page direction.
 
-use axum::http::StatusCode;
+use axum::{extract::rejection::QueryRejection, http::StatusCode};
 use chassis::problem::Problem;
 use event_store::Direction;
-use schemas::OrderKey;
+use schemas::{contract::client_id_problem, OrderKey};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use uuid::Uuid;
 
 pub fn bad_request(detail: String) -> Problem {
     Problem::new(StatusCode::BAD_REQUEST, "invalid-parameter", detail)
+}
+
+/// A query string axum could not read (a parameter given twice, one of the wrong type): a
+/// 400 like any other bad parameter, rather than axum's plain-text answer.
+pub fn unreadable_query(rejection: QueryRejection) -> Problem {
+    bad_request(rejection.body_text())
+}
+
+/// `clientId`: required, and one the gateway would accept (`schemas::contract`). No event of
+/// another id can exist, so a typo is told, not answered with an empty history.
+pub fn client_id(param: Option<String>) -> Result<String, Problem> {
+    let id = param
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| bad_request("clientId is required".into()))?;
+    match client_id_problem(&id) {
+        Some(reason) => Err(bad_request(format!("clientId {reason}"))),
+        None => Ok(id),
+    }
 }
 
 /// Cursor: `<ordered_at micros>.<event_id hex>`, a position in the client's history. The

@@ -14,7 +14,7 @@ use std::{
 };
 
 use axum::{
-    extract::{Query, State},
+    extract::{rejection::QueryRejection, Query, State},
     http::{HeaderMap, StatusCode},
     response::{
         sse::{Event as SseEvent, KeepAlive, Sse},
@@ -30,7 +30,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::{
     events::{not_caught_up, unavailable},
-    params::{bad_request, format_cursor, parse_cursor},
+    params::{bad_request, client_id, format_cursor, parse_cursor, unreadable_query},
     view::view,
     AppState,
 };
@@ -77,9 +77,13 @@ pub struct Params {
 )]
 pub async fn stream_events(
     State(state): State<Arc<AppState>>,
-    Query(params): Query<Params>,
+    params: Result<Query<Params>, QueryRejection>,
     headers: HeaderMap,
 ) -> Response {
+    let params = match params {
+        Ok(Query(params)) => params,
+        Err(rejection) => return unreadable_query(rejection).into_response(),
+    };
     match state.auth.authenticate(&headers) {
         Err(refused) => refused.into_response(),
         Ok(caller) => match open(state, &caller, params, &headers).await {
@@ -97,10 +101,7 @@ async fn open(
     params: Params,
     headers: &HeaderMap,
 ) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Problem> {
-    let client_id = params
-        .client_id
-        .filter(|c| !c.is_empty())
-        .ok_or_else(|| bad_request("clientId is required".into()))?;
+    let client_id = client_id(params.client_id)?;
     state
         .auth
         .check_read(caller, &client_id)
