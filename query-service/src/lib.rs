@@ -152,6 +152,7 @@ impl QueryService {
             streams,
             stream_permits: Arc::new(tokio::sync::Semaphore::new(settings.api.max_streams)),
             api: settings.api.clone(),
+            topics: settings.kafka.topics.clone(),
             shutdown: shutdown.clone(),
             pipeline,
             auth,

@@ -225,10 +225,22 @@ async fn a_token_the_replica_cannot_reach_answers_504_in_time_and_bad_parameters
         vec![("clientId", "x"), ("since", "yesterday")],
         vec![("clientId", "x"), ("after", "v9~nope")],
         vec![("clientId", "x"), ("after", "v1"), ("wait_ms", "60000")],
+        // A topic this replica does not read: no wait could catch up with it, so none is
+        // waited for.
+        vec![
+            ("clientId", "x"),
+            ("after", "v1~not-an-event-topic~0~5"),
+            ("wait_ms", "8000"),
+        ],
     ] {
+        let started = Instant::now();
         let (status, problem, headers) = stack.get(&query, &params).await;
         assert_eq!(status, 400, "{params:?}: {problem}");
         assert_eq!(headers["content-type"], "application/problem+json");
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{params:?}: at once"
+        );
     }
 }
 

@@ -13,12 +13,11 @@ use axum::{
 };
 use chassis::{auth::Caller, problem::Problem};
 use event_store::ClientQuery;
-use schemas::ReadToken;
 use serde::{Deserialize, Serialize};
 
 use super::{
     params::{
-        bad_request, client_id, format_cursor, parse_cursor, parse_order, parse_time,
+        bad_request, client_id, format_cursor, parse_cursor, parse_order, parse_time, read_token,
         unreadable_query,
     },
     view::{view, EventView},
@@ -135,9 +134,7 @@ async fn answer(state: &AppState, caller: &Caller, params: Params) -> Result<Res
         .map(|s| parse_time("until", s))
         .transpose()?;
     if let Some(token) = params.after.as_deref() {
-        let token: ReadToken = token
-            .parse()
-            .map_err(|e: schemas::TokenError| bad_request(format!("after: {e}")))?;
+        let token = read_token(token, &state.topics)?;
         // Indexed first: the wait below then also covers the duplicate checks the token's
         // events may need.
         reading(state, &client_id).await?;

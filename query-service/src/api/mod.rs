@@ -34,6 +34,8 @@ pub struct AppState {
     /// Bounds concurrent streams.
     pub stream_permits: Arc<Semaphore>,
     pub api: ApiSettings,
+    /// The event topics this replica reads (`kafka.topics`): what a read token may name.
+    pub topics: Vec<String>,
     /// Ends open streams when the service stops.
     pub shutdown: CancellationToken,
     pub pipeline: Arc<Pipeline>,

@@ -3,7 +3,7 @@
 use axum::{extract::rejection::QueryRejection, http::StatusCode};
 use chassis::problem::Problem;
 use event_store::Direction;
-use schemas::{contract::client_id_problem, OrderKey};
+use schemas::{contract::client_id_problem, OrderKey, ReadToken, TokenError};
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 use uuid::Uuid;
 
@@ -15,6 +15,24 @@ pub fn bad_request(detail: String) -> Problem {
 /// 400 like any other bad parameter, rather than axum's plain-text answer.
 pub fn unreadable_query(rejection: QueryRejection) -> Problem {
     bad_request(rejection.body_text())
+}
+
+/// `after`: a gateway's read-your-writes token, for the topics this replica reads. One naming
+/// another topic could never be caught up with: a 400 now rather than a 504 after the wait.
+pub fn read_token(text: &str, topics: &[String]) -> Result<ReadToken, Problem> {
+    let token: ReadToken = text
+        .parse()
+        .map_err(|e: TokenError| bad_request(format!("after: {e}")))?;
+    if let Some((topic, _, _)) = token
+        .positions()
+        .find(|(topic, _, _)| !topics.iter().any(|t| t == topic))
+    {
+        return Err(bad_request(format!(
+            "after: the token names topic {topic:?}, which this service does not read ({})",
+            topics.join(", ")
+        )));
+    }
+    Ok(token)
 }
 
 /// `clientId`: required, and one the gateway would accept (`schemas::contract`). No event of

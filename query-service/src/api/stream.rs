@@ -24,13 +24,13 @@ use axum::{
 use chassis::{auth::Caller, problem::Problem};
 use event_store::{ClientQuery, Direction, StoredEvent};
 use futures::Stream;
-use schemas::{OrderKey, ReadToken};
+use schemas::OrderKey;
 use serde::Deserialize;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::{
     events::{not_caught_up, unavailable},
-    params::{bad_request, client_id, format_cursor, parse_cursor, unreadable_query},
+    params::{client_id, format_cursor, parse_cursor, read_token, unreadable_query},
     view::view,
     AppState,
 };
@@ -129,9 +129,7 @@ async fn open(
     // before subscribing (only indexed clients' events are released to streams).
     super::events::reading(&state, &client_id).await?;
     if let Some(token) = params.after.as_deref() {
-        let token: ReadToken = token
-            .parse()
-            .map_err(|e: schemas::TokenError| bad_request(format!("after: {e}")))?;
+        let token = read_token(token, &state.topics)?;
         let wait = state.api.default_wait;
         let caught_up = state
             .progress
