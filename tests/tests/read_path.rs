@@ -244,6 +244,63 @@ async fn a_token_the_replica_cannot_reach_answers_504_in_time_and_bad_parameters
     }
 }
 
+/// A token read after its partition moved on: the replica has consumed the event, and then
+/// the gateway's last ticks past it, and nothing comes after them. The read waits for the
+/// clock of its own event, which those ticks passed, not for the partition's clock when it
+/// arrived, which only a further record could pass: it waited a second for the next idle
+/// round on 2026-12-07, and with no gateway left, until `wait_ms` ran out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_token_read_after_the_last_ticks_answers_without_waiting_for_more() {
+    let stack = Stack::new().await;
+    let query = stack.start_query().await;
+    let gateway = stack.spawn_gateway_process().await;
+    let posted = stack
+        .post_events(
+            gateway.url(),
+            &[json!({"client_id": "rw-late", "type": "t"})],
+        )
+        .await;
+    // The token is `v1~<topic>~<partition>~<offset>` for one event.
+    let offset: i64 = posted.token.rsplit('~').next().unwrap().parse().unwrap();
+    let partition = posted.partitions[0];
+    // The replica consumed the event before the gateway's final ticks exist, so they come
+    // in a later step of its tail.
+    eventually(DRAIN, "the replica past the event", || async {
+        let answer = stack
+            .http
+            .get(format!("{query}/pipeline"))
+            .send()
+            .await
+            .ok()?;
+        let view: Value = answer.json().await.ok()?;
+        view["partitions"].as_array()?.iter().find(|p| {
+            p["topic"] == stack.topic.as_str()
+                && p["partition"] == partition
+                && p["query_position"].as_i64().is_some_and(|at| at > offset)
+        })?;
+        Some(())
+    })
+    .await;
+    assert!(gateway.terminate().await.success());
+    eventually(DRAIN, "the event released by the final ticks", || async {
+        let (status, page, _) = stack.get(&query, &[("clientId", "rw-late")]).await;
+        (status == 200 && !page["events"].as_array()?.is_empty()).then_some(())
+    })
+    .await;
+    let (status, page, _) = stack
+        .get(
+            &query,
+            &[
+                ("clientId", "rw-late"),
+                ("after", &posted.token),
+                ("wait_ms", "5000"),
+            ],
+        )
+        .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(ids(page["events"].as_array().unwrap()), posted.event_ids);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pages_neither_skip_nor_repeat_while_events_move_into_postgres() {
     let stack = Stack::new().await;
