@@ -223,6 +223,11 @@ async fn a_token_the_replica_cannot_reach_answers_504_in_time_and_bad_parameters
         vec![("clientId", "x"), ("limit", "1001")],
         vec![("clientId", "x"), ("cursor", "garbage")],
         vec![("clientId", "x"), ("since", "yesterday")],
+        vec![
+            ("clientId", "x"),
+            ("since", "2026-12-07T12:00:00Z"),
+            ("until", "2026-12-07T12:00:00Z"),
+        ],
         vec![("clientId", "x"), ("after", "v9~nope")],
         vec![("clientId", "x"), ("after", "v1"), ("wait_ms", "60000")],
         // A topic this replica does not read: no wait could catch up with it, so none is

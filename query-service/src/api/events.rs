@@ -133,6 +133,12 @@ async fn answer(state: &AppState, caller: &Caller, params: Params) -> Result<Res
         .as_deref()
         .map(|s| parse_time("until", s))
         .transpose()?;
+    // [since, until): an empty range is a caller's mistake, not an empty history.
+    if since_micros.zip(until_micros).is_some_and(|(s, u)| s >= u) {
+        return Err(bad_request(
+            "since must be before until: events ordered at or after since and before until".into(),
+        ));
+    }
     if let Some(token) = params.after.as_deref() {
         let token = read_token(token, &state.topics)?;
         // Indexed first: the wait below then also covers the duplicate checks the token's
