@@ -505,6 +505,19 @@ impl Stack {
         (status, response.json().await.expect("json answer"), headers)
     }
 
+    /// query-service's `GET /pipeline`, or `None` while it has no sample yet (503) or does
+    /// not answer.
+    pub async fn pipeline_view(&self, query: &str) -> Option<Value> {
+        let answer = self
+            .http
+            .get(format!("{query}/pipeline"))
+            .send()
+            .await
+            .ok()?;
+        (answer.status() == 200).then_some(())?;
+        answer.json().await.ok()
+    }
+
     /// A client's whole history, following cursors page by page.
     pub async fn history(&self, query: &str, client_id: &str, page_size: usize) -> Vec<Value> {
         let mut events = Vec::new();

@@ -303,15 +303,7 @@ async fn with_two_brokers_down_the_gateway_answers_503_in_time_and_recovers() {
 
 /// The members of the writer group as a reader's pipeline view shows them.
 async fn writers_seen(stack: &Stack, query: &str) -> Option<usize> {
-    let view: Value = stack
-        .http
-        .get(format!("{query}/pipeline"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+    let view = stack.pipeline_view(query).await?;
     Some(view["writers"].as_array()?.len())
 }
 

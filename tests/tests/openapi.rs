@@ -160,15 +160,8 @@ async fn query_service_documents_what_it_serves() {
     let (status, problem, _) = stack.get(&query, &[("order", "sideways")]).await;
     assert_eq!(status, 400);
     assert_matches(&document, "/events", "get", 400, &problem);
-    let view = eventually(DEADLINE, "a pipeline sample", || async {
-        let answer = stack
-            .http
-            .get(format!("{query}/pipeline"))
-            .send()
-            .await
-            .ok()?;
-        (answer.status() == 200).then_some(())?;
-        answer.json::<Value>().await.ok()
+    let view = eventually(DEADLINE, "a pipeline sample", || {
+        stack.pipeline_view(&query)
     })
     .await;
     assert_matches(&document, "/pipeline", "get", 200, &view);
@@ -207,34 +200,24 @@ async fn assert_problems_outside_the_document(
     method: &str,
     allowed: &str,
 ) {
-    let unknown = stack
-        .http
-        .get(format!("{base}/no/such/path"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(unknown.status(), 404);
-    assert_eq!(
-        unknown.headers()["content-type"],
-        "application/problem+json"
-    );
-    let problem: Value = unknown.json().await.unwrap();
-    assert_eq!(problem["status"], 404);
-    assert!(problem["detail"]
+    let problem = |method: &str, path: String, status: u16| {
+        let request = stack.http.request(method.parse().unwrap(), path);
+        async move {
+            let answer = request.send().await.unwrap();
+            assert_eq!(answer.status(), status);
+            assert_eq!(answer.headers()["content-type"], "application/problem+json");
+            let allow = answer.headers().get("allow").cloned();
+            (answer.json::<Value>().await.unwrap(), allow)
+        }
+    };
+    let (unknown, _) = problem("GET", format!("{base}/no/such/path"), 404).await;
+    assert!(unknown["detail"]
         .as_str()
         .unwrap()
         .contains("/no/such/path"));
-    let wrong = stack
-        .http
-        .request(method.parse().unwrap(), format!("{base}{path}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(wrong.status(), 405);
-    assert_eq!(wrong.headers()["allow"], allowed);
-    assert_eq!(wrong.headers()["content-type"], "application/problem+json");
-    let problem: Value = wrong.json().await.unwrap();
-    assert_eq!(problem["type"], "/problems/method-not-allowed");
+    let (wrong, allow) = problem(method, format!("{base}{path}"), 405).await;
+    assert_eq!(wrong["type"], "/problems/method-not-allowed");
+    assert_eq!(allow.unwrap(), allowed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -271,13 +271,7 @@ async fn a_token_read_after_the_last_ticks_answers_without_waiting_for_more() {
     // The replica consumed the event before the gateway's final ticks exist, so they come
     // in a later step of its tail.
     eventually(DRAIN, "the replica past the event", || async {
-        let answer = stack
-            .http
-            .get(format!("{query}/pipeline"))
-            .send()
-            .await
-            .ok()?;
-        let view: Value = answer.json().await.ok()?;
+        let view = stack.pipeline_view(&query).await?;
         view["partitions"].as_array()?.iter().find(|p| {
             p["topic"] == stack.topic.as_str()
                 && p["partition"] == partition
