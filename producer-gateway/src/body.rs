@@ -52,6 +52,9 @@ pub fn split(format: Format, body: &[u8], max_events: usize) -> Result<Vec<&RawV
         |detail: String| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", detail);
     let text =
         std::str::from_utf8(body).map_err(|e| malformed(format!("body is not UTF-8: {e}")))?;
+    // Some clients (.NET, Windows tools) start UTF-8 with a byte order mark; RFC 8259 lets a
+    // parser ignore it, and refusing it only told them "expected value at line 1 column 1".
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let items: Vec<&RawValue> = match format {
         Format::Json => {
             let value: &RawValue = serde_json::from_str(text)
@@ -120,6 +123,20 @@ mod tests {
         );
         assert_eq!(Format::of(&headers("text/plain")).unwrap_err().status, 415);
         assert_eq!(Format::of(&HeaderMap::new()).unwrap_err().status, 415);
+    }
+
+    #[test]
+    fn a_leading_byte_order_mark_is_ignored() {
+        let json = "\u{feff}{\"a\":1}".as_bytes();
+        assert_eq!(
+            split(Format::Json, json, 10).unwrap()[0].get(),
+            r#"{"a":1}"#
+        );
+        let ndjson = "\u{feff}{\"a\":1}\n{\"b\":2}\n".as_bytes();
+        assert_eq!(split(Format::Ndjson, ndjson, 10).unwrap().len(), 2);
+        // Only at the start: one inside is not whitespace to JSON.
+        let inside = "[\u{feff}{\"a\":1}]".as_bytes();
+        assert_eq!(split(Format::Json, inside, 10).unwrap_err().status, 400);
     }
 
     #[test]

@@ -278,6 +278,8 @@ fn is_traceparent(value: &str) -> bool {
 }
 
 fn is_array(body: &[u8]) -> bool {
+    // After a byte order mark, as `body::split` reads it.
+    let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
     body.iter()
         .find(|b| !b.is_ascii_whitespace())
         .is_some_and(|b| *b == b'[')

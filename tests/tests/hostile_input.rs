@@ -215,6 +215,13 @@ async fn hostile_bodies_get_a_clear_4xx_and_publish_nothing() {
     assert_eq!(body["accepted"], max_events);
     let (status, body) = answer(&stack, &gateway, "application/json", deep(100).into_bytes()).await;
     assert_eq!(status, 202, "{body}");
+    // A byte order mark before the JSON (some .NET and Windows clients send one) is ignored,
+    // and an array of one is still answered as an array.
+    let marked = "\u{feff}[{\"client_id\":\"h\",\"type\":\"bom\"}]";
+    let (status, body) = answer(&stack, &gateway, "application/json", marked.into()).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["accepted"], 1);
+    assert!(body.get("event_id").is_none(), "{body}");
     assert!(stack.service_failures().is_empty());
 }
 
