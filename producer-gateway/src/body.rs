@@ -45,9 +45,19 @@ impl Format {
     }
 }
 
+/// A body split into its events.
+#[derive(Debug)]
+pub struct Split<'a> {
+    /// One raw JSON value per event, in request order.
+    pub items: Vec<&'a RawValue>,
+    /// The body was one JSON object, not an array or NDJSON: its answer repeats the event's
+    /// id and position at the top level.
+    pub one_object: bool,
+}
+
 /// Splits a body into one raw JSON value per event, checking syntax and the item limit.
 /// Malformed JSON is a 400: nothing of the request is published.
-pub fn split(format: Format, body: &[u8], max_events: usize) -> Result<Vec<&RawValue>, Problem> {
+pub fn split(format: Format, body: &[u8], max_events: usize) -> Result<Split<'_>, Problem> {
     let malformed =
         |detail: String| Problem::new(StatusCode::BAD_REQUEST, "malformed-json", detail);
     let text =
@@ -55,6 +65,7 @@ pub fn split(format: Format, body: &[u8], max_events: usize) -> Result<Vec<&RawV
     // Some clients (.NET, Windows tools) start UTF-8 with a byte order mark; RFC 8259 lets a
     // parser ignore it, and refusing it only told them "expected value at line 1 column 1".
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let mut one_object = false;
     let items: Vec<&RawValue> = match format {
         Format::Json => {
             let value: &RawValue = serde_json::from_str(text)
@@ -63,6 +74,7 @@ pub fn split(format: Format, body: &[u8], max_events: usize) -> Result<Vec<&RawV
                 serde_json::from_str(value.get())
                     .map_err(|e| malformed(format!("body is not valid JSON: {e}")))?
             } else {
+                one_object = true;
                 vec![value]
             }
         }
@@ -93,7 +105,7 @@ pub fn split(format: Format, body: &[u8], max_events: usize) -> Result<Vec<&RawV
             ),
         ));
     }
-    Ok(items)
+    Ok(Split { items, one_object })
 }
 
 #[cfg(test)]
@@ -129,11 +141,11 @@ mod tests {
     fn a_leading_byte_order_mark_is_ignored() {
         let json = "\u{feff}{\"a\":1}".as_bytes();
         assert_eq!(
-            split(Format::Json, json, 10).unwrap()[0].get(),
+            split(Format::Json, json, 10).unwrap().items[0].get(),
             r#"{"a":1}"#
         );
         let ndjson = "\u{feff}{\"a\":1}\n{\"b\":2}\n".as_bytes();
-        assert_eq!(split(Format::Ndjson, ndjson, 10).unwrap().len(), 2);
+        assert_eq!(split(Format::Ndjson, ndjson, 10).unwrap().items.len(), 2);
         // Only at the start: one inside is not whitespace to JSON.
         let inside = "[\u{feff}{\"a\":1}]".as_bytes();
         assert_eq!(split(Format::Json, inside, 10).unwrap_err().status, 400);
@@ -141,15 +153,17 @@ mod tests {
 
     #[test]
     fn splits_object_array_and_ndjson() {
-        assert_eq!(split(Format::Json, br#"{"a":1}"#, 10).unwrap().len(), 1);
-        assert_eq!(
-            split(Format::Json, br#" [{"a":1},{"b":[2]}] "#, 10)
-                .unwrap()
-                .len(),
-            2
-        );
+        let one = split(Format::Json, br#"{"a":1}"#, 10).unwrap();
+        assert!(one.one_object);
+        assert_eq!(one.items.len(), 1);
+        let two = split(Format::Json, br#" [{"a":1},{"b":[2]}] "#, 10).unwrap();
+        assert!(!two.one_object);
+        assert_eq!(two.items.len(), 2);
+        // An array of one is an array still, also after a byte order mark.
+        let marked = "\u{feff} [{\"a\":1}]".as_bytes();
+        assert!(!split(Format::Json, marked, 10).unwrap().one_object);
         let nd = b"{\"a\":1}\n\n{\"b\":2}\r\n{\"c\":3}";
-        assert_eq!(split(Format::Ndjson, nd, 10).unwrap().len(), 3);
+        assert_eq!(split(Format::Ndjson, nd, 10).unwrap().items.len(), 3);
     }
 
     #[test]

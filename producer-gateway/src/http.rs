@@ -184,8 +184,7 @@ async fn accept(
                 )
             })??,
     };
-    let items = body::split(format, &bytes, state.limits.max_events)?;
-    let single = format == Format::Json && items.len() == 1 && !is_array(&bytes);
+    let body::Split { items, one_object } = body::split(format, &bytes, state.limits.max_events)?;
     let Valid { mut events } = state
         .rules
         .events_in_turns(&items)
@@ -250,7 +249,7 @@ async fn accept(
             }
         })
         .collect();
-    let first = accepted.first().filter(|_| single);
+    let first = accepted.first().filter(|_| one_object);
     Ok(Accepted {
         accepted: accepted.len(),
         event_id: first.map(|e| e.event_id),
@@ -275,14 +274,6 @@ fn is_traceparent(value: &str) -> bool {
         && hex(parts[2], 16)
         && parts[2] != "0".repeat(16)
         && hex(parts[3], 2)
-}
-
-fn is_array(body: &[u8]) -> bool {
-    // After a byte order mark, as `body::split` reads it.
-    let body = body.strip_prefix("\u{feff}".as_bytes()).unwrap_or(body);
-    body.iter()
-        .find(|b| !b.is_ascii_whitespace())
-        .is_some_and(|b| *b == b'[')
 }
 
 fn too_large(limit: usize) -> Problem {

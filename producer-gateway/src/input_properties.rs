@@ -20,7 +20,9 @@ const INGESTED_AT: i64 = 1_763_000_000_000_000;
 
 /// The gateway's verdict on a body: the events it would publish, or the status it answers.
 fn answer(format: Format, body: &[u8]) -> Result<Valid, u16> {
-    let items = body::split(format, body, MAX_EVENTS).map_err(|p| p.status)?;
+    let items = body::split(format, body, MAX_EVENTS)
+        .map_err(|p| p.status)?
+        .items;
     Rules {
         max_payload_bytes: 64 * 1024,
     }
