@@ -44,6 +44,10 @@ struct Partition {
     /// Next offset to consume, once records were consumed since [`Partitions::advance`] last
     /// told `Progress`.
     unreported: Option<i64>,
+    /// The offset after the last event of that batch and the clock after it, when the batch
+    /// went on with ticks: a read-your-writes token for the event waits for its own clock,
+    /// not for the ticks' (docs/design.md, "Read-your-writes").
+    unreported_event: Option<(i64, Option<i64>)>,
 }
 
 /// A partition followed by [`Partitions`]: found once per record by [`Partitions::find`],
@@ -362,6 +366,7 @@ impl Partitions {
             deferred: Vec::new(),
             consumed: 0,
             unreported: None,
+            unreported_event: None,
         });
     }
 
@@ -399,6 +404,7 @@ impl Partitions {
         partition.consumed += 1;
         partition.unreported = Some(offset + 1);
         let ordered_at_micros = partition.clock.observe(event.ingested_at_micros);
+        partition.unreported_event = Some((offset + 1, partition.clock.latest()));
         let held = Arc::new(StoredEvent {
             event,
             position: KafkaPosition {
@@ -504,9 +510,19 @@ impl Partitions {
     /// per-client release).
     pub fn advance(&mut self) {
         self.progress
-            .advance_all(self.parts.iter_mut().filter_map(|p| {
-                let next = p.unreported.take()?;
-                Some((&*p.topic, p.number, next, p.clock.latest()))
+            .advance_all(self.parts.iter_mut().flat_map(|p| {
+                let next = p.unreported.take();
+                // Only when records followed the event in the batch: otherwise the batch's own
+                // step is the event's.
+                let event = p
+                    .unreported_event
+                    .take()
+                    .filter(|(after, _)| next.is_some_and(|next| *after < next));
+                let p = &*p;
+                event
+                    .map(|(after, clock)| (&*p.topic, p.number, after, clock))
+                    .into_iter()
+                    .chain(next.map(|next| (&*p.topic, p.number, next, p.clock.latest())))
             }));
         let mut frontier = Some(i64::MAX);
         let mut clocks_moved = false;
@@ -533,5 +549,73 @@ impl Partitions {
         if moved || clocks_moved {
             self.progress.notify();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use schemas::{Priority, ReadToken};
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::{release::Frontier, streams::Streams};
+
+    fn event(at: i64) -> Event {
+        Event {
+            event_id: Uuid::from_u128(at as u128),
+            client_id: "a".into(),
+            event_type: "t".into(),
+            ts_micros: None,
+            ingested_at_micros: at,
+            priority: Priority::Normal,
+            payload: "{}".into(),
+            sdk: None,
+            id_origin: None,
+        }
+    }
+
+    fn token(offset: i64) -> ReadToken {
+        let mut token = ReadToken::default();
+        token.observe("events", 0, offset);
+        token
+    }
+
+    #[test]
+    fn a_token_is_covered_by_its_events_clock_though_ticks_came_in_the_same_batch() {
+        let in_flight = Arc::new(InFlight::new(1000, 1 << 20, 64));
+        let progress = Arc::new(Progress::default());
+        let release = Release::new(
+            Arc::new(Frontier::default()),
+            in_flight.clone(),
+            Arc::new(Streams::default()),
+        );
+        let mut partitions = Partitions::new(
+            in_flight,
+            progress.clone(),
+            release,
+            i64::MAX / 4,
+            None,
+            0,
+            None,
+        );
+        partitions.assign(("events".into(), 0), 0, 0, None);
+        let at = partitions.find("events", 0).expect("assigned");
+
+        // One drained batch: two events, then ticks that moved the clock on.
+        partitions.event(at, 0, event(1_000), true);
+        partitions.event(at, 1, event(2_000), true);
+        partitions.tick(at, 2, 5_000);
+        partitions.tick(at, 3, 9_000);
+        partitions.advance();
+        assert_eq!(progress.covered_until(&token(0)), Some(2_000));
+        assert_eq!(progress.covered_until(&token(1)), Some(2_000));
+        assert_eq!(progress.covered_until(&token(3)), Some(9_000));
+        assert_eq!(progress.covered_until(&token(4)), None);
+
+        // A batch that ends with its event has one step.
+        partitions.event(at, 4, event(10_000), true);
+        partitions.advance();
+        assert_eq!(progress.covered_until(&token(4)), Some(10_000));
+        assert_eq!(progress.covered_until(&token(3)), Some(9_000));
     }
 }

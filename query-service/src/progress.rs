@@ -108,7 +108,7 @@ impl Progress {
     /// Once every position of `token` is consumed: the largest clock of its partitions after
     /// the steps that consumed its records, which is at or after the `ordered_at` of each of
     /// the token's events.
-    fn covered_until(&self, token: &ReadToken) -> Option<i64> {
+    pub(crate) fn covered_until(&self, token: &ReadToken) -> Option<i64> {
         let map = self.positions.lock().ok()?;
         let mut until = i64::MIN;
         for (topic, partition, offset) in token.positions() {
