@@ -166,11 +166,16 @@ async fn query_service_documents_what_it_serves() {
     .await;
     assert_matches(&document, "/pipeline", "get", 200, &view);
 
-    // A parameter given twice, and a client id no event can have: documented 400s, not
-    // axum's plain text or an empty history.
+    // A parameter given twice, a client id no event can have, and a token for a topic this
+    // replica does not read: documented 400s, not axum's plain text, an empty history or a
+    // wait that cannot end.
     for (query_string, said) in [
         ("clientId=doc-reader&clientId=other", "duplicate field"),
         ("clientId=doc%20reader", "not allowed"),
+        (
+            "clientId=doc-reader&after=v1~elsewhere~0~5",
+            "does not read",
+        ),
     ] {
         for path in ["/events", "/events/stream"] {
             let answer = stack

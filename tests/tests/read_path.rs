@@ -230,6 +230,8 @@ async fn a_token_the_replica_cannot_reach_answers_504_in_time_and_bad_parameters
         ],
         vec![("clientId", "x"), ("after", "v9~nope")],
         vec![("clientId", "x"), ("after", "v1"), ("wait_ms", "60000")],
+        // A wait that cannot apply is still a mistake worth naming.
+        vec![("clientId", "x"), ("wait_ms", "soon")],
         // A topic this replica does not read: no wait could catch up with it, so none is
         // waited for.
         vec![

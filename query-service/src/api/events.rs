@@ -139,24 +139,24 @@ async fn answer(state: &AppState, caller: &Caller, params: Params) -> Result<Res
             "since must be before until: events ordered at or after since and before until".into(),
         ));
     }
+    let wait_ms = match params.wait_ms.as_deref() {
+        None => state.api.default_wait.as_millis() as u64,
+        Some(w) => w
+            .parse::<u64>()
+            .ok()
+            .filter(|w| *w <= state.api.max_wait.as_millis() as u64)
+            .ok_or_else(|| {
+                bad_request(format!(
+                    "wait_ms must be 0 to {}",
+                    state.api.max_wait.as_millis()
+                ))
+            })?,
+    };
     if let Some(token) = params.after.as_deref() {
         let token = read_token(token, &state.topics)?;
         // Indexed first: the wait below then also covers the duplicate checks the token's
         // events may need.
         reading(state, &client_id).await?;
-        let wait_ms = match params.wait_ms.as_deref() {
-            None => state.api.default_wait.as_millis() as u64,
-            Some(w) => w
-                .parse::<u64>()
-                .ok()
-                .filter(|w| *w <= state.api.max_wait.as_millis() as u64)
-                .ok_or_else(|| {
-                    bad_request(format!(
-                        "wait_ms must be 0 to {}",
-                        state.api.max_wait.as_millis()
-                    ))
-                })?,
-        };
         let caught_up = state
             .progress
             .wait_for(

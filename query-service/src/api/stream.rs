@@ -113,6 +113,11 @@ async fn open(
             .map(str::to_owned)
     });
     let last = resume.as_deref().map(parse_cursor).transpose()?;
+    let token = params
+        .after
+        .as_deref()
+        .map(|token| read_token(token, &state.topics))
+        .transpose()?;
     let permit = state
         .stream_permits
         .clone()
@@ -128,8 +133,7 @@ async fn open(
     // Indexed before the token's wait (it covers the checks of the client's events) and
     // before subscribing (only indexed clients' events are released to streams).
     super::events::reading(&state, &client_id).await?;
-    if let Some(token) = params.after.as_deref() {
-        let token = read_token(token, &state.topics)?;
+    if let Some(token) = token {
         let wait = state.api.default_wait;
         let caught_up = state
             .progress
