@@ -166,12 +166,13 @@ pub fn render(view: &Value) -> String {
                         .as_array()
                         .map(|p| p.iter().filter_map(Value::as_str).collect())
                         .unwrap_or_default();
-                    vec![num(&w["host"]), num(&w["member_id"]), parts.join(" ")]
+                    // The process's name; its member ids (one per lane, long) are in `--json`.
+                    vec![num(&w["host"]), num(&w["client_id"]), parts.join(" ")]
                 })
                 .collect()
         })
         .unwrap_or_default();
-    table(&mut out, &["writer host", "member", "partitions"], &writers);
+    table(&mut out, &["writer host", "writer", "partitions"], &writers);
     table(
         &mut out,
         &[
@@ -214,7 +215,7 @@ mod tests {
             "streams": 0, "queries": {"per_second": 1.5, "p50_ms": 2, "p99_ms": 9.75},
             "lanes": [{"topic": "events", "ingest_per_second": 10.5, "depth": 12, "oldest_unstored_age_seconds": 0.25}],
             "shards": [{"shard": 0, "up": true, "rows_per_second": 3, "rows_stored": 100}, {"shard": 1, "up": false, "rows_per_second": 0, "rows_stored": 7}],
-            "writers": [{"host": "10.0.0.1", "member_id": "m-1", "partitions": ["events/0", "events/1"]}],
+            "writers": [{"host": "10.0.0.1", "member_id": "m-1", "client_id": "db-writer-1", "partitions": ["events/0", "events/1"]}],
             "partitions": [{"topic": "events", "partition": 0, "end_offset": 40, "writer_committed": 28, "writer_lag": 12, "query_position": 40, "query_lag": 0}],
         });
         let text = render(&view);
@@ -222,7 +223,10 @@ mod tests {
         assert!(text.contains("3 events (900 bytes, FULL)"), "{text}");
         assert!(text.contains("shard  state  rows/s  rows stored"), "{text}");
         assert!(text.contains("1      DOWN   0       7"), "{text}");
-        assert!(text.contains("events/0 events/1"), "{text}");
+        assert!(
+            text.contains("10.0.0.1     db-writer-1  events/0 events/1"),
+            "{text}"
+        );
         assert!(
             text.contains("events  0          40          28             12"),
             "{text}"

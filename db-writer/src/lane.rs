@@ -57,7 +57,7 @@ const MAX_CONFIRMING_RECORDS: usize = 50_000;
 /// What the lanes of one writer process share.
 pub struct Shared {
     pub dead_letters: DeadLetters,
-    pub notifier: Option<Notifier>,
+    pub notifier: Option<Arc<Notifier>>,
     /// Names this process in persisted notices.
     pub member: String,
     /// Batches being stored at once per lane.
@@ -133,7 +133,7 @@ impl Lane {
             committer: &committer,
             writer: &writer,
             dead_letters: &shared.dead_letters,
-            notifier: shared.notifier.as_ref(),
+            notifier: shared.notifier.as_deref(),
             member: shared.member.clone(),
         };
         let mut clocks = PartitionClocks::default();

@@ -23,6 +23,7 @@ mod notice;
 mod notify;
 mod partitions;
 mod priority;
+mod report;
 mod route;
 pub mod settings;
 mod sink;
@@ -82,7 +83,7 @@ pub struct DbWriter {
     /// Sessions that wait for the flush: partition upkeep and readiness.
     shards: ShardSet,
     dead_letters: DeadLetters,
-    notifier: Option<Notifier>,
+    notifier: Option<Arc<Notifier>>,
     metrics_edge: Edge,
     readiness: Readiness,
     /// Names this process: the client id of its consumers and the writer of its notices.
@@ -128,7 +129,8 @@ impl DbWriter {
             &kafka,
             &settings.kafka.persisted_topic,
             settings.kafka.persisted_linger,
-        )?;
+        )?
+        .map(Arc::new);
         let metrics_edge = Edge::bind(settings.metrics_listen).await?;
         metrics::init(
             shards.shards().len(),
@@ -236,6 +238,19 @@ impl DbWriter {
             shutdown_timeout: settings.shutdown_timeout,
             commit_interval: settings.kafka.commit_interval,
         });
+        // Which partitions this process owns, for the pipeline view: DescribeGroups does not
+        // describe a group on the consumer protocol.
+        // Until the lanes have ended: through the final flush the partitions are still owned.
+        let reporter =
+            report::Reporter::new(shared.member.clone(), settings.kafka.group_id.clone());
+        let lanes_ended = CancellationToken::new();
+        let reporting = shared.notifier.clone().map(|notifier| {
+            tokio::spawn(
+                reporter
+                    .clone()
+                    .every(notifier, consumers.to_vec(), lanes_ended.clone()),
+            )
+        });
         let [normal, critical] = consumers;
         let [normal_writer, critical_writer] = writers;
         let critical_activity = priority::CriticalActivity::new();
@@ -273,7 +288,12 @@ impl DbWriter {
             }
         }
         let flush_began = tokio::time::Instant::now();
+        lanes_ended.cancel();
+        if let Some(reporting) = reporting {
+            let _ = reporting.await;
+        }
         if let Some(notifier) = &shared.notifier {
+            reporter.leaving(notifier);
             notifier.flush();
         }
         edge_stop.cancel();

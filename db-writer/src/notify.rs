@@ -7,9 +7,10 @@ use std::time::Duration;
 use rdkafka::{
     config::ClientConfig,
     error::KafkaError,
+    message::{Header, OwnedHeaders},
     producer::{FutureProducer, FutureRecord},
 };
-use schemas::{PersistedBatch, PersistedCodec};
+use schemas::{headers, PersistedBatch, PersistedCodec, WriterReport, WriterReportCodec};
 use tracing::warn;
 
 use crate::metrics;
@@ -18,6 +19,7 @@ pub struct Notifier {
     producer: FutureProducer,
     topic: String,
     codec: PersistedCodec,
+    reports: WriterReportCodec,
 }
 
 impl Notifier {
@@ -43,21 +45,40 @@ impl Notifier {
             producer,
             topic: topic.to_owned(),
             codec: PersistedCodec::default(),
+            reports: WriterReportCodec::default(),
         }))
     }
 
     pub fn batch_persisted(&self, batch: &PersistedBatch) {
-        let payload = match self.codec.encode(batch) {
-            Ok(payload) => payload,
-            Err(e) => {
-                warn!(error = %e, "persisted notice could not be encoded");
-                return;
+        match self.codec.encode(batch) {
+            Ok(payload) => self.send(
+                FutureRecord::to(&self.topic).key(batch.batch_id.as_str()),
+                &payload,
+            ),
+            Err(e) => warn!(error = %e, "persisted notice could not be encoded"),
+        }
+    }
+
+    /// The partitions this writer owns, on the same topic (keyed by the writer, so a
+    /// writer's reports stay in order).
+    pub fn writer_report(&self, report: &WriterReport) {
+        match self.reports.encode(report) {
+            Ok(payload) => {
+                let kind = OwnedHeaders::new().insert(Header {
+                    key: headers::KIND,
+                    value: Some(headers::KIND_WRITER_REPORT),
+                });
+                let record = FutureRecord::to(&self.topic)
+                    .key(report.writer.as_str())
+                    .headers(kind);
+                self.send(record, &payload)
             }
-        };
-        let record = FutureRecord::to(&self.topic)
-            .key(batch.batch_id.as_str())
-            .payload(payload.as_slice());
-        match self.producer.send_result(record) {
+            Err(e) => warn!(error = %e, "writer report could not be encoded"),
+        }
+    }
+
+    fn send(&self, record: FutureRecord<'_, str, [u8]>, payload: &[u8]) {
+        match self.producer.send_result(record.payload(payload)) {
             Ok(delivery) => {
                 tokio::spawn(async move {
                     if !matches!(delivery.await, Ok(Ok(_))) {
@@ -67,7 +88,7 @@ impl Notifier {
             }
             Err((e, _)) => {
                 metrics::NOTICES_LOST.inc();
-                warn!(error = %e, "persisted notice dropped");
+                warn!(error = %e, "notice dropped");
             }
         }
     }

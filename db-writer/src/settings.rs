@@ -57,8 +57,9 @@ pub struct KafkaSettings {
     pub critical_topic: String,
     /// Where messages that can never be stored go, with headers saying why. Default `events-dlq`.
     pub dead_letter_topic: String,
-    /// Where a notice goes after each committed batch; empty turns notices off.
-    /// Default `events-persisted`.
+    /// Where a notice goes after each committed batch, and this writer's report of the
+    /// partitions it owns every 2 s (the pipeline view's writers on the consumer group
+    /// protocol); empty turns both off. Default `events-persisted`.
     pub persisted_topic: String,
     /// How long notices wait to be sent together (librdkafka `linger.ms`). They are
     /// advisory, and the critical lane commits a batch every few milliseconds: at 1ms each

@@ -120,7 +120,8 @@ pub fn topic_size(observer: &BaseConsumer, topic: &str) -> Result<u64, KafkaErro
 /// one per lane) share a client id.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Member {
-    /// The group member ids of the process, comma-separated.
+    /// The group member ids of the process, comma-separated; empty for a writer known from
+    /// its own report (the consumer protocol's members are not described).
     pub member_id: String,
     pub client_id: String,
     pub host: String,

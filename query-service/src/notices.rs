@@ -1,6 +1,7 @@
 //! Follows db-writer's persisted notices (`events-persisted`) from the replica's start on, for
-//! the pipeline view: the latest batches as they land and rows stored per shard. Advisory,
-//! like the notices themselves: nothing else depends on them.
+//! the pipeline view: the latest batches as they land, rows stored per shard, and the
+//! writers' reports of the partitions they own. Advisory, like the notices themselves:
+//! nothing else depends on them.
 //!
 //! The partitions are assigned, not subscribed to, at the end offsets read before `follow`
 //! returns: a subscription starts where the group's first assignment finds the ends, which on
@@ -16,7 +17,7 @@ use rdkafka::{
     error::KafkaError,
     Message, Offset, TopicPartitionList,
 };
-use schemas::PersistedCodec;
+use schemas::{PersistedCodec, WriterReportCodec};
 use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
@@ -69,6 +70,7 @@ pub async fn follow(
     }
     Ok(Some(tokio::spawn(async move {
         let codec = PersistedCodec::default();
+        let reports = WriterReportCodec::default();
         let mut partitions_due = tokio::time::interval(PARTITIONS_EVERY);
         partitions_due.reset();
         loop {
@@ -80,9 +82,16 @@ pub async fn follow(
                     }
                 }
                 message = consumer.recv() => match message {
-                    Ok(message) => match message.payload().map(|p| codec.decode(p)) {
-                        Some(Ok(batch)) => pipeline.batch_persisted(&batch),
-                        _ => warn!("unreadable persisted notice"),
+                    Ok(message) => match message.payload() {
+                        Some(value) if reports.is_report(value) => match reports.decode(value) {
+                            Ok(report) => pipeline.writer_reported(report),
+                            Err(e) => warn!(error = %e, "unreadable writer report"),
+                        },
+                        Some(value) => match codec.decode(value) {
+                            Ok(batch) => pipeline.batch_persisted(&batch),
+                            Err(e) => warn!(error = %e, "unreadable persisted notice"),
+                        },
+                        None => warn!("empty persisted notice"),
                     },
                     Err(e) => warn!(error = %e, "persisted notices unavailable"),
                 },

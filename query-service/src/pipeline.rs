@@ -12,7 +12,7 @@ use std::{
 };
 
 use event_store::ShardSet;
-use schemas::PersistedBatch;
+use schemas::{PersistedBatch, WriterReport};
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,11 @@ const HISTORY: usize = 300;
 const BATCHES: usize = 50;
 /// Query latencies kept for the percentiles (the last minute, at most this many).
 const QUERIES: usize = 100_000;
+/// Writers known from their reports at most (a writer restarting in a loop names itself anew
+/// each time; each is forgotten within three reports anyway).
+const REPORTED_WRITERS: usize = 1_000;
+/// A writer is forgotten this many of its reports' intervals after its last report.
+const REPORTS_MISSED: u32 = 3;
 
 /// What the tail learned at its last refresh.
 #[derive(Debug, Clone, Default)]
@@ -157,6 +162,9 @@ struct State {
     previous_at: Option<i64>,
     previous_consumed: BTreeMap<String, u64>,
     previous_rows: BTreeMap<usize, u64>,
+    /// Writers by name, from their own reports, until when each counts as alive: listed when
+    /// the group's members cannot be described (the consumer group protocol).
+    reported: BTreeMap<String, (Instant, Member)>,
 }
 
 pub struct Pipeline {
@@ -196,6 +204,45 @@ impl Pipeline {
             state.batches.truncate(BATCHES);
         }
         let _ = self.updates.send(Update::Batch(view));
+    }
+
+    /// A writer told which partitions it owns; with nothing more to come (`every_ms` 0), it
+    /// left.
+    pub fn writer_reported(&self, report: WriterReport) {
+        let mut state = self.lock();
+        let every = u64::try_from(report.every_ms).unwrap_or(0);
+        if every == 0 {
+            state.reported.remove(&report.writer);
+            return;
+        }
+        let until = Instant::now() + Duration::from_millis(every) * REPORTS_MISSED;
+        let member = Member {
+            member_id: String::new(),
+            client_id: report.writer.clone(),
+            host: report.host,
+            partitions: report.partitions,
+        };
+        state.reported.insert(report.writer, (until, member));
+        if state.reported.len() > REPORTED_WRITERS {
+            let soonest = state
+                .reported
+                .iter()
+                .min_by_key(|(_, (until, _))| *until)
+                .map(|(writer, _)| writer.clone());
+            if let Some(writer) = soonest {
+                state.reported.remove(&writer);
+            }
+        }
+    }
+
+    /// The writers as the group describes them, or, where it does not (the consumer
+    /// protocol), as they reported themselves lately.
+    fn writers(state: &mut State, now: Instant) -> Vec<Member> {
+        if !state.tail.members.is_empty() {
+            return state.tail.members.clone();
+        }
+        state.reported.retain(|_, (until, _)| *until > now);
+        state.reported.values().map(|(_, m)| m.clone()).collect()
     }
 
     pub fn query_answered(&self, seconds: f64) {
@@ -358,7 +405,7 @@ fn take(sources: &Sources, up: Vec<bool>, oldest: &BTreeMap<Slot, i64>) -> Snaps
             p50_ms: percentile(0.5),
             p99_ms: percentile(0.99),
         },
-        writers: state.tail.members.clone(),
+        writers: Pipeline::writers(&mut state, Instant::now()),
         partitions: state.tail.partitions.clone(),
     };
     state.previous_at = Some(now);
@@ -376,5 +423,86 @@ fn publish(snapshot: &Snapshot) {
         metrics::SHARD_UP
             .with_label_values(&[&shard.shard.to_string()])
             .set(i64::from(shard.up));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(writer: &str, partitions: &[&str], every_ms: i32) -> WriterReport {
+        WriterReport {
+            writer: writer.into(),
+            host: "h".into(),
+            group: "db-writer".into(),
+            partitions: partitions.iter().map(|p| p.to_string()).collect(),
+            every_ms,
+            reported_at: 0,
+        }
+    }
+
+    fn writers_at(pipeline: &Pipeline, now: Instant) -> Vec<(String, Vec<String>)> {
+        Pipeline::writers(&mut pipeline.lock(), now)
+            .into_iter()
+            .map(|m| (m.client_id, m.partitions))
+            .collect()
+    }
+
+    fn writers(pipeline: &Pipeline) -> Vec<(String, Vec<String>)> {
+        Pipeline::writers(&mut pipeline.lock(), Instant::now())
+            .into_iter()
+            .map(|m| (m.client_id, m.partitions))
+            .collect()
+    }
+
+    #[test]
+    fn writers_come_from_their_reports_until_they_leave_or_fall_silent() {
+        let pipeline = Pipeline::default();
+        pipeline.writer_reported(report("w-1", &["events/0", "events/1"], 60_000));
+        pipeline.writer_reported(report("w-2", &[], 60_000));
+        pipeline.writer_reported(report("w-2", &["events/1"], 60_000));
+        assert_eq!(
+            writers(&pipeline),
+            [
+                (
+                    "w-1".to_owned(),
+                    vec!["events/0".to_owned(), "events/1".to_owned()]
+                ),
+                ("w-2".to_owned(), vec!["events/1".to_owned()]),
+            ]
+        );
+        // Leaving: gone at once.
+        pipeline.writer_reported(report("w-1", &[], 0));
+        assert_eq!(
+            writers(&pipeline),
+            [("w-2".to_owned(), vec!["events/1".to_owned()])]
+        );
+        // Silent for three of its intervals: gone.
+        pipeline.writer_reported(report("w-3", &["events/0"], 1_000));
+        assert_eq!(writers(&pipeline).len(), 2);
+        let later = Instant::now() + Duration::from_millis(3_001);
+        assert_eq!(
+            writers_at(&pipeline, later),
+            [("w-2".to_owned(), vec!["events/1".to_owned()])]
+        );
+    }
+
+    #[test]
+    fn the_groups_own_description_wins_where_there_is_one() {
+        let pipeline = Pipeline::default();
+        pipeline.writer_reported(report("w-1", &["events/0"], 60_000));
+        pipeline.tail_reported(TailReport {
+            members: vec![Member {
+                member_id: "m-1".into(),
+                client_id: "w-9".into(),
+                host: "/10.0.0.1".into(),
+                partitions: vec!["events/0".into()],
+            }],
+            ..TailReport::default()
+        });
+        assert_eq!(
+            writers(&pipeline),
+            [("w-9".to_owned(), vec!["events/0".to_owned()])]
+        );
     }
 }

@@ -66,8 +66,7 @@ impl SchemaVersion {
     }
 
     /// `bytes` read through apache-avro's generic reader with this version's schema: what
-    /// the direct readers of `binary` must match.
-    #[cfg(test)]
+    /// the direct readers of `binary` must match, and the reader of rare records.
     pub(crate) fn decode_generic<T: serde::de::DeserializeOwned>(
         &self,
         bytes: &[u8],

@@ -99,6 +99,7 @@ mod golden {
         ("event.v3.avsc", "c8755ff54f3dc05d"),
         ("persisted.v1.avsc", "d30ba440eec973d3"),
         ("tick.v1.avsc", "3158c4c7f9a12452"),
+        ("writer.v1.avsc", "d97cbd9afd330cd0"),
     ];
 
     #[test]

@@ -4,6 +4,9 @@
 pub const KIND: &str = "eventpipe-kind";
 /// [`KIND`] of a tick (`crate::Tick`).
 pub const KIND_TICK: &str = "tick";
+/// [`KIND`] of a writer's report on the notices' topic (`crate::WriterReport`), so that a
+/// reader of persisted notices can pass over it without decoding it.
+pub const KIND_WRITER_REPORT: &str = "writer-report";
 
 /// Who chose the `event_id`, on records written before `event.v3` (whose `id_origin` field
 /// says it since). A gateway-assigned id is a fresh UUIDv7 and cannot repeat an earlier

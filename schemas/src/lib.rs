@@ -19,6 +19,7 @@ mod payload;
 mod persisted;
 mod read_token;
 mod tick;
+mod writer_report;
 
 pub use codec::{
     DecodeError, EncodeError, EventCodec, SchemaVersion, UnwritableVersion, HEADER_LEN,
@@ -28,3 +29,4 @@ pub use order::{LogClock, OrderKey};
 pub use persisted::{OffsetRange, PersistedBatch, PersistedCodec, ShardWrite};
 pub use read_token::{ReadToken, TokenError};
 pub use tick::{Tick, TickCodec};
+pub use writer_report::{WriterReport, WriterReportCodec};

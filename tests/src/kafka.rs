@@ -184,6 +184,12 @@ impl KafkaAdmin {
             .collect()
     }
 
+    /// Persisted notices of `topic`, without the writers' reports that share it (marked by
+    /// the same `eventpipe-kind` header as ticks are on the event topics).
+    pub fn read_notices(&self, topic: &str, deadline: Duration) -> Vec<OwnedMessage> {
+        self.read_events(topic, deadline)
+    }
+
     /// Produces raw bytes, bypassing the gateway: how a foreign or broken producer looks.
     pub async fn produce_raw(&self, topic: &str, key: &str, value: &[u8]) -> (i32, i64) {
         self.produce_raw_with(topic, key, value, &[]).await

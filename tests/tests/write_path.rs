@@ -525,7 +525,7 @@ async fn poison_records_go_to_the_dead_letter_topic_whole_and_the_rest_is_stored
         let mut noticed = HashSet::new();
         for message in stack
             .kafka
-            .read_all(&stack.persisted_topic, Duration::from_secs(20))
+            .read_notices(&stack.persisted_topic, Duration::from_secs(20))
         {
             let batch = codec.decode(message.payload().unwrap()).unwrap();
             for shard in batch.shards {
@@ -563,7 +563,7 @@ async fn persisted_notices_name_every_stored_event() {
             let mut ids = HashSet::new();
             let notices = stack
                 .kafka
-                .read_all(&stack.persisted_topic, Duration::from_secs(20));
+                .read_notices(&stack.persisted_topic, Duration::from_secs(20));
             for message in &notices {
                 let batch = codec.decode(message.payload().unwrap()).unwrap();
                 assert!(batch.persisted_at >= batch.last_ingested_at);
@@ -626,6 +626,35 @@ async fn writers_join_and_die_under_traffic(protocol: GroupProtocol) {
     ledger
         .assert_readable(&stack, &query, |_| true, DRAIN)
         .await;
+    // What an operator sees: the writers alive and what each owns. On the consumer protocol
+    // the group does not describe its members; the view has them from the writers' reports.
+    writers_own_every_partition_once(&stack, &query, 2).await;
     assert!(second.terminate().await.success());
+    writers_own_every_partition_once(&stack, &query, 1).await;
     assert!(third.terminate().await.success());
+}
+
+/// Waits until the pipeline view lists `writers` writers and, together, every partition of
+/// both lanes, each once.
+async fn writers_own_every_partition_once(stack: &Stack, query: &str, writers: usize) {
+    let what = format!("{writers} writer(s) in the pipeline view owning every partition once");
+    eventually(DRAIN, &what, || async {
+        let view = stack.pipeline_view(query).await?;
+        let listed = view["writers"].as_array()?;
+        let mut owned: Vec<String> = listed
+            .iter()
+            .filter_map(|w| w["partitions"].as_array())
+            .flatten()
+            .filter_map(|p| p.as_str().map(str::to_owned))
+            .collect();
+        owned.sort();
+        let mut every: Vec<String> = view["partitions"]
+            .as_array()?
+            .iter()
+            .map(|p| format!("{}/{}", p["topic"].as_str().unwrap_or("?"), p["partition"]))
+            .collect();
+        every.sort();
+        (listed.len() == writers && !every.is_empty() && owned == every).then_some(())
+    })
+    .await;
 }
