@@ -554,24 +554,15 @@ impl Partitions {
 
 #[cfg(test)]
 mod tests {
-    use schemas::{Priority, ReadToken};
-    use uuid::Uuid;
+    use schemas::ReadToken;
 
     use super::*;
     use crate::{release::Frontier, streams::Streams};
 
     fn event(at: i64) -> Event {
-        Event {
-            event_id: Uuid::from_u128(at as u128),
-            client_id: "a".into(),
-            event_type: "t".into(),
-            ts_micros: None,
-            ingested_at_micros: at,
-            priority: Priority::Normal,
-            payload: "{}".into(),
-            sdk: None,
-            id_origin: None,
-        }
+        crate::in_flight::tests::copy("a", at as u128, at, "events", 0)
+            .event
+            .clone()
     }
 
     fn token(offset: i64) -> ReadToken {
