@@ -238,9 +238,9 @@ impl DbWriter {
             shutdown_timeout: settings.shutdown_timeout,
             commit_interval: settings.kafka.commit_interval,
         });
-        // Which partitions this process owns, for the pipeline view: DescribeGroups does not
-        // describe a group on the consumer protocol.
-        // Until the lanes have ended: through the final flush the partitions are still owned.
+        // Which partitions this process owns, for the pipeline view (DescribeGroups does not
+        // describe a group on the consumer protocol); until the lanes have ended, as through
+        // the final flush they are still owned.
         let reporter =
             report::Reporter::new(shared.member.clone(), settings.kafka.group_id.clone());
         let lanes_ended = CancellationToken::new();
