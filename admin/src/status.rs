@@ -117,6 +117,33 @@ fn rows(view: &Value, key: &str, columns: &[&str]) -> Vec<Vec<String>> {
         .unwrap_or_default()
 }
 
+/// What an operator must not miss about the writers: none at all, or partitions none of them
+/// owns (their events are not being stored).
+fn unowned(view: &Value) -> Option<String> {
+    let writers = view["writers"].as_array()?;
+    if writers.is_empty() {
+        return Some("!! no writer in the group: nothing is being stored".to_owned());
+    }
+    let owned: Vec<&str> = writers
+        .iter()
+        .filter_map(|w| w["partitions"].as_array())
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    let nobodys: Vec<String> = view["partitions"]
+        .as_array()?
+        .iter()
+        .map(|p| format!("{}/{}", p["topic"].as_str().unwrap_or("?"), p["partition"]))
+        .filter(|p| !owned.contains(&p.as_str()))
+        .collect();
+    (!nobodys.is_empty()).then(|| {
+        format!(
+            "!! partitions no writer owns (not being stored): {}",
+            nobodys.join(" ")
+        )
+    })
+}
+
 pub fn render(view: &Value) -> String {
     let mut out = String::new();
     let _ = writeln!(
@@ -173,6 +200,11 @@ pub fn render(view: &Value) -> String {
         })
         .unwrap_or_default();
     table(&mut out, &["writer host", "writer", "partitions"], &writers);
+    if let Some(warning) = unowned(view) {
+        // Above the table's blank line: it belongs to the writers.
+        out.pop();
+        let _ = writeln!(out, "{warning}\n");
+    }
     table(
         &mut out,
         &[
@@ -227,9 +259,31 @@ mod tests {
             text.contains("10.0.0.1     db-writer-1  events/0 events/1"),
             "{text}"
         );
+        assert!(!text.contains("!!"), "{text}");
         assert!(
             text.contains("events  0          40          28             12"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn says_when_no_writer_stores_or_a_partition_has_no_owner() {
+        let partitions = json!([
+            {"topic": "events", "partition": 0, "end_offset": 40, "writer_committed": 28},
+            {"topic": "events", "partition": 1, "end_offset": 9, "writer_committed": 9},
+        ]);
+        let none = render(&json!({"writers": [], "partitions": partitions}));
+        assert!(
+            none.contains("!! no writer in the group: nothing is being stored"),
+            "{none}"
+        );
+        let one = render(&json!({
+            "writers": [{"host": "h", "client_id": "w", "partitions": ["events/0"]}],
+            "partitions": partitions,
+        }));
+        assert!(
+            one.contains("!! partitions no writer owns (not being stored): events/1"),
+            "{one}"
         );
     }
 }
