@@ -145,7 +145,7 @@ async fn migrate_stamps_each_shard_and_shards_check_catches_a_swapped_list() {
 async fn status_prints_the_pipeline_view() {
     let stack = Stack::new().await;
     let gateway = stack.start_gateway().await;
-    let _writer = stack.start_writer().await;
+    let writer = stack.start_writer().await;
     let query = stack.start_query().await;
     let events: Vec<Value> = (0..20)
         .map(|n| json!({"client_id": format!("st-{}", n % 4), "type": "t"}))
@@ -159,7 +159,10 @@ async fn status_prints_the_pipeline_view() {
         (run.code == 0
             && run.stdout.contains(&stack.topic)
             && run.stdout.contains(&stack.critical_topic)
-            && run.stdout.contains("shard  state"))
+            && run.stdout.contains("shard  state")
+            // The writer listed, owning every partition: no warning.
+            && run.stdout.contains("writer host")
+            && !run.stdout.contains("!!"))
         .then_some(run)
     })
     .await;
@@ -174,6 +177,16 @@ async fn status_prints_the_pipeline_view() {
         .admin(&["status", "--query-url", "http://127.0.0.1:9"])
         .await;
     assert_eq!(down.code, 2, "a connection error is exit code 2");
+
+    // The only writer stops: nothing is being stored, and status says so.
+    writer.cancel();
+    pipeline_tests::eventually(DRAIN, "status warns that no writer stores", || async {
+        let run = configs.admin(&["status", "--query-url", &query]).await;
+        run.stdout
+            .contains("!! no writer in the group: nothing is being stored")
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
