@@ -43,7 +43,13 @@ impl Reporter {
         loop {
             tokio::select! {
                 _ = stop.cancelled() => return,
-                _ = due.tick() => notifier.writer_report(&self.report(owned(&consumers), EVERY)),
+                _ = due.tick() => {}
+            }
+            // librdkafka answers from its group thread and the call waits for it, without a
+            // bound: off the async workers.
+            let lanes = consumers.clone();
+            if let Ok(owned) = tokio::task::spawn_blocking(move || owned(&lanes)).await {
+                notifier.writer_report(&self.report(owned, EVERY));
             }
         }
     }
@@ -65,8 +71,8 @@ impl Reporter {
     }
 }
 
-/// `topic/partition` of every partition the lanes' members own now (librdkafka's local view of
-/// the assignment: no request).
+/// `topic/partition` of every partition the lanes' members own now (librdkafka's view of the
+/// assignment: no request to a broker). Blocking.
 fn owned(consumers: &[Arc<WriterConsumer>]) -> Vec<String> {
     let mut owned: Vec<String> = consumers
         .iter()
