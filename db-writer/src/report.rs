@@ -18,9 +18,9 @@ pub const EVERY: Duration = Duration::from_secs(2);
 /// Who reports: the process's name (its consumers' client id), host and group.
 #[derive(Clone)]
 pub struct Reporter {
-    pub writer: String,
-    pub host: String,
-    pub group: String,
+    writer: String,
+    host: String,
+    group: String,
 }
 
 impl Reporter {

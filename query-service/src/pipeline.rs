@@ -449,10 +449,7 @@ mod tests {
     }
 
     fn writers(pipeline: &Pipeline) -> Vec<(String, Vec<String>)> {
-        Pipeline::writers(&mut pipeline.lock(), Instant::now())
-            .into_iter()
-            .map(|m| (m.client_id, m.partitions))
-            .collect()
+        writers_at(pipeline, Instant::now())
     }
 
     #[test]
