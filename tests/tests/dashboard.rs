@@ -53,9 +53,13 @@ const READ: &str = r#"(() => {
     charts: { ingest: chart('chart-ingest'), shards: chart('chart-shards'), depth: chart('chart-depth'), age: chart('chart-age') },
     shards: all('[data-testid=shard]').map(tr => ({ shard: Number(tr.dataset.shard),
       up: tr.cells[1].textContent.trim() === 'UP', rows_stored: num(tr.cells[3].textContent) })),
-    writers: all('[data-testid=writer]').map(tr => ({ partitions: Number(tr.dataset.partitions), text: tr.textContent })),
+    writers: all('[data-testid=writer]').map(tr => ({ partitions: Number(tr.dataset.partitions),
+      client_id: tr.dataset.clientId, text: tr.textContent })),
+    no_writer: q('[data-testid=writers-none]')?.textContent ?? null,
+    unheld: q('[data-testid=writers-unheld]')?.textContent ?? null,
     partitions: all('[data-testid=partition]').map(tr => ({ topic: tr.dataset.topic,
-      end_offset: num(tr.cells[2].textContent), writer_lag: num(tr.cells[4].textContent) })),
+      end_offset: num(tr.cells[2].textContent), writer_lag: num(tr.cells[4].textContent),
+      held_by: tr.cells[5].dataset.writer, held_text: tr.cells[5].textContent })),
     // x of every sample drawn in the depth chart, in order.
     samples: [...q('[data-testid=chart-depth]').querySelectorAll('polyline')]
       .flatMap(l => l.getAttribute('points').split(' ').map(xy => Number(xy.split(',')[0]))),
@@ -175,7 +179,7 @@ async fn with_traffic<T>(
 async fn the_dashboard_follows_the_pipeline_live_and_across_a_restart() {
     let stack = Stack::new().await;
     let gateway = stack.start_gateway().await;
-    let _writer = stack.start_writer().await;
+    let writer = stack.start_writer().await;
     let query = stack.spawn_query_process().await;
     let listen = query.listen();
     let dashboard = format!("{}/dashboard", query.url());
@@ -217,6 +221,24 @@ async fn the_dashboard_follows_the_pipeline_live_and_across_a_restart() {
         .is_some_and(|s| s.iter().all(|s| s["up"] == true)));
     assert_eq!(rows_stored(&before), 0.0, "{before:#}");
     assert!(!before["banner"].as_bool().unwrap_or(true));
+    // Each partition names the writer holding it; no alarm while one holds them all.
+    let writer_id = before["writers"][0]["client_id"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(!writer_id.is_empty(), "{before:#}");
+    assert!(
+        before["partitions"]
+            .as_array()
+            .is_some_and(|p| p.iter().all(|p| p["held_by"] == writer_id
+                && p["held_text"]
+                    .as_str()
+                    .is_some_and(|t| writer_id.ends_with(t.trim_start_matches('…'))))),
+        "{before:#}"
+    );
+    assert!(
+        before["no_writer"].is_null() && before["unheld"].is_null(),
+        "{before:#}"
+    );
     let batches_before = batch_ids(&before).len();
     let offsets_before = end_offsets(&before);
 
@@ -363,6 +385,27 @@ async fn the_dashboard_follows_the_pipeline_live_and_across_a_restart() {
         xs.windows(2).all(|w| w[0] < w[1]),
         "samples charted once each, in time order: {xs:?}"
     );
+
+    // The only writer stops: the page says that nothing is being stored, and every partition
+    // is marked as held by no writer.
+    writer.cancel();
+    let unheld = page_until(&mut browser, "no writer holding any partition", |p| {
+        p["no_writer"]
+            .as_str()
+            .is_some_and(|t| t.contains("nothing is being stored"))
+            && p["writers"].as_array().is_some_and(|w| w.is_empty())
+            && p["partitions"].as_array().is_some_and(|p| {
+                p.len() == 12
+                    && p.iter()
+                        .all(|p| p["held_by"] == "" && p["held_text"] == "NONE")
+            })
+    })
+    .await;
+    assert_eq!(unheld["state"], "live", "{unheld:#}");
+    browser
+        .screenshot(&screenshot_path("dashboard-no-writer.png"))
+        .await
+        .expect("screenshot");
     assert!(stack.service_failures().is_empty());
     drop(query);
 }
