@@ -118,8 +118,17 @@ fn rows(view: &Value, key: &str, columns: &[&str]) -> Vec<Vec<String>> {
 }
 
 /// What an operator must not miss about the writers: none at all, or partitions none of them
-/// owns (their events are not being stored).
+/// owns (their events are not being stored); or that the replica does not know them yet (a
+/// consumer-protocol group whose writers have not reported), which is no alarm.
 fn unowned(view: &Value) -> Option<String> {
+    // A view from before the field knew its writers whenever it listed them.
+    if view["writers_known"] == Value::Bool(false) {
+        return Some(
+            "writers not known yet: the group is on the consumer protocol and no writer has \
+             reported (every 2 s on kafka.persisted_topic; none when it is empty)"
+                .to_owned(),
+        );
+    }
     let writers = view["writers"].as_array()?;
     if writers.is_empty() {
         return Some("!! no writer in the group: nothing is being stored".to_owned());
@@ -285,5 +294,11 @@ mod tests {
             one.contains("!! partitions no writer owns (not being stored): events/1"),
             "{one}"
         );
+        // Not known is not none: no alarm, but a word on why the list is empty.
+        let unknown = render(&json!({
+            "writers": [], "writers_known": false, "partitions": partitions,
+        }));
+        assert!(!unknown.contains("!!"), "{unknown}");
+        assert!(unknown.contains("writers not known yet"), "{unknown}");
     }
 }

@@ -12,7 +12,8 @@ mod oldest;
 
 pub use behind::{behind, lagging, Behind, LaneBehind};
 pub use observe::{
-    assignment, layout, members, partitions, partitions_of, topic_size, Member, Observed, Slot,
+    assignment, layout, members, partitions, partitions_of, topic_size, GroupView, Member,
+    Observed, Slot,
 };
 pub use oldest::oldest_timestamps;
 

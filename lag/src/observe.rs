@@ -129,13 +129,27 @@ pub struct Member {
     pub partitions: Vec<String>,
 }
 
-/// The members of `group` (DescribeGroups), those of one process (same client id and host)
-/// as one.
-pub fn members(observer: &BaseConsumer, group: &str) -> Result<Vec<Member>, KafkaError> {
+/// A consumer group as the classic `DescribeGroups` sees it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupView {
+    /// Whether the group answered as a classic-protocol group (`Stable`, `Empty`, a
+    /// rebalance). A group on the consumer protocol (KIP-848) answers as `Dead`, like one
+    /// that does not exist: its members are not known this way.
+    pub described: bool,
+    /// The members, those of one process (same client id and host) as one.
+    pub members: Vec<Member>,
+}
+
+/// `group` through `DescribeGroups`.
+pub fn members(observer: &BaseConsumer, group: &str) -> Result<GroupView, KafkaError> {
     let groups = observer
         .client()
         .fetch_group_list(Some(group), KAFKA_TIMEOUT)?;
-    Ok(by_process(
+    let described = groups
+        .groups()
+        .iter()
+        .any(|g| g.name() == group && g.state() != "Dead");
+    let members = by_process(
         groups
             .groups()
             .iter()
@@ -153,7 +167,8 @@ pub fn members(observer: &BaseConsumer, group: &str) -> Result<Vec<Member>, Kafk
                     .map(|(topic, partition)| format!("{topic}/{partition}"))
                     .collect(),
             }),
-    ))
+    );
+    Ok(GroupView { described, members })
 }
 
 /// Members with the same client id and host as one, in the order each was first seen.

@@ -68,6 +68,9 @@ pub async fn follow(
     if let Err(e) = assign_new(&consumer, &topic, &mut followed).await {
         warn!(error = %e, "persisted notices not followed yet");
     }
+    if !followed.is_empty() {
+        pipeline.following_reports();
+    }
     Ok(Some(tokio::spawn(async move {
         let codec = PersistedCodec::default();
         let reports = WriterReportCodec::default();
@@ -79,6 +82,9 @@ pub async fn follow(
                 _ = partitions_due.tick() => {
                     if let Err(e) = assign_new(&consumer, &topic, &mut followed).await {
                         warn!(error = %e, "cannot read the persisted notices' partitions");
+                    }
+                    if !followed.is_empty() {
+                        pipeline.following_reports();
                     }
                 }
                 message = consumer.recv() => match message {

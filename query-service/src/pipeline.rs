@@ -35,6 +35,9 @@ const QUERIES: usize = 100_000;
 const REPORTED_WRITERS: usize = 1_000;
 /// A writer is forgotten this many of its reports' intervals after its last report.
 const REPORTS_MISSED: u32 = 3;
+/// How long after it starts following reports a replica takes no report for no writer: a
+/// running writer reports every 2 s (db-writer's `report::EVERY`), three of those.
+const REPORTS_AWAITED: Duration = Duration::from_secs(6);
 
 /// What the tail learned at its last refresh.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +49,9 @@ pub struct TailReport {
     pub consumed: BTreeMap<String, u64>,
     pub dead_letters: u64,
     pub members: Vec<Member>,
+    /// Whether the group answered `DescribeGroups` (a classic-protocol group, members or
+    /// none): then `members` is the whole truth.
+    pub group_described: bool,
     /// The writer's commit and the end of every partition.
     pub observed: BTreeMap<Slot, Observed>,
 }
@@ -116,6 +122,11 @@ pub struct Snapshot {
     pub streams: usize,
     pub queries: QueryView,
     pub writers: Vec<Member>,
+    /// Whether `writers` is known to be complete. Not while the group is not described
+    /// (the consumer group protocol) and no writer has reported yet: right after this
+    /// replica started, or for good when it reads no notices (`kafka.persisted_topic`
+    /// empty). An empty list then does not mean that nothing is being stored.
+    pub writers_known: bool,
     pub partitions: Vec<PartitionView>,
 }
 
@@ -165,6 +176,8 @@ struct State {
     /// Writers by name, from their own reports, until when each counts as alive: listed when
     /// the group's members cannot be described (the consumer group protocol).
     reported: BTreeMap<String, (Instant, Member)>,
+    /// Since when the writers' reports are followed; `None` with notices off.
+    reports_since: Option<Instant>,
 }
 
 pub struct Pipeline {
@@ -206,6 +219,11 @@ impl Pipeline {
         let _ = self.updates.send(Update::Batch(view));
     }
 
+    /// The writers' reports are followed from now on (the first call counts).
+    pub fn following_reports(&self) {
+        self.lock().reports_since.get_or_insert_with(Instant::now);
+    }
+
     /// A writer told which partitions it owns; with nothing more to come (`every_ms` 0), it
     /// left.
     pub fn writer_reported(&self, report: WriterReport) {
@@ -236,13 +254,19 @@ impl Pipeline {
     }
 
     /// The writers as the group describes them, or, where it does not (the consumer
-    /// protocol), as they reported themselves lately.
-    fn writers(state: &mut State, now: Instant) -> Vec<Member> {
-        if !state.tail.members.is_empty() {
-            return state.tail.members.clone();
+    /// protocol), as they reported themselves lately; and whether that list is known to be
+    /// complete: "no writer" is only said once every running writer would have reported.
+    fn writers(state: &mut State, now: Instant) -> (Vec<Member>, bool) {
+        if state.tail.group_described || !state.tail.members.is_empty() {
+            return (state.tail.members.clone(), true);
         }
         state.reported.retain(|_, (until, _)| *until > now);
-        state.reported.values().map(|(_, m)| m.clone()).collect()
+        let reported: Vec<Member> = state.reported.values().map(|(_, m)| m.clone()).collect();
+        let known = !reported.is_empty()
+            || state
+                .reports_since
+                .is_some_and(|since| now.saturating_duration_since(since) >= REPORTS_AWAITED);
+        (reported, known)
     }
 
     pub fn query_answered(&self, seconds: f64) {
@@ -380,6 +404,7 @@ fn take(sources: &Sources, up: Vec<bool>, oldest: &BTreeMap<Slot, i64>) -> Snaps
             .unwrap_or(0.0)
     };
     let released = sources.frontier.released().ordered_at_micros;
+    let (writers, writers_known) = Pipeline::writers(&mut state, Instant::now());
     let snapshot = Snapshot {
         at_ms: now / 1000,
         depth: behind.depth,
@@ -405,7 +430,8 @@ fn take(sources: &Sources, up: Vec<bool>, oldest: &BTreeMap<Slot, i64>) -> Snaps
             p50_ms: percentile(0.5),
             p99_ms: percentile(0.99),
         },
-        writers: Pipeline::writers(&mut state, Instant::now()),
+        writers,
+        writers_known,
         partitions: state.tail.partitions.clone(),
     };
     state.previous_at = Some(now);
@@ -443,9 +469,14 @@ mod tests {
 
     fn writers_at(pipeline: &Pipeline, now: Instant) -> Vec<(String, Vec<String>)> {
         Pipeline::writers(&mut pipeline.lock(), now)
+            .0
             .into_iter()
             .map(|m| (m.client_id, m.partitions))
             .collect()
+    }
+
+    fn known_at(pipeline: &Pipeline, now: Instant) -> bool {
+        Pipeline::writers(&mut pipeline.lock(), now).1
     }
 
     fn writers(pipeline: &Pipeline) -> Vec<(String, Vec<String>)> {
@@ -482,6 +513,34 @@ mod tests {
             writers_at(&pipeline, later),
             [("w-2".to_owned(), vec!["events/1".to_owned()])]
         );
+    }
+
+    #[test]
+    fn no_writer_is_only_said_once_running_writers_would_have_reported() {
+        // Notices off on the consumer protocol: never known, however long.
+        let pipeline = Pipeline::default();
+        let later = Instant::now() + REPORTS_AWAITED * 10;
+        assert!(!known_at(&pipeline, later));
+        // Following reports: not known until a writer would have reported three times.
+        pipeline.following_reports();
+        let start = Instant::now();
+        assert!(!known_at(&pipeline, start));
+        assert!(!known_at(&pipeline, start + REPORTS_AWAITED / 2));
+        assert!(known_at(&pipeline, start + REPORTS_AWAITED));
+        assert!(writers_at(&pipeline, start + REPORTS_AWAITED).is_empty());
+        // A report makes the list known at once.
+        let reporting = Pipeline::default();
+        reporting.following_reports();
+        reporting.writer_reported(report("w-1", &["events/0"], 60_000));
+        assert!(known_at(&reporting, Instant::now()));
+        // A described classic group is the whole truth, also with no member.
+        let classic = Pipeline::default();
+        classic.tail_reported(TailReport {
+            group_described: true,
+            ..TailReport::default()
+        });
+        assert!(known_at(&classic, Instant::now()));
+        assert!(writers_at(&classic, Instant::now()).is_empty());
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::{
 
 use chassis::{health::Readiness, kafka_headers};
 use futures::{FutureExt, StreamExt};
-use lag::{Member, Observed, Slot};
+use lag::{GroupView, Observed, Slot};
 use prometheus::Histogram;
 use rdkafka::{
     config::ClientConfig,
@@ -83,7 +83,7 @@ struct Core {
     writer_group: String,
     dead_letter_topic: String,
     dead_letters: u64,
-    members: Vec<Member>,
+    group: GroupView,
     /// `query_consume_delay_seconds` of each kind, looked up once (every record observes one).
     event_delay: Histogram,
     tick_delay: Histogram,
@@ -103,7 +103,7 @@ struct Reading {
 /// The dead-letter topic's size and the writer group's members.
 struct SlowReading {
     dead_letters: Result<u64, KafkaError>,
-    members: Result<Vec<Member>, KafkaError>,
+    group: Result<GroupView, KafkaError>,
 }
 
 /// What the tail is given by the service.
@@ -188,7 +188,7 @@ impl Tail {
             writer_group: kafka.writer_group.clone(),
             dead_letter_topic: kafka.dead_letter_topic.clone(),
             dead_letters: 0,
-            members: Vec::new(),
+            group: GroupView::default(),
             event_delay: metrics::CONSUME_DELAY.with_label_values(&["event"]),
             tick_delay: metrics::CONSUME_DELAY.with_label_values(&["tick"]),
             drained_at: 0,
@@ -349,7 +349,7 @@ impl Core {
                 layout,
                 slowly: slowly.then(|| SlowReading {
                     dead_letters: lag::topic_size(&observer, &dead_letter_topic),
-                    members: lag::members(&observer, &writer_group),
+                    group: lag::members(&observer, &writer_group),
                 }),
             }
         })
@@ -363,15 +363,15 @@ impl Core {
         }
         if let Some(SlowReading {
             dead_letters: dead,
-            members,
+            group,
         }) = reading.slowly
         {
             match dead {
                 Ok(dead) => self.dead_letters = dead,
                 Err(e) => warn!(error = %e, "cannot count dead letters"),
             }
-            match members {
-                Ok(members) => self.members = members,
+            match group {
+                Ok(group) => self.group = group,
                 Err(e) => warn!(error = %e, "cannot describe the writer group"),
             }
         }
@@ -577,7 +577,8 @@ impl Core {
             oldest_held_micros: self.partitions.oldest_held(),
             consumed: self.partitions.consumed_counts(),
             dead_letters: self.dead_letters,
-            members: self.members.clone(),
+            members: self.group.members.clone(),
+            group_described: self.group.described,
             observed: observed.clone(),
         });
     }

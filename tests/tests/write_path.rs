@@ -631,7 +631,30 @@ async fn writers_join_and_die_under_traffic(protocol: GroupProtocol) {
     writers_own_every_partition_once(&stack, &query, 2).await;
     assert!(second.terminate().await.success());
     writers_own_every_partition_once(&stack, &query, 1).await;
+    if protocol == GroupProtocol::Consumer {
+        // A replica that reads no notices cannot know a consumer-protocol group's writers:
+        // it says so, rather than that nothing is being stored.
+        let mut blind = stack.query_settings();
+        blind.kafka.persisted_topic = String::new();
+        let (blind, _stop) = stack.start_query_with(blind).await;
+        eventually(
+            DRAIN,
+            "a replica without notices not knowing the writers",
+            || async {
+                let view = stack.pipeline_view(&blind).await?;
+                (view["writers"].as_array()?.is_empty() && view["writers_known"] == false)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
     assert!(third.terminate().await.success());
+    // None left: known to be none, on either protocol.
+    eventually(DRAIN, "no writer in the view, known to be none", || async {
+        let view = stack.pipeline_view(&query).await?;
+        (view["writers"].as_array()?.is_empty() && view["writers_known"] == true).then_some(())
+    })
+    .await;
 }
 
 /// Waits until the pipeline view lists `writers` writers and, together, every partition of
@@ -654,7 +677,11 @@ async fn writers_own_every_partition_once(stack: &Stack, query: &str, writers: u
             .map(|p| format!("{}/{}", p["topic"].as_str().unwrap_or("?"), p["partition"]))
             .collect();
         every.sort();
-        (listed.len() == writers && !every.is_empty() && owned == every).then_some(())
+        (listed.len() == writers
+            && view["writers_known"] == true
+            && !every.is_empty()
+            && owned == every)
+            .then_some(())
     })
     .await;
 }
