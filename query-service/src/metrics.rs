@@ -45,6 +45,7 @@ pub fn init(shards: usize) {
     LazyLock::force(&PIPELINE_DEPTH);
     LazyLock::force(&OLDEST_UNSTORED);
     LazyLock::force(&DEAD_LETTER_RECORDS);
+    LazyLock::force(&PARTITIONS_WITHOUT_WRITER);
 }
 
 pub static PAGE_CACHE: LazyLock<IntCounterVec> = LazyLock::new(|| {
@@ -264,6 +265,14 @@ pub static OLDEST_UNSTORED: LazyLock<Gauge> = LazyLock::new(|| {
     register_gauge!(
         "eventpipe_oldest_unstored_age_seconds",
         "Age of the oldest acknowledged event not yet stored (0 when none)"
+    )
+    .expect("metric registers once")
+});
+
+pub static PARTITIONS_WITHOUT_WRITER: LazyLock<IntGauge> = LazyLock::new(|| {
+    register_int_gauge!(
+        "eventpipe_partitions_without_writer",
+        "Partitions of the event topics that no db-writer holds: their records are not being stored (0 while the writers are not known, `writers_known` in GET /pipeline)"
     )
     .expect("metric registers once")
 });

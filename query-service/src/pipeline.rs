@@ -6,7 +6,7 @@
 //! Prometheus gauges named as kafka_exporter names them.
 
 use std::{
-    collections::{BTreeMap, VecDeque},
+    collections::{BTreeMap, HashSet, VecDeque},
     sync::{Arc, Mutex, MutexGuard},
     time::{Duration, Instant},
 };
@@ -128,6 +128,27 @@ pub struct Snapshot {
     /// empty). An empty list then does not mean that nothing is being stored.
     pub writers_known: bool,
     pub partitions: Vec<PartitionView>,
+}
+
+impl Snapshot {
+    /// Partitions no listed writer holds; none claimed while the writers are not known.
+    pub fn partitions_without_writer(&self) -> usize {
+        without_writer(&self.writers, self.writers_known, &self.partitions)
+    }
+}
+
+fn without_writer(writers: &[Member], known: bool, partitions: &[PartitionView]) -> usize {
+    if !known {
+        return 0;
+    }
+    let held: HashSet<&str> = writers
+        .iter()
+        .flat_map(|w| w.partitions.iter().map(String::as_str))
+        .collect();
+    partitions
+        .iter()
+        .filter(|p| !held.contains(format!("{}/{}", p.topic, p.partition).as_str()))
+        .count()
 }
 
 /// A persisted batch as the view shows it.
@@ -445,6 +466,8 @@ fn publish(snapshot: &Snapshot) {
     metrics::PIPELINE_DEPTH.set(i64::try_from(snapshot.depth).unwrap_or(i64::MAX));
     metrics::OLDEST_UNSTORED.set(snapshot.oldest_unstored_age_seconds);
     metrics::DEAD_LETTER_RECORDS.set(i64::try_from(snapshot.dead_letters).unwrap_or(i64::MAX));
+    metrics::PARTITIONS_WITHOUT_WRITER
+        .set(i64::try_from(snapshot.partitions_without_writer()).unwrap_or(i64::MAX));
     for shard in &snapshot.shards {
         metrics::SHARD_UP
             .with_label_values(&[&shard.shard.to_string()])
@@ -541,6 +564,34 @@ mod tests {
         });
         assert!(known_at(&classic, Instant::now()));
         assert!(writers_at(&classic, Instant::now()).is_empty());
+    }
+
+    #[test]
+    fn partitions_without_writer_are_counted_only_when_the_writers_are_known() {
+        let partitions: Vec<PartitionView> = [("events", 0), ("events", 1), ("events-critical", 0)]
+            .into_iter()
+            .map(|(topic, partition)| PartitionView {
+                topic: topic.into(),
+                partition,
+                end_offset: 10,
+                writer_committed: 10,
+                writer_lag: 0,
+                query_position: 10,
+                query_lag: 0,
+            })
+            .collect();
+        let writer = |partitions: &[&str]| Member {
+            member_id: String::new(),
+            client_id: "w".into(),
+            host: "h".into(),
+            partitions: partitions.iter().map(|p| p.to_string()).collect(),
+        };
+        let some = [writer(&["events/0"]), writer(&["events-critical/0"])];
+        assert_eq!(without_writer(&some, true, &partitions), 1);
+        assert_eq!(without_writer(&[], true, &partitions), 3);
+        assert_eq!(without_writer(&[], false, &partitions), 0);
+        let all = [writer(&["events/0", "events/1", "events-critical/0"])];
+        assert_eq!(without_writer(&all, true, &partitions), 0);
     }
 
     #[test]
