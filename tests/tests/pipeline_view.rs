@@ -238,6 +238,72 @@ async fn a_batch_stored_right_after_the_start_is_in_the_view() {
     .await;
 }
 
+/// A partition added to a lane that no writer has taken yet (its writer refreshes topic
+/// metadata only every few minutes here): the view lists it as nobody's and counts it in the
+/// gauge the alert reads, while the other partitions stay with their writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_no_writer_holds_is_named_and_counted() {
+    let stack = Stack::new().await;
+    // A process of its own: the gauge is process-wide, and the other tests here run
+    // replicas in this one.
+    let replica = stack.spawn_query_process().await;
+    let query = replica.url();
+    let mut settings = stack.writer_settings();
+    settings.kafka.metadata_refresh = Duration::from_secs(600);
+    let _writer = stack.start_writer_with(settings).await;
+    let unheld = |v: &Value| -> Option<Vec<String>> {
+        let held: BTreeSet<&str> = v["writers"]
+            .as_array()?
+            .iter()
+            .filter_map(|w| w["partitions"].as_array())
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        Some(
+            v["partitions"]
+                .as_array()?
+                .iter()
+                .map(|p| format!("{}/{}", p["topic"].as_str().unwrap_or("?"), p["partition"]))
+                .filter(|p| !held.contains(p.as_str()))
+                .collect(),
+        )
+    };
+    let held = view_until(&stack, query, "every partition held", |v| {
+        v["writers_known"] == true
+            && v["writers"].as_array().is_some_and(|w| w.len() == 1)
+            && unheld(v).is_some_and(|u| u.is_empty())
+    })
+    .await;
+    let normal = held["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .filter(|p| p["topic"] == stack.topic.as_str())
+        .count();
+    stack.kafka.add_partitions(&stack.topic, normal + 1).await;
+    let added = format!("{}/{normal}", stack.topic);
+    view_until(&stack, query, "the added partition as nobody's", |v| {
+        unheld(v).is_some_and(|u| u == [added.clone()])
+    })
+    .await;
+    eventually(DEADLINE, "the gauge counting it", || async {
+        let metrics = stack
+            .http
+            .get(format!("{query}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        metrics
+            .lines()
+            .any(|l| l == "eventpipe_partitions_without_writer 1")
+            .then_some(())
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_shard_down_shows_in_the_view() {
     let shard = PrivateShard::start().await;
