@@ -403,20 +403,11 @@ async fn the_dashboard_follows_the_pipeline_live_and_across_a_restart() {
     .await;
     assert_eq!(unheld["state"], "live", "{unheld:#}");
     // What the alert rule reads (EventpipePartitionsWithoutWriter).
-    let metrics = stack
-        .http
-        .get(format!("{}/metrics", query.url()))
-        .send()
-        .await
-        .expect("metrics answer")
-        .text()
-        .await
-        .expect("metrics text");
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l == "eventpipe_partitions_without_writer 12"),
-        "{metrics}"
+    assert_eq!(
+        stack
+            .metric(query.url(), "eventpipe_partitions_without_writer")
+            .await,
+        12.0
     );
     browser
         .screenshot(&screenshot_path("dashboard-no-writer.png"))

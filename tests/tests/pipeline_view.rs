@@ -287,18 +287,10 @@ async fn a_partition_no_writer_holds_is_named_and_counted() {
     })
     .await;
     eventually(DEADLINE, "the gauge counting it", || async {
-        let metrics = stack
-            .http
-            .get(format!("{query}/metrics"))
-            .send()
+        (stack
+            .metric(query, "eventpipe_partitions_without_writer")
             .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        metrics
-            .lines()
-            .any(|l| l == "eventpipe_partitions_without_writer 1")
+            == 1.0)
             .then_some(())
     })
     .await;
