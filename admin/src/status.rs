@@ -129,21 +129,14 @@ fn unowned(view: &Value) -> Option<String> {
                 .to_owned(),
         );
     }
-    let writers = view["writers"].as_array()?;
-    if writers.is_empty() {
+    if view["writers"].as_array()?.is_empty() {
         return Some("!! no writer in the group: nothing is being stored".to_owned());
     }
-    let owned: Vec<&str> = writers
-        .iter()
-        .filter_map(|w| w["partitions"].as_array())
-        .flatten()
-        .filter_map(Value::as_str)
-        .collect();
-    let nobodys: Vec<String> = view["partitions"]
+    // As query-service judged them (the same list its gauge counts).
+    let nobodys: Vec<&str> = view["partitions_without_writer"]
         .as_array()?
         .iter()
-        .map(|p| format!("{}/{}", p["topic"].as_str().unwrap_or("?"), p["partition"]))
-        .filter(|p| !owned.contains(&p.as_str()))
+        .filter_map(Value::as_str)
         .collect();
     (!nobodys.is_empty()).then(|| {
         format!(
@@ -288,6 +281,7 @@ mod tests {
         );
         let one = render(&json!({
             "writers": [{"host": "h", "client_id": "w", "partitions": ["events/0"]}],
+            "partitions_without_writer": ["events/1"],
             "partitions": partitions,
         }));
         assert!(

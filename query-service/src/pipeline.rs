@@ -127,19 +127,17 @@ pub struct Snapshot {
     /// replica started, or for good when it reads no notices (`kafka.persisted_topic`
     /// empty). An empty list then does not mean that nothing is being stored.
     pub writers_known: bool,
+    /// `topic/partition` of the partitions no listed writer holds: their records are not being
+    /// stored. Empty while the writers are not known.
+    pub partitions_without_writer: Vec<String>,
     pub partitions: Vec<PartitionView>,
 }
 
-impl Snapshot {
-    /// Partitions no listed writer holds; none claimed while the writers are not known.
-    pub fn partitions_without_writer(&self) -> usize {
-        without_writer(&self.writers, self.writers_known, &self.partitions)
-    }
-}
-
-fn without_writer(writers: &[Member], known: bool, partitions: &[PartitionView]) -> usize {
+/// `topic/partition` of `partitions` no writer holds; none claimed while the writers are not
+/// known.
+fn without_writer(writers: &[Member], known: bool, partitions: &[PartitionView]) -> Vec<String> {
     if !known {
-        return 0;
+        return Vec::new();
     }
     let held: HashSet<&str> = writers
         .iter()
@@ -147,8 +145,9 @@ fn without_writer(writers: &[Member], known: bool, partitions: &[PartitionView])
         .collect();
     partitions
         .iter()
-        .filter(|p| !held.contains(format!("{}/{}", p.topic, p.partition).as_str()))
-        .count()
+        .map(|p| format!("{}/{}", p.topic, p.partition))
+        .filter(|p| !held.contains(p.as_str()))
+        .collect()
 }
 
 /// A persisted batch as the view shows it.
@@ -426,6 +425,7 @@ fn take(sources: &Sources, up: Vec<bool>, oldest: &BTreeMap<Slot, i64>) -> Snaps
     };
     let released = sources.frontier.released().ordered_at_micros;
     let (writers, writers_known) = Pipeline::writers(&mut state, Instant::now());
+    let partitions_without_writer = without_writer(&writers, writers_known, &state.tail.partitions);
     let snapshot = Snapshot {
         at_ms: now / 1000,
         depth: behind.depth,
@@ -453,6 +453,7 @@ fn take(sources: &Sources, up: Vec<bool>, oldest: &BTreeMap<Slot, i64>) -> Snaps
         },
         writers,
         writers_known,
+        partitions_without_writer,
         partitions: state.tail.partitions.clone(),
     };
     state.previous_at = Some(now);
@@ -467,7 +468,7 @@ fn publish(snapshot: &Snapshot) {
     metrics::OLDEST_UNSTORED.set(snapshot.oldest_unstored_age_seconds);
     metrics::DEAD_LETTER_RECORDS.set(i64::try_from(snapshot.dead_letters).unwrap_or(i64::MAX));
     metrics::PARTITIONS_WITHOUT_WRITER
-        .set(i64::try_from(snapshot.partitions_without_writer()).unwrap_or(i64::MAX));
+        .set(i64::try_from(snapshot.partitions_without_writer.len()).unwrap_or(i64::MAX));
     for shard in &snapshot.shards {
         metrics::SHARD_UP
             .with_label_values(&[&shard.shard.to_string()])
@@ -587,11 +588,14 @@ mod tests {
             partitions: partitions.iter().map(|p| p.to_string()).collect(),
         };
         let some = [writer(&["events/0"]), writer(&["events-critical/0"])];
-        assert_eq!(without_writer(&some, true, &partitions), 1);
-        assert_eq!(without_writer(&[], true, &partitions), 3);
-        assert_eq!(without_writer(&[], false, &partitions), 0);
+        assert_eq!(without_writer(&some, true, &partitions), ["events/1"]);
+        assert_eq!(
+            without_writer(&[], true, &partitions),
+            ["events/0", "events/1", "events-critical/0"]
+        );
+        assert!(without_writer(&[], false, &partitions).is_empty());
         let all = [writer(&["events/0", "events/1", "events-critical/0"])];
-        assert_eq!(without_writer(&all, true, &partitions), 0);
+        assert!(without_writer(&all, true, &partitions).is_empty());
     }
 
     #[test]
