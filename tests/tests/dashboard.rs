@@ -58,7 +58,7 @@ const READ: &str = r#"(() => {
     no_writer: q('[data-testid=writers-none]')?.textContent ?? null,
     unheld: q('[data-testid=writers-unheld]')?.textContent ?? null,
     partitions: all('[data-testid=partition]').map(tr => ({ topic: tr.dataset.topic,
-      end_offset: num(tr.cells[2].textContent), writer_lag: num(tr.cells[4].textContent),
+      partition: Number(tr.dataset.partition), end_offset: num(tr.cells[2].textContent), writer_lag: num(tr.cells[4].textContent),
       held_by: tr.cells[5].dataset.writer, held_text: tr.cells[5].textContent })),
     // x of every sample drawn in the depth chart, in order.
     samples: [...q('[data-testid=chart-depth]').querySelectorAll('polyline')]
@@ -415,6 +415,70 @@ async fn the_dashboard_follows_the_pipeline_live_and_across_a_restart() {
         .expect("screenshot");
     assert!(stack.service_failures().is_empty());
     drop(query);
+}
+
+/// Some partitions held, one not: a partition added to the normal lane that the only writer
+/// has not seen yet (it refreshes topic metadata every ten minutes here). The page marks that
+/// one NONE and names it in red under the writers; every other partition keeps its writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partition_no_writer_holds_is_marked_among_held_ones() {
+    let stack = Stack::new().await;
+    let mut settings = stack.writer_settings();
+    settings.kafka.metadata_refresh = Duration::from_secs(600);
+    let _writer = stack.start_writer_with(settings).await;
+    let query = stack.spawn_query_process().await;
+    let mut browser = Browser::launch(WIDTH, HEIGHT)
+        .await
+        .expect("chromium starts");
+    browser
+        .navigate(&format!("{}/dashboard", query.url()))
+        .await
+        .expect("the page loads");
+    let held = page_until(&mut browser, "one writer holding every partition", |p| {
+        p["writers"]
+            .as_array()
+            .is_some_and(|w| w.len() == 1 && w[0]["partitions"] == 12)
+            && p["partitions"].as_array().is_some_and(|p| p.len() == 12)
+    })
+    .await;
+    let writer_id = held["writers"][0]["client_id"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let normal = held["partitions"].as_array().map_or(0, |p| {
+        p.iter()
+            .filter(|p| p["topic"] == stack.topic.as_str())
+            .count()
+    });
+
+    stack.kafka.add_partitions(&stack.topic, normal + 1).await;
+    let partial = page_until(&mut browser, "the added partition marked NONE", |p| {
+        p["partitions"].as_array().is_some_and(|p| p.len() == 13) && p["unheld"].is_string()
+    })
+    .await;
+    let (unheld, others): (Vec<&Value>, Vec<&Value>) = partial["partitions"]
+        .as_array()
+        .expect("partitions")
+        .iter()
+        .partition(|p| p["topic"] == stack.topic.as_str() && p["partition"] == normal);
+    assert_eq!(unheld.len(), 1, "{partial:#}");
+    assert_eq!(unheld[0]["held_text"], "NONE", "{partial:#}");
+    assert_eq!(unheld[0]["held_by"], "", "{partial:#}");
+    assert!(
+        others.iter().all(|p| p["held_by"] == writer_id.as_str()),
+        "the other partitions keep their writer: {partial:#}"
+    );
+    let line = partial["unheld"].as_str().unwrap_or_default();
+    assert!(
+        line.contains(&format!("normal: {normal}")) && line.contains("not being stored"),
+        "the red line names the partition: {line}"
+    );
+    assert!(partial["no_writer"].is_null(), "{partial:#}");
+    browser
+        .screenshot(&screenshot_path("dashboard-partial.png"))
+        .await
+        .expect("screenshot");
+    assert!(stack.service_failures().is_empty());
 }
 
 /// A TCP relay to a service whose connections the test cuts at once while the service stays
