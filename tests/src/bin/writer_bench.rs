@@ -1,13 +1,14 @@
 //! db-writer's storage throughput: rows/s per insert method and batch size, writing both
-//! shards concurrently as db-writer does. Uses the local shards (deploy/local/up), in a
-//! scratch database it drops afterwards. Prints a table and appends it to a results file.
+//! shards concurrently and several batches at once, as db-writer does, without Kafka. Uses
+//! the local shards (deploy/local/up), in a scratch database it drops afterwards. Prints a
+//! table and appends it to a results file.
 
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Parser;
-use event_store::{InsertMethod, KafkaPosition, ShardSet, StoreSettings, StoredEvent};
-use futures::future::try_join_all;
+use event_store::{InsertMethod, KafkaPosition, RowOutcome, ShardSet, StoreSettings, StoredEvent};
+use futures::{future::try_join_all, stream, StreamExt};
 use pipeline_tests::bench::{Outcome, Output, Target};
 use schemas::{Event, Priority};
 use tokio_postgres::NoTls;
@@ -32,6 +33,11 @@ struct Args {
     /// Insert methods to try.
     #[arg(long, value_delimiter = ',', default_value = "direct_copy,copy,unnest")]
     methods: Vec<String>,
+    /// Batches written at once, each to every shard, the next taken as the oldest ends, as
+    /// db-writer's lanes write up to `max_in_flight_batches` (default 4); 1 writes one batch at
+    /// a time (this benchmark until 2026-12-07).
+    #[arg(long, default_value_t = 4)]
+    in_flight: usize,
     /// Target: rows/s at least this, for every run.
     #[arg(long)]
     min_rows_per_s: Option<f64>,
@@ -81,10 +87,11 @@ async fn main() -> anyhow::Result<()> {
     let bytes: usize = events.iter().map(|e| e.event.payload.len() + 100).sum();
 
     let mut report = format!(
-        "db-writer insert benchmark: {} events of ~{} bytes, {} shards written concurrently, UUIDv7 ids, day-partitioned table\n{:<9} {:<11} {:>7} {:>12} {:>10}\n",
+        "db-writer insert benchmark: {} events of ~{} bytes, {} shards written concurrently, {} batch(es) at once, UUIDv7 ids, day-partitioned table\n{:<9} {:<11} {:>7} {:>12} {:>10}\n",
         args.events,
         bytes / args.events.max(1),
         shards.shards().len(),
+        args.in_flight.max(1),
         "ids",
         "method",
         "batch",
@@ -105,23 +112,46 @@ async fn main() -> anyhow::Result<()> {
                 shard.truncate_for_benchmark().await?;
             }
             let started = Instant::now();
-            for chunk in events.chunks(*batch) {
+            let per_shard = |chunk: &[StoredEvent]| {
                 let mut per_shard = vec![Vec::new(); shards.shards().len()];
                 for e in chunk {
                     let mut e = e.clone();
                     e.id_assigned = assigned;
                     per_shard[shards.router().shard_for(&e.event.client_id)].push(e);
                 }
+                per_shard
+            };
+            let shards = &shards;
+            let write = move |rows: Vec<Vec<StoredEvent>>| async move {
                 try_join_all(
                     shards
                         .shards()
                         .iter()
-                        .zip(&per_shard)
+                        .zip(&rows)
                         .map(|(shard, rows)| shard.insert_events(rows, method)),
                 )
-                .await?;
+                .await
+            };
+            // Each batch is split as it is taken, as db-writer routes a batch it starts.
+            let mut writes = stream::iter(events.chunks(*batch))
+                .map(|chunk| write(per_shard(chunk)))
+                .buffered(args.in_flight.max(1));
+            let mut inserted = 0;
+            while let Some(written) = writes.next().await {
+                inserted += written?
+                    .iter()
+                    .flatten()
+                    .filter(|row| matches!(row, RowOutcome::Inserted))
+                    .count();
             }
             let seconds = started.elapsed().as_secs_f64();
+            // A rate of rows that were not all stored would be no rate.
+            anyhow::ensure!(
+                inserted == args.events,
+                "{inserted} of {} rows inserted ({ids}, {}, batch {batch})",
+                args.events,
+                method.as_str()
+            );
             let line = format!(
                 "{:<9} {:<11} {:>7} {:>12.0} {:>10.2}\n",
                 ids,
