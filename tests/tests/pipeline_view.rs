@@ -282,10 +282,16 @@ async fn a_partition_no_writer_holds_is_named_and_counted() {
         .count();
     stack.kafka.add_partitions(&stack.topic, normal + 1).await;
     let added = format!("{}/{normal}", stack.topic);
-    view_until(&stack, query, "the added partition as nobody's", |v| {
+    let partial = view_until(&stack, query, "the added partition as nobody's", |v| {
         unheld(v).is_some_and(|u| u == [added.clone()])
     })
     .await;
+    // The list the gauge counts and `eventpipe-admin status` prints.
+    assert_eq!(
+        partial["partitions_without_writer"],
+        json!([added]),
+        "{partial:#}"
+    );
     eventually(DEADLINE, "the gauge counting it", || async {
         (stack
             .metric(query, "eventpipe_partitions_without_writer")
