@@ -18,6 +18,9 @@ pub fn init(shards: usize) {
     for status in ["200", "400", "401", "403", "503", "504"] {
         QUERY_SECONDS.with_label_values(&[status]);
     }
+    for work in ["records", "reading", "index", "checked"] {
+        TAIL_TURN_SECONDS.with_label_values(&[work]);
+    }
     for shard in 0..shards {
         SHARD_UP.with_label_values(&[&shard.to_string()]);
     }
@@ -205,6 +208,16 @@ pub static READ_STAGE_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
         "Where a read's time goes, by stage: index (waiting for the tail to index a client not read lately), shard (reading a page of rows from its shard)",
         &["stage"],
         vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]
+    )
+    .expect("metric registers once")
+});
+
+pub static TAIL_TURN_SECONDS: LazyLock<HistogramVec> = LazyLock::new(|| {
+    register_histogram_vec!(
+        "query_tail_turn_seconds",
+        "One turn of the tail's loop, by its work: records (a drain of consumed records), reading (applying the writer's commits: evictions), index (clients about to be read), checked (a duplicate check's answer). A read that indexes a client and the release of events wait for the turn under way",
+        &["work"],
+        vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25]
     )
     .expect("metric registers once")
 });

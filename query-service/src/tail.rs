@@ -257,10 +257,12 @@ impl Tail {
                 biased;
                 _ = shutdown.cancelled() => break,
                 Some(checked) = core.checked.recv() => {
+                    let _turn = turn("checked");
                     core.partitions.checked(&checked.held, checked.found.as_ref());
                 }
                 // Before records: a read waits for it.
                 Some(request) = core.index_requests.recv() => {
+                    let _turn = turn("index");
                     // Requests that queued meanwhile share one pass over what is held.
                     let mut requests = vec![request];
                     while requests.len() < INDEX_BOUND {
@@ -285,6 +287,7 @@ impl Tail {
                     }
                 }, if reading.is_some() => {
                     let sent_at = reading.take().map_or(0, |(at, _)| at);
+                    let _turn = turn("reading");
                     match done {
                         Ok(done) => core.apply_reading(&consumer, done, sent_at),
                         Err(e) => warn!(error = %e, "reading the writer's progress failed"),
@@ -293,6 +296,7 @@ impl Tail {
                 // At the in-flight bound, stop consuming until the writer's commits make room:
                 // nothing consumed is ever dropped, answers only lag.
                 message = records.next(), if !full => {
+                    let _turn = turn("records");
                     core.drained_at = now_micros();
                     core.received(message).await;
                     // What librdkafka holds already is taken in the same turn, and the frontier
@@ -312,6 +316,13 @@ impl Tail {
         }
         info!("tail stopped");
     }
+}
+
+/// Times one turn of the tail's loop into `query_tail_turn_seconds` when dropped.
+fn turn(work: &str) -> prometheus::HistogramTimer {
+    metrics::TAIL_TURN_SECONDS
+        .with_label_values(&[work])
+        .start_timer()
 }
 
 impl Core {
