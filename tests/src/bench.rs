@@ -132,7 +132,8 @@ pub fn series_value(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn metrics_text(http: &reqwest::Client, base: &str) -> reqwest::Result<String> {
+/// The Prometheus exposition text of a service's `/metrics` at `base`.
+pub async fn metrics_text(http: &reqwest::Client, base: &str) -> reqwest::Result<String> {
     http.get(format!("{base}/metrics"))
         .send()
         .await?

@@ -106,6 +106,11 @@ struct Args {
     /// Only the ingest-only CPU phase, no GET phases (a baseline replica would load them).
     #[arg(long)]
     cpu_only: bool,
+    /// Time the GETs on the runtime that also generates the ingest (as until 2026-12-07),
+    /// instead of on a thread and a runtime of their own: a GET's answer then waits for the
+    /// generator's work, which a reader elsewhere would not.
+    #[arg(long)]
+    gets_on_ingest_runtime: bool,
     #[command(flatten)]
     output: Output,
 }
@@ -317,12 +322,31 @@ async fn main() -> anyhow::Result<()> {
             reqwest::Result::Ok((hits, misses))
         };
         let cpu = || metric_sum(&http, &args.query_metrics, "process_cpu_seconds_total");
+        let handled_slow = || handled_over(&http, &args.query_metrics, SLOW_MS);
+        let slow_before = handled_slow().await?;
         let (before, blocks_before) = (page_reads().await?, shard_blocks(&shards).await?);
         let (cpu_before, events_before) = (cpu().await?, ingested.load(Ordering::Relaxed));
         let done = AtomicBool::new(false);
         let (timed, maintenance) = tokio::join!(
             async {
-                let timed = run_phase(&args, kind).await;
+                let load = GetLoad {
+                    query: args.query.clone(),
+                    client_prefix: args.client_prefix.clone(),
+                    clients: args.clients,
+                    get_rate: args.get_rate,
+                    duration: args.duration,
+                    phase: kind,
+                };
+                let timed = if args.gets_on_ingest_runtime {
+                    run_phase(load).await
+                } else {
+                    match bench::run_apart("gets", run_phase(load)) {
+                        Ok(timed) => timed
+                            .await
+                            .unwrap_or_else(|_| Err(anyhow::anyhow!("the GETs' thread panicked"))),
+                        Err(e) => Err(anyhow::Error::new(e).context("the GETs' thread")),
+                    }
+                };
                 done.store(true, Ordering::Relaxed);
                 timed
             },
@@ -332,6 +356,11 @@ async fn main() -> anyhow::Result<()> {
         let maintenance = maintenance?;
         let (cpu_after, events_after) = (cpu().await?, ingested.load(Ordering::Relaxed));
         let (after, blocks_after) = (page_reads().await?, shard_blocks(&shards).await?);
+        let slow_handled = handled_slow().await? - slow_before;
+        let slow_seen = latencies
+            .iter()
+            .filter(|l| l.as_secs_f64() * 1e3 > SLOW_MS)
+            .count();
         // What the phase's reads cost query-service: its CPU less what consuming the phase's
         // ingest costs at the rate the ingest-only phase measured.
         let gets = (latencies.len() + failed).max(1) as f64;
@@ -375,7 +404,7 @@ async fn main() -> anyhow::Result<()> {
             .target(Target::AtMost(0.0)),
         );
         let line = format!(
-            "{} failed={failed} query-service CPU per GET={per_get:.0}µs{} pages: from memory={} from a shard={} shard blocks (writer's too): in buffers={} read from outside={} vacuum or analyze of events running: {} of {} samples",
+            "{} failed={failed} over {SLOW_MS} ms: {slow_seen} here, {slow_handled} in query-service's handler; query-service CPU per GET={per_get:.0}µs{} pages: from memory={} from a shard={} shard blocks (writer's too): in buffers={} read from outside={} vacuum or analyze of events running: {} of {} samples",
             summarize(phase, &latencies),
             if ingest_cost.is_some() { "" } else { " (its ingest's too)" },
             after.0 - before.0,
@@ -545,6 +574,22 @@ fn run_prefix() -> String {
     format!("qb{seconds:x}")
 }
 
+/// GETs slower than this (ms) are counted twice: as timed here, and in query-service's own
+/// handler timing (`query_request_seconds`, one of its bucket bounds). A phase with many more
+/// here than there waited outside the handler: in the network path, query-service's runtime
+/// before the handler ran, or this program.
+const SLOW_MS: f64 = 25.0;
+
+/// GETs answered 200 that query-service's handler took more than `ms` over (a bucket bound
+/// of `query_request_seconds`), since it started.
+async fn handled_over(http: &reqwest::Client, metrics: &str, ms: f64) -> anyhow::Result<u64> {
+    let series = |le: &str| format!("query_request_seconds_bucket{{status=\"200\",le=\"{le}\"}}");
+    let text = bench::metrics_text(http, metrics).await?;
+    let all = bench::series_value(&text, &series("+Inf"));
+    let within = bench::series_value(&text, &series(&(ms / 1e3).to_string()));
+    Ok((all - within).max(0.0) as u64)
+}
+
 /// Hot clients a phase reads over and over.
 const HOT_CLIENTS: u64 = 10;
 
@@ -567,6 +612,16 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
+/// What one phase's timed GETs ask for, owned: they run on a thread of their own.
+struct GetLoad {
+    query: String,
+    client_prefix: String,
+    clients: usize,
+    get_rate: u64,
+    duration: Duration,
+    phase: Phase,
+}
+
 #[derive(Clone, Copy)]
 enum Phase {
     /// The first 10 clients, over and over.
@@ -580,7 +635,8 @@ enum Phase {
 /// The latencies of the GETs answered 200 (the whole answer read), and how many were not (an
 /// error status, a refused connection or a timeout). Open loop at `get_rate`, each GET on a
 /// kept-open connection that no other GET is using (opened when all are busy).
-async fn run_phase(args: &Args, phase: Phase) -> anyhow::Result<(Vec<Duration>, usize)> {
+async fn run_phase(args: GetLoad) -> anyhow::Result<(Vec<Duration>, usize)> {
+    let phase = args.phase;
     let interval = Duration::from_secs_f64(1.0 / args.get_rate.max(1) as f64);
     let mut tick = tokio::time::interval(interval);
     let until = Instant::now() + args.duration;
