@@ -356,7 +356,8 @@ async fn main() -> anyhow::Result<()> {
         let maintenance = maintenance?;
         let (cpu_after, events_after) = (cpu().await?, ingested.load(Ordering::Relaxed));
         let (after, blocks_after) = (page_reads().await?, shard_blocks(&shards).await?);
-        let slow_handled = handled_slow().await? - slow_before;
+        // A replica restarted meanwhile counts from zero again.
+        let slow_handled = handled_slow().await?.saturating_sub(slow_before);
         let slow_seen = latencies
             .iter()
             .filter(|l| l.as_secs_f64() * 1e3 > SLOW_MS)
@@ -580,8 +581,8 @@ fn run_prefix() -> String {
 /// before the handler ran, or this program.
 const SLOW_MS: f64 = 25.0;
 
-/// GETs answered 200 that query-service's handler took more than `ms` over (a bucket bound
-/// of `query_request_seconds`), since it started.
+/// How many GETs answered 200 took query-service's handler more than `ms` since the replica
+/// started (`ms` must be a bucket bound of `query_request_seconds`).
 async fn handled_over(http: &reqwest::Client, metrics: &str, ms: f64) -> anyhow::Result<u64> {
     let series = |le: &str| format!("query_request_seconds_bucket{{status=\"200\",le=\"{le}\"}}");
     let text = bench::metrics_text(http, metrics).await?;
