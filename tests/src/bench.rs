@@ -111,6 +111,79 @@ pub async fn metric_sum(http: &reqwest::Client, base: &str, name: &str) -> reqwe
         .sum())
 }
 
+/// When db-writer's stored rows grew: the first poll that saw them grow, and the one that saw
+/// them reach the count waited for.
+#[derive(Debug, Clone, Copy)]
+pub struct RowsStored {
+    pub first: Instant,
+    pub done: Instant,
+}
+
+/// Why db-writer's stored rows were not seen to reach a count.
+#[derive(Debug, thiserror::Error)]
+pub enum RowsStoredError {
+    #[error("db-writer's metrics at {url}")]
+    Metrics {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("db-writer stored {stored} of {rows} rows within {deadline:?}")]
+    Short {
+        stored: f64,
+        rows: u64,
+        deadline: Duration,
+    },
+}
+
+/// Polls db-writer's `db_writer_rows_inserted_total` at `url` every 50 ms until it grew by
+/// `rows` past `before`, for at most `deadline`. With `writer_starting`, metrics that do not
+/// answer are a writer not yet up and are polled again; otherwise they are an error.
+pub async fn watch_rows_stored(
+    http: &reqwest::Client,
+    url: &str,
+    before: f64,
+    rows: u64,
+    deadline: Duration,
+    writer_starting: bool,
+) -> Result<RowsStored, RowsStoredError> {
+    let until = Instant::now() + deadline;
+    let mut first = None;
+    let mut stored = 0.0;
+    loop {
+        match metric_sum(http, url, "db_writer_rows_inserted_total").await {
+            Ok(total) => {
+                stored = total - before;
+                let now = Instant::now();
+                if stored > 0.0 {
+                    first.get_or_insert(now);
+                }
+                if stored >= rows as f64 {
+                    return Ok(RowsStored {
+                        first: first.unwrap_or(now),
+                        done: now,
+                    });
+                }
+            }
+            Err(source) if !writer_starting => {
+                return Err(RowsStoredError::Metrics {
+                    url: url.to_owned(),
+                    source,
+                })
+            }
+            Err(_) => {}
+        }
+        if Instant::now() >= until {
+            return Err(RowsStoredError::Short {
+                stored,
+                rows,
+                deadline,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The value of one series (`name{labels}` as the exposition prints it) at `base`/metrics; 0
 /// when absent.
 pub async fn metric_series(

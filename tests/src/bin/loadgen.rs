@@ -14,7 +14,7 @@ use anyhow::Context;
 use bytes::Bytes;
 use clap::Parser;
 use pipeline_tests::{
-    bench::{metric_sum, percentile_ms, Outcome, Output, Target},
+    bench::{metric_sum, percentile_ms, watch_rows_stored, Outcome, Output, Target},
     keep_alive::KeepAlive,
 };
 use tokio::sync::Mutex;
@@ -166,7 +166,10 @@ async fn main() -> anyhow::Result<()> {
     let rate = ok as f64 / elapsed.as_secs_f64();
     let stored_rate = match (&args.stored_by, stored_before) {
         (Some(url), Some(before)) => {
-            Some(stored_rate(&client, url, before, ok, started, args.store_deadline).await?)
+            // From the first POST until the last event was stored.
+            let stored =
+                watch_rows_stored(&client, url, before, ok, args.store_deadline, false).await?;
+            Some(ok as f64 / (stored.done - started).as_secs_f64())
         }
         _ => None,
     };
@@ -209,31 +212,4 @@ async fn main() -> anyhow::Result<()> {
     }
     args.output.outcomes(&outcomes)?;
     Ok(())
-}
-
-/// Polls db-writer until its rows inserted grew by `accepted` since `before`: events per
-/// second from the first POST until the last one was stored.
-async fn stored_rate(
-    http: &reqwest::Client,
-    url: &str,
-    before: f64,
-    accepted: u64,
-    started: Instant,
-    deadline: Duration,
-) -> anyhow::Result<f64> {
-    let until = Instant::now() + deadline;
-    loop {
-        let now = metric_sum(http, url, "db_writer_rows_inserted_total")
-            .await
-            .context("db-writer metrics")?;
-        if now - before >= accepted as f64 {
-            return Ok(accepted as f64 / started.elapsed().as_secs_f64());
-        }
-        anyhow::ensure!(
-            Instant::now() < until,
-            "db-writer stored {} of {accepted} accepted events within {deadline:?}",
-            now - before
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
