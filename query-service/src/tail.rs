@@ -250,7 +250,7 @@ impl Tail {
         // (several ms on a busy broker); consumption goes on meanwhile, or every reading
         // would hold back the records, ticks included, that release events.
         let mut reading: Option<(i64, JoinHandle<Reading>)> = None;
-        let turns = Turns::resolve();
+        let turns = metrics::TailTurns::resolve();
         loop {
             let full = core.in_flight.is_full();
             metrics::TAIL_PAUSED.set(i64::from(full));
@@ -316,27 +316,6 @@ impl Tail {
             }
         }
         info!("tail stopped");
-    }
-}
-
-/// `query_tail_turn_seconds` by the turn's work, its label set looked up once for the run
-/// rather than on each of ~1,000 turns a second.
-struct Turns {
-    checked: prometheus::Histogram,
-    index: prometheus::Histogram,
-    reading: prometheus::Histogram,
-    records: prometheus::Histogram,
-}
-
-impl Turns {
-    fn resolve() -> Self {
-        let work = |label: &str| metrics::TAIL_TURN_SECONDS.with_label_values(&[label]);
-        Turns {
-            checked: work("checked"),
-            index: work("index"),
-            reading: work("reading"),
-            records: work("records"),
-        }
     }
 }
 

@@ -33,7 +33,7 @@ const GET_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the shards are asked whether a vacuum or analyze of `events` is under way.
 const MAINTENANCE_SAMPLE: Duration = Duration::from_millis(200);
 
-#[derive(Parser)]
+#[derive(Parser, Clone)]
 #[command(
     about = "GET /events latency while ingest runs, and query-service CPU per consumed event"
 )]
@@ -329,18 +329,12 @@ async fn main() -> anyhow::Result<()> {
         let done = AtomicBool::new(false);
         let (timed, maintenance) = tokio::join!(
             async {
-                let load = GetLoad {
-                    query: args.query.clone(),
-                    client_prefix: args.client_prefix.clone(),
-                    clients: args.clients,
-                    get_rate: args.get_rate,
-                    duration: args.duration,
-                    phase: kind,
-                };
+                // Owned: the GETs run on a thread of their own.
+                let load = args.clone();
                 let timed = if args.gets_on_ingest_runtime {
-                    run_phase(load).await
+                    run_phase(load, kind).await
                 } else {
-                    match bench::run_apart("gets", run_phase(load)) {
+                    match bench::run_apart("gets", run_phase(load, kind)) {
                         Ok(timed) => timed
                             .await
                             .unwrap_or_else(|_| Err(anyhow::anyhow!("the GETs' thread panicked"))),
@@ -613,16 +607,6 @@ fn gcd(a: u64, b: u64) -> u64 {
     }
 }
 
-/// What one phase's timed GETs ask for, owned: they run on a thread of their own.
-struct GetLoad {
-    query: String,
-    client_prefix: String,
-    clients: usize,
-    get_rate: u64,
-    duration: Duration,
-    phase: Phase,
-}
-
 #[derive(Clone, Copy)]
 enum Phase {
     /// The first 10 clients, over and over.
@@ -636,8 +620,7 @@ enum Phase {
 /// The latencies of the GETs answered 200 (the whole answer read), and how many were not (an
 /// error status, a refused connection or a timeout). Open loop at `get_rate`, each GET on a
 /// kept-open connection that no other GET is using (opened when all are busy).
-async fn run_phase(args: GetLoad) -> anyhow::Result<(Vec<Duration>, usize)> {
-    let phase = args.phase;
+async fn run_phase(args: Args, phase: Phase) -> anyhow::Result<(Vec<Duration>, usize)> {
     let interval = Duration::from_secs_f64(1.0 / args.get_rate.max(1) as f64);
     let mut tick = tokio::time::interval(interval);
     let until = Instant::now() + args.duration;
